@@ -1,0 +1,21 @@
+//! restorectl: declarative, crash-safe restores and compliance PST exports of Microsoft 365
+//! mailboxes through the Veeam Backup for Microsoft 365 (VB365) REST API v8.
+//!
+//! # Layout
+//!
+//! - [`config`]: the daemon config file (`restorectl.yaml`) and secret references.
+//! - [`jobs`]: job files: parsing (YAML → raw spec), validation (raw spec → [`jobs::Job`]),
+//!   the normalised spec hash and the JSON Schema.
+//! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
+//!   operator requests and the event log. All SQL lives here.
+//! - [`cli`]: the command line; the one place that decides the process exit code.
+//!
+//! # Error policy
+//!
+//! Each domain module exposes its own `thiserror` error type that names its subject (file, job,
+//! mailbox, URL) and, where a caller has to decide whether to retry, a class. `anyhow` is used
+//! only at the binary edge (`cli`), which prints the chain once and picks the exit code.
+//! Library code never exits the process and never panics on bad input.
+
+pub mod cli;
+pub mod config;
