@@ -16,7 +16,15 @@
 //! following the clock, so they run in both copies of the repeated hour, while fixed-time jobs
 //! are not run again. Jumps of 3 hours or more are treated as a clock reset: only jobs that match
 //! the new wall time run, so in a forward jump nothing that was skipped runs, and after a jump back
-//! every job runs again as the clock passes.
+//! every job runs again as the clock passes. This was checked against the main loop of Vixie cron
+//! 4.1's `cron.c`, the code Debian's DST patch carries: `find_jobs(…, doWild, doNonWild)` with its
+//! `MIN_STAR|HR_STAR` test, and the `timeDiff` cases `> 5`, `> 3*MINUTE_COUNT` and
+//! `> -(3*MINUTE_COUNT)` minutes.
+//!
+//! One case is left out on purpose: cron also runs *wildcard* jobs for the skipped minutes when the
+//! clock jumps forward by at most 4 minutes (its "woke up late" case). No daylight-saving rule is
+//! that short; only some historical local-mean-time corrections are, and those are treated like
+//! any other jump here.
 //!
 //! # What we do
 //!
@@ -685,5 +693,94 @@ mod tests {
             next_fire(&never, Tz::UTC, utc("2026-01-01T00:00:00Z")),
             None
         );
+    }
+
+    /// An independent, brute-force statement of the rules: look at every minute of real time and
+    /// decide from the wall clock alone whether the job fires then.
+    fn oracle(cron: &Cron, tz: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        let timing = JobTiming::of(cron);
+        let minute = TimeDelta::minutes(1);
+        let mut out = Vec::new();
+        let mut u = from + minute;
+        while u <= to {
+            let wall = u.with_timezone(&tz).naive_local();
+            let matches = cron.is_time_matching(&wall).unwrap();
+            let jump = seconds(offset_at(tz, u)) - seconds(offset_at(tz, u - minute));
+            let fires = if jump < TimeDelta::zero()
+                || matches!(tz.from_local_datetime(&wall), LocalResult::Ambiguous(a, b) if u == a.max(b))
+            {
+                // In the later copy of a repeated range (its fold length is the size of the
+                // backward jump that started it; all our zones repeat less than 3 h).
+                matches && timing == JobTiming::Wildcard
+            } else if jump > TimeDelta::zero() {
+                // First instant after a forward jump: fixed times of the skipped range fire here.
+                let skipped = (1..=jump.num_minutes()).any(|k| {
+                    cron.is_time_matching(&(wall - TimeDelta::minutes(k)))
+                        .unwrap()
+                });
+                matches || (timing == JobTiming::Fixed && jump < LONG_CLOCK_CHANGE && skipped)
+            } else {
+                matches
+            };
+            if fires {
+                out.push(u);
+            }
+            u += minute;
+        }
+        out
+    }
+
+    #[test]
+    fn next_fire_agrees_with_a_minute_by_minute_oracle_around_2026_transitions() {
+        let zones = [
+            "Europe/Berlin",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "America/Santiago",
+            "Europe/London",
+        ];
+        let exprs = [
+            "0 2 * * *",
+            "30 2 * * *",
+            "*/30 * * * *",
+            "0 * * * *",
+            "0,30 2 * * *",
+            "*/30 2 * * *",
+            "15 1,2,3 * * *",
+            "45 1 * * *",
+            "* 2 * * *",
+            "59 23 * * *",
+            "0 0 * * *",
+        ];
+        for name in zones {
+            let tz = zone(name);
+            // Every offset change of 2026, found hour by hour.
+            let mut t = utc("2026-01-01T00:00:00Z");
+            let mut transitions = Vec::new();
+            while t < utc("2027-01-01T00:00:00Z") {
+                if offset_at(tz, t) != offset_at(tz, t + TimeDelta::hours(1)) {
+                    transitions.push(t);
+                }
+                t += TimeDelta::hours(1);
+            }
+            assert_eq!(transitions.len(), 2, "{name}: two DST changes in 2026");
+            for around in transitions {
+                let (from, to) = (around - TimeDelta::hours(30), around + TimeDelta::hours(30));
+                for expr in exprs {
+                    let cron = parse_cron(expr).unwrap();
+                    let mut ours = Vec::new();
+                    let mut t = from;
+                    while let Some(next) = next_fire(&cron, tz, t).filter(|n| *n <= to) {
+                        ours.push(next);
+                        t = next;
+                    }
+                    assert_eq!(
+                        ours,
+                        oracle(&cron, tz, from, to),
+                        "{expr} in {name} around {around}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! - [`parse_cron`]: 5 or 6 fields (seconds optional), Vixie cron day-of-month/day-of-week rules.
 //! - [`next_fire`]: the first fire strictly after an instant, with Debian cron's daylight-saving
 //!   rules (see [`fire`] for exactly what happens in skipped and repeated hours).
-//! - [`plan`]: given the stored next fire and the current time, which fire (at most one) runs now,
+//! - [`plan()`]: given the stored next fire and the current time, which fire (at most one) runs now,
 //!   which are recorded as missed, and the new next fire.
 //! - [`schedule_key`]: identifies a schedule so a changed one is recomputed (and never fires).
 //! - [`ConcurrencyPolicy`]: what to do with a fire while a run of the job is active.
@@ -87,7 +87,7 @@ pub fn parse_cron(text: &str) -> Result<Cron, ScheduleError> {
 /// reads it case-insensitively) and the time zone, with a version prefix.
 ///
 /// The daemon stores it next to the next fire instant. When the key of a job changes (new cron,
-/// other time zone), the stored next fire is discarded and [`plan`] is called with `None`, which
+/// other time zone), the stored next fire is discarded and [`plan()`] is called with `None`, which
 /// only computes the next fire after now: changing a schedule never fires a run by itself. The
 /// version is bumped if the meaning of a schedule ever changes (for example the DST rules), so
 /// stored next fires are recomputed after such an upgrade.
