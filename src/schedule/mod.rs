@@ -70,8 +70,12 @@ pub fn parse_cron(text: &str) -> Result<Cron, ScheduleError> {
         let dom = fields.len() - 3;
         let dow = fields.len() - 1;
         let starts_wild = |f: &str| f.starts_with('*') || f.starts_with('?');
-        if (starts_wild(&fields[dom]) || starts_wild(&fields[dow])) && !fields[dow].starts_with('+')
-        {
+        // An exact `*` (or `?`) is already unrestricted for croner; only `*/2`-style fields
+        // next to a restricted one need the AND prefix. Leaving plain patterns untouched keeps
+        // the text croner stores (and prints) as written.
+        let plain = |f: &str| f == "*" || f == "?";
+        let (d, w) = (&fields[dom], &fields[dow]);
+        if !plain(d) && !plain(w) && (starts_wild(d) || starts_wild(w)) && !w.starts_with('+') {
             fields[dow].insert(0, '+');
         }
     }
@@ -145,6 +149,11 @@ mod tests {
         // A day-of-month field starting with `*` makes Vixie cron require both: odd days that
         // are Mondays. 2026-11-02 is an even Monday, 2026-11-09 an odd one.
         let cron = parse_cron("0 0 */2 * MON").unwrap();
+        assert_eq!(cron.pattern.as_str(), "0 0 */2 * +1");
+        assert_eq!(
+            parse_cron("0 2 * * *").unwrap().pattern.as_str(),
+            "0 2 * * *"
+        );
         assert_eq!(
             next_fire(&cron, Tz::UTC, after),
             Some(utc("2026-11-09T00:00:00Z"))
