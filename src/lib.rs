@@ -8,6 +8,9 @@
 //!   the normalised spec hash and the JSON Schema.
 //! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
 //!   operator requests and the event log. All SQL lives here.
+//! - [`schedule`]: when scheduled jobs fire: cron parsing, DST-correct next fire instants with
+//!   Debian cron's rules, the catch-up plan after downtime, `concurrencyPolicy`, the injectable clock.
+//! - [`daemon`]: the daemon's lifecycle; [`daemon::watch`] watches the job directory.
 //! - [`cli`]: the command line; the one place that decides the process exit code.
 //!
 //! # Error policy
@@ -19,3 +22,5 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod schedule;
