@@ -8,6 +8,9 @@
 //!   the normalised spec hash and the JSON Schema.
 //! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
 //!   operator requests and the event log. All SQL lives here.
+//! - [`vb365`]: the VB365 REST API v8 client: tokens, typed requests and responses, paging,
+//!   the PST export stream and the error classes (retryable, permanent, auth, session lost,
+//!   ambiguous) that drive retries.
 //! - [`cli`]: the command line; the one place that decides the process exit code.
 //!
 //! # Error policy
@@ -19,3 +22,4 @@
 
 pub mod cli;
 pub mod config;
+pub mod vb365;
