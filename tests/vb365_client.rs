@@ -177,6 +177,41 @@ async fn unauthorized_call_is_refreshed_and_repeated() {
     );
 }
 
+/// A 401 on a restore POST means the server refused it before acting: after the token refresh
+/// it is sent once more, and that second copy is the only one the server executed.
+#[tokio::test]
+async fn unauthorized_restore_post_is_resent_once_after_refresh() {
+    let server = MockServer::start().await;
+    mount_tokens(&server, 3600).await;
+    let restore = format!("/v8/RestoreSessions/{RS}/organization/mailboxes/{MB}/restore");
+    Mock::given(method("POST"))
+        .and(path(restore.clone()))
+        .and(header("authorization", "Bearer t1"))
+        .respond_with(ResponseTemplate::new(401))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(restore))
+        .and(header("authorization", "Bearer t2"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"sessionId": Uuid::from_u128(9)})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (client, _dir) = client_for(&server.uri());
+    let r = client
+        .restore_mailbox(RS.parse().unwrap(), MB.parse().unwrap(), &restore_body())
+        .await
+        .unwrap();
+    assert_eq!(r.session_id, Uuid::from_u128(9));
+    assert_eq!(
+        grants(&requests(&server).await),
+        ["password", "refresh_token"]
+    );
+}
+
 /// When the refresh grant is refused, a new password grant is made and the call succeeds.
 #[tokio::test]
 async fn failed_refresh_falls_back_to_a_password_grant() {
@@ -264,7 +299,7 @@ async fn rejected_password_grant_is_an_auth_error() {
 
 /// Twenty concurrent calls that all get a 401 with the old token cause exactly one refresh
 /// (and the first token exactly one password grant): the others wait and reuse the new token.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callers_share_one_refresh() {
     let server = MockServer::start().await;
     mount_tokens(&server, 3600).await;

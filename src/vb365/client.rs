@@ -357,7 +357,7 @@ impl Client {
         let status = resp.status();
         if !status.is_success() {
             let retry_after = retry_after(&resp);
-            let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            let body = error_body(resp).await;
             return Err(self.status_error(op, path, status, &body, retry_after, true, false));
         }
         self.decode(op, path, resp).await
@@ -387,7 +387,7 @@ impl Client {
             Ok(resp) => {
                 let status = resp.status();
                 let ra = retry_after(&resp);
-                let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                let body = error_body(resp).await;
                 Err(self.status_error(
                     call.op,
                     call.display_path(),
@@ -513,7 +513,7 @@ impl Client {
             return Ok(resp);
         }
         let retry_after = retry_after(&resp);
-        let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        let body = error_body(resp).await;
         Err(Failure::Status {
             status,
             body,
@@ -1116,6 +1116,24 @@ impl Client {
             ),
         }
     }
+}
+
+/// Error bodies are read up to this size; the rest (a runaway HTML page, a misrouted download)
+/// is not needed to classify the error.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Reads an error response body, at most [`MAX_ERROR_BODY`] bytes; a broken body reads as what
+/// arrived (the status alone still classifies the error).
+async fn error_body(mut resp: reqwest::Response) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        out.extend_from_slice(&chunk);
+        if out.len() >= MAX_ERROR_BODY {
+            out.truncate(MAX_ERROR_BODY);
+            break;
+        }
+    }
+    out
 }
 
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
