@@ -11,6 +11,9 @@
 //! - [`schedule`]: when scheduled jobs fire: cron parsing, DST-correct next fire instants with
 //!   Debian cron's rules, the catch-up plan after downtime, `concurrencyPolicy`, the injectable clock.
 //! - [`daemon`]: the daemon's lifecycle; [`daemon::watch`] watches the job directory.
+//! - [`vb365`]: the VB365 REST API v8 client: tokens, typed requests and responses, paging,
+//!   the PST export stream and the error classes (retryable, permanent, auth, session lost,
+//!   ambiguous) that drive retries.
 //! - [`cli`]: the command line; the one place that decides the process exit code.
 //!
 //! # Error policy
@@ -24,3 +27,4 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod schedule;
+pub mod vb365;
