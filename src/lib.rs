@@ -6,8 +6,9 @@
 //! - [`config`]: the daemon config file (`restorectl.yaml`) and secret references.
 //! - [`jobs`]: job files: parsing (YAML → raw spec), validation (raw spec → [`jobs::Job`]),
 //!   the normalised spec hash and the JSON Schema.
-//! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
-//!   operator requests and the event log. All SQL lives here.
+//! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads and
+//!   published files, operator requests, the daemon instance lock and the append-only event
+//!   log. All SQL lives here.
 //! - [`cli`]: the command line; the one place that decides the process exit code.
 //!
 //! # Error policy

@@ -389,7 +389,7 @@ impl Store {
 
     /// A job's exports that retention has not deleted, oldest first (retention keeps the
     /// newest `keepLast` and those younger than `keepFor`).
-    #[instrument(level = "trace", skip_all, fields(job), err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(job = job), err(level = "debug"))]
     pub async fn list_live_exports(&self, job: &str) -> Result<Vec<Export>> {
         sqlx::query_as::<_, Export>(
             "SELECT * FROM exports WHERE job_name = $1 AND deleted_at IS NULL
@@ -439,7 +439,7 @@ impl Store {
                 .found(OP, "export", id)?;
             return Ok(false);
         };
-        let event = NewEvent::new(
+        let mut event = NewEvent::new(
             EventKind::ExportDeleted,
             format!(
                 "export {} deleted by retention: {reason}",
@@ -452,7 +452,6 @@ impl Store {
             "export_id": row.id, "path": row.path, "manifest_path": row.manifest_path,
             "bytes": row.bytes, "sha256": row.sha256, "reason": reason,
         }));
-        let mut event = event;
         event.step_id = row.step_id;
         events::insert(&mut tx, &event, now).await?;
         tx.commit().await.op(OP)?;

@@ -157,13 +157,6 @@ pub enum StoreError {
     /// This daemon's instance row was taken over or released while it was still running.
     #[error("daemon instance {id} no longer holds the state database lock")]
     InstanceLost { id: String },
-    /// A stored value cannot be read back (hand-edited or corrupt database).
-    #[error("{what} {id}: invalid stored value: {message}")]
-    Corrupt {
-        what: &'static str,
-        id: String,
-        message: String,
-    },
     /// A path that cannot be stored as text.
     #[error("{path}: path is not valid UTF-8 and cannot be stored")]
     NonUtf8Path { path: PathBuf },
@@ -989,5 +982,116 @@ text_enum! {
         Zip = "zip",
         Jsonl = "jsonl",
         Csv = "csv",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every enum value survives `as_str` → `FromStr`, and its serde form is the stored text.
+    fn round_trip<T>(all: &[T])
+    where
+        T: Copy + PartialEq + fmt::Debug + fmt::Display + FromStr<Err = ParseEnumError> + Serialize,
+    {
+        for v in all {
+            let text = v.to_string();
+            assert_eq!(text.parse::<T>().unwrap(), *v);
+            assert_eq!(serde_json::to_value(v).unwrap(), serde_json::json!(text));
+        }
+        let err = "no-such-value".parse::<T>().unwrap_err();
+        assert_eq!(err.value, "no-such-value");
+    }
+
+    #[test]
+    fn text_enums_round_trip() {
+        round_trip(JobState::ALL);
+        round_trip(RunState::ALL);
+        round_trip(Trigger::ALL);
+        round_trip(StepState::ALL);
+        round_trip(SessionState::ALL);
+        round_trip(DownloadState::ALL);
+        round_trip(RequestKind::ALL);
+        round_trip(Decision::ALL);
+        round_trip(ErrorClass::ALL);
+        round_trip(FileFormat::ALL);
+        round_trip(EventKind::ALL);
+        assert_eq!(
+            RunState::SucceededWithWarnings.as_str(),
+            "succeeded_with_warnings"
+        );
+        assert_eq!(Trigger::OneShot.as_str(), "one_shot");
+        assert_eq!(
+            "bogus".parse::<StepState>().unwrap_err().to_string(),
+            "unknown step state `bogus`"
+        );
+    }
+
+    #[test]
+    fn run_state_classes() {
+        let active: Vec<_> = RunState::ALL.iter().filter(|s| s.is_active()).collect();
+        assert_eq!(
+            active,
+            [
+                &RunState::Queued,
+                &RunState::Running,
+                &RunState::WaitingRetry
+            ]
+        );
+        for s in RunState::ALL {
+            assert!(!(s.is_active() && s.is_terminal()), "{s}");
+        }
+        assert!(!RunState::NeedsAttention.is_terminal() && !RunState::NeedsAttention.is_active());
+        assert!(RunState::Missed.is_terminal() && RunState::Skipped.is_terminal());
+        let finished: Vec<_> = StepState::ALL.iter().filter(|s| s.is_terminal()).collect();
+        assert_eq!(
+            finished,
+            [
+                &StepState::Done,
+                &StepState::Warning,
+                &StepState::Failed,
+                &StepState::Skipped
+            ]
+        );
+    }
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            path_from_url("sqlite:///var/lib/restorectl/restorectl.db").unwrap(),
+            Path::new("/var/lib/restorectl/restorectl.db")
+        );
+        assert_eq!(
+            path_from_url("sqlite://state/r.db").unwrap(),
+            Path::new("state/r.db")
+        );
+        for bad in [
+            "postgres://h/db",
+            "sqlite://",
+            "sqlite://x.db?mode=ro",
+            "/plain/path",
+        ] {
+            let err = path_from_url(bad).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn run_ids_are_time_ordered_and_round_trip() {
+        let a = RunId::new();
+        let b = RunId::new();
+        assert!(a < b);
+        assert_eq!(a.to_string().parse::<RunId>().unwrap(), a);
+        assert_eq!(a.to_string().len(), 36, "hyphenated");
+        assert!("not-a-uuid".parse::<RunId>().is_err());
+    }
+
+    #[test]
+    fn millis_round_trip() {
+        let t = DateTime::from_timestamp_millis(1_772_366_400_123).unwrap();
+        assert_eq!(from_millis(to_millis(t)), Some(t));
+        assert_eq!(from_millis(i64::MAX), None);
+        assert_eq!(duration_millis(Duration::from_secs(3)), 3000);
+        assert_eq!(duration_millis(Duration::MAX), i64::MAX);
     }
 }

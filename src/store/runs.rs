@@ -152,7 +152,7 @@ impl Store {
     /// `waiting_retry` run whose `next_attempt_at` has come (or that an operator cancelled), or
     /// a `running` run whose lease expired or was released. Oldest `scheduled_for` first.
     /// Increments `attempts`; the first claim sets `started_at` and `deadline_at`.
-    #[instrument(level = "trace", skip_all, fields(owner), err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(owner = owner), err(level = "debug"))]
     pub async fn claim_next_run(
         &self,
         owner: &str,
@@ -180,7 +180,7 @@ impl Store {
 
     /// Claims one given run if it is claimable (see [`Store::claim_next_run`]) or already
     /// leased by `owner`. `None` when another owner holds a live lease or the run is not due.
-    #[instrument(level = "trace", skip_all, fields(run = %id, owner), err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(run = %id, owner = owner), err(level = "debug"))]
     pub async fn claim_run(
         &self,
         id: RunId,
@@ -215,7 +215,7 @@ impl Store {
 
     /// Extends the lease of a run `owner` holds. Fails with [`StoreError::LeaseLost`] when the
     /// run is no longer running under `owner` (the lease expired and someone else took it).
-    #[instrument(level = "trace", skip_all, fields(run = %id, owner), err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(run = %id, owner = owner), err(level = "debug"))]
     pub async fn renew_lease(
         &self,
         id: RunId,
@@ -257,7 +257,7 @@ impl Store {
 
     /// Gives up the lease without changing the state (graceful shutdown): the run is claimable
     /// at once by the next daemon. Returns false when `owner` did not hold it.
-    #[instrument(level = "trace", skip_all, fields(run = %id, owner), err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(run = %id, owner = owner), err(level = "debug"))]
     pub async fn release_lease(&self, id: RunId, owner: &str, now: DateTime<Utc>) -> Result<bool> {
         const OP: &str = "release_lease";
         let mut tx = self.begin_write(OP).await?;
@@ -278,7 +278,7 @@ impl Store {
     /// Expires every live lease not held by `owner`, so that start-up recovery can claim the
     /// runs a crashed predecessor held without waiting for their leases to run out. Only sound
     /// while `owner` holds the daemon instance lock. Returns how many leases were expired.
-    #[instrument(level = "trace", skip_all, fields(owner), err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(owner = owner), err(level = "debug"))]
     pub async fn expire_foreign_leases(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
         const OP: &str = "expire_foreign_leases";
         let mut tx = self.begin_write(OP).await?;
@@ -414,7 +414,7 @@ impl Store {
 
     /// Runs of a job that are queued, running or waiting for a retry, oldest first
     /// (`concurrencyPolicy` looks at these).
-    #[instrument(level = "trace", skip_all, fields(job), err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(job = job), err(level = "debug"))]
     pub async fn list_active_runs(&self, job: &str) -> Result<Vec<Run>> {
         sqlx::query_as::<_, Run>(
             "SELECT * FROM runs WHERE job_name = $1

@@ -243,7 +243,7 @@ impl Store {
     }
 
     /// How many sessions are not yet stopped on `server`.
-    #[instrument(level = "trace", skip_all, fields(server), err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(server = server), err(level = "debug"))]
     pub async fn count_open_sessions(&self, server: &str) -> Result<u32> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM restore_sessions

@@ -156,7 +156,7 @@ impl Store {
     }
 
     /// One step.
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(step = id), err(level = "debug"))]
     pub async fn get_step(&self, id: i64) -> Result<Step> {
         sqlx::query_as::<_, Step>("SELECT * FROM steps WHERE id = $1")
             .bind(id)
@@ -178,7 +178,7 @@ impl Store {
     /// Counts a new attempt of a step (compare `attempts` with `retry.maxAttempts`): sets
     /// `started_at` on the first, clears `next_attempt_at`. Not allowed on a finished or
     /// `in_doubt` step.
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(step = id), err(level = "debug"))]
     pub async fn begin_step_attempt(&self, id: i64, now: DateTime<Utc>) -> Result<Step> {
         const OP: &str = "begin_step_attempt";
         let mut tx = self.begin_write(OP).await?;
@@ -201,7 +201,7 @@ impl Store {
     }
 
     /// Records the explore session a step works in.
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(step = id), err(level = "debug"))]
     pub async fn set_step_session(
         &self,
         id: i64,
@@ -220,7 +220,7 @@ impl Store {
     /// Commits `submitting` BEFORE a restore POST and counts it in `restore_posts`. Allowed from
     /// `pending`, from `submitting` (reconciliation proved the previous POST was not received)
     /// and from `in_doubt` only after an operator chose `resend`.
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(step = id), err(level = "debug"))]
     pub async fn mark_submitting(&self, id: i64, now: DateTime<Utc>) -> Result<Step> {
         const OP: &str = "mark_submitting";
         let mut tx = self.begin_write(OP).await?;
@@ -252,7 +252,7 @@ impl Store {
 
     /// Records the answer of a restore POST: `submitted` with the returned operation id.
     /// Allowed from `submitting` and from `in_doubt` (reconciliation later proved receipt).
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(step = id), err(level = "debug"))]
     pub async fn mark_submitted(
         &self,
         id: i64,
@@ -283,7 +283,7 @@ impl Store {
 
     /// The outcome of a restore POST is unknown and could not be reconciled: `in_doubt` (error
     /// class `ambiguous`), any earlier operator decision cleared. Only from `submitting`.
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(step = id), err(level = "debug"))]
     pub async fn mark_in_doubt(&self, id: i64, message: &str, now: DateTime<Utc>) -> Result<Step> {
         const OP: &str = "mark_in_doubt";
         let mut tx = self.begin_write(OP).await?;
@@ -313,7 +313,7 @@ impl Store {
     /// `finished_at`. A finished step never changes again; an `in_doubt` step only moves to
     /// `done` / `failed` after the matching operator decision. `submitting`, `submitted` and
     /// `in_doubt` have their own functions.
-    #[instrument(level = "trace", skip_all, fields(state = %state), err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(step = id, state = %state), err(level = "debug"))]
     pub async fn set_step_state(
         &self,
         id: i64,
@@ -369,7 +369,7 @@ impl Store {
 
     /// A failed attempt will be retried at `next_attempt_at`: back to `pending` with the error
     /// kept for `show`. Not allowed on `done` / `warning` / `skipped` / `in_doubt` steps.
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(step = id), err(level = "debug"))]
     pub async fn schedule_step_retry(
         &self,
         id: i64,
@@ -406,7 +406,7 @@ impl Store {
     }
 
     /// Stores the per-mailbox counts of a finished restore.
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(step = id), err(level = "debug"))]
     pub async fn record_restore_counts(
         &self,
         id: i64,
@@ -431,7 +431,7 @@ impl Store {
     }
 
     /// Stores how many items a search wrote to its report.
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(step = id), err(level = "debug"))]
     pub async fn record_search_count(
         &self,
         id: i64,
@@ -448,7 +448,7 @@ impl Store {
     }
 
     /// Stores the file a step published (export or report).
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(step = id), err(level = "debug"))]
     pub async fn record_step_file(
         &self,
         id: i64,
@@ -476,7 +476,7 @@ impl Store {
 
     /// Records an operator's decision about an `in_doubt` step (the engine then acts on it).
     /// Appends `step_decision`.
-    #[instrument(level = "trace", skip_all, fields(decision = %decision), err(level = "debug"))]
+    #[instrument(level = "trace", skip_all, fields(step = id, decision = %decision), err(level = "debug"))]
     pub async fn record_operator_decision(
         &self,
         id: i64,
