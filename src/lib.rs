@@ -14,6 +14,9 @@
 //! - [`vb365`]: the VB365 REST API v8 client: tokens, typed requests and responses, paging,
 //!   the PST export stream and the error classes (retryable, permanent, auth, session lost,
 //!   ambiguous) that drive retries.
+//! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads and
+//!   published files, operator requests, the daemon instance lock and the append-only event
+//!   log. All SQL lives here.
 //! - [`cli`]: the command line; the one place that decides the process exit code.
 //!
 //! # Error policy
@@ -28,3 +31,4 @@ pub mod config;
 pub mod daemon;
 pub mod schedule;
 pub mod vb365;
+pub mod store;
