@@ -231,7 +231,11 @@ pub fn parse_str(text: &str, path: &Path, ctx: &ValidationContext<'_>) -> FileRe
                     doc.content_hash = Some(job.spec_hash().to_string());
                     doc.job = Some(job);
                 }
-                Err(errors) => doc.errors = errors,
+                Err(mut errors) => {
+                    // Checks run in a fixed order; the report reads top to bottom.
+                    errors.sort_by_key(|e| (e.line, e.column));
+                    doc.errors = errors;
+                }
             },
         }
         report.documents.push(doc);
