@@ -35,8 +35,8 @@ pub struct DocumentReport {
     /// `kind` as written, when it is a string.
     pub kind: Option<String>,
     /// Identity of the content: the spec hash of a valid job; for an invalid document the
-    /// SHA-256 of the canonical JSON of the same keys as written. `None` only when the
-    /// document is not a mapping.
+    /// SHA-256 of the canonical JSON of the same keys as written. `None` when the
+    /// document is not a mapping or repeats a key.
     pub content_hash: Option<String>,
     /// The validated job, when there are no errors.
     pub job: Option<Job>,
@@ -179,27 +179,47 @@ pub fn parse_str(text: &str, path: &Path, ctx: &ValidationContext<'_>) -> FileRe
     };
 
     // Pass 1: YAML syntax and generic values. libyaml cannot resume after a syntax error (the
-    // iterator repeats it), so the first one ends the file; earlier documents still count.
-    let mut values: Vec<(usize, serde_yaml::Value)> = Vec::new();
+    // iterator repeats it), so the first one ends the file; earlier documents still count. A
+    // duplicate key is not a syntax error: that document fails, the next ones are read.
+    let mut values: Vec<(usize, Result<serde_yaml::Value, JobError>)> = Vec::new();
     for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         match serde_yaml::Value::deserialize(de) {
             Ok(serde_yaml::Value::Null) => {}
-            Ok(v) => values.push((index, v)),
+            Ok(v) => values.push((index, Ok(v))),
             Err(e) => {
-                report.errors.push(syntax_error(&e, path, index, &location));
-                break;
+                let error = syntax_error(&e, path, index, &location);
+                if error.code == ErrorCode::DuplicateKey {
+                    values.push((index, Err(error)));
+                } else {
+                    report.errors.push(error);
+                    break;
+                }
             }
         }
     }
 
     // Pass 2: typed raw documents.
-    let mut next = values.iter().peekable();
+    let mut next = values.into_iter().peekable();
     for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let Some((_, value)) = next.next_if(|(i, _)| *i == index) else {
             if next.peek().is_none() {
                 break;
             }
             continue;
+        };
+        let value = match value {
+            Ok(v) => v,
+            Err(error) => {
+                report.documents.push(DocumentReport {
+                    index,
+                    name: None,
+                    kind: None,
+                    content_hash: None,
+                    job: None,
+                    errors: vec![error],
+                });
+                continue;
+            }
         };
         let name = value
             .get("metadata")
@@ -220,7 +240,7 @@ pub fn parse_str(text: &str, path: &Path, ctx: &ValidationContext<'_>) -> FileRe
             index,
             name,
             kind,
-            content_hash: value.as_mapping().map(|_| value_hash(value)),
+            content_hash: value.as_mapping().map(|_| value_hash(&value)),
             job: None,
             errors: Vec::new(),
         };
@@ -327,18 +347,30 @@ fn syntax_error(
     location: &DocLocation<'_>,
 ) -> JobError {
     let (field, message) = split_message(&e.to_string());
-    let duplicate = message.contains("duplicate entry");
-    let pos = serde_pos(e).unwrap_or_else(|| {
+    let mut field = field;
+    let mut pos = serde_pos(e);
+    let code = if message.starts_with("duplicate entry") {
+        // serde_yaml points at the mapping; the index knows where the key appears again.
+        let key = message.split('"').nth(1).unwrap_or_default();
+        let full = join_key(field.as_deref().unwrap_or(""), key);
+        if let Some(entry) = location
+            .locator()
+            .doc(index)
+            .and_then(|d| d.duplicate(&full))
+        {
+            pos = Some(entry.key);
+        }
+        field = Some(full);
+        ErrorCode::DuplicateKey
+    } else {
+        ErrorCode::Syntax
+    };
+    let pos = pos.unwrap_or_else(|| {
         location
             .locator()
             .doc(index)
             .map_or(Pos::START, |d| d.start)
     });
-    let code = if duplicate {
-        ErrorCode::DuplicateKey
-    } else {
-        ErrorCode::Syntax
-    };
     JobError {
         file: path.to_path_buf(),
         line: pos.line,
@@ -443,6 +475,27 @@ mod tests {
             humanise("expected struct JobDocument"),
             "expected a mapping"
         );
+    }
+
+    #[test]
+    fn a_duplicate_key_fails_its_document_only() {
+        let config = crate::config::Config::builtin_defaults();
+        let ctx = ValidationContext::without_server_check(&config);
+        let doc = |name: &str| {
+            format!(
+                "apiVersion: restorectl/v1\nkind: Search\nmetadata: {{ name: {name} }}\nspec:\n  organization: o\n  search: {{ query: q, report: {{ path: r.csv }} }}\n"
+            )
+        };
+        let text = format!("{}  organization: again\n---\n{}", doc("a"), doc("b"));
+        let r = parse_str(&text, Path::new("x.yaml"), &ctx);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(r.documents.len(), 2);
+        let e = &r.documents[0].errors[0];
+        assert_eq!(
+            (e.code, e.line, e.field.as_deref()),
+            (ErrorCode::DuplicateKey, 7, Some("spec.organization"))
+        );
+        assert_eq!(r.documents[1].job.as_ref().map(|j| j.name()), Some("b"));
     }
 
     #[test]

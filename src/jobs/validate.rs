@@ -387,7 +387,7 @@ fn check_selection(
                 ErrorCode::EmptySelectors,
                 "spec",
                 At::Key,
-                format!("a {kind} job needs `spec.mailboxes` with at least one selector"),
+                format!("kind {kind} needs `spec.mailboxes` with at least one selector"),
             ));
             Vec::new()
         }
@@ -695,7 +695,7 @@ fn check_action(
             ErrorCode::MissingKey,
             "spec",
             At::Key,
-            format!("a {kind} job needs a `spec.{}` section", kind.section()),
+            format!("kind {kind} needs a `spec.{}` section", kind.section()),
             "add the section; docs/job-files.md shows its keys",
         ));
     };
