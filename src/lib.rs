@@ -4,8 +4,9 @@
 //! # Layout
 //!
 //! - [`config`]: the daemon config file (`restorectl.yaml`) and secret references.
-//! - [`jobs`]: job files: parsing (YAML → raw spec), validation (raw spec → [`jobs::Job`]),
-//!   the normalised spec hash and the JSON Schema.
+//! - [`jobs`]: job files: discovery in the job directory, parsing (YAML → raw spec), validation
+//!   (raw spec → [`jobs::Job`]) with located error codes, schedules, mailbox selection, path
+//!   templates, the normalised spec hash and the JSON Schema.
 //! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
 //!   operator requests and the event log. All SQL lives here.
 //! - [`cli`]: the command line; the one place that decides the process exit code.

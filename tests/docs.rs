@@ -4,8 +4,12 @@ use restorectl::jobs::ErrorCode;
 
 #[test]
 fn every_error_code_is_documented() {
-    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/job-files.md")).unwrap();
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/job-files.md")).unwrap();
     for code in ErrorCode::ALL {
-        assert!(docs.contains(&format!("| `{code}` |")), "docs/job-files.md lacks a row for `{code}`");
+        assert!(
+            docs.contains(&format!("| `{code}` |")),
+            "docs/job-files.md lacks a row for `{code}`"
+        );
     }
 }

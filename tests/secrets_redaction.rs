@@ -11,7 +11,7 @@ use assert_cmd::Command;
 use restorectl::config::{Config, SecretContext};
 use restorectl::jobs::{Action, BulkCredentials, Credentials, ValidationContext, scan_paths};
 
-const SECRETS: [&str; 8] = [
+const SECRETS: [&str; 9] = [
     "S3cret-vb365-7f9a1c",
     "S3cret-file-password-2b8e",
     "S3cret-cert-bytes-5d3c",
@@ -20,6 +20,7 @@ const SECRETS: [&str; 8] = [
     "S3cret-onprem-0c7b",
     "S3cret-plain-inline-4e2a",
     "918273645546372819",
+    "S3cret-in-the-wrong-place-6f1d",
 ];
 
 fn setup(dir: &Path) {
@@ -120,8 +121,18 @@ spec:
         applicationId: 3f8e5a2c-41d7-4c2b-9e1f-0a6b7c8d9e10
         certificate: {{ secret: app-cert }}
         certificatePassword: {}
+---
+apiVersion: restorectl/v1
+kind: Restore
+metadata: {{ name: plain-credentials }}
+spec:
+  organization: contoso.onmicrosoft.com
+  mailboxes: [ bob@contoso.com ]
+  restore:
+    credentials:
+      user: "admin:{}"
 "#,
-        SECRETS[6], SECRETS[7]
+        SECRETS[6], SECRETS[7], SECRETS[8]
     );
     std::fs::write(dir.join("plain.yaml"), plain).unwrap();
 }
@@ -154,10 +165,16 @@ fn no_secret_value_in_debug_output_or_validate_reports() {
     let errors: Vec<_> = report.errors().collect();
     assert_eq!(
         errors.len(),
-        2,
-        "both plain secrets are errors: {errors:#?}"
+        3,
+        "every plain secret is an error: {errors:#?}"
     );
-    assert!(errors.iter().all(|e| e.code.as_str() == "plain-secret"));
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e.code.as_str() == "plain-secret")
+            .count(),
+        2
+    );
     assert_clean(
         "errors",
         &format!(

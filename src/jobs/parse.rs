@@ -333,6 +333,28 @@ fn humanise(message: &str) -> String {
     out
 }
 
+/// Under `credentials`, a value written where an object belongs may be a password
+/// (`user: "admin:hunter2"`): serde's "invalid type: string \"…\"" would repeat it, so only the
+/// type is kept.
+fn redact_value(text: &str) -> String {
+    let Some(rest) = text.strip_prefix("invalid type: ") else {
+        return humanise(text);
+    };
+    let kind = [
+        "string",
+        "integer",
+        "floating point",
+        "boolean",
+        "character",
+    ]
+    .into_iter()
+    .find(|k| rest.starts_with(k));
+    match (kind, rest.find(", expected ")) {
+        (Some(k), Some(i)) => humanise(&format!("invalid type: {k}{}", &rest[i..])),
+        _ => humanise(text),
+    }
+}
+
 fn serde_pos(e: &serde_yaml::Error) -> Option<Pos> {
     e.location().map(|l| Pos {
         line: l.line().max(1),
@@ -433,6 +455,11 @@ fn serde_error(e: &serde_yaml::Error, dc: &DocContext<'_>) -> JobError {
             Some(d.nearest(key).key)
         })
         .unwrap_or(Pos::START);
+    let message = if field.contains("credentials") {
+        redact_value(&text)
+    } else {
+        humanise(&text)
+    };
     JobError {
         file: dc.file.to_path_buf(),
         line: pos.line,
@@ -440,7 +467,7 @@ fn serde_error(e: &serde_yaml::Error, dc: &DocContext<'_>) -> JobError {
         code,
         job: dc.job.clone(),
         field: (!field.is_empty()).then_some(field),
-        message: humanise(&text),
+        message,
         hint: code.default_hint().to_string(),
     }
 }
