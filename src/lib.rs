@@ -30,7 +30,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod schedule;
-pub mod vb365;
-pub mod store;
 pub mod jobs;
+pub mod schedule;
+pub mod store;
+pub mod vb365;
