@@ -8,6 +8,9 @@
 //!   the normalised spec hash and the JSON Schema.
 //! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
 //!   operator requests and the event log. All SQL lives here.
+//! - [`sim`]: the built-in VB365 REST API v8 simulator (tests, `daemon --dev`, `simulate`):
+//!   deterministic world, sessions, restores, PST/ZIP exports, search, fault injection, a
+//!   request journal, and [`sim::schema`], the request validator against the vendor schema.
 //! - [`cli`]: the command line; the one place that decides the process exit code.
 //!
 //! # Error policy
@@ -19,3 +22,4 @@
 
 pub mod cli;
 pub mod config;
+pub mod sim;
