@@ -60,6 +60,18 @@ fn paging(ctx: &Ctx) -> Result<(usize, usize), ApiError> {
 fn page(all: Vec<Value>, offset: usize, limit: usize, base: &str, set_id: Option<Uuid>) -> Value {
     let total = all.len();
     let results: Vec<Value> = all.into_iter().skip(offset).take(limit).collect();
+    page_of(total, results, offset, limit, base, set_id)
+}
+
+/// A page whose `results` were already cut from a collection of `total` items.
+fn page_of(
+    total: usize,
+    results: Vec<Value>,
+    offset: usize,
+    limit: usize,
+    base: &str,
+    set_id: Option<Uuid>,
+) -> Value {
     let set = set_id.map(|s| format!("&setId={s}")).unwrap_or_default();
     let href = |o: usize| json!({"href": format!("{base}?offset={o}&limit={limit}{set}")});
     let mut links = json!({"self": href(offset)});
@@ -416,17 +428,22 @@ pub(crate) fn mailboxes(state: &SimState, ctx: &Ctx) -> HandlerResult {
         session_mut(state, d, ctx, Use::Data)
             .map(|s| (s.id, s.org_id, s.restore_point.is_some(), s.mailbox_set))
     })?;
-    let all = match state.world.organization(org) {
-        Some(o) if has_data => o.mailboxes.iter().map(|m| mailbox_json(id, m)).collect(),
-        _ => Vec::new(),
+    let boxes: &[Mailbox] = match state.world.organization(org) {
+        Some(o) if has_data => &o.mailboxes,
+        _ => &[],
     };
-    ok(page(
-        all,
-        offset,
-        limit,
-        &format!("/v8/RestoreSessions/{id}/organization/mailboxes"),
-        Some(set),
-    ))
+    let results = boxes
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|m| mailbox_json(id, m))
+        .collect();
+    // The page carries a setId, but the operation declares no setId parameter, so the links
+    // do not pass it back (API.md §3.1).
+    let base = format!("/v8/RestoreSessions/{id}/organization/mailboxes");
+    let mut body = page_of(boxes.len(), results, offset, limit, &base, None);
+    body["setId"] = json!(set);
+    ok(body)
 }
 
 pub(crate) fn mailbox(state: &SimState, ctx: &Ctx) -> HandlerResult {
