@@ -219,28 +219,17 @@ impl ExportLayout {
         (hex::encode(hasher.finalize()), self.total)
     }
 
-    /// Streams bytes `start..end`; when `cut_after` is set the stream fails after that many
-    /// bytes, which makes the server abort the connection mid-body.
+    /// Streams bytes `start..end` in 64 KiB chunks, generated as they are sent.
     pub fn stream(
         self: Arc<Self>,
         start: u64,
         end: u64,
-        cut_after: Option<u64>,
     ) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
-        let state = (self, start, 0u64);
-        futures_util::stream::unfold(state, move |(layout, pos, sent)| async move {
-            if cut_after.is_some_and(|cut| sent >= cut) {
-                let err = io::Error::new(io::ErrorKind::ConnectionAborted, "simulated drop");
-                // Park the position at the end so the next poll ends the stream.
-                return Some((Err(err), (layout, end, u64::MAX)));
-            }
-            if pos >= end || sent == u64::MAX {
+        futures_util::stream::unfold((self, start), move |(layout, pos)| async move {
+            if pos >= end {
                 return None;
             }
-            let mut want = (end - pos).min(CHUNK as u64);
-            if let Some(cut) = cut_after {
-                want = want.min(cut - sent);
-            }
+            let want = (end - pos).min(CHUNK as u64);
             let mut buf = vec![0u8; want as usize];
             let n = layout.read_at(pos, &mut buf);
             buf.truncate(n);
@@ -248,8 +237,8 @@ impl ExportLayout {
                 return None;
             }
             Some((
-                Ok(Bytes::from(buf)),
-                (layout, pos + n as u64, sent + n as u64),
+                Ok::<_, io::Error>(Bytes::from(buf)),
+                (layout, pos + n as u64),
             ))
         })
     }

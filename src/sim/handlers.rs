@@ -623,7 +623,7 @@ pub(crate) async fn export(state: &Arc<SimState>, ctx: &Ctx) -> HandlerResult {
         ),
         _ => (StatusCode::OK, 0, len),
     };
-    let body = Body::from_stream(layout.stream(start, end, None));
+    let body = Body::from_stream(layout.stream(start, end));
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(

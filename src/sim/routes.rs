@@ -585,6 +585,9 @@ fn cut_body(response: Response, cut: u64) -> Response {
                 return None;
             }
             if sent >= cut {
+                // Give hyper a pending poll (and the client a moment) so the bytes before the
+                // cut are flushed to the socket before the connection is aborted.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 let err =
                     std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "simulated drop");
                 return Some((Err(err), (inner, sent, true)));

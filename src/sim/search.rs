@@ -536,7 +536,10 @@ impl Term {
                     || people_contain(std::slice::from_ref(&item.from), n)
                     || people_contain(&item.to, n)
             }
-            (Cond::Contains(n), Field::Subject) => has(&item.subject, n),
+            // Contacts carry no subject in the backup (their name is `fullName`).
+            (Cond::Contains(n), Field::Subject) => {
+                item.class != ItemClass::Contact && has(&item.subject, n)
+            }
             (Cond::Contains(n), Field::Body) => has(&item.body, n),
             (Cond::Contains(n), Field::From) => people_contain(std::slice::from_ref(&item.from), n),
             (Cond::Contains(n), Field::To) => people_contain(&item.to, n),
