@@ -260,9 +260,9 @@ fn sanitize(email: &str) -> String {
 
 /// MS-DOS time and date of `t` (what ZIP headers carry).
 fn dos_time(t: DateTime<Utc>) -> (u16, u16) {
-    let time = (t.hour() << 11 | t.minute() << 5 | t.second() / 2) as u16;
+    let time = ((t.hour() << 11) | (t.minute() << 5) | (t.second() / 2)) as u16;
     let year = t.year().clamp(1980, 2107) as u32 - 1980;
-    let date = (year << 9 | t.month() << 5 | t.day()) as u16;
+    let date = ((year << 9) | (t.month() << 5) | t.day()) as u16;
     (time, date)
 }
 

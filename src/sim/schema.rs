@@ -430,21 +430,17 @@ fn check(
             check_string_format(schema, text, path)?;
         }
         Some("integer") => check_integer(schema, value, path)?,
-        Some("number") => {
-            if !value.is_number() {
-                return Err(SchemaViolation::new(
-                    path,
-                    format!("expected a number, got {}", describe(value)),
-                ));
-            }
+        Some("number") if !value.is_number() => {
+            return Err(SchemaViolation::new(
+                path,
+                format!("expected a number, got {}", describe(value)),
+            ));
         }
-        Some("boolean") => {
-            if !value.is_boolean() {
-                return Err(SchemaViolation::new(
-                    path,
-                    format!("expected a boolean, got {}", describe(value)),
-                ));
-            }
+        Some("boolean") if !value.is_boolean() => {
+            return Err(SchemaViolation::new(
+                path,
+                format!("expected a boolean, got {}", describe(value)),
+            ));
         }
         // No type: the schema does not constrain the value.
         _ => {}
@@ -528,22 +524,18 @@ fn unknown_message(key: &str, props: Option<&Map<String, Value>>) -> String {
 
 fn check_string_format(schema: &Value, text: &str, path: &str) -> Result<(), SchemaViolation> {
     match schema.get("format").and_then(Value::as_str) {
-        Some("uuid") => {
-            // Hyphenated form only: the vendor's examples and answers always use it.
-            if text.len() != 36 || uuid::Uuid::parse_str(text).is_err() {
-                return Err(SchemaViolation::new(
-                    path,
-                    format!("'{text}' is not a valid uuid"),
-                ));
-            }
+        // Hyphenated form only: the vendor's examples and answers always use it.
+        Some("uuid") if text.len() != 36 || uuid::Uuid::parse_str(text).is_err() => {
+            return Err(SchemaViolation::new(
+                path,
+                format!("'{text}' is not a valid uuid"),
+            ));
         }
-        Some("date-time") => {
-            if chrono::DateTime::parse_from_rfc3339(text).is_err() {
-                return Err(SchemaViolation::new(
-                    path,
-                    format!("'{text}' is not an RFC 3339 date-time"),
-                ));
-            }
+        Some("date-time") if chrono::DateTime::parse_from_rfc3339(text).is_err() => {
+            return Err(SchemaViolation::new(
+                path,
+                format!("'{text}' is not an RFC 3339 date-time"),
+            ));
         }
         _ => {}
     }

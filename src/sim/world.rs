@@ -123,6 +123,8 @@ const WORDS: &[&str] = &[
     "summary",
 ];
 
+/// Importance values, weighted towards `Normal`.
+const IMPORTANCE: &[&str] = &["Normal", "Normal", "Normal", "High", "Low"];
 const LOCATIONS: &[&str] = &["Room 4.12", "Teams meeting", "Head office", "Cafeteria"];
 const COMPANIES: &[&str] = &["Northwind", "Adatum", "Fourth Coffee", "Contoso"];
 const CATEGORIES: &[&str] = &["Red category", "Blue category", "Legal", "Finance"];
@@ -532,7 +534,7 @@ fn generate_item(
         bcc,
         sent: received - Duration::seconds(rng.random_range(1..600)),
         received,
-        importance: *pick(rng, &["Normal", "Normal", "Normal", "High", "Low"]),
+        importance: pick::<&str>(rng, IMPORTANCE),
         attachments,
         size,
         read: rng.random_bool(0.8),
