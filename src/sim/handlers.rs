@@ -514,7 +514,7 @@ pub(crate) fn search(state: &SimState, ctx: &Ctx) -> HandlerResult {
     let items = set.items.clone();
     state.with_data(|d| {
         if let Some(s) = d.sessions.get_mut(&session_id) {
-            s.searches.insert(set_id, set);
+            s.remember_search(set_id, set);
         }
     });
     ok(page(items, offset, limit, &base, Some(set_id)))
@@ -529,6 +529,10 @@ fn parse_range(value: &str) -> Option<(u64, Option<u64>)> {
         "" => None,
         e => Some(e.parse().ok()?),
     };
+    // `bytes=9-3` is syntactically invalid, and an invalid range header is ignored (RFC 9110).
+    if end.is_some_and(|e| e < start) {
+        return None;
+    }
     Some((start, end))
 }
 
@@ -678,5 +682,20 @@ impl SimState {
         };
         self.with_data(|d| d.layouts.insert(key.clone(), layout.clone()));
         layout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_headers_parse_or_are_ignored() {
+        assert_eq!(parse_range("bytes=100-"), Some((100, None)));
+        assert_eq!(parse_range("bytes=0-1023"), Some((0, Some(1023))));
+        assert_eq!(parse_range("bytes=9-3"), None);
+        assert_eq!(parse_range("bytes=-500"), None);
+        assert_eq!(parse_range("items=1-"), None);
+        assert_eq!(parse_range("bytes=1-2,5-6"), None);
     }
 }

@@ -2,7 +2,7 @@
 //! statistics, cached search result sets and built exports, plus the mutable simulator data
 //! (tokens, counters) that lives beside them under one lock.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -14,6 +14,9 @@ use super::config::RestoreOutcome;
 use super::export::{ExportKey, ExportLayout};
 use super::search::dotnet_time;
 use super::world::Mailbox;
+
+/// Search result sets kept per session.
+pub(crate) const MAX_SEARCH_SETS: usize = 64;
 
 /// Host name the sessions report as `clientHost`.
 const CLIENT_HOST: &str = "vb365-sim.local";
@@ -92,6 +95,8 @@ pub(crate) struct Session {
     pub events: Vec<Event>,
     pub stats: Vec<MailboxStat>,
     pub searches: HashMap<Uuid, Arc<SearchSet>>,
+    /// Search sets in creation order, for eviction.
+    pub search_order: VecDeque<Uuid>,
     pub exports: HashSet<ExportKey>,
     /// `setId` reported on mailbox pages.
     pub mailbox_set: Uuid,
@@ -117,6 +122,7 @@ impl Session {
             events: Vec::new(),
             stats: Vec::new(),
             searches: HashMap::new(),
+            search_order: VecDeque::new(),
             exports: HashSet::new(),
             mailbox_set: Uuid::new_v4(),
         };
@@ -128,6 +134,18 @@ impl Session {
             now,
         );
         session
+    }
+
+    /// Caches a search result set. The real cache lifetime is undocumented; the simulator
+    /// keeps the newest [`MAX_SEARCH_SETS`] sets per session (and all of them until `Stop`).
+    pub(crate) fn remember_search(&mut self, id: Uuid, set: Arc<SearchSet>) {
+        self.searches.insert(id, set);
+        self.search_order.push_back(id);
+        while self.search_order.len() > MAX_SEARCH_SETS {
+            if let Some(old) = self.search_order.pop_front() {
+                self.searches.remove(&old);
+            }
+        }
     }
 
     pub(crate) fn is_stopped(&self) -> bool {
@@ -180,6 +198,7 @@ impl Session {
         );
         self.ended = Some(now);
         self.searches.clear();
+        self.search_order.clear();
         self.exports.clear();
     }
 
