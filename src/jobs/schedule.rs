@@ -12,7 +12,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
-use croner::parser::{CronParser, Seconds, Year};
 
 use super::raw::ConcurrencyPolicy;
 
@@ -46,14 +45,13 @@ impl PartialEq for Schedule {
     }
 }
 
-/// Parses a cron expression with 5 fields, or 6 with seconds first (no year field).
+/// Parses a cron expression with 5 fields, or 6 with seconds first (no year field), with Vixie
+/// cron's day-of-month/day-of-week rules: the scheduler's own parser
+/// ([`crate::schedule::parse_cron`]), so validation and firing can never disagree.
 pub fn parse_cron(text: &str) -> Result<Cron, String> {
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .year(Year::Disallowed)
-        .build()
-        .parse(text)
-        .map_err(|e| e.to_string())
+    crate::schedule::parse_cron(text).map_err(|e| match e {
+        crate::schedule::ScheduleError::InvalidCron { message, .. } => message,
+    })
 }
 
 impl Schedule {
@@ -75,12 +73,15 @@ impl Schedule {
     }
 
     /// The first fire time strictly after `after`, or `None` if the expression never fires
-    /// again (croner searches up to the year 5000).
+    /// again. Debian cron's daylight-saving rules ([`crate::schedule::next_fire`]), the same
+    /// function the scheduler fires by.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron
-            .find_next_occurrence(&after.with_timezone(&self.timezone), false)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+        crate::schedule::next_fire(&self.cron, self.timezone, after)
+    }
+
+    /// The parsed expression (for [`crate::schedule::plan()`]).
+    pub fn parsed(&self) -> &Cron {
+        &self.cron
     }
 
     /// The latest fire time at or before `at` (the newest missed fire after downtime).
