@@ -21,6 +21,7 @@
 //! - [`sim`]: the built-in VB365 REST API v8 simulator (tests, `daemon --dev`, `simulate`):
 //!   deterministic world, sessions, restores, PST/ZIP exports, search, fault injection, a
 //!   request journal, and [`sim::schema`], the request validator against the vendor schema.
+//! - [`telemetry`]: log subscriber setup (text or JSON) and the Prometheus recorder.
 //! - [`cli`]: the command line; the one place that decides the process exit code.
 //!
 //! # Error policy
@@ -37,4 +38,5 @@ pub mod jobs;
 pub mod schedule;
 pub mod sim;
 pub mod store;
+pub mod telemetry;
 pub mod vb365;

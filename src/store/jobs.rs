@@ -501,6 +501,24 @@ impl Store {
     }
 }
 
+impl Store {
+    /// [`Store::set_next_fire`] for many jobs in one transaction (the scheduler's first pass
+    /// over thousands of new schedules would otherwise commit once per job).
+    #[instrument(level = "trace", skip_all, fields(jobs = updates.len()), err(level = "debug"))]
+    pub async fn set_next_fires(&self, updates: &[(&str, NextFire<'_>)]) -> Result<()> {
+        const OP: &str = "set_next_fires";
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write(OP).await?;
+        for (name, next) in updates {
+            update_next_fire(&mut tx, name, *next, None).await?;
+        }
+        tx.commit().await.op(OP)?;
+        Ok(())
+    }
+}
+
 /// Writes a job's next-fire bookkeeping; `last_fire_at` is kept when `None`.
 pub(crate) async fn update_next_fire(
     conn: &mut SqliteConnection,

@@ -13,7 +13,8 @@
 //! - [`sessions`]: VB365 restore sessions the daemon opened;
 //! - [`downloads`]: durable download progress and the published files (`exports`);
 //! - [`requests`]: operator requests and the daemon instance lock;
-//! - [`events`]: the append-only history.
+//! - [`events`]: the append-only history;
+//! - [`stats`]: aggregates for the daemon's scheduler view, metrics and status line.
 //!
 //! # Concurrency
 //!
@@ -62,6 +63,7 @@ pub mod jobs;
 pub mod requests;
 pub mod runs;
 pub mod sessions;
+pub mod stats;
 pub mod steps;
 
 pub use downloads::{Download, Export, NewDownload, NewExport};
@@ -73,6 +75,7 @@ pub use jobs::{
 pub use requests::{DaemonInstance, InstanceInfo, NewRequest, OperatorRequest};
 pub use runs::{CancelOutcome, LeaseRenewal, NewRun, Run, RunFilter};
 pub use sessions::{NewSession, RestoreSession};
+pub use stats::{FinishedRun, ScheduleState, StoreStats};
 pub use steps::{NewStep, RestoreCounts, Step, StepError, StepFile};
 pub use types::{
     Decision, DownloadState, ErrorClass, FileFormat, JobState, JsonText, Millis, OptJsonText,

@@ -1,0 +1,406 @@
+//! Reconciliation: a scan of the job directory ([`crate::jobs::scan_paths`]) applied to the store
+//! (SPEC §4.2), and the table of job versions the scheduler works from.
+//!
+//! Files are compared by a content hash, so a rescan of an unchanged directory writes nothing:
+//!
+//! - a **new or changed** file records a version of each of its jobs (valid or invalid), then the
+//!   file row. The file row goes last so a crash in between leaves the old hash, and the next
+//!   scan applies the file again;
+//! - an **invalid** job keeps its last valid version active (the store leaves
+//!   `active_version_id` alone); a job whose first version is invalid is not scheduled;
+//! - a file that cannot be read or parsed at all (no job names can be read from it) keeps every
+//!   job it held before: they are marked invalid with the file's errors, their active versions
+//!   stay scheduled. A directory that cannot be read protects every job below it the same way,
+//!   so an unmounted volume never looks like "every job was deleted";
+//! - a job no longer found in any file is **removed** (no future runs, history kept), and so is
+//!   a file that disappeared.
+//!
+//! The file hash is computed from the scan report (each document's normalised content hash,
+//! name and errors), not from the bytes: an edit to a comment changes nothing, a config change
+//! that makes a job invalid (an unknown server after SIGHUP) does.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::jobs::hash::sha256_hex;
+use crate::jobs::parse::FileReport;
+use crate::jobs::{self, Job, JobError, ScanReport, ValidationContext};
+use crate::store::{
+    FileChange, JobState, NewJobVersion, ScannedFile, Store, StoreError, VersionChange,
+};
+
+/// The version of a job the scheduler uses: its active (last valid) version.
+#[derive(Debug, Clone)]
+pub struct ActiveJob {
+    /// `job_versions.id` of the active version (runs are queued with it).
+    pub version_id: i64,
+    /// The validated job of that version.
+    pub job: Job,
+}
+
+/// Every job with an active version (not removed), by name.
+pub type JobTable = BTreeMap<String, ActiveJob>;
+
+/// What one reconciliation changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub files_new: usize,
+    pub files_changed: usize,
+    pub files_unchanged: usize,
+    /// Files present with at least one error (new, changed or unchanged).
+    pub files_invalid: usize,
+    pub files_removed: usize,
+    pub jobs_added: Vec<String>,
+    pub jobs_changed: Vec<String>,
+    /// Jobs recorded with an invalid version in this pass (from new, changed or unreadable files).
+    pub jobs_invalid: Vec<String>,
+    pub jobs_removed: Vec<String>,
+    /// Jobs in the table afterwards (scheduled or one-shot, suspended included).
+    pub jobs_active: usize,
+}
+
+impl ReconcileReport {
+    /// Whether any job or file changed (the scheduler should look again).
+    pub fn changed_anything(&self) -> bool {
+        self.files_new + self.files_changed + self.files_removed > 0
+            || !self.jobs_added.is_empty()
+            || !self.jobs_changed.is_empty()
+            || !self.jobs_removed.is_empty()
+    }
+}
+
+/// Applies scans to the store and keeps the [`JobTable`] of active versions.
+#[derive(Debug)]
+pub struct Reconciler {
+    store: Store,
+    table: Arc<JobTable>,
+}
+
+impl Reconciler {
+    /// A reconciler over `store` with an empty table (the first [`Reconciler::apply`] fills it).
+    pub fn new(store: Store) -> Self {
+        Reconciler {
+            store,
+            table: Arc::new(JobTable::new()),
+        }
+    }
+
+    /// The table after the last pass.
+    pub fn table(&self) -> Arc<JobTable> {
+        Arc::clone(&self.table)
+    }
+
+    /// Scans `config.jobs_dir` (on a blocking thread: reading and parsing thousands of files is
+    /// file I/O and CPU) and applies the result.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the state database fails; the table is then left as it was.
+    pub async fn rescan(
+        &mut self,
+        config: &Arc<Config>,
+        now: DateTime<Utc>,
+    ) -> Result<ReconcileReport, StoreError> {
+        let scan_config = Arc::clone(config);
+        let report = tokio::task::spawn_blocking(move || {
+            let ctx = ValidationContext {
+                now,
+                ..ValidationContext::new(&scan_config)
+            };
+            jobs::scan_paths(std::slice::from_ref(&scan_config.jobs_dir), &ctx)
+        })
+        .await
+        // The scan never panics on bad input; a panic is a bug worth crashing loudly on.
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        self.apply(&report, config, now).await
+    }
+
+    /// Applies one scan report to the store and rebuilds the table.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the state database fails; the table is then left as it was.
+    pub async fn apply(
+        &mut self,
+        scan: &ScanReport,
+        config: &Config,
+        now: DateTime<Utc>,
+    ) -> Result<ReconcileReport, StoreError> {
+        let mut out = ReconcileReport::default();
+        let stored_files: HashMap<PathBuf, (String, bool)> = self
+            .store
+            .list_job_files()
+            .await?
+            .into_iter()
+            .map(|f| (f.path, (f.content_hash, f.removed_at.is_none())))
+            .collect();
+        let stored_jobs: BTreeMap<String, crate::store::StoredJob> = self
+            .store
+            .list_jobs()
+            .await?
+            .into_iter()
+            .map(|s| (s.job.name.clone(), s.job))
+            .collect();
+
+        let mut seen_names: BTreeSet<String> = BTreeSet::new();
+        let mut seen_files: BTreeSet<PathBuf> = BTreeSet::new();
+        // Files (or directories) that could not be read or parsed: the jobs they held stay.
+        let mut protected: Vec<(PathBuf, &FileReport)> = Vec::new();
+        // Versions found valid in this scan, with the job to schedule.
+        let mut valid_now: BTreeMap<String, (String, Job)> = BTreeMap::new();
+
+        for file in &scan.files {
+            seen_files.insert(file.path.clone());
+            let hash = file_hash(file);
+            let names = file_job_names(file);
+            if !file.is_valid() {
+                out.files_invalid += 1;
+            }
+            // Some document's name cannot be read (or nothing can): which jobs the file still
+            // holds is unknown, so none of its old jobs is removed.
+            let unreadable =
+                !file.errors.is_empty() || file.documents.iter().any(|d| d.name.is_none());
+            if unreadable && !file.is_valid() {
+                protected.push((file.path.clone(), file));
+            }
+            for doc in &file.documents {
+                if let Some(job) = &doc.job {
+                    valid_now.insert(
+                        job.name().to_string(),
+                        (job.spec_hash().to_string(), job.clone()),
+                    );
+                }
+            }
+            seen_names.extend(names.iter().cloned());
+            let unchanged = stored_files.get(&file.path) == Some(&(hash.clone(), true));
+            if unchanged {
+                out.files_unchanged += 1;
+                continue;
+            }
+            for doc in &file.documents {
+                let Some(name) = doc.name.as_deref() else {
+                    continue;
+                };
+                let outcome = match &doc.job {
+                    Some(job) => {
+                        let spec: Value =
+                            serde_json::from_str(job.spec_json()).unwrap_or(Value::Null);
+                        self.store
+                            .upsert_job_version(
+                                &NewJobVersion {
+                                    name,
+                                    kind: job.kind().as_str(),
+                                    file: &file.path,
+                                    spec_hash: job.spec_hash(),
+                                    spec: &spec,
+                                    valid: true,
+                                    errors: &Value::Array(Vec::new()),
+                                },
+                                now,
+                            )
+                            .await?
+                    }
+                    None => {
+                        let errors = errors_json(doc.errors.iter().chain(&file.errors));
+                        let spec_hash = doc.content_hash.clone().unwrap_or_else(|| {
+                            sha256_hex(&format!("invalid:{}", Value::from(errors.clone())))
+                        });
+                        self.store
+                            .upsert_job_version(
+                                &NewJobVersion {
+                                    name,
+                                    kind: doc.kind.as_deref().unwrap_or("unknown"),
+                                    file: &file.path,
+                                    spec_hash: &spec_hash,
+                                    spec: &Value::Null,
+                                    valid: false,
+                                    errors: &Value::Array(errors),
+                                },
+                                now,
+                            )
+                            .await?
+                    }
+                };
+                count_version(&mut out, name, outcome.change, outcome.state);
+            }
+            let errors = Value::Array(errors_json(file.all_errors()));
+            let change = self
+                .store
+                .record_job_file(
+                    &ScannedFile {
+                        path: &file.path,
+                        content_hash: &hash,
+                        valid: file.is_valid(),
+                        errors: &errors,
+                        job_names: &names,
+                    },
+                    now,
+                )
+                .await?;
+            match change {
+                FileChange::New => out.files_new += 1,
+                FileChange::Changed => out.files_changed += 1,
+                FileChange::Unchanged => out.files_unchanged += 1,
+            }
+        }
+
+        // Jobs not found in any file: kept (marked invalid) when their file is protected,
+        // removed otherwise.
+        for (name, job) in &stored_jobs {
+            if job.state == JobState::Removed || seen_names.contains(name) {
+                continue;
+            }
+            if let Some((_, report)) = protected.iter().find(|(p, _)| job.file.starts_with(p)) {
+                let errors = errors_json(report.all_errors());
+                let spec_hash = sha256_hex(&format!("unreadable:{}", Value::from(errors.clone())));
+                let outcome = self
+                    .store
+                    .upsert_job_version(
+                        &NewJobVersion {
+                            name,
+                            kind: &job.kind,
+                            file: &job.file,
+                            spec_hash: &spec_hash,
+                            spec: &Value::Null,
+                            valid: false,
+                            errors: &Value::Array(errors),
+                        },
+                        now,
+                    )
+                    .await?;
+                count_version(&mut out, name, outcome.change, outcome.state);
+                seen_names.insert(name.clone());
+                continue;
+            }
+            if self.store.mark_job_removed(name, now).await? {
+                out.jobs_removed.push(name.clone());
+            }
+        }
+        for (path, (_, present)) in &stored_files {
+            let covered = protected.iter().any(|(p, _)| path.starts_with(p));
+            if *present && !seen_files.contains(path) && !covered {
+                self.store.mark_job_file_removed(path, now).await?;
+                out.files_removed += 1;
+            }
+        }
+
+        self.table = Arc::new(self.build_table(&seen_names, valid_now, config).await?);
+        out.jobs_active = self.table.len();
+        Ok(out)
+    }
+
+    /// The table for the jobs seen in this pass: valid ones from the scan, the others from
+    /// their active version (kept from the last table when it is the same version, else
+    /// rebuilt from the stored spec).
+    async fn build_table(
+        &self,
+        seen: &BTreeSet<String>,
+        mut valid_now: BTreeMap<String, (String, Job)>,
+        config: &Config,
+    ) -> Result<JobTable, StoreError> {
+        let mut table = JobTable::new();
+        for state in self.store.list_schedule_states().await? {
+            if state.state == JobState::Removed || !seen.contains(&state.name) {
+                continue;
+            }
+            let Some(version_id) = state.active_version_id else {
+                continue;
+            };
+            if let Some((_, job)) = valid_now.remove(&state.name) {
+                table.insert(state.name, ActiveJob { version_id, job });
+                continue;
+            }
+            if let Some(old) = self.table.get(&state.name)
+                && old.version_id == version_id
+            {
+                table.insert(state.name, old.clone());
+                continue;
+            }
+            let version = self.store.get_job_version(version_id).await?;
+            match job_from_spec(config, &version.file, &version.spec_json) {
+                Ok(job) => {
+                    table.insert(state.name, ActiveJob { version_id, job });
+                }
+                Err(message) => tracing::error!(
+                    job = %state.name,
+                    version = version_id,
+                    error = %message,
+                    "the last valid version of this job no longer validates; it is not scheduled"
+                ),
+            }
+        }
+        Ok(table)
+    }
+}
+
+/// Rebuilds a validated job from a stored normalised spec (JSON is YAML, so the job-file parser
+/// reads it back).
+pub fn job_from_spec(config: &Config, file: &Path, spec: &Value) -> Result<Job, String> {
+    let ctx = ValidationContext::new(config);
+    let report = jobs::parse_str(&spec.to_string(), file, &ctx);
+    let errors: Vec<String> = report.all_errors().map(|e| e.to_string()).collect();
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    report
+        .jobs()
+        .next()
+        .cloned()
+        .ok_or_else(|| format!("{}: the stored version holds no job", file.display()))
+}
+
+fn count_version(out: &mut ReconcileReport, name: &str, change: VersionChange, state: JobState) {
+    if state == JobState::Invalid {
+        out.jobs_invalid.push(name.to_string());
+    }
+    match change {
+        VersionChange::New if state == JobState::Active => out.jobs_added.push(name.to_string()),
+        VersionChange::Changed if state == JobState::Active => {
+            out.jobs_changed.push(name.to_string());
+        }
+        _ => {}
+    }
+}
+
+/// `metadata.name` of every document of a file that has one.
+fn file_job_names(file: &FileReport) -> Vec<String> {
+    let mut names: Vec<String> = file
+        .documents
+        .iter()
+        .filter_map(|d| d.name.clone())
+        .collect();
+    names.dedup();
+    names
+}
+
+/// The identity of a file's meaning: every document's content hash, name and errors, and the
+/// file-level errors.
+fn file_hash(file: &FileReport) -> String {
+    let mut text = String::new();
+    for doc in &file.documents {
+        text.push_str(&format!(
+            "doc {} {} {}\n",
+            doc.index,
+            doc.name.as_deref().unwrap_or("-"),
+            doc.content_hash.as_deref().unwrap_or("-")
+        ));
+        for e in &doc.errors {
+            text.push_str(&format!("  {e}\n"));
+        }
+    }
+    for e in &file.errors {
+        text.push_str(&format!("file {e}\n"));
+    }
+    sha256_hex(&text)
+}
+
+fn errors_json<'a>(errors: impl Iterator<Item = &'a JobError>) -> Vec<Value> {
+    errors
+        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+        .collect()
+}

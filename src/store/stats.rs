@@ -1,0 +1,197 @@
+//! Aggregates for the daemon: the scheduler's compact view of every job's bookkeeping, and the
+//! counts behind `/metrics` and the systemd `STATUS=` line. Metrics are refreshed from these
+//! queries (rather than counted in memory) so that they always agree with the store, across
+//! restarts and whichever process changed the rows.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tracing::instrument;
+
+use super::{
+    JobState, Millis, OptMillis, Result, RunState, SqlxResultExt, Store, from_millis, to_millis,
+};
+
+/// The scheduling bookkeeping of one job (a narrow row of `jobs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ScheduleState {
+    pub name: String,
+    pub state: JobState,
+    pub active_version_id: Option<i64>,
+    /// The cron expression and time zone `next_fire_at` was computed from.
+    pub schedule_key: Option<String>,
+    #[sqlx(try_from = "OptMillis")]
+    pub next_fire_at: Option<DateTime<Utc>>,
+}
+
+/// A run that reached a final state (for the run-duration histogram).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FinishedRun {
+    pub job_name: String,
+    pub state: RunState,
+    #[sqlx(try_from = "OptMillis")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[sqlx(try_from = "Millis")]
+    pub finished_at: DateTime<Utc>,
+}
+
+/// Counts over the whole store, read on one snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StoreStats {
+    /// Runs per job and state (history rows `missed`/`skipped` included).
+    pub runs: Vec<(String, RunState, u64)>,
+    /// Failed steps per error class (`unknown` when unclassified).
+    pub step_failures: Vec<(String, u64)>,
+    /// Bytes written to disk by downloads (durable progress of every download).
+    pub download_bytes: u64,
+    /// Runs in state `running`.
+    pub running_runs: u64,
+    /// Runs waiting to be claimed (`queued`) or for a retry (`waiting_retry`).
+    pub waiting_runs: u64,
+    /// Runs in `needs_attention`.
+    pub attention_runs: u64,
+    /// Restore sessions open (or being stopped) on a server.
+    pub open_sessions: u64,
+    /// Job files present and invalid.
+    pub invalid_job_files: u64,
+    /// Jobs per state (removed included).
+    pub jobs: Vec<(JobState, u64)>,
+    /// The last successful run's finish time, per job.
+    pub last_success: Vec<(String, DateTime<Utc>)>,
+    /// The stored next fire, per job that has one.
+    pub next_fires: Vec<(String, DateTime<Utc>)>,
+}
+
+impl StoreStats {
+    /// Jobs in `state`.
+    pub fn jobs_in(&self, state: JobState) -> u64 {
+        self.jobs
+            .iter()
+            .filter(|(s, _)| *s == state)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl Store {
+    /// Every job's scheduling bookkeeping, by name (one light query for the scheduler's tick).
+    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub async fn list_schedule_states(&self) -> Result<Vec<ScheduleState>> {
+        sqlx::query_as::<_, ScheduleState>(
+            "SELECT name, state, active_version_id, schedule_key, next_fire_at
+             FROM jobs ORDER BY name",
+        )
+        .fetch_all(self.reader())
+        .await
+        .op("list_schedule_states")
+    }
+
+    /// Runs that finished after `after` (exclusive), oldest first.
+    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub async fn list_finished_runs_since(&self, after: DateTime<Utc>) -> Result<Vec<FinishedRun>> {
+        sqlx::query_as::<_, FinishedRun>(
+            "SELECT job_name, state, started_at, finished_at FROM runs
+             WHERE finished_at > $1 AND state NOT IN ('missed', 'skipped')
+             ORDER BY finished_at",
+        )
+        .bind(to_millis(after))
+        .fetch_all(self.reader())
+        .await
+        .op("list_finished_runs_since")
+    }
+
+    /// The counts behind `/metrics` and the status line, on one read snapshot.
+    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub async fn stats(&self) -> Result<StoreStats> {
+        const OP: &str = "stats";
+        let mut conn = self.reader().begin().await.op(OP)?;
+        let runs: Vec<(String, RunState, i64)> = sqlx::query_as(
+            "SELECT job_name, state, COUNT(*) FROM runs GROUP BY job_name, state
+             ORDER BY job_name, state",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+        let step_failures: Vec<(Option<String>, i64)> = sqlx::query_as(
+            "SELECT error_class, COUNT(*) FROM steps WHERE state = 'failed'
+             GROUP BY error_class ORDER BY error_class",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+        let download_bytes: Option<i64> =
+            sqlx::query_scalar("SELECT SUM(bytes_durable) FROM downloads")
+                .fetch_one(&mut *conn)
+                .await
+                .op(OP)?;
+        let (running, waiting, attention): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN state IN ('queued', 'waiting_retry') THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN state = 'needs_attention' THEN 1 ELSE 0 END), 0)
+             FROM runs WHERE state IN ('running', 'queued', 'waiting_retry', 'needs_attention')",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .op(OP)?;
+        let open_sessions: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM restore_sessions WHERE state IN ('open', 'stopping')",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .op(OP)?;
+        let invalid_job_files: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM job_files WHERE valid = 0 AND removed_at IS NULL",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .op(OP)?;
+        let jobs: Vec<(JobState, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
+                .fetch_all(&mut *conn)
+                .await
+                .op(OP)?;
+        let last_success: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT job_name, MAX(finished_at) FROM runs
+             WHERE state IN ('succeeded', 'succeeded_with_warnings') AND finished_at IS NOT NULL
+             GROUP BY job_name ORDER BY job_name",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+        let next_fires: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, next_fire_at FROM jobs
+             WHERE next_fire_at IS NOT NULL AND state <> 'removed' ORDER BY name",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+        conn.commit().await.op(OP)?;
+        let timed = |rows: Vec<(String, i64)>| {
+            rows.into_iter()
+                .filter_map(|(name, ms)| from_millis(ms).map(|t| (name, t)))
+                .collect()
+        };
+        Ok(StoreStats {
+            runs: runs
+                .into_iter()
+                .map(|(job, state, n)| (job, state, count(n)))
+                .collect(),
+            step_failures: step_failures
+                .into_iter()
+                .map(|(class, n)| (class.unwrap_or_else(|| "unknown".into()), count(n)))
+                .collect(),
+            download_bytes: count(download_bytes.unwrap_or(0)),
+            running_runs: count(running),
+            waiting_runs: count(waiting),
+            attention_runs: count(attention),
+            open_sessions: count(open_sessions),
+            invalid_job_files: count(invalid_job_files),
+            jobs: jobs.into_iter().map(|(s, n)| (s, count(n))).collect(),
+            last_success: timed(last_success),
+            next_fires: timed(next_fires),
+        })
+    }
+}

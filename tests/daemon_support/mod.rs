@@ -1,0 +1,146 @@
+//! Helpers shared by the daemon tests: a temp directory with a config, a job directory and a
+//! state database, job file templates, and the real binary.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use restorectl::config::Config;
+use restorectl::daemon::reconcile::{ReconcileReport, Reconciler};
+use restorectl::jobs::{ValidationContext, scan_paths};
+use restorectl::store::Store;
+
+/// Generous bound for anything that should happen "soon": only bounds a hang.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A temp directory laid out like an installation: `restorectl.yaml`, `jobs/`, `state/`,
+/// `exports/`, `secrets/vb365-password`.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+}
+
+impl Site {
+    /// A site whose only server points at `server_url` (nothing listens there unless a test
+    /// starts the simulator), with `listen` for health and metrics (`off` to disable).
+    pub fn new(server_url: &str, listen: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["jobs", "state", "exports", "secrets"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("secrets/vb365-password"),
+            "restorectl-dev\n",
+        )
+        .unwrap();
+        let config = format!(
+            "jobsDir: jobs\nstateDir: state\nexportRoot: exports\nsecretsDir: secrets\n\
+             listen: \"{listen}\"\ntimezone: UTC\nshutdownTimeout: 10s\n\
+             watch: {{ rescanInterval: 60s }}\n\
+             servers:\n  sim:\n    url: {server_url}\n    username: CONTOSO\\svc-restore\n\
+             \x20   password: {{ secret: vb365-password }}\n"
+        );
+        std::fs::write(dir.path().join("restorectl.yaml"), config).unwrap();
+        Site { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("restorectl.yaml")
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.config_path()).unwrap()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.path("state/restorectl.db")
+    }
+
+    /// Writes `jobs/<rel>` atomically (temp file + rename, like an editor).
+    pub fn write_job(&self, rel: &str, text: &str) {
+        let path = self.path("jobs").join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let tmp = path.with_file_name(format!(
+            ".{}.tmp",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+
+    pub fn remove_job(&self, rel: &str) {
+        std::fs::remove_file(self.path("jobs").join(rel)).unwrap();
+    }
+}
+
+/// An ExportPst job document. `schedule` is the YAML of `spec.schedule` (or `None` for a
+/// one-shot job); `extra` is appended to `spec` (e.g. `  suspend: true\n`).
+pub fn export_job(name: &str, schedule: Option<&str>, extra: &str) -> String {
+    let schedule = schedule
+        .map(|s| format!("  schedule: {s}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: restorectl/v1\nkind: ExportPst\nmetadata:\n  name: {name}\nspec:\n\
+         \x20 organization: contoso.onmicrosoft.com\n  mailboxes: [alice@contoso.com]\n\
+         {schedule}{extra}  export:\n    path: \"{{job}}/{{run}}/{{mailbox}}.pst\"\n"
+    )
+}
+
+/// Scans the site's job directory and applies it through `reconciler` at `now`.
+pub async fn reconcile(
+    site: &Site,
+    reconciler: &mut Reconciler,
+    now: DateTime<Utc>,
+) -> ReconcileReport {
+    let config = site.config();
+    let ctx = ValidationContext::new(&config);
+    let scan = scan_paths(&[config.jobs_dir.clone()], &ctx);
+    reconciler.apply(&scan, &config, now).await.unwrap()
+}
+
+/// Opens the site's store (creating it).
+pub async fn store(site: &Site) -> Store {
+    Store::open(site.db_path()).await.unwrap()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, up to [`PATIENCE`]. Returns the value and
+/// the time it took (reported, never asserted).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return (v, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what}: not within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A shared clock handle as the scheduler wants it.
+pub fn clock_arc(
+    clock: &restorectl::schedule::ManualClock,
+) -> Arc<dyn restorectl::schedule::Clock> {
+    Arc::new(clock.clone())
+}
+
+/// The real binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_restorectl"))
+}
+
+/// Whether `path` exists (for readability in polls).
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
