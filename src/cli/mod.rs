@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::ConfigError;
 
+pub mod daemon;
 pub mod schema;
 pub mod simulate;
 pub mod validate;
@@ -55,6 +56,9 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of a job document (for editors and CI).
     Schema,
+    /// Run the daemon: watch the job directory, schedule and execute runs (`--dev`: with the
+    /// built-in simulator and the example jobs).
+    Daemon(daemon::DaemonArgs),
     /// Run the built-in VB365 REST API v8 simulator standalone (`--config` names its YAML/JSON file).
     Simulate(simulate::SimulateArgs),
 }
@@ -94,5 +98,6 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Validate(args) => validate::run(args, cli.config.as_deref()),
         Command::Schema => schema::run(),
         Command::Simulate(args) => simulate::run(args, cli.config.as_deref()),
+        Command::Daemon(args) => daemon::run(args, cli.config.as_deref()),
     }
 }

@@ -1,11 +1,638 @@
 //! The daemon (`restorectl daemon`, SPEC §4.2–§4.3, §6.1, §8): this module owns its lifecycle.
+//! [`run`] reads like the start-up script (see docs/daemon.md):
 //!
-//! - [`watch`]: the job-directory watcher, which turns file system events and a periodic timer
-//!   into "rescan needed" signals.
-//! - [`reconcile`]: a scan of the job directory applied to the store; the table of active job
-//!   versions.
-//! - [`scheduler`]: the one task that queues scheduled and one-shot runs.
+//! 1. open the state database and take the single-instance lock (a second daemon on the same
+//!    database exits naming the holder);
+//! 2. bind the health/metrics listener (a taken port fails start-up, not later);
+//! 3. expire the run leases of a crashed predecessor and let the run engine recover;
+//! 4. start watching the job directory, scan it and apply it to the store;
+//! 5. start the scheduler, the request consumer, the executor workers, the HTTP server, the
+//!    metrics refresher, the heartbeat and the watchdog;
+//! 6. tell systemd `READY=1`;
+//! 7. on the shutdown future (SIGTERM/SIGINT in the binary): `STOPPING=1`, cancel every task,
+//!    wait at most `shutdownTimeout` for them (the engine checkpoints downloads and releases its
+//!    leases), release the instance lock, close the database.
+//!
+//! Every task runs on one [`TaskTracker`] with a child of one [`CancellationToken`]; none is
+//! detached.
+//!
+//! - [`watch`]: the job-directory watcher ("rescan needed" signals);
+//! - [`reconcile`]: a scan applied to the store; the table of active job versions;
+//! - [`scheduler`]: the one task that queues scheduled and one-shot runs;
+//! - [`requests`]: operator requests (`run`, `cancel`, `resolve`);
+//! - [`executor`]: the seam to the run engine and the bounded claim loops;
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: the series, from the store;
+//! - [`systemd`]: readiness, status, watchdog; [`signals`]: SIGTERM/SIGINT/SIGHUP;
+//! - [`dev`]: `--dev` (the simulator and the example jobs).
 
+pub mod dev;
+pub mod executor;
+pub mod http;
+pub mod metrics;
 pub mod reconcile;
+pub mod requests;
 pub mod scheduler;
+pub mod signals;
+pub mod systemd;
 pub mod watch;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, watch as channel};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::schedule::{Clock, SystemClock};
+use crate::store::{DaemonInstance, InstanceInfo, Store, StoreError};
+use executor::{ExecutorError, RunExecutor};
+use reconcile::{JobTable, ReconcileReport, Reconciler};
+use watch::{JobDirWatcher, WatchOptions};
+
+/// How often the instance lock is heartbeated.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// A holder silent for this long is considered dead and taken over.
+pub const INSTANCE_STALE_AFTER: Duration = Duration::from_secs(45);
+
+/// Builds the run engine once the store is open and the instance id (the lease owner) known.
+pub type ExecutorFactory =
+    Box<dyn FnOnce(&Store, &Config, &str) -> Result<Arc<dyn RunExecutor>, ExecutorError> + Send>;
+
+/// Called once the daemon is ready, with what a banner needs.
+pub type OnReady = Box<dyn FnOnce(&ReadyInfo) + Send>;
+
+/// What the daemon knows once it is ready.
+#[derive(Debug, Clone)]
+pub struct ReadyInfo {
+    /// Where `/healthz`, `/readyz`, `/metrics` listen (`None`: `listen: off`).
+    pub http: Option<SocketAddr>,
+    pub instance: String,
+    pub first_scan: ReconcileReport,
+}
+
+/// How the daemon runs beyond its config.
+pub struct DaemonOptions {
+    /// The wall clock (tests inject a manual one).
+    pub clock: Arc<dyn Clock>,
+    /// The run engine; `None` runs everything but execution (runs stay queued).
+    pub executor: Option<ExecutorFactory>,
+    /// Watcher tuning (debounce, poll mode); `None`: from the config.
+    pub watch: Option<WatchOptions>,
+    /// Called once ready (the `--dev` banner).
+    pub on_ready: Option<OnReady>,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        DaemonOptions {
+            clock: Arc::new(SystemClock),
+            executor: None,
+            watch: None,
+            on_ready: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for DaemonOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonOptions")
+            .field("executor", &self.executor.is_some())
+            .field("watch", &self.watch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors that stop the daemon (start-up failures; at run time only losing the instance lock).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// Another daemon holds the state database.
+    #[error(
+        "another restorectl daemon is using the state database {db}: pid {} on host {}, running \
+         since {}, last heartbeat {}; stop it first (a crashed holder is taken over after {}s \
+         without heartbeat)",
+        holder.pid, holder.host, holder.started_at.to_rfc3339(), holder.heartbeat_at.to_rfc3339(),
+        INSTANCE_STALE_AFTER.as_secs()
+    )]
+    AlreadyRunning {
+        db: PathBuf,
+        holder: Box<DaemonInstance>,
+    },
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The health/metrics address cannot be bound.
+    #[error("listen {addr}: cannot bind the health/metrics listener")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The job directory cannot be watched.
+    #[error(transparent)]
+    Watch(#[from] watch::WatchError),
+    /// The run engine could not be built or could not recover.
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+    /// Another daemon took the instance lock over while this one ran (its heartbeat stalled).
+    #[error("daemon instance {id} lost the state database lock to another daemon; stopping")]
+    LockLost { id: String },
+}
+
+/// The handle every component shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppHandle {
+    pub store: Store,
+    /// The current config (SIGHUP replaces it).
+    pub config: channel::Receiver<Arc<Config>>,
+    /// The instance id (also the run lease owner).
+    pub instance: Arc<str>,
+    pub clock: Arc<dyn Clock>,
+    /// Set once the first scan is applied (`/readyz`).
+    pub ready: Arc<AtomicBool>,
+    /// Wakes the executor workers (runs were queued).
+    pub wake: Arc<Notify>,
+    /// Asks the reconcile task for a rescan (after a config reload).
+    pub rescan: Arc<Notify>,
+}
+
+impl std::fmt::Debug for AppHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppHandle")
+            .field("store", &self.store)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the daemon until `shutdown` completes (or the instance lock is lost).
+///
+/// # Errors
+///
+/// [`DaemonError`] for start-up failures (another daemon on the database, a taken port, an
+/// unwatchable job directory, the database failing) and for losing the instance lock.
+pub async fn run(
+    config: Config,
+    options: DaemonOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
+    let clock = options.clock;
+    let config = Arc::new(config);
+    let instance: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+
+    // 1. The state database and the single-instance lock.
+    let store = Store::open_url(&config.database).await?;
+    acquire_lock(&store, &instance, clock.now()).await?;
+    tracing::info!(
+        instance = %instance,
+        database = %store.path().display(),
+        jobs_dir = %config.jobs_dir.display(),
+        "daemon starting"
+    );
+    let result = run_locked(
+        store.clone(),
+        config,
+        options.executor,
+        options.watch,
+        options.on_ready,
+        instance.clone(),
+        clock.clone(),
+        shutdown,
+    )
+    .await;
+    match store.release_instance_lock(&instance, clock.now()).await {
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot release the instance lock"),
+    }
+    store.close().await;
+    tracing::info!(instance = %instance, "daemon stopped");
+    result
+}
+
+#[allow(clippy::too_many_arguments)] // the parts of `run` once the lock is held
+async fn run_locked(
+    store: Store,
+    config: Arc<Config>,
+    executor_factory: Option<ExecutorFactory>,
+    watch_options: Option<WatchOptions>,
+    on_ready: Option<OnReady>,
+    instance: Arc<str>,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (config_tx, config_rx) = channel::channel(Arc::clone(&config));
+    let app = AppHandle {
+        store: store.clone(),
+        config: config_rx,
+        instance: Arc::clone(&instance),
+        clock: Arc::clone(&clock),
+        ready: Arc::new(AtomicBool::new(false)),
+        wake: Arc::new(Notify::new()),
+        rescan: Arc::new(Notify::new()),
+    };
+
+    // 2. The health/metrics listener, bound early so a taken port fails start-up.
+    let listener = match config.listen {
+        Some(addr) => Some(
+            http::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
+    let http_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    // 3. Leases of a crashed predecessor, then the engine's recovery.
+    let expired = store.expire_foreign_leases(&instance, clock.now()).await?;
+    if expired > 0 {
+        tracing::info!(
+            runs = expired,
+            "expired the run leases of a previous daemon"
+        );
+    }
+    let executor = match executor_factory {
+        Some(factory) => {
+            let executor = factory(&store, &config, &instance)?;
+            let summary = executor.recover().await?;
+            tracing::info!(%summary, "recovery done");
+            Some(executor)
+        }
+        None => {
+            tracing::warn!("no run engine: runs are queued but not executed");
+            None
+        }
+    };
+
+    // 4. Watch first (a change during the first scan still signals), then scan and apply.
+    let watch_options = watch_options.unwrap_or_else(|| WatchOptions::from(&config.watch));
+    let watcher = JobDirWatcher::start(
+        &config.jobs_dir,
+        &watch_options,
+        cancel.child_token(),
+        &tracker,
+    )?;
+    let mut reconciler = Reconciler::new(store.clone());
+    let first = reconciler.rescan(&config, clock.now()).await?;
+    log_reconcile(&first, true);
+    let (table_tx, table_rx) = channel::channel(reconciler.table());
+    app.ready.store(true, Ordering::Release);
+
+    // 5. The components.
+    tracker.spawn(reconcile_loop(
+        app.clone(),
+        reconciler,
+        watcher,
+        table_tx,
+        cancel.child_token(),
+    ));
+    tracker.spawn(
+        scheduler::Scheduler::new(store.clone(), Arc::clone(&clock)).run(
+            table_rx.clone(),
+            Arc::clone(&app.wake),
+            cancel.child_token(),
+        ),
+    );
+    tracker.spawn(
+        requests::RequestConsumer::new(store.clone(), Arc::clone(&clock), executor.clone()).run(
+            table_rx,
+            Arc::clone(&app.wake),
+            cancel.child_token(),
+        ),
+    );
+    if let Some(executor) = &executor {
+        let workers = executor::worker_count(&config);
+        tracing::info!(workers, "executor started");
+        executor::run_workers(
+            Arc::clone(executor),
+            workers,
+            Arc::clone(&app.wake),
+            cancel.child_token(),
+            &tracker,
+        );
+    }
+    metrics::describe();
+    let handle = crate::telemetry::metrics_handle();
+    if let Some(listener) = listener {
+        let state = http::HttpState {
+            store: store.clone(),
+            ready: Arc::clone(&app.ready),
+            metrics: handle.clone(),
+        };
+        tracker.spawn(http::serve(listener, state, cancel.child_token()));
+        tracing::info!(addr = ?http_addr, "serving /healthz, /readyz, /metrics");
+    }
+    tracker.spawn(refresh_loop(app.clone(), handle, cancel.child_token()));
+    let lock_lost = CancellationToken::new();
+    tracker.spawn(heartbeat_loop(
+        app.clone(),
+        lock_lost.clone(),
+        cancel.child_token(),
+    ));
+    if let Some(interval) = systemd::watchdog_interval() {
+        tracker.spawn(systemd::watchdog(
+            interval,
+            store.clone(),
+            cancel.child_token(),
+        ));
+    }
+    tracker.spawn(reload_loop(app.clone(), config_tx, cancel.child_token()));
+    tracker.close();
+
+    // 6. Ready.
+    let status = match store.stats().await {
+        Ok(stats) => systemd::status_line(&stats),
+        Err(_) => "ready".to_string(),
+    };
+    systemd::ready(&status);
+    tracing::info!(%status, "daemon ready");
+    if let Some(on_ready) = on_ready {
+        on_ready(&ReadyInfo {
+            http: http_addr,
+            instance: instance.to_string(),
+            first_scan: first,
+        });
+    }
+
+    // 7. Until asked to stop (or another daemon took the lock).
+    let outcome = tokio::select! {
+        () = shutdown => Ok(()),
+        () = lock_lost.cancelled() => Err(DaemonError::LockLost { id: instance.to_string() }),
+    };
+    systemd::stopping();
+    let timeout = app.config.borrow().shutdown_timeout;
+    tracing::info!(timeout = ?timeout, "stopping: no new claims; running work checkpoints and stops");
+    cancel.cancel();
+    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+        tracing::warn!(timeout = ?timeout, "some tasks did not stop within shutdownTimeout; exiting anyway (their runs are resumed at the next start)");
+    }
+    outcome
+}
+
+/// Takes the instance lock; a holder on this host whose process is gone (killed, crashed) is
+/// taken over at once instead of after [`INSTANCE_STALE_AFTER`].
+async fn acquire_lock(
+    store: &Store,
+    instance: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DaemonError> {
+    let host = hostname();
+    let me = InstanceInfo {
+        id: instance,
+        pid: std::process::id(),
+        host: &host,
+    };
+    match store
+        .acquire_instance_lock(&me, INSTANCE_STALE_AFTER, now)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(StoreError::InstanceLocked { holder }) => {
+            let dead_here = holder.host == host
+                && u32::try_from(holder.pid).is_ok_and(|pid| !process_alive(pid));
+            if dead_here {
+                tracing::warn!(
+                    pid = holder.pid,
+                    since = %holder.started_at,
+                    "the previous daemon on this host is gone (crashed or killed); taking over"
+                );
+                store
+                    .acquire_instance_lock(&me, Duration::ZERO, now)
+                    .await?;
+                return Ok(());
+            }
+            Err(DaemonError::AlreadyRunning {
+                db: store.path().to_path_buf(),
+                holder,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// This machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`, else `unknown`).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Whether a process with this pid exists on this machine (Linux `/proc`; elsewhere assume yes,
+/// which only delays a takeover until the heartbeat is stale).
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
+}
+
+fn log_reconcile(r: &ReconcileReport, first: bool) {
+    if first || r.changed_anything() || !r.jobs_invalid.is_empty() {
+        tracing::info!(
+            files_new = r.files_new,
+            files_changed = r.files_changed,
+            files_unchanged = r.files_unchanged,
+            files_invalid = r.files_invalid,
+            files_removed = r.files_removed,
+            jobs_added = ?r.jobs_added,
+            jobs_changed = ?r.jobs_changed,
+            jobs_invalid = ?r.jobs_invalid,
+            jobs_removed = ?r.jobs_removed,
+            jobs_active = r.jobs_active,
+            "job directory applied"
+        );
+    }
+    for name in &r.jobs_invalid {
+        tracing::warn!(job = %name, "job file is invalid; the last valid version (if any) stays active (see `restorectl jobs`)");
+    }
+}
+
+/// Rescans on every watcher signal (and on request after a reload) and publishes the table.
+async fn reconcile_loop(
+    app: AppHandle,
+    mut reconciler: Reconciler,
+    mut watcher: JobDirWatcher,
+    table: channel::Sender<Arc<JobTable>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let reason = tokio::select! {
+            () = cancel.cancelled() => break,
+            signal = watcher.next() => match signal {
+                Some(reason) => format!("{reason:?}"),
+                None => break,
+            },
+            () = app.rescan.notified() => "ConfigReloaded".to_string(),
+        };
+        let config = Arc::clone(&app.config.borrow());
+        match reconciler.rescan(&config, app.clock.now()).await {
+            Ok(report) => {
+                tracing::debug!(%reason, "job directory rescanned");
+                log_reconcile(&report, false);
+                if report.changed_anything() {
+                    table.send_replace(reconciler.table());
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "applying the job directory failed; retrying at the next change or rescan")
+            }
+        }
+    }
+}
+
+/// Refreshes metrics and the systemd status from the store, and runs the exporter's upkeep.
+async fn refresh_loop(
+    app: AppHandle,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    cancel: CancellationToken,
+) {
+    let mut since = app.clock.now();
+    let mut tick = tokio::time::interval(metrics::REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match app.store.stats().await {
+            Ok(stats) => {
+                metrics::publish(&stats);
+                systemd::status(&systemd::status_line(&stats));
+            }
+            Err(error) => tracing::warn!(%error, "cannot refresh metrics from the store"),
+        }
+        match metrics::record_durations(&app.store, since).await {
+            Ok(newest) => since = newest,
+            Err(error) => tracing::warn!(%error, "cannot read finished runs for metrics"),
+        }
+        handle.run_upkeep();
+    }
+}
+
+/// Heartbeats the instance lock; losing it (another daemon took over) stops this daemon.
+async fn heartbeat_loop(app: AppHandle, lost: CancellationToken, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match app
+            .store
+            .heartbeat_instance(&app.instance, app.clock.now())
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::InstanceLost { .. }) => {
+                tracing::error!(instance = %app.instance, "another daemon took over the state database lock");
+                lost.cancel();
+                break;
+            }
+            Err(error) => tracing::warn!(%error, "cannot heartbeat the instance lock"),
+        }
+    }
+}
+
+/// SIGHUP: re-reads the config file, logs what changed, applies what can be applied live and
+/// keeps the old config (with an error log) when the new one is broken.
+async fn reload_loop(
+    app: AppHandle,
+    config: channel::Sender<Arc<Config>>,
+    cancel: CancellationToken,
+) {
+    let mut hangups = signals::Hangups::new();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = hangups.next() => {}
+        }
+        let old = Arc::clone(&app.config.borrow());
+        let Some(path) = old.file.clone() else {
+            tracing::warn!("SIGHUP: the daemon runs without a config file; nothing to reload");
+            continue;
+        };
+        match Config::load(&path) {
+            Ok(new) => {
+                let (live, restart) = config_changes(&old, &new);
+                if live.is_empty() && restart.is_empty() {
+                    tracing::info!(file = %path.display(), "SIGHUP: config reloaded, nothing changed");
+                    continue;
+                }
+                if !restart.is_empty() {
+                    tracing::warn!(file = %path.display(), changed = ?restart, "SIGHUP: these settings take effect only after a restart");
+                }
+                tracing::info!(file = %path.display(), changed = ?live, "SIGHUP: config reloaded; job files are validated against it now");
+                config.send_replace(Arc::new(new));
+                app.rescan.notify_one();
+            }
+            Err(error) => {
+                tracing::error!(file = %path.display(), error = %error, "SIGHUP: the config is invalid; keeping the running config")
+            }
+        }
+    }
+}
+
+/// Which settings differ: those applied at the next rescan (job validation), and those that
+/// need a restart (the database, the listener, the watcher, logging, the run engine's servers).
+pub fn config_changes(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>) {
+    let mut live = Vec::new();
+    let mut restart = Vec::new();
+    let mut check = |changed: bool, name: &'static str, needs_restart: bool| {
+        if changed {
+            if needs_restart {
+                restart.push(name);
+            } else {
+                live.push(name);
+            }
+        }
+    };
+    check(old.timezone != new.timezone, "timezone", false);
+    check(
+        old.default_retry != new.default_retry,
+        "defaults.retry",
+        false,
+    );
+    check(
+        old.default_run_timeout != new.default_run_timeout,
+        "defaults.runTimeout",
+        false,
+    );
+    check(old.export_root != new.export_root, "exportRoot", false);
+    check(old.secrets_dir != new.secrets_dir, "secretsDir", false);
+    check(old.jobs_dir != new.jobs_dir, "jobsDir", true);
+    check(old.state_dir != new.state_dir, "stateDir", true);
+    check(old.database != new.database, "database", true);
+    check(old.listen != new.listen, "listen", true);
+    check(old.log != new.log, "log", true);
+    check(old.watch != new.watch, "watch", true);
+    check(
+        old.shutdown_timeout != new.shutdown_timeout,
+        "shutdownTimeout",
+        false,
+    );
+    check(
+        format!("{:?}", old.servers) != format!("{:?}", new.servers),
+        "servers",
+        true,
+    );
+    check(
+        old.step_parallelism != new.step_parallelism
+            || old.page_size != new.page_size
+            || old.downloads != new.downloads,
+        "engine settings",
+        true,
+    );
+    (live, restart)
+}

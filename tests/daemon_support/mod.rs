@@ -99,7 +99,7 @@ pub async fn reconcile(
 ) -> ReconcileReport {
     let config = site.config();
     let ctx = ValidationContext::new(&config);
-    let scan = scan_paths(&[config.jobs_dir.clone()], &ctx);
+    let scan = scan_paths(std::slice::from_ref(&config.jobs_dir), &ctx);
     reconciler.apply(&scan, &config, now).await.unwrap()
 }
 

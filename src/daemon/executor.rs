@@ -1,0 +1,134 @@
+//! The executor seam: the daemon claims due runs and hands them to the run engine.
+//!
+//! [`RunExecutor`] is what the daemon needs from an engine: start-up recovery, "claim the next
+//! due run and drive it until it stops", and applying an operator's decision about `in_doubt`
+//! steps. The run engine ([`crate::exec::Engine`]) implements it; the daemon never looks inside a
+//! run.
+//!
+//! [`run_workers`] runs a bounded number of claim loops (one per restore session the configured
+//! servers allow at once: a run holds a session, so more workers would only wait). A worker that
+//! finds nothing due waits for a wake-up from the scheduler or the request consumer, or polls
+//! again after [`IDLE_POLL`] (runs waiting for a retry become due by time alone). On shutdown the
+//! same token that stops the loops is handed to the engine, which checkpoints downloads, keeps
+//! the sessions a resume needs, releases its leases and returns.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::store::{Decision, RunId, RunState};
+
+/// How long an idle worker waits before it looks for due runs again.
+pub const IDLE_POLL: Duration = Duration::from_secs(2);
+/// Pause after an engine error (the database failing) before the worker tries again.
+const ERROR_PAUSE: Duration = Duration::from_secs(5);
+/// Upper bound of claim loops, whatever the servers allow.
+const MAX_WORKERS: usize = 16;
+
+/// A boxed future, so [`RunExecutor`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An error of the run engine, as the daemon sees it (logged; the daemon keeps going).
+#[derive(Debug, thiserror::Error)]
+#[error("run engine: {message}")]
+pub struct ExecutorError {
+    /// The engine's error, rendered with its subject (run, step, server).
+    pub message: String,
+}
+
+/// How an execution of a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed {
+    pub run: RunId,
+    /// The run's state afterwards (`running` when the engine stopped for a shutdown).
+    pub state: RunState,
+    pub reason: Option<String>,
+}
+
+/// What the daemon needs from a run engine.
+pub trait RunExecutor: Send + Sync + 'static {
+    /// Start-up recovery (runs, sessions, downloads, `submitting` steps left by a crash). Returns
+    /// a one-line summary for the log.
+    fn recover(&self) -> BoxFuture<'_, Result<String, ExecutorError>>;
+
+    /// Claims the next due run and drives it until it stops: a final state, `waiting_retry`,
+    /// `needs_attention`, or `shutdown` cancelled. `None` when nothing is due.
+    fn execute_next<'a>(
+        &'a self,
+        shutdown: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<Option<Executed>, ExecutorError>>;
+
+    /// Applies an operator's decision about a run's `in_doubt` steps. Returns what was done.
+    fn apply_resolution(
+        &self,
+        run: RunId,
+        decision: Decision,
+    ) -> BoxFuture<'_, Result<String, ExecutorError>>;
+}
+
+/// How many claim loops to run: the restore sessions all servers allow at once (1..=16).
+pub fn worker_count(config: &Config) -> usize {
+    let sessions: usize = config
+        .servers
+        .values()
+        .map(|s| usize::try_from(s.max_concurrent_sessions).unwrap_or(MAX_WORKERS))
+        .sum();
+    sessions.clamp(1, MAX_WORKERS)
+}
+
+/// Starts `workers` claim loops on `tracker`; they stop when `cancel` is cancelled and the run
+/// they drive has returned.
+pub fn run_workers(
+    executor: Arc<dyn RunExecutor>,
+    workers: usize,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    for worker in 0..workers {
+        let executor = Arc::clone(&executor);
+        let wake = Arc::clone(&wake);
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            claim_loop(worker, executor.as_ref(), &wake, &cancel).await;
+        });
+    }
+}
+
+async fn claim_loop(
+    worker: usize,
+    executor: &dyn RunExecutor,
+    wake: &Notify,
+    cancel: &CancellationToken,
+) {
+    while !cancel.is_cancelled() {
+        let pause = match executor.execute_next(cancel).await {
+            Ok(Some(done)) => {
+                tracing::info!(
+                    worker,
+                    run = %done.run,
+                    state = %done.state,
+                    reason = done.reason.as_deref().unwrap_or(""),
+                    "run execution ended"
+                );
+                continue;
+            }
+            Ok(None) => IDLE_POLL,
+            Err(error) => {
+                tracing::error!(worker, %error, "claiming or executing a run failed");
+                ERROR_PAUSE
+            }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
