@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use crate::store::{JobState, RunState, Store, StoreError, StoreStats};
 
 /// How often the series are refreshed from the store.
-pub const REFRESH: Duration = Duration::from_secs(10);
+pub const REFRESH: Duration = Duration::from_secs(5);
 
 /// Registers descriptions (once per process is enough; repeating is harmless).
 pub fn describe() {

@@ -1,0 +1,396 @@
+//! The real `restorectl daemon` process against a temp directory: the job directory followed
+//! through add / edit / break / fix / remove and a ConfigMap `..data` swap, operator requests,
+//! `/healthz` `/readyz` `/metrics`, the single-instance lock, SIGTERM.
+//!
+//! Latencies are printed (run with `--nocapture` to see them), never asserted: the polls only
+//! bound a hang.
+
+mod daemon_support;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use daemon_support::*;
+use restorectl::store::{JobState, NewRequest, RunFilter, RunState, Store, Trigger};
+
+/// A daemon child process, killed on drop if still running.
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(site: &Site) -> Daemon {
+        let child = Command::new(bin())
+            .args(["daemon", "--config"])
+            .arg(site.config_path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Daemon { child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// Waits for the process to exit; returns its status, stderr and how long it took.
+    fn wait_exit(mut self) -> (std::process::ExitStatus, String, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (status, err, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "daemon did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Opens the daemon's database once it exists (read-write: tests also insert requests).
+async fn open_when_ready(site: &Site) -> Store {
+    let db = site.db_path();
+    let (store, _) = eventually("the daemon creates its database and takes the lock", || {
+        let db = db.clone();
+        async move {
+            let store = Store::open_existing(&db).await.ok()?;
+            let live = store.list_live_instances().await.ok()?;
+            (!live.is_empty()).then_some(store)
+        }
+    })
+    .await;
+    store
+}
+
+async fn job_state(store: &Store, name: &str) -> Option<(JobState, Option<i64>)> {
+    let job = store.get_job(name).await.ok()?;
+    Some((job.state, job.active_version_id))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_directory_changes_are_followed() {
+    let site = Site::new("http://127.0.0.1:9", "off");
+    let schedule = Some("{ cron: \"0 3 * * *\" }");
+    site.write_job("a.yaml", &export_job("a", schedule, ""));
+    let daemon = Daemon::start(&site);
+    let store = open_when_ready(&site).await;
+    eventually("job a loaded", || async {
+        job_state(&store, "a")
+            .await
+            .filter(|(s, _)| *s == JobState::Active)
+    })
+    .await;
+    let mut latencies = Vec::new();
+
+    site.write_job("team/b.yaml", &export_job("b", schedule, ""));
+    let ((_, v1), t) = eventually("added job b", || async {
+        job_state(&store, "b")
+            .await
+            .filter(|(s, _)| *s == JobState::Active)
+    })
+    .await;
+    latencies.push(("add", t));
+
+    site.write_job(
+        "team/b.yaml",
+        &export_job("b", schedule, "").replace("alice@", "bob@"),
+    );
+    let ((_, v2), t) = eventually("edited job b", || async {
+        job_state(&store, "b").await.filter(|(_, v)| *v != v1)
+    })
+    .await;
+    latencies.push(("edit", t));
+
+    site.write_job("team/b.yaml", &export_job("b", schedule, "  bogusKey: 1\n"));
+    let ((_, v3), t) = eventually("broken job b", || async {
+        job_state(&store, "b")
+            .await
+            .filter(|(s, _)| *s == JobState::Invalid)
+    })
+    .await;
+    latencies.push(("break", t));
+    assert_eq!(v3, v2, "an invalid edit keeps the previous version active");
+    let b = store.get_job("b").await.unwrap();
+    assert!(
+        b.next_fire_at.is_some(),
+        "the previous version stays scheduled"
+    );
+    assert!(
+        b.errors.to_string().contains("bogusKey"),
+        "errors are recorded: {}",
+        b.errors
+    );
+    let files = store.list_job_files().await.unwrap();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.path.ends_with("team/b.yaml") && !f.valid)
+    );
+
+    site.write_job("team/b.yaml", &export_job("b", schedule, ""));
+    let (_, t) = eventually("fixed job b", || async {
+        job_state(&store, "b")
+            .await
+            .filter(|(s, _)| *s == JobState::Active)
+    })
+    .await;
+    latencies.push(("fix", t));
+
+    site.remove_job("team/b.yaml");
+    let (_, t) = eventually("removed job b", || async {
+        job_state(&store, "b")
+            .await
+            .filter(|(s, _)| *s == JobState::Removed)
+    })
+    .await;
+    latencies.push(("remove", t));
+    assert_eq!(store.get_job("b").await.unwrap().next_fire_at, None);
+    assert_eq!(job_state(&store, "a").await.unwrap().0, JobState::Active);
+    println!("observed latency from file change to store: {latencies:?}");
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configmap_data_swap_is_picked_up() {
+    let site = Site::new("http://127.0.0.1:9", "off");
+    let jobs = site.path("jobs");
+    let schedule = Some("{ cron: \"0 3 * * *\" }");
+    std::fs::create_dir(jobs.join("..2026_01_01_v1")).unwrap();
+    std::fs::write(
+        jobs.join("..2026_01_01_v1/cm.yaml"),
+        export_job("cm", schedule, ""),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..2026_01_01_v1", jobs.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/cm.yaml", jobs.join("cm.yaml")).unwrap();
+    let daemon = Daemon::start(&site);
+    let store = open_when_ready(&site).await;
+    let ((_, v1), _) = eventually("configmap job loaded", || async {
+        job_state(&store, "cm")
+            .await
+            .filter(|(s, _)| *s == JobState::Active)
+    })
+    .await;
+
+    // The kubelet's update: a new timestamped directory, `..data` renamed over, old one removed.
+    std::fs::create_dir(jobs.join("..2026_01_02_v2")).unwrap();
+    std::fs::write(
+        jobs.join("..2026_01_02_v2/cm.yaml"),
+        export_job("cm", schedule, "").replace("alice@", "carol@"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..2026_01_02_v2", jobs.join("..data_tmp")).unwrap();
+    std::fs::rename(jobs.join("..data_tmp"), jobs.join("..data")).unwrap();
+    std::fs::remove_dir_all(jobs.join("..2026_01_01_v1")).unwrap();
+    let ((state, _), t) = eventually("configmap swap seen", || async {
+        job_state(&store, "cm").await.filter(|(_, v)| *v != v1)
+    })
+    .await;
+    assert_eq!(state, JobState::Active);
+    println!("observed latency from ..data swap to store: {t:?}");
+    // Only the visible name is a job file: the `..` entries are never scanned on their own.
+    let files = store.list_job_files().await.unwrap();
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.path.to_string_lossy().contains("..2026")),
+        "{files:?}"
+    );
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manual_run_requests_are_consumed_even_when_suspended() {
+    let site = Site::new("http://127.0.0.1:9", "off");
+    site.write_job(
+        "s.yaml",
+        &export_job("s", Some("{ cron: \"0 3 * * *\" }"), "  suspend: true\n"),
+    );
+    let daemon = Daemon::start(&site);
+    let store = open_when_ready(&site).await;
+    eventually("job s loaded", || async { job_state(&store, "s").await }).await;
+    let request = store
+        .insert_request(
+            &NewRequest::Run { job: "s" },
+            Some("tester"),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    let unknown = store
+        .insert_request(&NewRequest::Run { job: "nope" }, None, chrono::Utc::now())
+        .await
+        .unwrap();
+    let (done, t) = eventually("run request consumed", || async {
+        let r = store.get_request(request.id).await.ok()?;
+        r.consumed_at.is_some().then_some(r)
+    })
+    .await;
+    println!("observed latency from request to consumption: {t:?}");
+    let run_id = done.result_run_id.expect("the queued run");
+    let run = store.get_run(run_id).await.unwrap();
+    assert_eq!(
+        (run.trigger, run.state),
+        (Trigger::Manual, RunState::Queued)
+    );
+    let (refused, _) = eventually("unknown job request consumed", || async {
+        let r = store.get_request(unknown.id).await.ok()?;
+        r.consumed_at.is_some().then_some(r)
+    })
+    .await;
+    assert!(refused.result.unwrap().contains("refused"));
+    assert_eq!(refused.result_run_id, None);
+
+    // Cancel it: a queued run is cancelled at once.
+    let cancel = store
+        .insert_request(
+            &NewRequest::Cancel { run: run_id },
+            None,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    eventually("cancel consumed", || async {
+        let r = store.get_request(cancel.id).await.ok()?;
+        r.consumed_at.is_some().then_some(())
+    })
+    .await;
+    assert_eq!(
+        store.get_run(run_id).await.unwrap().state,
+        RunState::Cancelled
+    );
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_daemon_on_the_same_database_exits_1_naming_the_holder() {
+    let site = Site::new("http://127.0.0.1:9", "off");
+    let first = Daemon::start(&site);
+    let store = open_when_ready(&site).await;
+    let holder = store.list_live_instances().await.unwrap().remove(0);
+    let out = Command::new(bin())
+        .args(["daemon", "--config"])
+        .arg(site.config_path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("host {}", holder.host)),
+        "{stderr}"
+    );
+    assert!(stderr.contains("running since"), "{stderr}");
+    drop(first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_and_exits_within_the_timeout() {
+    let site = Site::new("http://127.0.0.1:9", "off");
+    site.write_job(
+        "a.yaml",
+        &export_job("a", Some("{ cron: \"0 3 * * *\" }"), ""),
+    );
+    let daemon = Daemon::start(&site);
+    let store = open_when_ready(&site).await;
+    eventually("job a loaded", || async { job_state(&store, "a").await }).await;
+    daemon.signal("TERM");
+    let (status, stderr, took) = daemon.wait_exit();
+    println!("observed exit time after SIGTERM: {took:?}");
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+    // The lock was released: the instance row is stopped.
+    assert!(store.list_live_instances().await.unwrap().is_empty());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get(url: String) -> Option<(u16, String)> {
+    let resp = reqwest::get(&url).await.ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_readiness_and_metrics_agree_with_the_store() {
+    let port = free_port();
+    let site = Site::new("http://127.0.0.1:9", &format!("127.0.0.1:{port}"));
+    // Every second, Forbid, nothing executes: one queued run, then skipped fires.
+    site.write_job(
+        "tick.yaml",
+        &export_job(
+            "tick",
+            Some("{ cron: \"* * * * * *\", concurrencyPolicy: Forbid }"),
+            "",
+        ),
+    );
+    site.write_job("broken.yaml", "apiVersion: restorectl/v1\nkind: [\n");
+    let daemon = Daemon::start(&site);
+    let base = format!("http://127.0.0.1:{port}");
+    let ((status, body), _) = eventually("/healthz", || get(format!("{base}/healthz"))).await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let ((status, _), _) = eventually("/readyz ready", || async {
+        get(format!("{base}/readyz"))
+            .await
+            .filter(|(s, _)| *s == 200)
+    })
+    .await;
+    assert_eq!(status, 200);
+    // Metrics are refreshed from the store every few seconds.
+    let (metrics, t) = eventually("run counters and next fire in /metrics", || async {
+        let (_, text) = get(format!("{base}/metrics")).await?;
+        (text.contains("restorectl_runs_total{job=\"tick\",result=\"skipped\"}")
+            && text.contains("restorectl_job_next_fire_timestamp_seconds{job=\"tick\"}"))
+        .then_some(text)
+    })
+    .await;
+    println!("metrics showed store-derived series after {t:?}");
+    assert!(
+        metrics.contains("restorectl_invalid_job_files 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("restorectl_waiting_runs 1"), "{metrics}");
+    let store = Store::open_read_only(site.db_path()).await.unwrap();
+    let skipped = store
+        .list_runs(&RunFilter {
+            job: Some("tick"),
+            state: Some(RunState::Skipped),
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert!(!skipped.is_empty());
+    drop(daemon);
+}
