@@ -473,7 +473,10 @@ async fn reconcile_loop(
                 Some(reason) => format!("{reason:?}"),
                 None => break,
             },
-            () = app.rescan.notified() => "ConfigReloaded".to_string(),
+            () = app.rescan.notified() => {
+                reconciler.forget_scans();
+                "ConfigReloaded".to_string()
+            }
         };
         let config = Arc::clone(&app.config.borrow());
         match reconciler.rescan(&config, app.clock.now()).await {

@@ -29,7 +29,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::jobs::hash::sha256_hex;
 use crate::jobs::parse::FileReport;
-use crate::jobs::{self, Job, JobError, ScanReport, ValidationContext};
+use crate::jobs::{self, Job, JobError, ScanCache, ScanReport, ValidationContext};
 use crate::store::{
     FileChange, JobState, NewJobVersion, ScannedFile, Store, StoreError, VersionChange,
 };
@@ -79,6 +79,8 @@ impl ReconcileReport {
 pub struct Reconciler {
     store: Store,
     table: Arc<JobTable>,
+    /// Per-file results of the last scan: a rescan only re-reads files that changed.
+    cache: ScanCache,
 }
 
 impl Reconciler {
@@ -87,7 +89,14 @@ impl Reconciler {
         Reconciler {
             store,
             table: Arc::new(JobTable::new()),
+            cache: ScanCache::default(),
         }
+    }
+
+    /// Forgets the per-file scan results: the next rescan validates every file again (after a
+    /// config change, which validation depends on).
+    pub fn forget_scans(&mut self) {
+        self.cache.clear();
     }
 
     /// The table after the last pass.
@@ -96,7 +105,7 @@ impl Reconciler {
     }
 
     /// Scans `config.jobs_dir` (on a blocking thread: reading and parsing thousands of files is
-    /// file I/O and CPU) and applies the result.
+    /// file I/O and CPU; only files changed since the last scan are read) and applies the result.
     ///
     /// # Errors
     ///
@@ -107,16 +116,20 @@ impl Reconciler {
         now: DateTime<Utc>,
     ) -> Result<ReconcileReport, StoreError> {
         let scan_config = Arc::clone(config);
-        let report = tokio::task::spawn_blocking(move || {
+        let mut cache = std::mem::take(&mut self.cache);
+        let (report, cache) = tokio::task::spawn_blocking(move || {
             let ctx = ValidationContext {
                 now,
                 ..ValidationContext::new(&scan_config)
             };
-            jobs::scan_paths(std::slice::from_ref(&scan_config.jobs_dir), &ctx)
+            let dirs = std::slice::from_ref(&scan_config.jobs_dir);
+            let report = jobs::scan_paths_cached(dirs, &ctx, &mut cache);
+            (report, cache)
         })
         .await
         // The scan never panics on bad input; a panic is a bug worth crashing loudly on.
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        self.cache = cache;
         self.apply(&report, config, now).await
     }
 
@@ -141,10 +154,10 @@ impl Reconciler {
             .collect();
         let stored_jobs: BTreeMap<String, crate::store::StoredJob> = self
             .store
-            .list_jobs()
+            .list_job_rows()
             .await?
             .into_iter()
-            .map(|s| (s.job.name.clone(), s.job))
+            .map(|j| (j.name.clone(), j))
             .collect();
 
         let mut seen_names: BTreeSet<String> = BTreeSet::new();

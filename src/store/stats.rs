@@ -89,6 +89,16 @@ impl Store {
         .op("list_schedule_states")
     }
 
+    /// Every job row, by name, without the versions and last runs [`Store::list_jobs`] adds
+    /// (the reconciler compares thousands of them on every rescan).
+    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub async fn list_job_rows(&self) -> Result<Vec<super::StoredJob>> {
+        sqlx::query_as::<_, super::StoredJob>("SELECT * FROM jobs ORDER BY name")
+            .fetch_all(self.reader())
+            .await
+            .op("list_job_rows")
+    }
+
     /// Runs that finished after `after` (exclusive), oldest first.
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn list_finished_runs_since(&self, after: DateTime<Utc>) -> Result<Vec<FinishedRun>> {
