@@ -3,9 +3,9 @@
 //!
 //! Files are compared by a content hash, so a rescan of an unchanged directory writes nothing:
 //!
-//! - a **new or changed** file records a version of each of its jobs (valid or invalid), then the
-//!   file row. The file row goes last so a crash in between leaves the old hash, and the next
-//!   scan applies the file again;
+//! - a **new or changed** file records a version of each of its jobs (valid or invalid) and the
+//!   file row in one transaction (many files per transaction), so the file's new hash is never
+//!   recorded without its jobs;
 //! - an **invalid** job keeps its last valid version active (the store leaves
 //!   `active_version_id` alone); a job whose first version is invalid is not scheduled;
 //! - a file that cannot be read or parsed at all (no job names can be read from it) keeps every
@@ -31,7 +31,7 @@ use crate::jobs::hash::sha256_hex;
 use crate::jobs::parse::FileReport;
 use crate::jobs::{self, Job, JobError, ScanCache, ScanReport, ValidationContext};
 use crate::store::{
-    FileChange, JobState, NewJobVersion, ScannedFile, Store, StoreError, VersionChange,
+    FileApply, FileChange, JobState, NewJobVersion, ScannedFile, Store, StoreError, VersionChange,
 };
 
 /// The version of a job the scheduler uses: its active (last valid) version.
@@ -166,6 +166,8 @@ impl Reconciler {
         let mut protected: Vec<(PathBuf, &FileReport)> = Vec::new();
         // Versions found valid in this scan, with the job to schedule.
         let mut valid_now: BTreeMap<String, (String, Job)> = BTreeMap::new();
+        // New or changed files, applied in chunks after the walk.
+        let mut pending: Vec<PendingFile> = Vec::new();
 
         for file in &scan.files {
             seen_files.insert(file.path.clone());
@@ -195,70 +197,59 @@ impl Reconciler {
                 out.files_unchanged += 1;
                 continue;
             }
-            for doc in &file.documents {
-                let Some(name) = doc.name.as_deref() else {
-                    continue;
-                };
-                let outcome = match &doc.job {
-                    Some(job) => {
-                        let spec: Value =
-                            serde_json::from_str(job.spec_json()).unwrap_or(Value::Null);
-                        self.store
-                            .upsert_job_version(
-                                &NewJobVersion {
-                                    name,
-                                    kind: job.kind().as_str(),
-                                    file: &file.path,
-                                    spec_hash: job.spec_hash(),
-                                    spec: &spec,
-                                    valid: true,
-                                    errors: &Value::Array(Vec::new()),
-                                },
-                                now,
-                            )
-                            .await?
-                    }
-                    None => {
-                        let errors = errors_json(doc.errors.iter().chain(&file.errors));
-                        let spec_hash = doc.content_hash.clone().unwrap_or_else(|| {
-                            sha256_hex(&format!("invalid:{}", Value::from(errors.clone())))
-                        });
-                        self.store
-                            .upsert_job_version(
-                                &NewJobVersion {
-                                    name,
-                                    kind: doc.kind.as_deref().unwrap_or("unknown"),
-                                    file: &file.path,
-                                    spec_hash: &spec_hash,
-                                    spec: &Value::Null,
-                                    valid: false,
-                                    errors: &Value::Array(errors),
-                                },
-                                now,
-                            )
-                            .await?
-                    }
-                };
-                count_version(&mut out, name, outcome.change, outcome.state);
-            }
-            let errors = Value::Array(errors_json(file.all_errors()));
-            let change = self
-                .store
-                .record_job_file(
-                    &ScannedFile {
-                        path: &file.path,
-                        content_hash: &hash,
-                        valid: file.is_valid(),
-                        errors: &errors,
-                        job_names: &names,
-                    },
-                    now,
-                )
-                .await?;
-            match change {
-                FileChange::New => out.files_new += 1,
-                FileChange::Changed => out.files_changed += 1,
-                FileChange::Unchanged => out.files_unchanged += 1,
+            let versions = file
+                .documents
+                .iter()
+                .filter_map(|doc| {
+                    let name = doc.name.clone()?;
+                    Some(match &doc.job {
+                        Some(job) => PendingVersion {
+                            name,
+                            kind: job.kind().as_str().to_string(),
+                            spec_hash: job.spec_hash().to_string(),
+                            spec: serde_json::from_str(job.spec_json()).unwrap_or(Value::Null),
+                            valid: true,
+                            errors: Value::Array(Vec::new()),
+                        },
+                        None => {
+                            let errors = errors_json(doc.errors.iter().chain(&file.errors));
+                            let spec_hash = doc.content_hash.clone().unwrap_or_else(|| {
+                                sha256_hex(&format!("invalid:{}", Value::from(errors.clone())))
+                            });
+                            PendingVersion {
+                                name,
+                                kind: doc.kind.clone().unwrap_or_else(|| "unknown".into()),
+                                spec_hash,
+                                spec: Value::Null,
+                                valid: false,
+                                errors: Value::Array(errors),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            pending.push(PendingFile {
+                path: file.path.clone(),
+                hash,
+                valid: file.is_valid(),
+                errors: Value::Array(errors_json(file.all_errors())),
+                names,
+                versions,
+            });
+        }
+        // Many files per transaction: thousands of new files commit in a few transactions.
+        for chunk in pending.chunks(APPLY_CHUNK) {
+            let applies: Vec<FileApply<'_>> = chunk.iter().map(PendingFile::as_apply).collect();
+            let results = self.store.apply_job_files(&applies, now).await?;
+            for (file, (change, outcomes)) in chunk.iter().zip(results) {
+                for (v, outcome) in file.versions.iter().zip(outcomes) {
+                    count_version(&mut out, &v.name, outcome.change, outcome.state);
+                }
+                match change {
+                    FileChange::New => out.files_new += 1,
+                    FileChange::Changed => out.files_changed += 1,
+                    FileChange::Unchanged => out.files_unchanged += 1,
+                }
             }
         }
 
@@ -348,6 +339,56 @@ impl Reconciler {
             }
         }
         Ok(table)
+    }
+}
+
+/// Files applied per store transaction.
+const APPLY_CHUNK: usize = 256;
+
+/// A job version to record, owned (borrowed into [`NewJobVersion`] per chunk).
+struct PendingVersion {
+    name: String,
+    kind: String,
+    spec_hash: String,
+    spec: Value,
+    valid: bool,
+    errors: Value,
+}
+
+/// A new or changed file to record with its job versions.
+struct PendingFile {
+    path: PathBuf,
+    hash: String,
+    valid: bool,
+    errors: Value,
+    names: Vec<String>,
+    versions: Vec<PendingVersion>,
+}
+
+impl PendingFile {
+    fn as_apply(&self) -> FileApply<'_> {
+        FileApply {
+            file: ScannedFile {
+                path: &self.path,
+                content_hash: &self.hash,
+                valid: self.valid,
+                errors: &self.errors,
+                job_names: &self.names,
+            },
+            versions: self
+                .versions
+                .iter()
+                .map(|v| NewJobVersion {
+                    name: &v.name,
+                    kind: &v.kind,
+                    file: &self.path,
+                    spec_hash: &v.spec_hash,
+                    spec: &v.spec,
+                    valid: v.valid,
+                    errors: &v.errors,
+                })
+                .collect(),
+        }
     }
 }
 

@@ -404,7 +404,9 @@ mod tests {
         assert_eq!(cache.len(), 2);
         assert!(first.is_valid());
         let hash = |r: &ScanReport, n: &str| {
-            r.jobs().find(|j| j.name() == n).map(|j| j.spec_hash().to_string())
+            r.jobs()
+                .find(|j| j.name() == n)
+                .map(|j| j.spec_hash().to_string())
         };
         // An atomic save of b (new inode) and a duplicate name created in c.
         std::fs::write(root.join(".b.tmp"), job("b", "carol@contoso.com")).unwrap();
@@ -416,7 +418,11 @@ mod tests {
         assert_eq!(hash(&cached, "b"), hash(&full, "b"));
         let errors = |r: &ScanReport| r.errors().map(|e| e.to_string()).collect::<Vec<_>>();
         assert_eq!(errors(&cached), errors(&full));
-        assert_eq!(errors(&cached).len(), 2, "the duplicate is reported in both files");
+        assert_eq!(
+            errors(&cached).len(),
+            2,
+            "the duplicate is reported in both files"
+        );
         // Removing c clears the duplicate even though a.yaml itself is a cache hit.
         std::fs::remove_file(root.join("c.yaml")).unwrap();
         let again = scan_paths_cached(&paths, &ctx, &mut cache);

@@ -34,6 +34,13 @@ pub struct ScannedFile<'a> {
     pub job_names: &'a [String],
 }
 
+/// A scanned file and the versions of its jobs, for [`Store::apply_job_files`].
+#[derive(Debug, Clone)]
+pub struct FileApply<'a> {
+    pub file: ScannedFile<'a>,
+    pub versions: Vec<NewJobVersion<'a>>,
+}
+
 /// What recording a scanned file changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -178,38 +185,10 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<FileChange> {
         const OP: &str = "record_job_file";
-        let path = path_text(file.path)?;
         let mut tx = self.begin_write(OP).await?;
-        let before: Option<(String, Option<i64>)> =
-            sqlx::query_as("SELECT content_hash, removed_at FROM job_files WHERE path = $1")
-                .bind(path)
-                .fetch_optional(&mut *tx)
-                .await
-                .op(OP)?;
-        sqlx::query(
-            "INSERT INTO job_files
-                 (path, content_hash, valid, errors, job_names, first_seen_at, last_seen_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $6)
-             ON CONFLICT (path) DO UPDATE SET
-                 content_hash = excluded.content_hash, valid = excluded.valid,
-                 errors = excluded.errors, job_names = excluded.job_names,
-                 last_seen_at = excluded.last_seen_at, removed_at = NULL",
-        )
-        .bind(path)
-        .bind(file.content_hash)
-        .bind(file.valid)
-        .bind(json_text(file.errors))
-        .bind(json_text(&file.job_names))
-        .bind(to_millis(now))
-        .execute(&mut *tx)
-        .await
-        .op(OP)?;
+        let change = record_job_file_in(&mut tx, file, now).await?;
         tx.commit().await.op(OP)?;
-        Ok(match before {
-            None => FileChange::New,
-            Some((hash, None)) if hash == file.content_hash => FileChange::Unchanged,
-            Some(_) => FileChange::Changed,
-        })
+        Ok(change)
     }
 
     /// Marks a job file removed. Returns false when it was unknown or already removed.
@@ -255,140 +234,38 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<VersionOutcome> {
         const OP: &str = "upsert_job_version";
-        let file = path_text(version.file)?;
-        let errors = if version.valid {
-            "[]".to_string()
-        } else {
-            json_text(version.errors)
-        };
-        let now_ms = to_millis(now);
         let mut tx = self.begin_write(OP).await?;
-        let before = sqlx::query_as::<_, StoredJob>("SELECT * FROM jobs WHERE name = $1")
-            .bind(version.name)
-            .fetch_optional(&mut *tx)
-            .await
-            .op(OP)?;
-        if before.is_none() {
-            // The job row first: job_versions.job_name references it.
-            sqlx::query(
-                "INSERT INTO jobs (name, kind, file, state, errors, first_seen_at, last_seen_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
-            )
-            .bind(version.name)
-            .bind(version.kind)
-            .bind(file)
-            .bind(if version.valid {
-                JobState::Active
-            } else {
-                JobState::Invalid
-            })
-            .bind(&errors)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await
-            .op(OP)?;
+        let outcome = upsert_job_version_in(&mut tx, version, now).await?;
+        tx.commit().await.op(OP)?;
+        Ok(outcome)
+    }
+
+    /// Applies scanned files with the versions of their jobs, many per transaction: each
+    /// file's versions first, then its file row (so the file's hash is only recorded with its
+    /// jobs). The reconciler's first pass over thousands of new files would otherwise commit
+    /// twice per file. Returns each file's change and its versions' outcomes, in order.
+    #[instrument(level = "trace", skip_all, fields(files = files.len()), err(level = "debug"))]
+    pub async fn apply_job_files(
+        &self,
+        files: &[FileApply<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(FileChange, Vec<VersionOutcome>)>> {
+        const OP: &str = "apply_job_files";
+        let mut out = Vec::with_capacity(files.len());
+        if files.is_empty() {
+            return Ok(out);
         }
-        let version_id: i64 = sqlx::query_scalar(
-            "INSERT INTO job_versions
-                 (job_name, file, spec_hash, spec_json, valid, errors, first_seen_at, last_seen_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
-             ON CONFLICT (job_name, spec_hash) DO UPDATE SET
-                 file = excluded.file, valid = excluded.valid, errors = excluded.errors,
-                 last_seen_at = excluded.last_seen_at
-             RETURNING id",
-        )
-        .bind(version.name)
-        .bind(file)
-        .bind(version.spec_hash)
-        .bind(json_text(version.spec))
-        .bind(version.valid)
-        .bind(&errors)
-        .bind(now_ms)
-        .fetch_one(&mut *tx)
-        .await
-        .op(OP)?;
-
-        let state = if version.valid {
-            JobState::Active
-        } else {
-            JobState::Invalid
-        };
-        let active_version_id = match (&before, version.valid) {
-            (_, true) => Some(version_id),
-            (Some(job), false) if job.state != JobState::Removed => job.active_version_id,
-            _ => None,
-        };
-        let change = match &before {
-            None => VersionChange::New,
-            Some(job)
-                if job.current_version_id == Some(version_id)
-                    && job.state == state
-                    && job.active_version_id == active_version_id =>
-            {
-                VersionChange::Unchanged
+        let mut tx = self.begin_write(OP).await?;
+        for f in files {
+            let mut outcomes = Vec::with_capacity(f.versions.len());
+            for v in &f.versions {
+                outcomes.push(upsert_job_version_in(&mut tx, v, now).await?);
             }
-            Some(_) => VersionChange::Changed,
-        };
-        // An invalid version keeps the kind of the last valid one (it may not even parse).
-        sqlx::query(
-            "UPDATE jobs SET
-                 kind = CASE WHEN $2 THEN $3 ELSE kind END, file = $4,
-                 current_version_id = $5, active_version_id = $6, state = $7, errors = $8,
-                 last_seen_at = $9, removed_at = NULL
-             WHERE name = $1",
-        )
-        .bind(version.name)
-        .bind(version.valid)
-        .bind(version.kind)
-        .bind(file)
-        .bind(version_id)
-        .bind(active_version_id)
-        .bind(state)
-        .bind(&errors)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await
-        .op(OP)?;
-
-        if change != VersionChange::Unchanged {
-            let (kind, message) = if version.valid {
-                let verb = match change {
-                    VersionChange::New => "added",
-                    _ => "changed",
-                };
-                (
-                    EventKind::JobVersionAdded,
-                    format!("job {} {verb} (version {version_id})", version.name),
-                )
-            } else {
-                (
-                    EventKind::JobVersionInvalid,
-                    format!(
-                        "job {} is invalid in {file}; {}",
-                        version.name,
-                        match active_version_id {
-                            Some(v) => format!("version {v} stays active"),
-                            None => "not scheduled".to_string(),
-                        }
-                    ),
-                )
-            };
-            let event = NewEvent::new(kind, message).job(version.name).data(json!({
-                "version_id": version_id,
-                "spec_hash": version.spec_hash,
-                "file": file,
-                "active_version_id": active_version_id,
-                "errors": if version.valid { serde_json::Value::Null } else { version.errors.clone() },
-            }));
-            events::insert(&mut tx, &event, now).await?;
+            let change = record_job_file_in(&mut tx, &f.file, now).await?;
+            out.push((change, outcomes));
         }
         tx.commit().await.op(OP)?;
-        Ok(VersionOutcome {
-            change,
-            version_id,
-            state,
-            active_version_id,
-        })
+        Ok(out)
     }
 
     /// Marks a job removed (its file or document is gone): no next fire, history kept. Returns
@@ -517,6 +394,186 @@ impl Store {
         tx.commit().await.op(OP)?;
         Ok(())
     }
+}
+
+/// [`Store::record_job_file`] inside the caller's transaction.
+async fn record_job_file_in(
+    conn: &mut SqliteConnection,
+    file: &ScannedFile<'_>,
+    now: DateTime<Utc>,
+) -> Result<FileChange> {
+    const OP: &str = "record_job_file";
+    let path = path_text(file.path)?;
+    let before: Option<(String, Option<i64>)> =
+        sqlx::query_as("SELECT content_hash, removed_at FROM job_files WHERE path = $1")
+            .bind(path)
+            .fetch_optional(&mut *conn)
+            .await
+            .op(OP)?;
+    sqlx::query(
+        "INSERT INTO job_files
+                 (path, content_hash, valid, errors, job_names, first_seen_at, last_seen_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6)
+             ON CONFLICT (path) DO UPDATE SET
+                 content_hash = excluded.content_hash, valid = excluded.valid,
+                 errors = excluded.errors, job_names = excluded.job_names,
+                 last_seen_at = excluded.last_seen_at, removed_at = NULL",
+    )
+    .bind(path)
+    .bind(file.content_hash)
+    .bind(file.valid)
+    .bind(json_text(file.errors))
+    .bind(json_text(&file.job_names))
+    .bind(to_millis(now))
+    .execute(&mut *conn)
+    .await
+    .op(OP)?;
+    Ok(match before {
+        None => FileChange::New,
+        Some((hash, None)) if hash == file.content_hash => FileChange::Unchanged,
+        Some(_) => FileChange::Changed,
+    })
+}
+
+/// [`Store::upsert_job_version`] inside the caller's transaction.
+async fn upsert_job_version_in(
+    conn: &mut SqliteConnection,
+    version: &NewJobVersion<'_>,
+    now: DateTime<Utc>,
+) -> Result<VersionOutcome> {
+    const OP: &str = "upsert_job_version";
+    let file = path_text(version.file)?;
+    let errors = if version.valid {
+        "[]".to_string()
+    } else {
+        json_text(version.errors)
+    };
+    let now_ms = to_millis(now);
+    let before = sqlx::query_as::<_, StoredJob>("SELECT * FROM jobs WHERE name = $1")
+        .bind(version.name)
+        .fetch_optional(&mut *conn)
+        .await
+        .op(OP)?;
+    if before.is_none() {
+        // The job row first: job_versions.job_name references it.
+        sqlx::query(
+            "INSERT INTO jobs (name, kind, file, state, errors, first_seen_at, last_seen_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(version.name)
+        .bind(version.kind)
+        .bind(file)
+        .bind(if version.valid {
+            JobState::Active
+        } else {
+            JobState::Invalid
+        })
+        .bind(&errors)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await
+        .op(OP)?;
+    }
+    let version_id: i64 = sqlx::query_scalar(
+        "INSERT INTO job_versions
+                 (job_name, file, spec_hash, spec_json, valid, errors, first_seen_at, last_seen_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+             ON CONFLICT (job_name, spec_hash) DO UPDATE SET
+                 file = excluded.file, valid = excluded.valid, errors = excluded.errors,
+                 last_seen_at = excluded.last_seen_at
+             RETURNING id",
+    )
+    .bind(version.name)
+    .bind(file)
+    .bind(version.spec_hash)
+    .bind(json_text(version.spec))
+    .bind(version.valid)
+    .bind(&errors)
+    .bind(now_ms)
+    .fetch_one(&mut *conn)
+    .await
+    .op(OP)?;
+
+    let state = if version.valid {
+        JobState::Active
+    } else {
+        JobState::Invalid
+    };
+    let active_version_id = match (&before, version.valid) {
+        (_, true) => Some(version_id),
+        (Some(job), false) if job.state != JobState::Removed => job.active_version_id,
+        _ => None,
+    };
+    let change = match &before {
+        None => VersionChange::New,
+        Some(job)
+            if job.current_version_id == Some(version_id)
+                && job.state == state
+                && job.active_version_id == active_version_id =>
+        {
+            VersionChange::Unchanged
+        }
+        Some(_) => VersionChange::Changed,
+    };
+    // An invalid version keeps the kind of the last valid one (it may not even parse).
+    sqlx::query(
+        "UPDATE jobs SET
+                 kind = CASE WHEN $2 THEN $3 ELSE kind END, file = $4,
+                 current_version_id = $5, active_version_id = $6, state = $7, errors = $8,
+                 last_seen_at = $9, removed_at = NULL
+             WHERE name = $1",
+    )
+    .bind(version.name)
+    .bind(version.valid)
+    .bind(version.kind)
+    .bind(file)
+    .bind(version_id)
+    .bind(active_version_id)
+    .bind(state)
+    .bind(&errors)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await
+    .op(OP)?;
+
+    if change != VersionChange::Unchanged {
+        let (kind, message) = if version.valid {
+            let verb = match change {
+                VersionChange::New => "added",
+                _ => "changed",
+            };
+            (
+                EventKind::JobVersionAdded,
+                format!("job {} {verb} (version {version_id})", version.name),
+            )
+        } else {
+            (
+                EventKind::JobVersionInvalid,
+                format!(
+                    "job {} is invalid in {file}; {}",
+                    version.name,
+                    match active_version_id {
+                        Some(v) => format!("version {v} stays active"),
+                        None => "not scheduled".to_string(),
+                    }
+                ),
+            )
+        };
+        let event = NewEvent::new(kind, message).job(version.name).data(json!({
+            "version_id": version_id,
+            "spec_hash": version.spec_hash,
+            "file": file,
+            "active_version_id": active_version_id,
+            "errors": if version.valid { serde_json::Value::Null } else { version.errors.clone() },
+        }));
+        events::insert(&mut *conn, &event, now).await?;
+    }
+    Ok(VersionOutcome {
+        change,
+        version_id,
+        state,
+        active_version_id,
+    })
 }
 
 /// Writes a job's next-fire bookkeeping; `last_fire_at` is kept when `None`.

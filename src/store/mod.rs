@@ -69,7 +69,7 @@ pub mod steps;
 pub use downloads::{Download, Export, NewDownload, NewExport};
 pub use events::{Event, EventKind, NewEvent};
 pub use jobs::{
-    FileChange, JobSummary, JobVersion, NewJobVersion, NextFire, ScannedFile, StoredJob,
+    FileApply, FileChange, JobSummary, JobVersion, NewJobVersion, NextFire, ScannedFile, StoredJob,
     StoredJobFile, VersionChange, VersionOutcome,
 };
 pub use requests::{DaemonInstance, InstanceInfo, NewRequest, OperatorRequest};
