@@ -30,5 +30,5 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod schedule;
-pub mod vb365;
 pub mod store;
+pub mod vb365;

@@ -13,6 +13,16 @@ use clap::{Parser, Subcommand};
 
 use crate::config::ConfigError;
 
+pub mod cancel;
+pub mod completions;
+pub mod context;
+pub mod jobs;
+pub mod output;
+pub mod resolve;
+pub mod run;
+pub mod runs;
+pub mod show;
+
 /// Exit code for a configuration error (sysexits `EX_CONFIG`).
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit code for a usage error.
@@ -46,7 +56,24 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// List jobs: name, kind, schedule, next fire, last run, state, file, errors.
+    Jobs(jobs::JobsArgs),
+    /// List runs, newest first.
+    Runs(runs::RunsArgs),
+    /// Show one run: steps, mailboxes, sessions, files, sizes, SHA-256, errors, attempts, events.
+    Show(show::ShowArgs),
+    /// Queue a manual run of a job (the daemon picks it up); --wait follows it to its end.
+    Run(run::RunArgs),
+    /// Cancel a run (the daemon stops it).
+    Cancel(cancel::CancelArgs),
+    /// Decide about the in_doubt steps of a run: --resend, --mark-done or --mark-failed.
+    Resolve(resolve::ResolveArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (or write all pages with --out-dir).
+    Man(completions::ManArgs),
+}
 
 /// Parses the process arguments, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
@@ -79,5 +106,15 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    match cli.command {}
+    let config = || context::load_config(cli.config.as_deref());
+    match cli.command {
+        Command::Jobs(args) => jobs::run(args, &config()?),
+        Command::Runs(args) => runs::run(args, &config()?),
+        Command::Show(args) => show::run(args, &config()?),
+        Command::Run(args) => run::run(args, &config()?),
+        Command::Cancel(args) => cancel::run(args, &config()?),
+        Command::Resolve(args) => resolve::run(args, &config()?),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
+    }
 }
