@@ -320,6 +320,11 @@ fn counts_cell(c: &CountsJson) -> String {
 }
 
 fn print_human(out: &mut impl Write, r: &ShowJson, style: &Style) -> anyhow::Result<()> {
+    // Tables are indented under their heading by two columns.
+    let inner = Style {
+        width: style.width.map(|w| w.saturating_sub(2)),
+        ..*style
+    };
     let run = &r.run;
     let kind = r
         .job_kind
@@ -424,7 +429,7 @@ fn print_human(out: &mut impl Write, r: &ShowJson, style: &Style) -> anyhow::Res
                 file,
             ]);
         }
-        for line in t.render(style, |col, text| match col {
+        for line in t.render(&inner, |col, text| match col {
             2 => style.state(text),
             _ => text.to_string(),
         }) {
@@ -495,7 +500,7 @@ fn print_human(out: &mut impl Write, r: &ShowJson, style: &Style) -> anyhow::Res
                 opt(&s.stopped_at),
             ]);
         }
-        for line in t.render(style, |col, text| match col {
+        for line in t.render(&inner, |col, text| match col {
             2 => style.state(text),
             _ => text.to_string(),
         }) {
@@ -539,7 +544,7 @@ fn print_human(out: &mut impl Write, r: &ShowJson, style: &Style) -> anyhow::Res
         t.row(vec![e.at.clone(), e.kind.clone(), e.message.clone()]);
     }
     if !t.is_empty() {
-        for line in t.render(style, |_, text| text.to_string()) {
+        for line in t.render(&inner, |_, text| text.to_string()) {
             writeln!(out, "  {line}")?;
         }
     }
