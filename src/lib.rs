@@ -4,8 +4,9 @@
 //! # Layout
 //!
 //! - [`config`]: the daemon config file (`restorectl.yaml`) and secret references.
-//! - [`jobs`]: job files: parsing (YAML → raw spec), validation (raw spec → [`jobs::Job`]),
-//!   the normalised spec hash and the JSON Schema.
+//! - [`jobs`]: job files: discovery in the job directory, parsing (YAML → raw spec), validation
+//!   (raw spec → [`jobs::Job`]) with located error codes, schedules, mailbox selection, path
+//!   templates, the normalised spec hash and the JSON Schema.
 //! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
 //!   operator requests and the event log. All SQL lives here.
 //! - [`schedule`]: when scheduled jobs fire: cron parsing, DST-correct next fire instants with
@@ -29,6 +30,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod jobs;
 pub mod schedule;
 pub mod store;
 pub mod vb365;

@@ -8,7 +8,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Fixture, cmd_in};
+use common::ops::{Fixture, cmd_in};
 use predicates::prelude::*;
 use restorectl::store::{Decision, RequestKind, RunState, StepState};
 use serde_json::Value;

@@ -21,7 +21,9 @@ pub mod output;
 pub mod resolve;
 pub mod run;
 pub mod runs;
+pub mod schema;
 pub mod show;
+pub mod validate;
 
 /// Exit code for a configuration error (sysexits `EX_CONFIG`).
 pub const EXIT_CONFIG: u8 = 78;
@@ -57,6 +59,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Validate job files (and a directory's restorectl.yaml); exit 0 valid, 1 invalid.
+    Validate(validate::ValidateArgs),
     /// List jobs: name, kind, schedule, next fire, last run, state, file, errors.
     Jobs(jobs::JobsArgs),
     /// List runs, newest first.
@@ -73,6 +77,8 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (or write all pages with --out-dir).
     Man(completions::ManArgs),
+    /// Print the JSON Schema of a job document (for editors and CI).
+    Schema,
 }
 
 /// Parses the process arguments, runs the command and returns its exit code.
@@ -108,6 +114,8 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let config = || context::load_config(cli.config.as_deref());
     match cli.command {
+        Command::Validate(args) => validate::run(args, cli.config.as_deref()),
+        Command::Schema => schema::run(),
         Command::Jobs(args) => jobs::run(args, &config()?),
         Command::Runs(args) => runs::run(args, &config()?),
         Command::Show(args) => show::run(args, &config()?),
