@@ -18,6 +18,7 @@ pub mod completions;
 pub mod context;
 pub mod jobs;
 pub mod output;
+pub mod plan;
 pub mod resolve;
 pub mod run;
 pub mod runs;
@@ -61,6 +62,8 @@ pub struct Cli {
 pub enum Command {
     /// Validate job files (and a directory's restorectl.yaml); exit 0 valid, 1 invalid.
     Validate(validate::ValidateArgs),
+    /// Compare the job directory with the database: added / changed / removed / invalid, next fires.
+    Plan(plan::PlanArgs),
     /// List jobs: name, kind, schedule, next fire, last run, state, file, errors.
     Jobs(jobs::JobsArgs),
     /// List runs, newest first.
@@ -116,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Validate(args) => validate::run(args, cli.config.as_deref()),
         Command::Schema => schema::run(),
+        Command::Plan(args) => plan::run(args, &config()?),
         Command::Jobs(args) => jobs::run(args, &config()?),
         Command::Runs(args) => runs::run(args, &config()?),
         Command::Show(args) => show::run(args, &config()?),

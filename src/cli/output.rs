@@ -70,6 +70,15 @@ impl Style {
         format!("\x1b[{code}m{text}\x1b[0m")
     }
 
+    /// A warning marker (yellow on a terminal).
+    pub fn warn(&self, text: &str) -> String {
+        if self.color {
+            format!("\x1b[33m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
     /// A section heading (bold on a terminal).
     pub fn heading(&self, text: &str) -> String {
         if self.color {
