@@ -17,9 +17,9 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::Outcome;
 use super::context;
 use super::output::{self, Style};
-use super::Outcome;
 use crate::config::Config;
 use crate::jobs::{Job, JobError, ScanReport, ValidationContext, scan_paths};
 use crate::schedule::{self, DstNote};
@@ -179,7 +179,10 @@ pub fn run(args: PlanArgs, config: &Config) -> anyhow::Result<Outcome> {
     let stored = context::block_on(async {
         match context::open_read(config).await {
             Ok(store) => Ok(Some(store.list_jobs().await?)),
-            Err(e) if e.chain().any(|c| matches!(c.downcast_ref(), Some(StoreError::Missing { .. }))) => {
+            Err(e)
+                if e.chain()
+                    .any(|c| matches!(c.downcast_ref(), Some(StoreError::Missing { .. }))) =>
+            {
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -276,7 +279,11 @@ fn build(
     }
 
     for f in scan.files.iter().filter(|f| !f.is_valid()) {
-        let names: BTreeSet<&str> = f.documents.iter().filter_map(|d| d.name.as_deref()).collect();
+        let names: BTreeSet<&str> = f
+            .documents
+            .iter()
+            .filter_map(|d| d.name.as_deref())
+            .collect();
         report.invalid.push(InvalidFile {
             file: f.path.clone(),
             jobs: names
@@ -402,7 +409,14 @@ fn print_human(out: &mut impl Write, r: &PlanJson, style: &Style) -> anyhow::Res
         writeln!(out)?;
         writeln!(out, "{}", style.heading(title))?;
         for j in jobs {
-            writeln!(out, "  {} {} ({}, {})", &title[..1], j.name, j.kind, j.file.display())?;
+            writeln!(
+                out,
+                "  {} {} ({}, {})",
+                &title[..1],
+                j.name,
+                j.kind,
+                j.file.display()
+            )?;
         }
         Ok(())
     };
@@ -423,7 +437,11 @@ fn print_human(out: &mut impl Write, r: &PlanJson, style: &Style) -> anyhow::Res
             }
         }
     }
-    section(out, "- Removed (no future runs; history is kept)", &r.removed)?;
+    section(
+        out,
+        "- Removed (no future runs; history is kept)",
+        &r.removed,
+    )?;
     if !r.invalid.is_empty() {
         writeln!(out)?;
         writeln!(out, "{}", style.heading("! Invalid"))?;
@@ -431,7 +449,9 @@ fn print_human(out: &mut impl Write, r: &PlanJson, style: &Style) -> anyhow::Res
             writeln!(out, "  ! {}", f.file.display())?;
             for j in &f.jobs {
                 match j.keeps_version {
-                    Some(v) => writeln!(out, "      job {}: stored version {v} stays active", j.name)?,
+                    Some(v) => {
+                        writeln!(out, "      job {}: stored version {v} stays active", j.name)?
+                    }
                     None => writeln!(out, "      job {}: not scheduled", j.name)?,
                 }
             }
@@ -474,12 +494,20 @@ mod tests {
 
     #[test]
     fn diff_names_changed_added_and_removed_fields() {
-        let a = json!({"spec": {"schedule": {"cron": "0 2 * * *"}, "mailboxes": ["a", "b"], "x": 1}});
+        let a =
+            json!({"spec": {"schedule": {"cron": "0 2 * * *"}, "mailboxes": ["a", "b"], "x": 1}});
         let b = json!({"spec": {"schedule": {"cron": "0 3 * * *", "timezone": "UTC"}, "mailboxes": ["a", "c"]}});
         let d = diff(&a, &b);
         let lines: Vec<String> = d
             .iter()
-            .map(|c| format!("{}: {} → {}", c.path, show_value(&c.before), show_value(&c.after)))
+            .map(|c| {
+                format!(
+                    "{}: {} → {}",
+                    c.path,
+                    show_value(&c.before),
+                    show_value(&c.after)
+                )
+            })
             .collect();
         assert_eq!(
             lines,

@@ -77,7 +77,9 @@ pub fn explain(cron: &Cron, tz: Tz, fire: DateTime<Utc>) -> Option<DstNote> {
         // A fire whose wall time does not match the cron is a skipped-hour fire moved to the
         // transition instant. The wall time one second before it is the end of the old offset;
         // the skipped range is between the two.
-        let from = (fire - TimeDelta::seconds(1)).with_timezone(&tz).naive_local()
+        let from = (fire - TimeDelta::seconds(1))
+            .with_timezone(&tz)
+            .naive_local()
             + TimeDelta::seconds(1);
         let nominal = cron
             .find_next_occurrence(&from, true)
@@ -93,8 +95,8 @@ pub fn explain(cron: &Cron, tz: Tz, fire: DateTime<Utc>) -> Option<DstNote> {
         LocalResult::Ambiguous(earlier, later) => {
             let offset = fire.with_timezone(&tz).offset().fix();
             let first_copy = offset == earlier.offset().fix();
-            let overlap = earlier.offset().fix().local_minus_utc()
-                - later.offset().fix().local_minus_utc();
+            let overlap =
+                earlier.offset().fix().local_minus_utc() - later.offset().fix().local_minus_utc();
             let runs_twice = JobTiming::of(cron) == JobTiming::Wildcard
                 || TimeDelta::seconds(i64::from(overlap.abs())) >= super::LONG_CLOCK_CHANGE;
             Some(DstNote::RepeatedHour {
@@ -164,7 +166,10 @@ mod tests {
 
         let wild = parse_cron("*/30 * * * *").unwrap();
         let second = utc("2026-10-25T01:30:00Z");
-        assert_eq!(next_fire(&wild, berlin(), utc("2026-10-25T01:00:00Z")), Some(second));
+        assert_eq!(
+            next_fire(&wild, berlin(), utc("2026-10-25T01:00:00Z")),
+            Some(second)
+        );
         assert_eq!(
             explain(&wild, berlin(), second),
             Some(DstNote::RepeatedHour {
