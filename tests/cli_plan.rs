@@ -35,7 +35,10 @@ fn write(dir: &Path, file: &str, text: &str) {
 /// Records every valid job of the directory as the daemon would, then returns.
 fn apply(dir: &Path) {
     let config = Config::load(&dir.join("restorectl.yaml")).unwrap();
-    let scan = scan_paths(&[config.jobs_dir.clone()], &ValidationContext::new(&config));
+    let scan = scan_paths(
+        std::slice::from_ref(&config.jobs_dir),
+        &ValidationContext::new(&config),
+    );
     assert!(scan.is_valid(), "{:?}", scan.errors().collect::<Vec<_>>());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
