@@ -25,6 +25,7 @@ pub mod runs;
 pub mod schema;
 pub mod show;
 pub mod validate;
+pub mod simulate;
 
 /// Exit code for a configuration error (sysexits `EX_CONFIG`).
 pub const EXIT_CONFIG: u8 = 78;
@@ -82,6 +83,8 @@ pub enum Command {
     Man(completions::ManArgs),
     /// Print the JSON Schema of a job document (for editors and CI).
     Schema,
+    /// Run the built-in VB365 REST API v8 simulator standalone (`--config` names its YAML/JSON file).
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Parses the process arguments, runs the command and returns its exit code.
@@ -128,5 +131,6 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Resolve(args) => resolve::run(args, &config()?),
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),
+        Command::Simulate(args) => simulate::run(args, cli.config.as_deref()),
     }
 }
