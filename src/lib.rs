@@ -35,6 +35,6 @@ pub mod config;
 pub mod daemon;
 pub mod jobs;
 pub mod schedule;
+pub mod sim;
 pub mod store;
 pub mod vb365;
-pub mod sim;

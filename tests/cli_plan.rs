@@ -5,115 +5,11 @@
 //! The "before" state is recorded the way the daemon records it: the old job files are scanned
 //! with the jobs module and each valid job's spec hash and normalised spec go into the store.
 
-use std::path::Path;
+mod common;
 
-use assert_cmd::Command;
+use common::ops::{PLAN_CONFIG as CONFIG, export_job, plan, scenario, write};
 use predicates::prelude::*;
-use restorectl::config::Config;
-use restorectl::jobs::{ValidationContext, scan_paths};
-use restorectl::store::{NewJobVersion, Store};
 use serde_json::Value;
-
-const CONFIG: &str = "jobsDir: jobs\nstateDir: state\nexportRoot: exports\ntimezone: UTC\n\
-servers:\n  primary:\n    url: https://vb365.example.test:4443\n    username: CONTOSO\\svc-restore\n    password: { secret: vb365-password }\n";
-
-fn export_job(name: &str, schedule: Option<&str>) -> String {
-    let schedule = schedule
-        .map(|cron| format!("  schedule:\n    cron: \"{cron}\"\n    timezone: Europe/Berlin\n"))
-        .unwrap_or_default();
-    format!(
-        "apiVersion: restorectl/v1\nkind: ExportPst\nmetadata:\n  name: {name}\nspec:\n  \
-         organization: contoso.onmicrosoft.com\n  mailboxes: [alice@contoso.com]\n{schedule}  \
-         export:\n    path: \"{{job}}/{{date}}/{{mailbox}}.pst\"\n"
-    )
-}
-
-fn write(dir: &Path, file: &str, text: &str) {
-    std::fs::write(dir.join("jobs").join(file), text).unwrap();
-}
-
-/// Records every valid job of the directory as the daemon would, then returns.
-fn apply(dir: &Path) {
-    let config = Config::load(&dir.join("restorectl.yaml")).unwrap();
-    let scan = scan_paths(
-        std::slice::from_ref(&config.jobs_dir),
-        &ValidationContext::new(&config),
-    );
-    assert!(scan.is_valid(), "{:?}", scan.errors().collect::<Vec<_>>());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let store = Store::open(dir.join("state/restorectl.db")).await.unwrap();
-        let now = chrono::Utc::now();
-        for job in scan.jobs() {
-            let spec: Value = serde_json::from_str(job.spec_json()).unwrap();
-            store
-                .upsert_job_version(
-                    &NewJobVersion {
-                        name: job.name(),
-                        kind: job.kind().as_str(),
-                        file: job.file(),
-                        spec_hash: job.spec_hash(),
-                        spec: &spec,
-                        valid: true,
-                        errors: &serde_json::json!([]),
-                    },
-                    now,
-                )
-                .await
-                .unwrap();
-        }
-        store.close().await;
-    });
-}
-
-fn plan(dir: &Path, format: &str) -> Command {
-    let mut cmd = Command::cargo_bin("restorectl").unwrap();
-    cmd.current_dir(dir)
-        .env_remove("NO_COLOR")
-        .env_remove("COLUMNS")
-        .env_remove("RESTORECTL_CONFIG")
-        .env("RESTORECTL_NOW", "2026-03-27T12:00:00Z")
-        .args(["--config", "restorectl.yaml", "plan", "--format", format]);
-    cmd
-}
-
-/// The directory after an edit: `new-export` added, `nightly` changed (02:00 → 02:30 Berlin),
-/// `gone` removed, `legal` broken (bad cron), `steady` unchanged.
-fn scenario() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("restorectl.yaml"), CONFIG).unwrap();
-    std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
-    write(
-        dir.path(),
-        "nightly.yaml",
-        &export_job("nightly", Some("0 2 * * *")),
-    );
-    write(dir.path(), "gone.yaml", &export_job("gone", None));
-    write(
-        dir.path(),
-        "legal.yaml",
-        &export_job("legal", Some("0 4 * * SUN")),
-    );
-    write(dir.path(), "steady.yaml", &export_job("steady", None));
-    apply(dir.path());
-
-    write(dir.path(), "new.yaml", &export_job("new-export", None));
-    write(
-        dir.path(),
-        "nightly.yaml",
-        &export_job("nightly", Some("30 2 * * *")),
-    );
-    std::fs::remove_file(dir.path().join("jobs/gone.yaml")).unwrap();
-    write(
-        dir.path(),
-        "legal.yaml",
-        &export_job("legal", Some("0 25 * * SUN")),
-    );
-    dir
-}
 
 fn names(v: &Value) -> Vec<&str> {
     v.as_array()
@@ -139,11 +35,11 @@ fn plan_json_reports_every_category_and_dst_anomalies() {
     assert!(v["database"].as_str().unwrap().ends_with("restorectl.db"));
     assert_eq!(names(&v["added"]), ["new-export"]);
     assert_eq!(names(&v["removed"]), ["gone"]);
-    assert_eq!(names(&v["unchanged"]), ["steady"]);
+    assert_eq!(names(&v["unchanged"]), ["autumn", "steady"]);
     assert_eq!(v["summary"]["added"], 1);
     assert_eq!(v["summary"]["changed"], 1);
     assert_eq!(v["summary"]["removed"], 1);
-    assert_eq!(v["summary"]["unchanged"], 1);
+    assert_eq!(v["summary"]["unchanged"], 2);
     assert_eq!(v["summary"]["invalidFiles"], 1);
 
     let changed = &v["changed"][0];
@@ -190,6 +86,18 @@ fn plan_json_reports_every_category_and_dst_anomalies() {
             .contains("02:30 does not exist on 2026-03-29")
     );
     assert_eq!(fires[2]["dst"], Value::Null);
+    // autumn: 30 2 25 10 * fires inside the repeated hour of 2026-10-25, once, first copy (CEST).
+    let autumn = v["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "autumn")
+        .unwrap();
+    let first = &autumn["fires"][0];
+    assert_eq!(first["at"], "2026-10-25T00:30:00.000Z");
+    assert_eq!(first["dst"]["kind"], "repeated-hour");
+    assert_eq!(first["dst"]["firstCopy"], true);
+    assert_eq!(first["dst"]["runsTwice"], false);
     // Invalid jobs and one-shot jobs have no schedule entry.
     assert!(
         v["schedules"]
@@ -208,7 +116,7 @@ fn plan_text_shows_the_diff_and_the_flag_without_colour() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(!text.contains('\x1b'), "{text}");
     assert!(
-        text.contains("1 added, 1 changed, 1 removed, 1 unchanged, 1 invalid file(s)"),
+        text.contains("1 added, 1 changed, 1 removed, 2 unchanged, 1 invalid file(s)"),
         "{text}"
     );
     assert!(text.contains("+ new-export (ExportPst"), "{text}");

@@ -24,8 +24,8 @@ pub mod run;
 pub mod runs;
 pub mod schema;
 pub mod show;
-pub mod validate;
 pub mod simulate;
+pub mod validate;
 
 /// Exit code for a configuration error (sysexits `EX_CONFIG`).
 pub const EXIT_CONFIG: u8 = 78;

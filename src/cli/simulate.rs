@@ -32,7 +32,10 @@ pub struct SimulateArgs {
 /// Turns a simulator config problem into the daemon's config error (exit code 78).
 fn config_error(err: SimConfigError) -> ConfigError {
     match err {
-        SimConfigError::Read { path, source } => ConfigError::Read { path, cause: source },
+        SimConfigError::Read { path, source } => ConfigError::Read {
+            path,
+            cause: source,
+        },
         SimConfigError::Parse { path, source } => {
             let (line, column) = source.location().map_or((0, 0), |l| (l.line(), l.column()));
             ConfigError::Syntax {

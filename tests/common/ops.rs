@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use chrono::{DateTime, TimeZone, Utc};
-use serde_json::json;
+use serde_json::{Value, json};
+
+use restorectl::config::Config;
+use restorectl::jobs::{ValidationContext, scan_paths};
 
 use restorectl::store::{
     FileFormat, NewDownload, NewExport, NewJobVersion, NewRun, NewSession, NewStep, NextFire,
@@ -470,4 +473,114 @@ fn mailbox_step(seq: i64, email: &str, name: &str) -> NewStep {
         is_archive: false,
         mailbox_ids: None,
     }
+}
+
+// ===== plan scenario =====
+
+pub const PLAN_CONFIG: &str = "jobsDir: jobs\nstateDir: state\nexportRoot: exports\ntimezone: UTC\n\
+servers:\n  primary:\n    url: https://vb365.example.test:4443\n    username: CONTOSO\\svc-restore\n    password: { secret: vb365-password }\n";
+
+pub fn export_job(name: &str, schedule: Option<&str>) -> String {
+    let schedule = schedule
+        .map(|cron| format!("  schedule:\n    cron: \"{cron}\"\n    timezone: Europe/Berlin\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: restorectl/v1\nkind: ExportPst\nmetadata:\n  name: {name}\nspec:\n  \
+         organization: contoso.onmicrosoft.com\n  mailboxes: [alice@contoso.com]\n{schedule}  \
+         export:\n    path: \"{{job}}/{{date}}/{{mailbox}}.pst\"\n"
+    )
+}
+
+pub fn write(dir: &Path, file: &str, text: &str) {
+    std::fs::write(dir.join("jobs").join(file), text).unwrap();
+}
+
+/// Records every valid job of the directory as the daemon would, then returns.
+pub fn apply(dir: &Path) {
+    let config = Config::load(&dir.join("restorectl.yaml")).unwrap();
+    let scan = scan_paths(
+        std::slice::from_ref(&config.jobs_dir),
+        &ValidationContext::new(&config),
+    );
+    assert!(scan.is_valid(), "{:?}", scan.errors().collect::<Vec<_>>());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = Store::open(dir.join("state/restorectl.db")).await.unwrap();
+        let now = chrono::Utc::now();
+        for job in scan.jobs() {
+            let spec: Value = serde_json::from_str(job.spec_json()).unwrap();
+            store
+                .upsert_job_version(
+                    &NewJobVersion {
+                        name: job.name(),
+                        kind: job.kind().as_str(),
+                        file: job.file(),
+                        spec_hash: job.spec_hash(),
+                        spec: &spec,
+                        valid: true,
+                        errors: &serde_json::json!([]),
+                    },
+                    now,
+                )
+                .await
+                .unwrap();
+        }
+        store.close().await;
+    });
+}
+
+pub fn plan(dir: &Path, format: &str) -> Command {
+    let mut cmd = Command::cargo_bin("restorectl").unwrap();
+    cmd.current_dir(dir)
+        .env_remove("NO_COLOR")
+        .env_remove("COLUMNS")
+        .env_remove("RESTORECTL_CONFIG")
+        .env("RESTORECTL_NOW", "2026-03-27T12:00:00Z")
+        .args(["--config", "restorectl.yaml", "plan", "--format", format]);
+    cmd
+}
+
+/// A job directory after an edit, for `plan`: `new-export` added, `nightly` changed (02:00 →
+/// 02:30 Berlin, crossing the March 2026 DST change), `gone` removed, `legal` broken (bad cron),
+/// `steady` and `autumn` (inside the October repeated hour) unchanged.
+pub fn scenario() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("restorectl.yaml"), PLAN_CONFIG).unwrap();
+    std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+    write(
+        dir.path(),
+        "nightly.yaml",
+        &export_job("nightly", Some("0 2 * * *")),
+    );
+    write(dir.path(), "gone.yaml", &export_job("gone", None));
+    write(
+        dir.path(),
+        "legal.yaml",
+        &export_job("legal", Some("0 4 * * SUN")),
+    );
+    write(dir.path(), "steady.yaml", &export_job("steady", None));
+    // Fires once a year, on the day the clocks go back, inside the repeated hour.
+    write(
+        dir.path(),
+        "autumn.yaml",
+        &export_job("autumn", Some("30 2 25 10 *")),
+    );
+    apply(dir.path());
+
+    write(dir.path(), "new.yaml", &export_job("new-export", None));
+    write(
+        dir.path(),
+        "nightly.yaml",
+        &export_job("nightly", Some("30 2 * * *")),
+    );
+    std::fs::remove_file(dir.path().join("jobs/gone.yaml")).unwrap();
+    write(
+        dir.path(),
+        "legal.yaml",
+        &export_job("legal", Some("0 25 * * SUN")),
+    );
+    dir
 }
