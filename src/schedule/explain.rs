@@ -13,7 +13,11 @@ use super::fire::JobTiming;
 
 /// What daylight saving does to one fire instant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
 pub enum DstNote {
     /// The cron's wall time does not exist that day (spring forward): the fire runs at the first
     /// wall time after the jump instead.
