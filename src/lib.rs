@@ -10,7 +10,8 @@
 //! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
 //!   operator requests and the event log. All SQL lives here.
 //! - [`schedule`]: when scheduled jobs fire: cron parsing, DST-correct next fire instants with
-//!   Debian cron's rules, the catch-up plan after downtime, `concurrencyPolicy`, the injectable clock.
+//!   Debian cron's rules, the catch-up plan after downtime, `concurrencyPolicy`, the injectable
+//!   clock, and [`schedule::explain`] (what daylight saving does to a fire, for `plan`).
 //! - [`daemon`]: the daemon's lifecycle; [`daemon::watch`] watches the job directory.
 //! - [`vb365`]: the VB365 REST API v8 client: tokens, typed requests and responses, paging,
 //!   the PST export stream and the error classes (retryable, permanent, auth, session lost,
@@ -21,7 +22,10 @@
 //! - [`sim`]: the built-in VB365 REST API v8 simulator (tests, `daemon --dev`, `simulate`):
 //!   deterministic world, sessions, restores, PST/ZIP exports, search, fault injection, a
 //!   request journal, and [`sim::schema`], the request validator against the vendor schema.
-//! - [`cli`]: the command line; the one place that decides the process exit code.
+//! - [`cli`]: the command line, one file per subcommand; the operator commands (`plan`, `jobs`,
+//!   `runs`, `show`, `run`, `cancel`, `resolve`) read the state database directly and write
+//!   request rows for the daemon; [`cli::output`] draws the tables; [`cli::main`] is the one
+//!   place that decides the process exit code.
 //!
 //! # Error policy
 //!

@@ -624,3 +624,62 @@ fn clap_definition_is_consistent() {
     use clap::CommandFactory;
     restorectl::cli::Cli::command().debug_assert();
 }
+
+/// On a terminal (a pty from util-linux `script`), states are coloured; `NO_COLOR` turns colour
+/// off there too. Skipped, with a note, where `script` is not installed.
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let f = Fixture::with_history();
+    let bin = assert_cmd::cargo::cargo_bin("restorectl");
+    let command = format!(
+        "'{}' --config '{}' runs",
+        bin.display(),
+        f.config().display()
+    );
+    let run_in_pty = |no_color: bool| {
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &command, "/dev/null"])
+            .env_remove("NO_COLOR")
+            .env("TERM", "xterm")
+            .stdin(Stdio::null());
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        cmd.output()
+    };
+    let Ok(coloured) = run_in_pty(false) else {
+        eprintln!("`script` not installed: skipping the terminal colour test");
+        return;
+    };
+    assert!(coloured.status.success());
+    let text = String::from_utf8_lossy(&coloured.stdout);
+    assert!(text.contains("\x1b[32msucceeded\x1b[0m"), "{text:?}");
+    let plain = run_in_pty(true).unwrap();
+    let text = String::from_utf8_lossy(&plain.stdout);
+    assert!(text.contains("succeeded"), "{text:?}");
+    assert!(!text.contains('\x1b'), "{text:?}");
+}
+
+/// A reader that closed its end of the pipe (`restorectl show … | head -1`) is not an error:
+/// exit 0 and no "Broken pipe" message. The read end is closed before the command starts, so
+/// its first write fails with EPIPE every time.
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    let f = Fixture::with_history();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("restorectl"))
+        .arg("--config")
+        .arg(f.config())
+        .args(["show", &f.succeeded.to_string(), "--json"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
