@@ -11,7 +11,7 @@
 //!   operator requests and the event log. All SQL lives here.
 //! - [`schedule`]: when scheduled jobs fire: cron parsing, DST-correct next fire instants with
 //!   Debian cron's rules, the catch-up plan after downtime, `concurrencyPolicy`, the injectable
-//!   clock, and [`schedule::explain`] (what daylight saving does to a fire, for `plan`).
+//!   clock, and [`schedule::explain()`] (what daylight saving does to a fire, for `plan`).
 //! - [`daemon`]: the daemon's lifecycle; [`daemon::watch`] watches the job directory.
 //! - [`vb365`]: the VB365 REST API v8 client: tokens, typed requests and responses, paging,
 //!   the PST export stream and the error classes (retryable, permanent, auth, session lost,
