@@ -8,6 +8,9 @@
 //!   the normalised spec hash and the JSON Schema.
 //! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
 //!   operator requests and the event log. All SQL lives here.
+//! - [`download`]: the download engine: resumable, verified PST/ZIP exports streamed to
+//!   `<final>.partial`, published atomically with a checksum manifest; path safety under
+//!   `exportRoot`; retention.
 //! - [`cli`]: the command line; the one place that decides the process exit code.
 //!
 //! # Error policy
@@ -19,3 +22,4 @@
 
 pub mod cli;
 pub mod config;
+pub mod download;
