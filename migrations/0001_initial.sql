@@ -28,6 +28,9 @@ CREATE TABLE jobs (
     kind               TEXT NOT NULL,
     file               TEXT NOT NULL,
     active_version_id  INTEGER REFERENCES job_versions (id),
+    -- the version most recently applied, valid or not: tells "unchanged" from "changed" when the
+    -- same invalid content is rescanned, and which errors `jobs` shows
+    current_version_id INTEGER REFERENCES job_versions (id),
     state              TEXT NOT NULL CHECK (state IN ('active', 'invalid', 'removed')),
     errors             TEXT NOT NULL DEFAULT '[]',
     -- scheduler bookkeeping: the next fire instant is the source of truth (CRATES.md §3, approach B)
@@ -63,6 +66,7 @@ CREATE TABLE runs (
                           'succeeded_with_warnings', 'failed', 'cancelled', 'needs_attention',
                           'missed', 'skipped')),
     reason            TEXT,
+    timeout_ms        INTEGER,                      -- the version's runTimeout, fixed at enqueue
     attempts          INTEGER NOT NULL DEFAULT 0,   -- how many times the run was claimed
     cancel_requested  INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
     deadline_at       INTEGER,                      -- started_at + runTimeout

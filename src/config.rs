@@ -32,12 +32,9 @@ pub const CONFIG_FILE_NAMES: [&str; 2] = ["restorectl.yaml", "restorectl.yml"];
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    #[error("{path}: cannot read config: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The cause is part of the message (not a `#[source]`) so `{err:#}` prints it once.
+    #[error("{path}: cannot read config: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Syntax {
         path: PathBuf,
@@ -481,9 +478,9 @@ pub fn config_path(flag: Option<&Path>) -> (PathBuf, bool) {
 impl Config {
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Self::from_yaml(&text, path)
     }

@@ -8,6 +8,15 @@
 //!   the normalised spec hash and the JSON Schema.
 //! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
 //!   operator requests and the event log. All SQL lives here.
+//! - [`schedule`]: when scheduled jobs fire: cron parsing, DST-correct next fire instants with
+//!   Debian cron's rules, the catch-up plan after downtime, `concurrencyPolicy`, the injectable clock.
+//! - [`daemon`]: the daemon's lifecycle; [`daemon::watch`] watches the job directory.
+//! - [`vb365`]: the VB365 REST API v8 client: tokens, typed requests and responses, paging,
+//!   the PST export stream and the error classes (retryable, permanent, auth, session lost,
+//!   ambiguous) that drive retries.
+//! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads and
+//!   published files, operator requests, the daemon instance lock and the append-only event
+//!   log. All SQL lives here.
 //! - [`download`]: the download engine: resumable, verified PST/ZIP exports streamed to
 //!   `<final>.partial`, published atomically with a checksum manifest; path safety under
 //!   `exportRoot`; retention.
@@ -22,4 +31,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod download;
+pub mod schedule;
+pub mod vb365;
+pub mod store;

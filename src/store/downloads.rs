@@ -1,0 +1,507 @@
+//! Downloads (SPEC §7) and published files. A download row holds the durable progress of one
+//! ExportPst step: bytes fsynced in the partial file and the SHA-256 state at that offset, so a
+//! resume after a crash continues with `Range` from there; every resume offset and restart is
+//! kept for the manifest and the history. The `exports` table lists every file restorectl
+//! published; retention deletes only files listed there.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::sqlite::SqliteConnection;
+use tracing::instrument;
+
+use super::events::{self, EventKind, NewEvent};
+use super::{
+    DownloadState, FileFormat, JsonText, Millis, OptMillis, Result, RunId, SqlxResultExt, Store,
+    StoreError, int, json_text, path_text, to_millis,
+};
+
+/// A row of `downloads`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Download {
+    pub step_id: i64,
+    #[sqlx(try_from = "String")]
+    pub final_path: PathBuf,
+    /// `<final>.partial`.
+    #[sqlx(try_from = "String")]
+    pub partial_path: PathBuf,
+    /// The restore session that produced the export (kept open to resume).
+    pub restore_session_id: Option<String>,
+    pub state: DownloadState,
+    /// Bytes fsynced in the partial file.
+    pub bytes_durable: i64,
+    /// From `Content-Length` / `Content-Range` when the server said.
+    pub expected_bytes: Option<i64>,
+    /// The serialised SHA-256 state at `bytes_durable`.
+    #[serde(skip)]
+    pub hasher_state: Option<Vec<u8>>,
+    /// Offsets the download resumed from, in order.
+    #[sqlx(try_from = "JsonText")]
+    pub resumed_from: Vec<u64>,
+    /// Times the download started over (server ignored `Range`, session lost).
+    pub restarts: i64,
+    pub sha256: Option<String>,
+    pub format: Option<FileFormat>,
+    #[sqlx(try_from = "OptMillis")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[sqlx(try_from = "OptMillis")]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[sqlx(try_from = "Millis")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A download to create for a step.
+#[derive(Debug, Clone)]
+pub struct NewDownload<'a> {
+    pub step_id: i64,
+    pub final_path: &'a Path,
+    pub partial_path: &'a Path,
+    pub restore_session_id: Option<&'a str>,
+}
+
+/// A row of `exports`: a file restorectl published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Export {
+    pub id: i64,
+    pub job_name: String,
+    pub run_id: RunId,
+    pub step_id: Option<i64>,
+    pub mailbox_id: Option<String>,
+    pub mailbox_email: Option<String>,
+    #[sqlx(try_from = "String")]
+    pub path: PathBuf,
+    pub manifest_path: Option<String>,
+    pub format: FileFormat,
+    pub bytes: i64,
+    pub sha256: String,
+    #[sqlx(try_from = "Millis")]
+    pub created_at: DateTime<Utc>,
+    /// Set when retention deleted the file.
+    #[sqlx(try_from = "OptMillis")]
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A published file to record.
+#[derive(Debug, Clone)]
+pub struct NewExport<'a> {
+    pub job_name: &'a str,
+    pub run_id: RunId,
+    pub step_id: Option<i64>,
+    pub mailbox_id: Option<&'a str>,
+    pub mailbox_email: Option<&'a str>,
+    pub path: &'a Path,
+    pub manifest_path: Option<&'a Path>,
+    pub format: FileFormat,
+    pub bytes: u64,
+    pub sha256: &'a str,
+}
+
+impl Store {
+    /// Creates the download of a step, or returns the existing one unchanged (a resumed step
+    /// finds its progress here).
+    #[instrument(level = "trace", skip_all, fields(step = download.step_id), err(level = "debug"))]
+    pub async fn create_download(
+        &self,
+        download: &NewDownload<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Download> {
+        const OP: &str = "create_download";
+        let mut tx = self.begin_write(OP).await?;
+        sqlx::query(
+            "INSERT INTO downloads (step_id, final_path, partial_path, restore_session_id, state,
+                                    updated_at)
+             VALUES ($1, $2, $3, $4, 'pending', $5)
+             ON CONFLICT (step_id) DO NOTHING",
+        )
+        .bind(download.step_id)
+        .bind(path_text(download.final_path)?)
+        .bind(path_text(download.partial_path)?)
+        .bind(download.restore_session_id)
+        .bind(to_millis(now))
+        .execute(&mut *tx)
+        .await
+        .op(OP)?;
+        let row = get_in(&mut tx, download.step_id).await?;
+        tx.commit().await.op(OP)?;
+        Ok(row)
+    }
+
+    /// The download of a step.
+    #[instrument(level = "trace", skip_all, fields(step = step_id), err(level = "debug"))]
+    pub async fn get_download(&self, step_id: i64) -> Result<Download> {
+        sqlx::query_as::<_, Download>("SELECT * FROM downloads WHERE step_id = $1")
+            .bind(step_id)
+            .fetch_one(self.reader())
+            .await
+            .found("get_download", "download of step", step_id)
+    }
+
+    /// Records durable progress: `bytes_durable` bytes are fsynced and `hasher_state` is the
+    /// SHA-256 state after them; `expected_bytes` when the server announced a length (kept
+    /// otherwise). Moves the download to `downloading`.
+    #[instrument(level = "trace", skip_all, fields(step = step_id), err(level = "debug"))]
+    pub async fn record_download_progress(
+        &self,
+        step_id: i64,
+        bytes_durable: u64,
+        hasher_state: Option<&[u8]>,
+        expected_bytes: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        const OP: &str = "record_download_progress";
+        let mut tx = self.begin_write(OP).await?;
+        let done = sqlx::query(
+            "UPDATE downloads SET state = 'downloading', bytes_durable = $2, hasher_state = $3,
+                 expected_bytes = COALESCE($4, expected_bytes),
+                 started_at = COALESCE(started_at, $5), updated_at = $5
+             WHERE step_id = $1",
+        )
+        .bind(step_id)
+        .bind(int(bytes_durable))
+        .bind(hasher_state)
+        .bind(expected_bytes.map(int))
+        .bind(to_millis(now))
+        .execute(&mut *tx)
+        .await
+        .op(OP)?;
+        if done.rows_affected() == 0 {
+            return Err(not_found(step_id));
+        }
+        tx.commit().await.op(OP)?;
+        Ok(())
+    }
+
+    /// Records that the download resumed from `offset` (appended to `resumed_from`). Appends
+    /// `download_resumed`.
+    #[instrument(level = "trace", skip_all, fields(step = step_id), err(level = "debug"))]
+    pub async fn record_download_resume(
+        &self,
+        step_id: i64,
+        offset: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Download> {
+        const OP: &str = "record_download_resume";
+        let mut tx = self.begin_write(OP).await?;
+        let before = get_in(&mut tx, step_id).await?;
+        // JSON stays opaque to SQL (portability): read, append in Rust, write back, all inside
+        // the write transaction.
+        let mut offsets = before.resumed_from.clone();
+        offsets.push(offset);
+        let row = sqlx::query_as::<_, Download>(
+            "UPDATE downloads SET resumed_from = $2, updated_at = $3 WHERE step_id = $1
+             RETURNING *",
+        )
+        .bind(step_id)
+        .bind(json_text(&offsets))
+        .bind(to_millis(now))
+        .fetch_one(&mut *tx)
+        .await
+        .op(OP)?;
+        let event = download_event(
+            &mut tx,
+            step_id,
+            EventKind::DownloadResumed,
+            format!("download resumed from byte {offset}"),
+            json!({ "offset": offset, "resumed_from": offsets }),
+        )
+        .await?;
+        events::insert(&mut tx, &event, now).await?;
+        tx.commit().await.op(OP)?;
+        Ok(row)
+    }
+
+    /// Records that the download starts over from byte 0 (server ignored `Range`, session lost):
+    /// progress and hasher state reset, `restarts` incremented, the new session recorded when
+    /// given. Appends `download_restarted`.
+    #[instrument(level = "trace", skip_all, fields(step = step_id), err(level = "debug"))]
+    pub async fn record_download_restart(
+        &self,
+        step_id: i64,
+        reason: &str,
+        new_session_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Download> {
+        const OP: &str = "record_download_restart";
+        let mut tx = self.begin_write(OP).await?;
+        let row = sqlx::query_as::<_, Download>(
+            "UPDATE downloads SET restarts = restarts + 1, bytes_durable = 0, hasher_state = NULL,
+                 restore_session_id = COALESCE($2, restore_session_id), state = 'downloading',
+                 updated_at = $3
+             WHERE step_id = $1 RETURNING *",
+        )
+        .bind(step_id)
+        .bind(new_session_id)
+        .bind(to_millis(now))
+        .fetch_one(&mut *tx)
+        .await
+        .found(OP, "download of step", step_id)?;
+        let event = download_event(
+            &mut tx,
+            step_id,
+            EventKind::DownloadRestarted,
+            format!("download restarted from byte 0: {reason}"),
+            json!({ "reason": reason, "restarts": row.restarts, "session": row.restore_session_id }),
+        )
+        .await?;
+        events::insert(&mut tx, &event, now).await?;
+        tx.commit().await.op(OP)?;
+        Ok(row)
+    }
+
+    /// All bytes are on disk; the file is being checked and hashed.
+    #[instrument(level = "trace", skip_all, fields(step = step_id), err(level = "debug"))]
+    pub async fn mark_download_verifying(
+        &self,
+        step_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Download> {
+        const OP: &str = "mark_download_verifying";
+        let mut tx = self.begin_write(OP).await?;
+        let row = sqlx::query_as::<_, Download>(
+            "UPDATE downloads SET state = 'verifying', updated_at = $2 WHERE step_id = $1
+             RETURNING *",
+        )
+        .bind(step_id)
+        .bind(to_millis(now))
+        .fetch_one(&mut *tx)
+        .await
+        .found(OP, "download of step", step_id)?;
+        tx.commit().await.op(OP)?;
+        Ok(row)
+    }
+
+    /// The file was verified and renamed to `final_path` (its extension may have changed to
+    /// `.zip`). Appends `download_published`.
+    #[instrument(level = "trace", skip_all, fields(step = step_id), err(level = "debug"))]
+    pub async fn mark_download_published(
+        &self,
+        step_id: i64,
+        final_path: &Path,
+        bytes: u64,
+        sha256: &str,
+        format: FileFormat,
+        now: DateTime<Utc>,
+    ) -> Result<Download> {
+        const OP: &str = "mark_download_published";
+        let final_text = path_text(final_path)?;
+        let now_ms = to_millis(now);
+        let mut tx = self.begin_write(OP).await?;
+        let row = sqlx::query_as::<_, Download>(
+            "UPDATE downloads SET state = 'published', final_path = $2, bytes_durable = $3,
+                 sha256 = $4, format = $5, finished_at = $6, updated_at = $6
+             WHERE step_id = $1 RETURNING *",
+        )
+        .bind(step_id)
+        .bind(final_text)
+        .bind(int(bytes))
+        .bind(sha256)
+        .bind(format)
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .found(OP, "download of step", step_id)?;
+        let event = download_event(
+            &mut tx,
+            step_id,
+            EventKind::DownloadPublished,
+            format!("published {final_text} ({bytes} bytes, {format})"),
+            json!({
+                "path": final_text, "bytes": bytes, "sha256": sha256, "format": format,
+                "resumed_from": row.resumed_from, "restarts": row.restarts,
+            }),
+        )
+        .await?;
+        events::insert(&mut tx, &event, now).await?;
+        tx.commit().await.op(OP)?;
+        Ok(row)
+    }
+
+    /// The download failed for good (the partial file is kept). Appends `download_failed`.
+    #[instrument(level = "trace", skip_all, fields(step = step_id), err(level = "debug"))]
+    pub async fn mark_download_failed(
+        &self,
+        step_id: i64,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Download> {
+        const OP: &str = "mark_download_failed";
+        let now_ms = to_millis(now);
+        let mut tx = self.begin_write(OP).await?;
+        let row = sqlx::query_as::<_, Download>(
+            "UPDATE downloads SET state = 'failed', finished_at = $2, updated_at = $2
+             WHERE step_id = $1 RETURNING *",
+        )
+        .bind(step_id)
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .found(OP, "download of step", step_id)?;
+        let event = download_event(
+            &mut tx,
+            step_id,
+            EventKind::DownloadFailed,
+            format!("download failed: {message}"),
+            json!({ "message": message, "bytes_durable": row.bytes_durable }),
+        )
+        .await?;
+        events::insert(&mut tx, &event, now).await?;
+        tx.commit().await.op(OP)?;
+        Ok(row)
+    }
+
+    /// Records a published file (export, manifest-bearing report). Fails with
+    /// [`StoreError::Conflict`] when the path is already recorded.
+    #[instrument(level = "trace", skip_all, fields(job = export.job_name), err(level = "debug"))]
+    pub async fn record_export(
+        &self,
+        export: &NewExport<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Export> {
+        const OP: &str = "record_export";
+        let path = path_text(export.path)?;
+        let manifest = export.manifest_path.map(path_text).transpose()?;
+        let mut tx = self.begin_write(OP).await?;
+        let row = sqlx::query_as::<_, Export>(
+            "INSERT INTO exports (job_name, run_id, step_id, mailbox_id, mailbox_email, path,
+                                  manifest_path, format, bytes, sha256, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             RETURNING *",
+        )
+        .bind(export.job_name)
+        .bind(export.run_id)
+        .bind(export.step_id)
+        .bind(export.mailbox_id)
+        .bind(export.mailbox_email)
+        .bind(path)
+        .bind(manifest)
+        .bind(export.format)
+        .bind(int(export.bytes))
+        .bind(export.sha256)
+        .bind(to_millis(now))
+        .fetch_one(&mut *tx)
+        .await
+        .unique(OP, "export", path)?;
+        tx.commit().await.op(OP)?;
+        Ok(row)
+    }
+
+    /// A job's exports that retention has not deleted, oldest first (retention keeps the
+    /// newest `keepLast` and those younger than `keepFor`).
+    #[instrument(level = "trace", skip_all, fields(job = job), err(level = "debug"))]
+    pub async fn list_live_exports(&self, job: &str) -> Result<Vec<Export>> {
+        sqlx::query_as::<_, Export>(
+            "SELECT * FROM exports WHERE job_name = $1 AND deleted_at IS NULL
+             ORDER BY created_at, id",
+        )
+        .bind(job)
+        .fetch_all(self.reader())
+        .await
+        .op("list_live_exports")
+    }
+
+    /// The files a run published, in order.
+    #[instrument(level = "trace", skip_all, fields(run = %run), err(level = "debug"))]
+    pub async fn list_run_exports(&self, run: RunId) -> Result<Vec<Export>> {
+        sqlx::query_as::<_, Export>("SELECT * FROM exports WHERE run_id = $1 ORDER BY id")
+            .bind(run)
+            .fetch_all(self.reader())
+            .await
+            .op("list_run_exports")
+    }
+
+    /// Retention deleted an export's file (and manifest). Returns false when it was already
+    /// marked. Appends `export_deleted`.
+    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub async fn mark_export_deleted(
+        &self,
+        id: i64,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        const OP: &str = "mark_export_deleted";
+        let mut tx = self.begin_write(OP).await?;
+        let row = sqlx::query_as::<_, Export>(
+            "UPDATE exports SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL RETURNING *",
+        )
+        .bind(id)
+        .bind(to_millis(now))
+        .fetch_optional(&mut *tx)
+        .await
+        .op(OP)?;
+        let Some(row) = row else {
+            // Tell "already deleted" (false) from "never recorded" (NotFound).
+            sqlx::query_scalar::<_, i64>("SELECT id FROM exports WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .found(OP, "export", id)?;
+            return Ok(false);
+        };
+        let mut event = NewEvent::new(
+            EventKind::ExportDeleted,
+            format!(
+                "export {} deleted by retention: {reason}",
+                row.path.display()
+            ),
+        )
+        .job(&row.job_name)
+        .run(row.run_id)
+        .data(json!({
+            "export_id": row.id, "path": row.path, "manifest_path": row.manifest_path,
+            "bytes": row.bytes, "sha256": row.sha256, "reason": reason,
+        }));
+        event.step_id = row.step_id;
+        events::insert(&mut tx, &event, now).await?;
+        tx.commit().await.op(OP)?;
+        Ok(true)
+    }
+
+    /// The size of the largest export ever published for a mailbox (deleted ones included),
+    /// for the free-space check before a download.
+    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub async fn largest_export_bytes(&self, mailbox_id: &str) -> Result<Option<u64>> {
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(bytes) FROM exports WHERE mailbox_id = $1")
+                .bind(mailbox_id)
+                .fetch_one(self.reader())
+                .await
+                .op("largest_export_bytes")?;
+        Ok(max.and_then(|b| u64::try_from(b).ok()))
+    }
+}
+
+fn not_found(step_id: i64) -> StoreError {
+    StoreError::NotFound {
+        what: "download of step",
+        id: step_id.to_string(),
+    }
+}
+
+async fn get_in(conn: &mut SqliteConnection, step_id: i64) -> Result<Download> {
+    sqlx::query_as::<_, Download>("SELECT * FROM downloads WHERE step_id = $1")
+        .bind(step_id)
+        .fetch_one(conn)
+        .await
+        .found("get_download", "download of step", step_id)
+}
+
+/// An event about a step's download, with the step's run attached.
+async fn download_event(
+    conn: &mut SqliteConnection,
+    step_id: i64,
+    kind: EventKind,
+    message: String,
+    data: serde_json::Value,
+) -> Result<NewEvent> {
+    let run: RunId = sqlx::query_scalar("SELECT run_id FROM steps WHERE id = $1")
+        .bind(step_id)
+        .fetch_one(conn)
+        .await
+        .found("download_event", "step", step_id)?;
+    Ok(NewEvent::new(kind, message)
+        .run(run)
+        .step(step_id)
+        .data(data))
+}

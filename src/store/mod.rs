@@ -1,0 +1,621 @@
+//! The state database (SPEC §5): jobs and their versions, runs, steps, restore sessions, downloads,
+//! published files, operator requests, the daemon instance lock and the append-only event log.
+//!
+//! All SQL of the project lives in this module, one file per table group:
+//!
+//! - `mod.rs` (this file): [`Store`] (open, pools, transactions), [`StoreError`], time helpers;
+//! - `types.rs`: the typed state enums ([`RunState`], [`StepState`], …), [`RunId`] and the
+//!   column codecs (times, JSON);
+//! - [`jobs`]: scanned job files, jobs and job versions, next-fire bookkeeping;
+//! - [`runs`]: enqueueing (with the one-shot and schedule-slot uniqueness), claiming with a lease,
+//!   state changes, cancellation;
+//! - [`steps`]: a run's steps and the transitions of the at-most-once restore protocol;
+//! - [`sessions`]: VB365 restore sessions the daemon opened;
+//! - [`downloads`]: durable download progress and the published files (`exports`);
+//! - [`requests`]: operator requests and the daemon instance lock;
+//! - [`events`]: the append-only history.
+//!
+//! # Concurrency
+//!
+//! SQLite allows one writer at a time. Every write goes through a one-connection writer pool and
+//! starts with `BEGIN IMMEDIATE`, which takes the write lock up front: a deferred transaction that
+//! read first and then tries to write can fail at once with `SQLITE_BUSY` ("database is locked")
+//! when another connection committed in between, and `busy_timeout` does not help there. With
+//! `BEGIN IMMEDIATE` a second writer (another `Store`, another process) simply waits up to the busy
+//! timeout. Reads go through a small read-only pool and never block writers (WAL).
+//!
+//! Never `.await` anything but the store's own queries inside a transaction: the writer pool has
+//! one connection, so a transaction held across a download would stall every other write.
+//!
+//! # Portability
+//!
+//! Queries use `$N` placeholders, `ON CONFLICT … DO NOTHING/UPDATE`, `RETURNING`, `COALESCE` and
+//! plain SQL only; times are INTEGER milliseconds, JSON is TEXT parsed in Rust. A PostgreSQL
+//! backend will need its own migrations and small query differences (`$1 IS NULL` needs a cast),
+//! not a different design.
+//!
+//! # Time
+//!
+//! Every function that stamps a time takes `now` from the caller, so the scheduler's tests can
+//! drive a fake clock through the whole store.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+
+// `types` first: it defines `text_enum!`, which the table-group modules use.
+#[macro_use]
+mod types;
+pub mod downloads;
+pub mod events;
+pub mod jobs;
+pub mod requests;
+pub mod runs;
+pub mod sessions;
+pub mod steps;
+
+pub use downloads::{Download, Export, NewDownload, NewExport};
+pub use events::{Event, EventKind, NewEvent};
+pub use jobs::{
+    FileChange, JobSummary, JobVersion, NewJobVersion, NextFire, ScannedFile, StoredJob,
+    StoredJobFile, VersionChange, VersionOutcome,
+};
+pub use requests::{DaemonInstance, InstanceInfo, NewRequest, OperatorRequest};
+pub use runs::{CancelOutcome, LeaseRenewal, NewRun, Run, RunFilter};
+pub use sessions::{NewSession, RestoreSession};
+pub use steps::{NewStep, RestoreCounts, Step, StepError, StepFile};
+pub use types::{
+    Decision, DownloadState, ErrorClass, FileFormat, JobState, JsonText, Millis, OptJsonText,
+    OptMillis, ParseEnumError, RequestKind, RunId, RunState, SessionState, StepState, Trigger,
+};
+
+/// The migrations in `migrations/`, embedded at compile time (`build.rs` makes cargo notice a
+/// new file).
+static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// How long a connection waits for the write lock before failing with "database is locked".
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections in the read-only pool.
+const READER_CONNECTIONS: u32 = 4;
+
+/// Errors of the state database. Each names what it was about (a path, a run, a step, an
+/// operation) so a log line or CLI message is actionable on its own.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The state directory or database file could not be created.
+    #[error("{path}: cannot create the state database")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// SQLite could not open the file (permissions, not a database, …).
+    #[error("{path}: cannot open the state database")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A read-only open found no database file.
+    #[error(
+        "{path}: no state database: the daemon has not run yet (start `restorectl daemon`, or \
+         check `stateDir`/`database` in the config)"
+    )]
+    Missing { path: PathBuf },
+    /// The embedded migrations could not be applied.
+    #[error("{path}: cannot apply the database migrations")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A read-only open found a schema this binary does not know (older or newer).
+    #[error(
+        "{path}: database schema version {} does not match this restorectl (expects {expected}); \
+         start the matching `restorectl daemon` once to migrate it",
+        found.map_or_else(|| "none".to_string(), |v| v.to_string())
+    )]
+    SchemaMismatch {
+        path: PathBuf,
+        found: Option<i64>,
+        expected: i64,
+    },
+    /// `database:` is not a `sqlite://` URL.
+    #[error("`{url}` is not a sqlite:// database URL")]
+    UnsupportedUrl { url: String },
+    /// A write was attempted through a store opened with [`Store::open_read_only`].
+    #[error("{path}: the state database was opened read-only ({op})")]
+    ReadOnly { path: PathBuf, op: &'static str },
+    /// The row asked for does not exist.
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    /// A unique key says the row already exists.
+    #[error("{what} {id} already exists")]
+    Conflict { what: &'static str, id: String },
+    /// A state change that the life cycle does not allow (e.g. re-sending an `in_doubt` restore
+    /// without an operator's decision).
+    #[error("{what} {id}: cannot change from {from} to {to}")]
+    InvalidTransition {
+        what: &'static str,
+        id: String,
+        from: String,
+        to: String,
+    },
+    /// The caller no longer holds the run's lease (it expired and another owner took the run).
+    #[error("run {run}: lease lost: held by {}, not {owner}", holder.as_deref().unwrap_or("nobody"))]
+    LeaseLost {
+        run: RunId,
+        owner: String,
+        holder: Option<String>,
+    },
+    /// Another live daemon holds the single-instance lock.
+    #[error(
+        "the state database is in use by another daemon: instance {}, pid {}, host {}, last \
+         heartbeat {}",
+        holder.id, holder.pid, holder.host, holder.heartbeat_at.to_rfc3339()
+    )]
+    InstanceLocked { holder: Box<DaemonInstance> },
+    /// This daemon's instance row was taken over or released while it was still running.
+    #[error("daemon instance {id} no longer holds the state database lock")]
+    InstanceLost { id: String },
+    /// A path that cannot be stored as text.
+    #[error("{path}: path is not valid UTF-8 and cannot be stored")]
+    NonUtf8Path { path: PathBuf },
+    /// Any other database failure, with the store operation that hit it.
+    #[error("state database error in {op}")]
+    Database {
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl StoreError {
+    /// True when a row was missing ([`StoreError::NotFound`]).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+/// Result alias of the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Attaches the operation name to a sqlx error; `RowNotFound` becomes [`StoreError::NotFound`]
+/// when the caller says what was looked up.
+pub(crate) trait SqlxResultExt<T> {
+    /// Wraps any error as [`StoreError::Database`] naming `op`.
+    fn op(self, op: &'static str) -> Result<T>;
+    /// Like [`SqlxResultExt::op`], but `RowNotFound` becomes `NotFound { what, id }`.
+    fn found(self, op: &'static str, what: &'static str, id: impl fmt::Display) -> Result<T>;
+    /// Like [`SqlxResultExt::op`], but a unique violation becomes `Conflict { what, id }`.
+    fn unique(self, op: &'static str, what: &'static str, id: impl fmt::Display) -> Result<T>;
+}
+
+impl<T> SqlxResultExt<T> for std::result::Result<T, sqlx::Error> {
+    fn op(self, op: &'static str) -> Result<T> {
+        self.map_err(|source| StoreError::Database { op, source })
+    }
+
+    fn found(self, op: &'static str, what: &'static str, id: impl fmt::Display) -> Result<T> {
+        self.map_err(|source| match source {
+            sqlx::Error::RowNotFound => StoreError::NotFound {
+                what,
+                id: id.to_string(),
+            },
+            source => StoreError::Database { op, source },
+        })
+    }
+
+    fn unique(self, op: &'static str, what: &'static str, id: impl fmt::Display) -> Result<T> {
+        self.map_err(|source| match &source {
+            sqlx::Error::Database(e) if e.is_unique_violation() => StoreError::Conflict {
+                what,
+                id: id.to_string(),
+            },
+            _ => StoreError::Database { op, source },
+        })
+    }
+}
+
+/// Handle on the state database. Cheap to clone (an `Arc` inside); share one per process.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// One connection: SQLite has one writer at a time, and funnelling writes through one
+    /// connection means they queue in the pool instead of fighting over the file lock.
+    /// `None` for a store opened read-only.
+    writer: Option<SqlitePool>,
+    reader: SqlitePool,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .field("read_only", &self.inner.writer.is_none())
+            .finish()
+    }
+}
+
+/// The write transaction type of the store.
+pub(crate) type WriteTx = Transaction<'static, Sqlite>;
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` for reading and writing: creates the
+    /// parent directory (0700) and the file (0600), enables WAL, `synchronous=NORMAL`, a 10 s busy
+    /// timeout and foreign keys, and applies the embedded migrations (a no-op when up to date).
+    pub async fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        create_private_file(&path)?;
+        Self::open_writable(path).await
+    }
+
+    /// Like [`Store::open`] for a `sqlite://PATH` URL (the config's `database`).
+    pub async fn open_url(url: &str) -> Result<Store> {
+        Store::open(path_from_url(url)?).await
+    }
+
+    /// Opens an existing database for reading and writing without creating it: for operator
+    /// commands that write requests (`run`, `cancel`, `resolve`), which must not create a
+    /// database the daemon does not use. Applies pending migrations like [`Store::open`].
+    pub async fn open_existing(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        if !path.exists() {
+            return Err(StoreError::Missing { path });
+        }
+        Self::open_writable(path).await
+    }
+
+    /// Opens an existing database read-only, for operator commands that only read history.
+    /// Fails with [`StoreError::Missing`] when the file does not exist, and with
+    /// [`StoreError::SchemaMismatch`] when its schema is not the one this binary expects.
+    pub async fn open_read_only(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        if !path.exists() {
+            return Err(StoreError::Missing { path });
+        }
+        let reader = reader_pool(&path).await?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                path: path.clone(),
+                writer: None,
+                reader,
+            }),
+        };
+        let found = store.schema_version().await?;
+        let expected = expected_schema_version();
+        if found != Some(expected) {
+            return Err(StoreError::SchemaMismatch {
+                path,
+                found,
+                expected,
+            });
+        }
+        Ok(store)
+    }
+
+    async fn open_writable(path: PathBuf) -> Result<Store> {
+        let options = base_options(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: path.clone(),
+                source,
+            })?;
+        let reader = reader_pool(&path).await?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path,
+                writer: Some(writer),
+                reader,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// True for a store opened with [`Store::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.writer.is_none()
+    }
+
+    /// The highest migration version applied to the database (`None` before the first).
+    pub async fn schema_version(&self) -> Result<Option<i64>> {
+        let table: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_optional(self.reader())
+        .await
+        .op("schema_version")?;
+        if table.is_none() {
+            return Ok(None);
+        }
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_one(self.reader())
+            .await
+            .op("schema_version")
+    }
+
+    /// Checks the database answers a query (for `/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(self.reader())
+            .await
+            .op("ping")?;
+        Ok(())
+    }
+
+    /// Closes both pools, waiting for connections to finish (checkpoints the WAL when this was
+    /// the last connection).
+    pub async fn close(&self) {
+        if let Some(writer) = &self.inner.writer {
+            writer.close().await;
+        }
+        self.inner.reader.close().await;
+    }
+
+    /// The read-only pool.
+    pub(crate) fn reader(&self) -> &SqlitePool {
+        &self.inner.reader
+    }
+
+    /// Starts a write transaction with `BEGIN IMMEDIATE` (see the module doc for why).
+    pub(crate) async fn begin_write(&self, op: &'static str) -> Result<WriteTx> {
+        let writer = self
+            .inner
+            .writer
+            .as_ref()
+            .ok_or_else(|| StoreError::ReadOnly {
+                path: self.inner.path.clone(),
+                op,
+            })?;
+        writer.begin_with("BEGIN IMMEDIATE").await.op(op)
+    }
+}
+
+/// The schema version this binary's embedded migrations produce.
+pub fn expected_schema_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// The file path of a `sqlite://PATH` URL.
+pub fn path_from_url(url: &str) -> Result<PathBuf> {
+    match url.strip_prefix("sqlite://") {
+        Some(rest) if !rest.is_empty() && !rest.contains('?') => Ok(PathBuf::from(rest)),
+        _ => Err(StoreError::UnsupportedUrl {
+            url: url.to_string(),
+        }),
+    }
+}
+
+fn base_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true)
+}
+
+async fn reader_pool(path: &Path) -> Result<SqlitePool> {
+    // No journal_mode here: a read-only connection cannot change it, and WAL is a property of
+    // the file once the writer has set it.
+    let options = base_options(path).read_only(true);
+    SqlitePoolOptions::new()
+        .max_connections(READER_CONNECTIONS)
+        .connect_with(options)
+        .await
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Creates the parent directory (0700) and an empty database file (0600) unless they exist.
+/// SQLite would create the file with the process umask (usually 0644); the state holds job
+/// history and file paths that only the daemon's user should read. SQLite gives the `-wal` and
+/// `-shm` files the database file's mode.
+fn create_private_file(path: &Path) -> Result<()> {
+    let create_err = |source| StoreError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(parent).map_err(create_err)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(create_err(e)),
+    }
+}
+
+// ===== time and value helpers =====
+
+/// Milliseconds since the Unix epoch, the stored form of every time.
+pub fn to_millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The instant `ms` milliseconds after the Unix epoch, or `None` outside chrono's range.
+pub fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+/// A duration in whole milliseconds, saturating at `i64::MAX`.
+pub(crate) fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A byte count or counter as SQLite's signed INTEGER (saturating; no real file reaches 2^63).
+pub(crate) fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A path as stored text; non-UTF-8 paths are refused rather than stored lossily.
+pub(crate) fn path_text(path: &Path) -> Result<&str> {
+    path.to_str().ok_or_else(|| StoreError::NonUtf8Path {
+        path: path.to_path_buf(),
+    })
+}
+
+/// JSON as stored text.
+pub(crate) fn json_text(value: &impl Serialize) -> String {
+    // Serialising a `serde_json::Value` or a `Vec` of strings/numbers cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    /// Every enum value survives `as_str` → `FromStr`, and its serde form is the stored text.
+    fn round_trip<T>(all: &[T])
+    where
+        T: Copy + PartialEq + fmt::Debug + fmt::Display + FromStr<Err = ParseEnumError> + Serialize,
+    {
+        for v in all {
+            let text = v.to_string();
+            assert_eq!(text.parse::<T>().unwrap(), *v);
+            assert_eq!(serde_json::to_value(v).unwrap(), serde_json::json!(text));
+        }
+        let err = "no-such-value".parse::<T>().unwrap_err();
+        assert_eq!(err.value, "no-such-value");
+    }
+
+    #[test]
+    fn text_enums_round_trip() {
+        round_trip(JobState::ALL);
+        round_trip(RunState::ALL);
+        round_trip(Trigger::ALL);
+        round_trip(StepState::ALL);
+        round_trip(SessionState::ALL);
+        round_trip(DownloadState::ALL);
+        round_trip(RequestKind::ALL);
+        round_trip(Decision::ALL);
+        round_trip(ErrorClass::ALL);
+        round_trip(FileFormat::ALL);
+        round_trip(EventKind::ALL);
+        assert_eq!(
+            RunState::SucceededWithWarnings.as_str(),
+            "succeeded_with_warnings"
+        );
+        assert_eq!(Trigger::OneShot.as_str(), "one_shot");
+        assert_eq!(
+            "bogus".parse::<StepState>().unwrap_err().to_string(),
+            "unknown step state `bogus`"
+        );
+    }
+
+    #[test]
+    fn run_state_classes() {
+        let active: Vec<_> = RunState::ALL.iter().filter(|s| s.is_active()).collect();
+        assert_eq!(
+            active,
+            [
+                &RunState::Queued,
+                &RunState::Running,
+                &RunState::WaitingRetry
+            ]
+        );
+        for s in RunState::ALL {
+            assert!(!(s.is_active() && s.is_terminal()), "{s}");
+        }
+        assert!(!RunState::NeedsAttention.is_terminal() && !RunState::NeedsAttention.is_active());
+        assert!(RunState::Missed.is_terminal() && RunState::Skipped.is_terminal());
+        let finished: Vec<_> = StepState::ALL.iter().filter(|s| s.is_terminal()).collect();
+        assert_eq!(
+            finished,
+            [
+                &StepState::Done,
+                &StepState::Warning,
+                &StepState::Failed,
+                &StepState::Skipped
+            ]
+        );
+    }
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            path_from_url("sqlite:///var/lib/restorectl/restorectl.db").unwrap(),
+            Path::new("/var/lib/restorectl/restorectl.db")
+        );
+        assert_eq!(
+            path_from_url("sqlite://state/r.db").unwrap(),
+            Path::new("state/r.db")
+        );
+        for bad in [
+            "postgres://h/db",
+            "sqlite://",
+            "sqlite://x.db?mode=ro",
+            "/plain/path",
+        ] {
+            let err = path_from_url(bad).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn run_ids_are_time_ordered_and_round_trip() {
+        let a = RunId::new();
+        let b = RunId::new();
+        assert!(a < b);
+        assert_eq!(a.to_string().parse::<RunId>().unwrap(), a);
+        assert_eq!(a.to_string().len(), 36, "hyphenated");
+        assert!("not-a-uuid".parse::<RunId>().is_err());
+    }
+
+    #[test]
+    fn millis_round_trip() {
+        let t = DateTime::from_timestamp_millis(1_772_366_400_123).unwrap();
+        assert_eq!(from_millis(to_millis(t)), Some(t));
+        assert_eq!(from_millis(i64::MAX), None);
+        assert_eq!(duration_millis(Duration::from_secs(3)), 3000);
+        assert_eq!(duration_millis(Duration::MAX), i64::MAX);
+    }
+}
