@@ -34,7 +34,10 @@ pub const CONFIG_FILE_NAMES: [&str; 2] = ["restorectl.yaml", "restorectl.yml"];
 pub enum ConfigError {
     // The cause is part of the message (not a `#[source]`) so `{err:#}` prints it once.
     #[error("{path}: cannot read config: {cause}")]
-    Read { path: PathBuf, cause: std::io::Error },
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("{path}:{line}:{column}: {message}")]
     Syntax {
         path: PathBuf,

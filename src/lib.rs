@@ -34,5 +34,5 @@ pub mod config;
 pub mod daemon;
 pub mod download;
 pub mod schedule;
-pub mod vb365;
 pub mod store;
+pub mod vb365;

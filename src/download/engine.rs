@@ -34,8 +34,9 @@ use super::error::DownloadError;
 use super::hashing::{hash_file_prefix, hasher_state, hex_digest, restore_hasher};
 use super::paths::{SafePath, create_private_dir};
 use super::progress::{Checkpoint, ProgressStore, RestartReason};
-use super::source::{BodyStream, ByteSource, ContentRange, OpenedBody};
+use super::source::{BodyStream, ByteSource, OpenedBody};
 use super::space;
+use crate::vb365::ContentRange;
 
 /// Tunables of the engine. [`Default`] gives the SPEC §7 values.
 #[derive(Debug, Clone)]

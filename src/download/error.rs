@@ -11,30 +11,7 @@ use std::time::Duration;
 
 use super::paths::PathError;
 
-/// What the caller should do with a failed download.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Try again later (the partial file and its durable progress are kept; the next attempt
-    /// resumes with `Range`).
-    Retryable,
-    /// Retrying the same request will not help (bad server answer, a file in the way, a path
-    /// outside `exportRoot`).
-    Permanent,
-    /// The restore session that produced the export is gone: the run engine opens a new one and
-    /// the export starts over (the history says so).
-    SessionLost,
-}
-
-impl ErrorClass {
-    /// The value stored in `steps.error_class`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Retryable => "retryable",
-            ErrorClass::Permanent => "permanent",
-            ErrorClass::SessionLost => "session_lost",
-        }
-    }
-}
+pub use crate::vb365::ErrorClass;
 
 /// Opening the export failed before any status line was read (connection refused, TLS, token
 /// refresh failed, restore session gone). Produced by [`ByteSource`](super::ByteSource)

@@ -174,6 +174,35 @@ pub async fn publish<P: ProgressStore>(
     Ok(published)
 }
 
+/// Finds an export of `target` that an earlier attempt already published (file and manifest
+/// in place, partial file gone) when the recorded progress says the download was complete: the
+/// SHA-256 from the recorded hasher state and the size must match the manifest and the file.
+/// Covers a crash between writing the manifest and recording the publication.
+pub(crate) fn find_published(target: &SafePath, cp: &super::Checkpoint) -> Option<Published> {
+    let bytes = cp.bytes_durable;
+    if bytes == 0 || cp.expected_bytes != Some(bytes) || target.partial_path().exists() {
+        return None;
+    }
+    let sha256 = hex_digest(super::hashing::restore_hasher(cp.hasher_state.as_deref()?)?);
+    [Format::Pst, Format::Zip].into_iter().find_map(|format| {
+        let candidate = fix_extension(target, format);
+        let manifest_path = candidate.manifest_path();
+        let manifest: Manifest = serde_json::from_slice(&fs::read(&manifest_path).ok()?).ok()?;
+        let meta = fs::symlink_metadata(candidate.absolute()).ok()?;
+        (manifest.sha256 == sha256
+            && manifest.bytes == bytes
+            && manifest.format == format
+            && meta.is_file()
+            && meta.len() == bytes)
+            .then(|| Published {
+                path: candidate.absolute().to_path_buf(),
+                relative: candidate.relative().to_path_buf(),
+                manifest_path,
+                manifest,
+            })
+    })
+}
+
 /// The file system part of [`publish`].
 fn publish_blocking(
     target: &SafePath,

@@ -160,6 +160,109 @@ fn remove_regular_file(path: &Path) -> Result<bool, DownloadError> {
     }
 }
 
+/// What [`apply_retention`] did.
+#[derive(Debug, Default)]
+pub struct RetentionOutcome {
+    /// Exports deleted (each recorded as deleted, with an `export_deleted` event).
+    pub deleted: Vec<Deleted>,
+    /// Exports that were selected but refused or failed (left in place and still recorded as
+    /// live, so the next run tries again); each error names the path.
+    pub failed: Vec<(i64, DownloadError)>,
+}
+
+impl Retention {
+    /// A short description for events: `keepLast: 2, keepFor: 400d`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.keep_last {
+            parts.push(format!("keepLast: {n}"));
+        }
+        if let Some(d) = self.keep_for {
+            parts.push(format!("keepFor: {}", humantime::format_duration(d)));
+        }
+        if parts.is_empty() {
+            "no retention".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// Applies `policy` to the live exports of `job` recorded in the store: selects, deletes inside
+/// `export_root`, and marks each deletion in the store (which appends an `export_deleted` event).
+/// Run after a successful ExportPst run.
+///
+/// # Errors
+///
+/// A store error while listing or recording; deletions done before it stay recorded.
+pub async fn apply_retention(
+    store: &crate::store::Store,
+    export_root: &Path,
+    job: &str,
+    policy: &Retention,
+    now: DateTime<Utc>,
+) -> Result<RetentionOutcome, crate::store::StoreError> {
+    if policy.keep_last.is_none() && policy.keep_for.is_none() {
+        return Ok(RetentionOutcome::default());
+    }
+    let records: Vec<ExportRecord> = store
+        .list_live_exports(job)
+        .await?
+        .into_iter()
+        .map(|e| ExportRecord {
+            id: e.id,
+            run_id: e.run_id.to_string(),
+            mailbox_id: e.mailbox_id,
+            mailbox_email: e.mailbox_email,
+            path: e.path,
+            manifest_path: e.manifest_path.map(PathBuf::from),
+            created_at: e.created_at,
+        })
+        .collect();
+    let expired: Vec<ExportRecord> = select_expired(&records, policy, now)
+        .into_iter()
+        .cloned()
+        .collect();
+    if expired.is_empty() {
+        return Ok(RetentionOutcome::default());
+    }
+    let root = export_root.to_path_buf();
+    let to_delete = expired.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&ExportRecord> = to_delete.iter().collect();
+        delete_exports(&root, &refs)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        // The blocking task panicked: report every record as failed rather than guess.
+        expired
+            .iter()
+            .map(|r| {
+                Err(DownloadError::Io {
+                    path: r.path.clone(),
+                    action: "delete",
+                    source: io::Error::other(e.to_string()),
+                })
+            })
+            .collect()
+    });
+    let reason = policy.describe();
+    let mut outcome = RetentionOutcome::default();
+    for (record, result) in expired.iter().zip(results) {
+        match result {
+            Ok(deleted) => {
+                store.mark_export_deleted(record.id, &reason, now).await?;
+                outcome.deleted.push(deleted);
+            }
+            Err(err) => {
+                tracing::warn!(job, export = record.id, error = %err, "retention did not delete an export");
+                outcome.failed.push((record.id, err));
+            }
+        }
+    }
+    Ok(outcome)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
