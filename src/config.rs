@@ -104,6 +104,20 @@ impl<'de> Deserialize<'de> for SecretRef {
             fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
                 Err(E::custom(PLAIN_SECRET_MESSAGE))
             }
+            // A password made of digits (or `yes`) is still a plain secret; serde's default
+            // "invalid type: integer `123456`" message would print the value.
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretRef, E> {
+                Err(E::custom(PLAIN_SECRET_MESSAGE))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretRef, E> {
+                Err(E::custom(PLAIN_SECRET_MESSAGE))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretRef, E> {
+                Err(E::custom(PLAIN_SECRET_MESSAGE))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretRef, E> {
+                Err(E::custom(PLAIN_SECRET_MESSAGE))
+            }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut m: A,

@@ -4,8 +4,9 @@
 //! # Layout
 //!
 //! - [`config`]: the daemon config file (`restorectl.yaml`) and secret references.
-//! - [`jobs`]: job files: parsing (YAML → raw spec), validation (raw spec → [`jobs::Job`]),
-//!   the normalised spec hash and the JSON Schema.
+//! - [`jobs`]: job files: discovery in the job directory, parsing (YAML → raw spec), validation
+//!   (raw spec → [`jobs::Job`]) with located error codes, schedules, mailbox selection, path
+//!   templates, the normalised spec hash and the JSON Schema.
 //! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
 //!   operator requests and the event log. All SQL lives here.
 //! - [`schedule`]: when scheduled jobs fire: cron parsing, DST-correct next fire instants with
@@ -17,6 +18,9 @@
 //! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads and
 //!   published files, operator requests, the daemon instance lock and the append-only event
 //!   log. All SQL lives here.
+//! - [`sim`]: the built-in VB365 REST API v8 simulator (tests, `daemon --dev`, `simulate`):
+//!   deterministic world, sessions, restores, PST/ZIP exports, search, fault injection, a
+//!   request journal, and [`sim::schema`], the request validator against the vendor schema.
 //! - [`download`]: the download engine: resumable, verified PST/ZIP exports streamed to
 //!   `<final>.partial`, published atomically with a checksum manifest; path safety under
 //!   `exportRoot`; retention.
@@ -33,6 +37,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod download;
+pub mod jobs;
 pub mod schedule;
+pub mod sim;
 pub mod store;
 pub mod vb365;

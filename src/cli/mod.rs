@@ -13,6 +13,10 @@ use clap::{Parser, Subcommand};
 
 use crate::config::ConfigError;
 
+pub mod schema;
+pub mod simulate;
+pub mod validate;
+
 /// Exit code for a configuration error (sysexits `EX_CONFIG`).
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit code for a usage error.
@@ -46,7 +50,14 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Validate job files (and a directory's restorectl.yaml); exit 0 valid, 1 invalid.
+    Validate(validate::ValidateArgs),
+    /// Print the JSON Schema of a job document (for editors and CI).
+    Schema,
+    /// Run the built-in VB365 REST API v8 simulator standalone (`--config` names its YAML/JSON file).
+    Simulate(simulate::SimulateArgs),
+}
 
 /// Parses the process arguments, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
@@ -79,5 +90,9 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    match cli.command {}
+    match cli.command {
+        Command::Validate(args) => validate::run(args, cli.config.as_deref()),
+        Command::Schema => schema::run(),
+        Command::Simulate(args) => simulate::run(args, cli.config.as_deref()),
+    }
 }

@@ -1,0 +1,243 @@
+//! A validated schedule (SPEC §4.3): the cron expression parsed by croner, the job's time
+//! zone, `startingDeadline` and `concurrencyPolicy`.
+//!
+//! Fire times are computed by croner in the job's own time zone for every occurrence, so a
+//! "02:00 Europe/Berlin" job stays at 02:00 local time across DST changes: a fire time inside
+//! the skipped spring hour runs right after the jump, a fixed time in the repeated autumn hour
+//! runs once (croner's rules, which match Debian cron).
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+
+use super::raw::ConcurrencyPolicy;
+
+/// A checked schedule. Only the validator builds one.
+#[derive(Clone)]
+pub struct Schedule {
+    cron: Cron,
+    text: String,
+    timezone: Tz,
+    starting_deadline: Option<Duration>,
+    concurrency_policy: ConcurrencyPolicy,
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Schedule")
+            .field("cron", &self.text)
+            .field("timezone", &self.timezone.name())
+            .field("starting_deadline", &self.starting_deadline)
+            .field("concurrency_policy", &self.concurrency_policy)
+            .finish()
+    }
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+            && self.timezone == other.timezone
+            && self.starting_deadline == other.starting_deadline
+            && self.concurrency_policy == other.concurrency_policy
+    }
+}
+
+/// Parses a cron expression with 5 fields, or 6 with seconds first (no year field).
+pub fn parse_cron(text: &str) -> Result<Cron, String> {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(text)
+        .map_err(|e| e.to_string())
+}
+
+impl Schedule {
+    /// Builds a schedule; the caller has already parsed `cron` from `text`.
+    pub(crate) fn new(
+        cron: Cron,
+        text: &str,
+        timezone: Tz,
+        starting_deadline: Option<Duration>,
+        concurrency_policy: ConcurrencyPolicy,
+    ) -> Schedule {
+        Schedule {
+            cron,
+            text: text.trim().to_string(),
+            timezone,
+            starting_deadline,
+            concurrency_policy,
+        }
+    }
+
+    /// The first fire time strictly after `after`, or `None` if the expression never fires
+    /// again (croner searches up to the year 5000).
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron
+            .find_next_occurrence(&after.with_timezone(&self.timezone), false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The latest fire time at or before `at` (the newest missed fire after downtime).
+    pub fn latest_at_or_before(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron
+            .find_previous_occurrence(&at.with_timezone(&self.timezone), true)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The cron expression as written (trimmed).
+    pub fn cron(&self) -> &str {
+        &self.text
+    }
+
+    /// The time zone fire times are computed in.
+    pub fn timezone(&self) -> Tz {
+        self.timezone
+    }
+
+    /// A missed fire older than this is recorded as missed, not run. `None`: no limit.
+    pub fn starting_deadline(&self) -> Option<Duration> {
+        self.starting_deadline
+    }
+
+    pub fn concurrency_policy(&self) -> ConcurrencyPolicy {
+        self.concurrency_policy
+    }
+
+    /// What the next fire time was computed from (`"0 2 * * SUN Europe/Berlin"`): when it
+    /// changes, the stored next fire time must be recomputed.
+    pub fn key(&self) -> String {
+        format!("{} {}", self.text, self.timezone.name())
+    }
+
+    /// A short human form for summaries: `weekly 0 2 * * SUN Europe/Berlin`.
+    pub fn summary(&self) -> String {
+        format!("{} {}", self.cadence(), self.key())
+    }
+
+    /// `hourly`, `daily`, `weekly`, `monthly`, `yearly` for the common fixed-time shapes,
+    /// `cron` for everything else.
+    pub fn cadence(&self) -> &'static str {
+        cadence(&self.text)
+    }
+}
+
+fn cadence(text: &str) -> &'static str {
+    let t = text.trim().to_ascii_lowercase();
+    match t.as_str() {
+        "@hourly" => return "hourly",
+        "@daily" | "@midnight" => return "daily",
+        "@weekly" => return "weekly",
+        "@monthly" => return "monthly",
+        "@yearly" | "@annually" => return "yearly",
+        _ => {}
+    }
+    let mut fields: Vec<&str> = t.split_whitespace().collect();
+    if fields.len() == 6 {
+        if !is_number(fields[0]) {
+            return "cron";
+        }
+        fields.remove(0);
+    }
+    let [m, h, dom, mon, dow] = fields[..] else {
+        return "cron";
+    };
+    let single = |s: &str| s != "*" && !s.contains([',', '-', '/', '*', '#', 'l', 'w', '?']);
+    match (is_number(m), is_number(h), dom, mon, dow) {
+        (true, false, "*", "*", "*") if h == "*" => "hourly",
+        (true, true, "*", "*", "*") => "daily",
+        (true, true, "*", "*", d) if single(d) => "weekly",
+        (true, true, d, "*", "*") if is_number(d) => "monthly",
+        (true, true, d, mo, "*") if is_number(d) && single(mo) => "yearly",
+        _ => "cron",
+    }
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn schedule(cron: &str, tz: Tz) -> Schedule {
+        Schedule::new(
+            parse_cron(cron).unwrap(),
+            cron,
+            tz,
+            None,
+            ConcurrencyPolicy::Forbid,
+        )
+    }
+
+    #[test]
+    fn five_and_six_fields_parse_seven_do_not() {
+        assert!(parse_cron("0 2 * * SUN").is_ok());
+        assert!(parse_cron("30 0 2 * * SUN").is_ok());
+        assert!(parse_cron("0 0 2 * * SUN 2027").is_err());
+        assert!(parse_cron("61 * * * *").is_err());
+        assert!(parse_cron("").is_err());
+    }
+
+    #[test]
+    fn berlin_02_00_stays_local_across_dst() {
+        let s = schedule("0 2 * * *", chrono_tz::Europe::Berlin);
+        // Winter: 02:00 CET = 01:00 UTC.
+        let t = s
+            .next_after(Utc.with_ymd_and_hms(2026, 1, 10, 12, 0, 0).unwrap())
+            .unwrap();
+        assert_eq!(t, Utc.with_ymd_and_hms(2026, 1, 11, 1, 0, 0).unwrap());
+        // Spring forward on 2026-03-29: 02:00 does not exist, runs right after the jump (03:00 CEST = 01:00 UTC).
+        let t = s
+            .next_after(Utc.with_ymd_and_hms(2026, 3, 28, 12, 0, 0).unwrap())
+            .unwrap();
+        assert_eq!(t, Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap());
+        // Summer: 02:00 CEST = 00:00 UTC.
+        let t = s
+            .next_after(Utc.with_ymd_and_hms(2026, 3, 30, 12, 0, 0).unwrap())
+            .unwrap();
+        assert_eq!(t, Utc.with_ymd_and_hms(2026, 3, 31, 0, 0, 0).unwrap());
+        // Fall back on 2026-10-25: 02:00 happens twice, runs once.
+        let a = s
+            .next_after(Utc.with_ymd_and_hms(2026, 10, 24, 12, 0, 0).unwrap())
+            .unwrap();
+        let b = s.next_after(a).unwrap();
+        assert_eq!(a, Utc.with_ymd_and_hms(2026, 10, 25, 0, 0, 0).unwrap());
+        assert_eq!(b, Utc.with_ymd_and_hms(2026, 10, 26, 1, 0, 0).unwrap());
+        assert_eq!(s.latest_at_or_before(b), Some(b));
+    }
+
+    #[test]
+    fn never_firing_expression_has_no_next() {
+        let s = schedule("0 0 30 2 *", Tz::UTC);
+        assert_eq!(
+            s.next_after(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn cadence_names_common_shapes() {
+        assert_eq!(cadence("0 2 * * SUN"), "weekly");
+        assert_eq!(cadence("0 0 2 * * sun"), "weekly");
+        assert_eq!(cadence("0 6 1 * *"), "monthly");
+        assert_eq!(cadence("15 3 * * *"), "daily");
+        assert_eq!(cadence("5 * * * *"), "hourly");
+        assert_eq!(cadence("0 0 1 1 *"), "yearly");
+        assert_eq!(cadence("*/5 * * * *"), "cron");
+        assert_eq!(cadence("0 2 * * MON-FRI"), "cron");
+        assert_eq!(cadence("@weekly"), "weekly");
+        assert_eq!(
+            schedule("0 2 * * SUN", chrono_tz::Europe::Berlin).summary(),
+            "weekly 0 2 * * SUN Europe/Berlin"
+        );
+    }
+}
