@@ -7,8 +7,6 @@
 //! - [`jobs`]: job files: discovery in the job directory, parsing (YAML → raw spec), validation
 //!   (raw spec → [`jobs::Job`]) with located error codes, schedules, mailbox selection, path
 //!   templates, the normalised spec hash and the JSON Schema.
-//! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
-//!   operator requests and the event log. All SQL lives here.
 //! - [`schedule`]: when scheduled jobs fire: cron parsing, DST-correct next fire instants with
 //!   Debian cron's rules, the catch-up plan after downtime, `concurrencyPolicy`, the injectable clock.
 //! - [`daemon`]: the daemon's lifecycle; [`daemon::watch`] watches the job directory.
