@@ -204,6 +204,32 @@ async fn token_password_grant_refresh_and_logout() {
     rig.sim.shutdown().await;
 }
 
+/// A token is refreshed ahead of its expiry (`expires_in` minus 10 %), so no call is refused.
+#[tokio::test]
+async fn token_is_refreshed_ahead_of_expiry() {
+    let rig = rig(SimConfig {
+        token_lifetime: Duration::from_secs(4),
+        ..fast_config()
+    })
+    .await;
+    rig.client.organization(DEMO_ORG_ID).await.expect("first");
+    // Past the refresh point (3.6 s), before the server-side expiry (4 s).
+    tokio::time::sleep(Duration::from_millis(3700)).await;
+    rig.client.organization(DEMO_ORG_ID).await.expect("second");
+    assert_eq!(rig.grants(), ["password", "refresh_token"]);
+    let statuses: Vec<Option<u16>> = rig
+        .calls(Operation::GetOrganization)
+        .iter()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [Some(200), Some(200)],
+        "no 401: refreshed before use"
+    );
+    rig.sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn organizations_paged_by_id_and_resolved() {
     let rig = rig(fast_config()).await;
@@ -343,6 +369,30 @@ async fn restore_sessions_list_get_events_statistics_and_stop() {
     let last = last.last().expect("listed");
     assert_eq!(last.query_param("orderBy").as_deref(), Some("CreationTime"));
     assert_eq!(last.status, Some(200));
+    // The order and the time filter are honoured end to end.
+    let position = |list: &[restorectl::vb365::RestoreSession], id: Uuid| {
+        list.iter().position(|s| s.id == id).expect("listed")
+    };
+    assert!(position(&filtered, first) < position(&filtered, second));
+    let descending = rig
+        .client
+        .restore_sessions(&RestoreSessionFilter {
+            order_asc: Some(false),
+            order_by: Some(restorectl::vb365::SessionOrder::CreationTime),
+            ..Default::default()
+        })
+        .await
+        .expect("descending");
+    assert!(position(&descending, first) > position(&descending, second));
+    let future = rig
+        .client
+        .restore_sessions(&RestoreSessionFilter {
+            start_time_from: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+            ..Default::default()
+        })
+        .await
+        .expect("future filter");
+    assert!(future.is_empty(), "{future:?}");
 
     let session = rig.client.restore_session(first).await.expect("get");
     assert_eq!(session.id, first);
