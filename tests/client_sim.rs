@@ -1461,3 +1461,183 @@ async fn split_export_is_a_valid_zip_of_pst_files() {
     );
     rig.sim.shutdown().await;
 }
+
+// -------------------------------------------------------------------------------------------
+// More failure shapes
+// -------------------------------------------------------------------------------------------
+
+/// A wrong password is `Auth` with the server's OAuth `error_description`, and the password
+/// never shows in the error.
+#[tokio::test]
+async fn wrong_password_is_auth_and_the_password_stays_secret() {
+    let sim = start(fast_config()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, ctx) = server_config(&sim.base_url(), &dir);
+    std::fs::write(dir.path().join("vb365-password"), "Wrong-PASSWORD-value\n").expect("pw");
+    let client = Client::new(&server, &ctx).expect("client");
+    let err = client.organizations().await.expect_err("bad password");
+    assert_eq!(err.class, ErrorClass::Auth, "{err}");
+    assert_eq!(err.path, "/v8/token");
+    assert!(err.status.is_some_and(|s| s.is_client_error()));
+    assert!(!err.message.is_empty());
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("Wrong-PASSWORD-value"), "{shown}");
+    sim.shutdown().await;
+}
+
+/// A restore POST whose JSON answer breaks mid-body was executed: `Ambiguous`, never re-sent.
+#[tokio::test]
+async fn broken_answer_of_a_restore_post_is_ambiguous() {
+    let rig = rig(fast_config()).await;
+    let rs = rig.explore().await;
+    let judy = rig.mailbox_id("judy@contoso.com");
+    rig.sim
+        .add_fault(
+            FaultRule::on(
+                Endpoint::MailboxRestore,
+                FaultAction::DropAfterBytes { bytes: 5 },
+            )
+            .calls(CallRange::only(1)),
+        )
+        .expect("fault");
+    let err = rig
+        .client
+        .restore_mailbox(
+            rs,
+            judy,
+            &RestoreToOriginalLocation::new(&user_credentials()).expect("body"),
+        )
+        .await
+        .expect_err("broken answer");
+    assert_eq!(err.class, ErrorClass::Ambiguous, "{err}");
+    assert_eq!(rig.sim.restore_calls(judy), 1);
+    assert_eq!(rig.calls(Operation::RestoreMailbox).len(), 1);
+    // The same break on a read is retryable.
+    rig.sim
+        .add_fault(
+            FaultRule::on(Endpoint::Mailbox, FaultAction::DropAfterBytes { bytes: 5 })
+                .calls(CallRange::only(1)),
+        )
+        .expect("fault");
+    let err = rig.client.mailbox(rs, judy).await.expect_err("broken read");
+    assert_eq!(err.class, ErrorClass::Retryable, "{err}");
+    rig.sim.shutdown().await;
+}
+
+/// Timeouts: a slow read is retryable, a slow restore POST ambiguous, and an export whose
+/// headers do not come within the first-byte bound is a retryable timeout.
+#[tokio::test]
+async fn timeouts_are_classified_by_replay_safety() {
+    let sim = start(SimConfig {
+        export_build_delay: Duration::from_secs(5),
+        ..fast_config()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut server, ctx) = server_config(&sim.base_url(), &dir);
+    server.request_timeout = Duration::from_millis(500);
+    let client = Client::new(&server, &ctx).expect("client");
+    let rs = client
+        .explore_organization(DEMO_ORG_ID, &OrganizationExploreOptions::exchange(None))
+        .await
+        .expect("explore")
+        .id;
+    let ivan = sim.mailbox("ivan@contoso.com", false).expect("mailbox").id;
+    let slow = |endpoint| {
+        FaultRule::on(
+            endpoint,
+            FaultAction::Delay {
+                duration: Duration::from_secs(5),
+            },
+        )
+        .calls(CallRange::only(1))
+    };
+    sim.add_fault(slow(Endpoint::Mailbox)).expect("fault");
+    let err = client.mailbox(rs, ivan).await.expect_err("slow read");
+    assert_eq!(err.kind, ErrorKind::Transport(Transport::Timeout), "{err}");
+    assert_eq!(err.class, ErrorClass::Retryable);
+
+    sim.add_fault(slow(Endpoint::MailboxRestore))
+        .expect("fault");
+    let err = client
+        .restore_mailbox(
+            rs,
+            ivan,
+            &RestoreToOriginalLocation::new(&app_credentials()).expect("body"),
+        )
+        .await
+        .expect_err("slow restore");
+    assert_eq!(err.kind, ErrorKind::Transport(Transport::Timeout), "{err}");
+    assert_eq!(err.class, ErrorClass::Ambiguous);
+
+    // The export is not bound by requestTimeout but by the first-byte timeout it is given.
+    let err = client
+        .export_to_pst(
+            rs,
+            ivan,
+            &ExportToPstOptions::default(),
+            None,
+            Duration::from_millis(500),
+        )
+        .await
+        .expect_err("no first byte");
+    assert_eq!(err.kind, ErrorKind::Transport(Transport::Timeout), "{err}");
+    assert_eq!(err.class, ErrorClass::Retryable);
+    assert!(err.message.contains("first-byte"), "{err}");
+    sim.shutdown().await;
+}
+
+/// With a server that forgets stopped sessions entirely (404 on the session itself), calls
+/// under a stopped session are `SessionLost` too.
+#[tokio::test]
+async fn forgotten_stopped_session_is_session_lost() {
+    let rig = rig(SimConfig {
+        stopped_sessions: restorectl::sim::StoppedSessions::NotFound,
+        ..fast_config()
+    })
+    .await;
+    let rs = rig.explore().await;
+    let bob = rig.mailbox_id("bob@contoso.com");
+    rig.client.stop_restore_session(rs).await.expect("stop");
+    for err in [
+        rig.client.mailbox(rs, bob).await.expect_err("mailbox"),
+        rig.client.restore_session(rs).await.expect_err("session"),
+        rig.client
+            .restore_session_events(rs)
+            .await
+            .expect_err("events"),
+        rig.client
+            .search_mailbox(rs, bob, &SearchOptions::query("subject:report"))
+            .await
+            .expect_err("search"),
+    ] {
+        assert_eq!(err.class, ErrorClass::SessionLost, "{err}");
+    }
+    rig.sim.shutdown().await;
+}
+
+/// Many calls refused at once after the server expired the token: one refresh serves them all
+/// (the simulator's refresh tokens are single-use, so a second refresh would fail and show up
+/// as a password grant).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_401s_share_one_refresh() {
+    let rig = rig(fast_config()).await;
+    rig.client.organization(DEMO_ORG_ID).await.expect("first");
+    rig.sim
+        .add_fault(
+            FaultRule::on(Endpoint::Organization, FaultAction::ExpireTokens)
+                .calls(CallRange::only(1)),
+        )
+        .expect("fault");
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let client = rig.client.clone();
+            tokio::spawn(async move { client.organization(DEMO_ORG_ID).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.expect("task").expect("call succeeds");
+    }
+    assert_eq!(rig.grants(), ["password", "refresh_token"]);
+    rig.sim.shutdown().await;
+}

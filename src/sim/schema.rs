@@ -879,6 +879,33 @@ mod tests {
     }
 
     #[test]
+    fn a_parsed_document_checks_like_the_embedded_one() {
+        let value: Value = serde_json::from_str(OPENAPI_V8_SUBSET).expect("json");
+        let doc = Document::from_json(&value).expect("document");
+        assert_eq!(Some(&doc), embedded().ok());
+        let good = json!({"mailboxes": [{"id": "479a1c1e-2f7b-4d51-9a1e-0b1c2d3e4f50"}], "changedItems": true});
+        assert_eq!(doc.validate_request("POST", BULK, &good), Ok(()));
+        let mut bad = good.clone();
+        if let Some(map) = bad.as_object_mut() {
+            map.remove("changedItems");
+            map.insert("changedItem".into(), json!(true));
+        }
+        let err = doc
+            .validate_request("POST", BULK, &bad)
+            .expect_err("misspelt");
+        assert_eq!(err.path, "changedItem");
+        // A document without the operation knows nothing of it.
+        let mut trimmed = value.clone();
+        if let Some(paths) = trimmed.get_mut("paths").and_then(Value::as_object_mut) {
+            paths.remove(BULK);
+        }
+        let trimmed = Document::from_json(&trimmed).expect("document");
+        assert!(!trimmed.operation_exists("POST", BULK));
+        assert!(trimmed.validate_request("POST", BULK, &good).is_err());
+        assert!(Document::from_json(&json!({"paths": []})).is_err());
+    }
+
+    #[test]
     fn responses_can_be_checked_too() {
         let session = json!({"id": "9f78c7e6-2b0e-4c71-9d27-4a1d3b7a1f00", "type": "Vex",
             "creationTime": "2025-01-10T08:01:02.1234567Z", "state": "Working", "result": "Success"});
