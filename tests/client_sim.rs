@@ -738,6 +738,7 @@ async fn tls_with_ca_file_untrusted_and_insecure_skip_verify() {
     assert_eq!(err.path, "/v8/token");
     let text = err.to_string();
     assert!(text.contains("server sim"), "{text}");
+    assert!(text.contains("add its CA with caFile"), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("certificate"),
         "the message names the certificate problem: {text}"
