@@ -7,8 +7,6 @@
 //! - [`jobs`]: job files: discovery in the job directory, parsing (YAML → raw spec), validation
 //!   (raw spec → [`jobs::Job`]) with located error codes, schedules, mailbox selection, path
 //!   templates, the normalised spec hash and the JSON Schema.
-//! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
-//!   operator requests and the event log. All SQL lives here.
 //! - [`schedule`]: when scheduled jobs fire: cron parsing, DST-correct next fire instants with
 //!   Debian cron's rules, the catch-up plan after downtime, `concurrencyPolicy`, the injectable
 //!   clock, and [`schedule::explain()`] (what daylight saving does to a fire, for `plan`).
@@ -22,6 +20,9 @@
 //! - [`sim`]: the built-in VB365 REST API v8 simulator (tests, `daemon --dev`, `simulate`):
 //!   deterministic world, sessions, restores, PST/ZIP exports, search, fault injection, a
 //!   request journal, and [`sim::schema`], the request validator against the vendor schema.
+//! - [`download`]: the download engine: resumable, verified PST/ZIP exports streamed to
+//!   `<final>.partial`, published atomically with a checksum manifest; path safety under
+//!   `exportRoot`; retention.
 //! - [`cli`]: the command line, one file per subcommand; the operator commands (`plan`, `jobs`,
 //!   `runs`, `show`, `run`, `cancel`, `resolve`) read the state database directly and write
 //!   request rows for the daemon; [`cli::output`] draws the tables; [`cli::main`] is the one
@@ -37,6 +38,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod download;
 pub mod jobs;
 pub mod schedule;
 pub mod sim;
