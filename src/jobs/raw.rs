@@ -219,28 +219,9 @@ pub struct ScheduleSpec {
     pub concurrency_policy: Option<ConcurrencyPolicy>,
 }
 
-/// What a scheduled fire does while a run of the same job is active (SPEC §4.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize, JsonSchema)]
-pub enum ConcurrencyPolicy {
-    /// Skip the fire (recorded as `skipped`). Default.
-    #[default]
-    Forbid,
-    /// Run both.
-    Allow,
-    /// Cancel the active run, then start.
-    Replace,
-}
-
-impl ConcurrencyPolicy {
-    /// The policy as written in YAML.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConcurrencyPolicy::Forbid => "Forbid",
-            ConcurrencyPolicy::Allow => "Allow",
-            ConcurrencyPolicy::Replace => "Replace",
-        }
-    }
-}
+/// What a scheduled fire does while a run of the same job is active (SPEC §4.3); one type
+/// shared with the scheduler.
+pub use crate::schedule::ConcurrencyPolicy;
 
 /// `spec.export` (ExportPst).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]

@@ -16,6 +16,17 @@ pub enum ConcurrencyPolicy {
     Replace,
 }
 
+impl ConcurrencyPolicy {
+    /// The policy as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConcurrencyPolicy::Forbid => "Forbid",
+            ConcurrencyPolicy::Allow => "Allow",
+            ConcurrencyPolicy::Replace => "Replace",
+        }
+    }
+}
+
 /// What the scheduler does with one due fire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FireAction {
