@@ -7,10 +7,9 @@
 //! - [`jobs`]: job files: discovery in the job directory, parsing (YAML → raw spec), validation
 //!   (raw spec → [`jobs::Job`]) with located error codes, schedules, mailbox selection, path
 //!   templates, the normalised spec hash and the JSON Schema.
-//! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
-//!   operator requests and the event log. All SQL lives here.
 //! - [`schedule`]: when scheduled jobs fire: cron parsing, DST-correct next fire instants with
-//!   Debian cron's rules, the catch-up plan after downtime, `concurrencyPolicy`, the injectable clock.
+//!   Debian cron's rules, the catch-up plan after downtime, `concurrencyPolicy`, the injectable
+//!   clock, and [`schedule::explain()`] (what daylight saving does to a fire, for `plan`).
 //! - [`daemon`]: the daemon's lifecycle; [`daemon::watch`] watches the job directory.
 //! - [`vb365`]: the VB365 REST API v8 client: tokens, typed requests and responses, paging,
 //!   the PST export stream and the error classes (retryable, permanent, auth, session lost,
@@ -22,7 +21,13 @@
 //!   deterministic world, sessions, restores, PST/ZIP exports, search, fault injection, a
 //!   request journal, and [`sim::schema`], the request validator against the vendor schema.
 //! - [`telemetry`]: log subscriber setup (text or JSON) and the Prometheus recorder.
-//! - [`cli`]: the command line; the one place that decides the process exit code.
+//! - [`download`]: the download engine: resumable, verified PST/ZIP exports streamed to
+//!   `<final>.partial`, published atomically with a checksum manifest; path safety under
+//!   `exportRoot`; retention.
+//! - [`cli`]: the command line, one file per subcommand; the operator commands (`plan`, `jobs`,
+//!   `runs`, `show`, `run`, `cancel`, `resolve`) read the state database directly and write
+//!   request rows for the daemon; [`cli::output`] draws the tables; [`cli::main`] is the one
+//!   place that decides the process exit code.
 //!
 //! # Error policy
 //!
@@ -34,6 +39,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod download;
 pub mod jobs;
 pub mod schedule;
 pub mod sim;

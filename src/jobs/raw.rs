@@ -219,8 +219,8 @@ pub struct ScheduleSpec {
     pub concurrency_policy: Option<ConcurrencyPolicy>,
 }
 
-// One type for the YAML and the scheduler: `concurrencyPolicy` is parsed straight into the
-// scheduler's policy, which also decides what a fire does (`ConcurrencyPolicy::decide`).
+/// What a scheduled fire does while a run of the same job is active (SPEC §4.3); one type
+/// shared with the scheduler.
 pub use crate::schedule::ConcurrencyPolicy;
 
 /// `spec.export` (ExportPst).

@@ -1,10 +1,10 @@
 //! A validated schedule (SPEC §4.3): the cron expression parsed by croner, the job's time
 //! zone, `startingDeadline` and `concurrencyPolicy`.
 //!
-//! Fire times are computed by croner in the job's own time zone for every occurrence, so a
-//! "02:00 Europe/Berlin" job stays at 02:00 local time across DST changes: a fire time inside
-//! the skipped spring hour runs right after the jump, a fixed time in the repeated autumn hour
-//! runs once (croner's rules, which match Debian cron).
+//! Parsing and fire times are delegated to [`crate::schedule`], so validation, `plan` and the
+//! daemon's scheduler agree on every instant: computed in the job's own time zone for every
+//! occurrence, with Debian cron's DST rules (a fixed fire time inside the skipped spring hour
+//! runs right after the jump, a fixed time in the repeated autumn hour runs once).
 
 use std::fmt;
 use std::time::Duration;
@@ -45,13 +45,10 @@ impl PartialEq for Schedule {
     }
 }
 
-/// Parses a cron expression with 5 fields, or 6 with seconds first (no year field), with Vixie
-/// cron's day-of-month/day-of-week rules: the scheduler's own parser
-/// ([`crate::schedule::parse_cron`]), so validation and firing can never disagree.
+/// Parses a cron expression with 5 fields, or 6 with seconds first (no year field), with the
+/// scheduler's rules ([`crate::schedule::parse_cron`]).
 pub fn parse_cron(text: &str) -> Result<Cron, String> {
-    crate::schedule::parse_cron(text).map_err(|e| match e {
-        crate::schedule::ScheduleError::InvalidCron { message, .. } => message,
-    })
+    crate::schedule::parse_cron(text).map_err(|e| e.to_string())
 }
 
 impl Schedule {
@@ -73,23 +70,14 @@ impl Schedule {
     }
 
     /// The first fire time strictly after `after`, or `None` if the expression never fires
-    /// again. Debian cron's daylight-saving rules ([`crate::schedule::next_fire`]), the same
-    /// function the scheduler fires by.
+    /// again ([`crate::schedule::next_fire`]: Debian cron's DST rules).
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         crate::schedule::next_fire(&self.cron, self.timezone, after)
     }
 
-    /// The parsed expression (for [`crate::schedule::plan()`]).
+    /// The parsed expression, for the scheduler's catch-up plan ([`crate::schedule::plan`]).
     pub fn parsed(&self) -> &Cron {
         &self.cron
-    }
-
-    /// The latest fire time at or before `at` (the newest missed fire after downtime).
-    pub fn latest_at_or_before(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron
-            .find_previous_occurrence(&at.with_timezone(&self.timezone), true)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
     }
 
     /// The cron expression as written (trimmed).
@@ -114,12 +102,12 @@ impl Schedule {
     /// What the next fire time was computed from (`"0 2 * * SUN Europe/Berlin"`): when it
     /// changes, the stored next fire time must be recomputed.
     pub fn key(&self) -> String {
-        format!("{} {}", self.text, self.timezone.name())
+        crate::schedule::schedule_key(&self.text, self.timezone)
     }
 
     /// A short human form for summaries: `weekly 0 2 * * SUN Europe/Berlin`.
     pub fn summary(&self) -> String {
-        format!("{} {}", self.cadence(), self.key())
+        format!("{} {} {}", self.cadence(), self.text, self.timezone.name())
     }
 
     /// `hourly`, `daily`, `weekly`, `monthly`, `yearly` for the common fixed-time shapes,
@@ -213,7 +201,6 @@ mod tests {
         let b = s.next_after(a).unwrap();
         assert_eq!(a, Utc.with_ymd_and_hms(2026, 10, 25, 0, 0, 0).unwrap());
         assert_eq!(b, Utc.with_ymd_and_hms(2026, 10, 26, 1, 0, 0).unwrap());
-        assert_eq!(s.latest_at_or_before(b), Some(b));
     }
 
     #[test]

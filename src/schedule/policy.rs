@@ -16,6 +16,17 @@ pub enum ConcurrencyPolicy {
     Replace,
 }
 
+impl ConcurrencyPolicy {
+    /// The policy as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConcurrencyPolicy::Forbid => "Forbid",
+            ConcurrencyPolicy::Allow => "Allow",
+            ConcurrencyPolicy::Replace => "Replace",
+        }
+    }
+}
+
 /// What the scheduler does with one due fire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FireAction {
@@ -28,15 +39,6 @@ pub enum FireAction {
 }
 
 impl ConcurrencyPolicy {
-    /// The policy as written in YAML.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConcurrencyPolicy::Forbid => "Forbid",
-            ConcurrencyPolicy::Allow => "Allow",
-            ConcurrencyPolicy::Replace => "Replace",
-        }
-    }
-
     /// The action for a fire, given whether a run of the job is active (queued, running or
     /// waiting for a retry).
     pub fn decide(self, run_active: bool) -> FireAction {
