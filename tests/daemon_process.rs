@@ -88,6 +88,22 @@ async fn open_when_ready(site: &Site) -> Store {
     store
 }
 
+/// `restorectl jobs --json` against the site.
+fn jobs_json(site: &Site) -> serde_json::Value {
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(site.config_path())
+        .args(["jobs", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() || out.status.code() == Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 async fn job_state(store: &Store, name: &str) -> Option<(JobState, Option<i64>)> {
     let job = store.get_job(name).await.ok()?;
     Some((job.state, job.active_version_id))
@@ -172,6 +188,25 @@ async fn job_directory_changes_are_followed() {
     latencies.push(("remove", t));
     assert_eq!(store.get_job("b").await.unwrap().next_fire_at, None);
     assert_eq!(job_state(&store, "a").await.unwrap().0, JobState::Active);
+    let listed = jobs_json(&site);
+    let states: Vec<(String, String)> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["name"].as_str().unwrap().into(),
+                j["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("a".into(), "active".into()),
+            ("b".into(), "removed".into())
+        ]
+    );
     println!("observed latency from file change to store: {latencies:?}");
     drop(daemon);
 }
