@@ -22,7 +22,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 
 /// How long a gauge survives without being set again.
-pub const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+pub const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Installs the process's log subscriber. Returns false when one was already installed (tests
 /// that start several daemons in one process keep the first).

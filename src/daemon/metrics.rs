@@ -16,7 +16,8 @@
 //! | `restorectl_job_last_success_timestamp_seconds` | gauge | `job` |
 //! | `restorectl_job_next_fire_timestamp_seconds` | gauge | `job` |
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -80,35 +81,77 @@ fn seconds(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }
 
-/// Sets every series from `stats`.
-pub fn publish(stats: &StoreStats) {
-    for (job, state, n) in &stats.runs {
-        if state.is_terminal() {
-            metrics::counter!("restorectl_runs_total", "job" => job.clone(), "result" => state.as_str())
+/// Publishes [`StoreStats`] as metrics. Per-job gauges (thousands with a large job directory)
+/// are set only when their value changed, plus a full republish every [`FULL_REPUBLISH`] so they
+/// stay inside the exporter's idle timeout ([`crate::telemetry::GAUGE_IDLE_TIMEOUT`]); a removed
+/// job is no longer set and its series disappears after that timeout.
+#[derive(Debug, Default)]
+pub struct Publisher {
+    last_success: HashMap<String, i64>,
+    next_fire: HashMap<String, i64>,
+    last_full: Option<Instant>,
+}
+
+/// How often every per-job gauge is set again even when unchanged.
+pub const FULL_REPUBLISH: Duration = Duration::from_secs(60);
+
+impl Publisher {
+    /// Sets every series from `stats`.
+    pub fn publish(&mut self, stats: &StoreStats) {
+        let full = self.last_full.is_none_or(|t| t.elapsed() >= FULL_REPUBLISH);
+        if full {
+            self.last_full = Some(Instant::now());
+        }
+        for (job, state, n) in &stats.runs {
+            if state.is_terminal() {
+                metrics::counter!("restorectl_runs_total", "job" => job.clone(), "result" => state.as_str())
+                    .absolute(*n);
+            }
+        }
+        for (class, n) in &stats.step_failures {
+            metrics::counter!("restorectl_step_failures_total", "class" => class.clone())
                 .absolute(*n);
         }
+        metrics::counter!("restorectl_download_bytes_total").absolute(stats.download_bytes);
+        metrics::gauge!("restorectl_active_runs").set(stats.running_runs as f64);
+        metrics::gauge!("restorectl_waiting_runs").set(stats.waiting_runs as f64);
+        metrics::gauge!("restorectl_runs_needing_attention").set(stats.attention_runs as f64);
+        metrics::gauge!("restorectl_open_restore_sessions").set(stats.open_sessions as f64);
+        metrics::gauge!("restorectl_invalid_job_files").set(stats.invalid_job_files as f64);
+        for state in JobState::ALL {
+            metrics::gauge!("restorectl_jobs", "state" => state.as_str())
+                .set(stats.jobs_in(*state) as f64);
+        }
+        publish_times(
+            "restorectl_job_last_success_timestamp_seconds",
+            &stats.last_success,
+            &mut self.last_success,
+            full,
+        );
+        publish_times(
+            "restorectl_job_next_fire_timestamp_seconds",
+            &stats.next_fires,
+            &mut self.next_fire,
+            full,
+        );
     }
-    for (class, n) in &stats.step_failures {
-        metrics::counter!("restorectl_step_failures_total", "class" => class.clone()).absolute(*n);
+}
+
+fn publish_times(
+    name: &'static str,
+    values: &[(String, DateTime<Utc>)],
+    last: &mut HashMap<String, i64>,
+    full: bool,
+) {
+    let mut seen = HashMap::with_capacity(values.len());
+    for (job, at) in values {
+        let ms = at.timestamp_millis();
+        if full || last.get(job) != Some(&ms) {
+            metrics::gauge!(name, "job" => job.clone()).set(seconds(*at));
+        }
+        seen.insert(job.clone(), ms);
     }
-    metrics::counter!("restorectl_download_bytes_total").absolute(stats.download_bytes);
-    metrics::gauge!("restorectl_active_runs").set(stats.running_runs as f64);
-    metrics::gauge!("restorectl_waiting_runs").set(stats.waiting_runs as f64);
-    metrics::gauge!("restorectl_runs_needing_attention").set(stats.attention_runs as f64);
-    metrics::gauge!("restorectl_open_restore_sessions").set(stats.open_sessions as f64);
-    metrics::gauge!("restorectl_invalid_job_files").set(stats.invalid_job_files as f64);
-    for state in JobState::ALL {
-        metrics::gauge!("restorectl_jobs", "state" => state.as_str())
-            .set(stats.jobs_in(*state) as f64);
-    }
-    for (job, at) in &stats.last_success {
-        metrics::gauge!("restorectl_job_last_success_timestamp_seconds", "job" => job.clone())
-            .set(seconds(*at));
-    }
-    for (job, at) in &stats.next_fires {
-        metrics::gauge!("restorectl_job_next_fire_timestamp_seconds", "job" => job.clone())
-            .set(seconds(*at));
-    }
+    *last = seen;
 }
 
 /// Records the durations of runs finished after `since` and returns the newest finish seen

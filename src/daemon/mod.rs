@@ -501,6 +501,7 @@ async fn refresh_loop(
     cancel: CancellationToken,
 ) {
     let mut since = app.clock.now();
+    let mut publisher = metrics::Publisher::default();
     let mut tick = tokio::time::interval(metrics::REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -510,7 +511,7 @@ async fn refresh_loop(
         }
         match app.store.stats().await {
             Ok(stats) => {
-                metrics::publish(&stats);
+                publisher.publish(&stats);
                 systemd::status(&systemd::status_line(&stats));
             }
             Err(error) => tracing::warn!(%error, "cannot refresh metrics from the store"),
@@ -638,4 +639,23 @@ pub fn config_changes(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'s
         true,
     );
     (live, restart)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::from_yaml(text, std::path::Path::new("/etc/rc/restorectl.yaml")).unwrap()
+    }
+
+    #[test]
+    fn config_changes_split_live_and_restart_settings() {
+        let old = config("timezone: UTC\nlisten: 127.0.0.1:9464\n");
+        assert_eq!(config_changes(&old, &old), (vec![], vec![]));
+        let new = config("timezone: Europe/Berlin\nlisten: 127.0.0.1:9999\njobsDir: other\n");
+        let (live, restart) = config_changes(&old, &new);
+        assert_eq!(live, ["timezone"]);
+        assert_eq!(restart, ["jobsDir", "listen"]);
+    }
 }
