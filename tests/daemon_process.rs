@@ -429,3 +429,50 @@ async fn health_readiness_and_metrics_agree_with_the_store() {
     assert!(!skipped.is_empty());
     drop(daemon);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_config_and_survives_a_broken_one() {
+    let site = Site::new("http://127.0.0.1:9", "off");
+    site.write_job(
+        "a.yaml",
+        &export_job("a", Some("{ cron: \"0 3 * * *\" }"), ""),
+    );
+    let daemon = Daemon::start(&site);
+    let store = open_when_ready(&site).await;
+    let key = |store: &Store| {
+        let store = store.clone();
+        async move { store.get_job("a").await.ok()?.schedule_key }
+    };
+    let (utc_key, _) = eventually("schedule applied", || key(&store)).await;
+    assert!(utc_key.ends_with("|UTC"), "{utc_key}");
+
+    // The default time zone changes: every job file is validated again.
+    let config = std::fs::read_to_string(site.config_path()).unwrap();
+    std::fs::write(
+        site.config_path(),
+        config.replace("timezone: UTC", "timezone: Europe/Berlin"),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    let (berlin_key, t) = eventually("reloaded time zone applied", || async {
+        key(&store).await.filter(|k| k.ends_with("|Europe/Berlin"))
+    })
+    .await;
+    println!("observed latency from SIGHUP to the new schedule: {t:?} ({berlin_key})");
+
+    // A broken config is refused; the daemon keeps running and keeps following job files.
+    std::fs::write(site.config_path(), "jobsDir: [\n").unwrap();
+    daemon.signal("HUP");
+    site.write_job(
+        "b.yaml",
+        &export_job("b", Some("{ cron: \"0 4 * * *\" }"), ""),
+    );
+    eventually("job b added after a broken reload", || async {
+        job_state(&store, "b").await
+    })
+    .await;
+    daemon.signal("TERM");
+    let (status, stderr, _) = daemon.wait_exit();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("keeping the running config"), "{stderr}");
+}

@@ -467,15 +467,17 @@ async fn reconcile_loop(
     cancel: CancellationToken,
 ) {
     loop {
-        let reason = tokio::select! {
+        // After a config reload every job is validated again and may differ (a default time
+        // zone, a retry policy) even though no file changed: publish the table regardless.
+        let (reason, reloaded) = tokio::select! {
             () = cancel.cancelled() => break,
             signal = watcher.next() => match signal {
-                Some(reason) => format!("{reason:?}"),
+                Some(reason) => (format!("{reason:?}"), false),
                 None => break,
             },
             () = app.rescan.notified() => {
                 reconciler.forget_scans();
-                "ConfigReloaded".to_string()
+                ("ConfigReloaded".to_string(), true)
             }
         };
         let config = Arc::clone(&app.config.borrow());
@@ -483,7 +485,7 @@ async fn reconcile_loop(
             Ok(report) => {
                 tracing::debug!(%reason, "job directory rescanned");
                 log_reconcile(&report, false);
-                if report.changed_anything() {
+                if report.changed_anything() || reloaded {
                     table.send_replace(reconciler.table());
                 }
             }
