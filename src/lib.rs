@@ -18,6 +18,9 @@
 //! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads and
 //!   published files, operator requests, the daemon instance lock and the append-only event
 //!   log. All SQL lives here.
+//! - [`sim`]: the built-in VB365 REST API v8 simulator (tests, `daemon --dev`, `simulate`):
+//!   deterministic world, sessions, restores, PST/ZIP exports, search, fault injection, a
+//!   request journal, and [`sim::schema`], the request validator against the vendor schema.
 //! - [`cli`]: the command line; the one place that decides the process exit code.
 //!
 //! # Error policy
@@ -32,5 +35,6 @@ pub mod config;
 pub mod daemon;
 pub mod jobs;
 pub mod schedule;
+pub mod sim;
 pub mod store;
 pub mod vb365;

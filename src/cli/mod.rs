@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use crate::config::ConfigError;
 
 pub mod schema;
+pub mod simulate;
 pub mod validate;
 
 /// Exit code for a configuration error (sysexits `EX_CONFIG`).
@@ -54,6 +55,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of a job document (for editors and CI).
     Schema,
+    /// Run the built-in VB365 REST API v8 simulator standalone (`--config` names its YAML/JSON file).
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Parses the process arguments, runs the command and returns its exit code.
@@ -90,5 +93,6 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Validate(args) => validate::run(args, cli.config.as_deref()),
         Command::Schema => schema::run(),
+        Command::Simulate(args) => simulate::run(args, cli.config.as_deref()),
     }
 }

@@ -1,0 +1,293 @@
+//! Fault injection: rules that make chosen calls of chosen endpoints misbehave.
+//!
+//! A [`FaultRule`] selects requests by method, endpoint kind and/or a path glob, counts the
+//! requests it selects (from 1), and applies its [`FaultAction`] to the calls in its range
+//! (every call when no range is given). Rules are added at run time through the simulator handle
+//! or loaded with the rest of the configuration from a YAML/JSON file (`simulate --config`):
+//!
+//! ```yaml
+//! faults:
+//!   - endpoint: mailboxRestore
+//!     calls: { from: 1, to: 1 }
+//!     action: { kind: loseResponse }
+//!   - method: GET
+//!     path: "/v8/RestoreSessions/*/Events"
+//!     action: { kind: error, status: 500, errorCode: ProxyOffline }
+//! ```
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use globset::{GlobBuilder, GlobMatcher};
+use serde::{Deserialize, Serialize};
+
+use super::routes::Endpoint;
+
+/// Which calls of a rule's selection are affected (1-based, inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CallRange {
+    /// First affected call (default 1).
+    #[serde(default = "one")]
+    pub from: u64,
+    /// Last affected call; `None` = every call from `from` on.
+    #[serde(default)]
+    pub to: Option<u64>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl CallRange {
+    /// Only the `n`-th call.
+    pub fn only(n: u64) -> Self {
+        CallRange {
+            from: n,
+            to: Some(n),
+        }
+    }
+
+    /// Calls `from..=to`.
+    pub fn between(from: u64, to: u64) -> Self {
+        CallRange { from, to: Some(to) }
+    }
+
+    fn contains(&self, n: u64) -> bool {
+        n >= self.from && self.to.is_none_or(|to| n <= to)
+    }
+}
+
+/// What happens to an affected call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
+pub enum FaultAction {
+    /// Answer `status` with a `RESTExceptionInfo` body (`errorCode` may be any of the vendor's
+    /// codes or absent); the request is not executed.
+    #[serde(rename_all = "camelCase")]
+    Error {
+        status: u16,
+        #[serde(default)]
+        error_code: Option<String>,
+        #[serde(default)]
+        message: Option<String>,
+    },
+    /// Answer `status` with an empty body (e.g. a bare 502 from a proxy).
+    Status { status: u16 },
+    /// Answer 429 with `Retry-After`.
+    #[serde(rename_all = "camelCase")]
+    TooManyRequests { retry_after_seconds: u64 },
+    /// Wait before handling the request normally.
+    Delay {
+        #[serde(with = "humantime_serde")]
+        duration: Duration,
+    },
+    /// Handle the request, then break the connection after `bytes` bytes of the response body
+    /// (`Content-Length` still announces the full length).
+    DropAfterBytes { bytes: u64 },
+    /// Handle the request (a restore really starts), then drop the connection before any
+    /// response byte: the client sees a transport error.
+    LoseResponse,
+    /// Invalidate every access token issued so far (refresh tokens stay valid), then handle
+    /// the request normally, which therefore gets 401.
+    ExpireTokens,
+    /// Remove the restore session named in the path, then handle the request normally, which
+    /// therefore gets 404 `ResourceNotFound`.
+    RemoveSession,
+}
+
+impl FaultAction {
+    /// Short label for the journal.
+    pub fn label(&self) -> String {
+        match self {
+            FaultAction::Error {
+                status, error_code, ..
+            } => {
+                format!("error {status} {}", error_code.as_deref().unwrap_or("-"))
+            }
+            FaultAction::Status { status } => format!("status {status}"),
+            FaultAction::TooManyRequests { .. } => "tooManyRequests".into(),
+            FaultAction::Delay { duration } => format!("delay {}ms", duration.as_millis()),
+            FaultAction::DropAfterBytes { bytes } => format!("dropAfterBytes {bytes}"),
+            FaultAction::LoseResponse => "loseResponse".into(),
+            FaultAction::ExpireTokens => "expireTokens".into(),
+            FaultAction::RemoveSession => "removeSession".into(),
+        }
+    }
+}
+
+/// A fault rule. At least one selector should be given; a rule without selectors affects
+/// every request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultRule {
+    /// HTTP method (case-insensitive); `None` = any.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Endpoint kind; `None` = any.
+    #[serde(default)]
+    pub endpoint: Option<Endpoint>,
+    /// Glob on the request path, case-insensitive (`*` also crosses `/`); `None` = any.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Affected calls of this rule's selection; `None` = every call.
+    #[serde(default)]
+    pub calls: Option<CallRange>,
+    /// What happens.
+    pub action: FaultAction,
+}
+
+impl FaultRule {
+    /// A rule for every call of `endpoint`.
+    pub fn on(endpoint: Endpoint, action: FaultAction) -> Self {
+        FaultRule {
+            method: None,
+            endpoint: Some(endpoint),
+            path: None,
+            calls: None,
+            action,
+        }
+    }
+
+    /// Restricts the rule to some calls.
+    pub fn calls(mut self, calls: CallRange) -> Self {
+        self.calls = Some(calls);
+        self
+    }
+}
+
+/// A rule's path glob does not compile.
+#[derive(Debug, thiserror::Error)]
+#[error("fault rule path pattern '{pattern}': {source}")]
+pub struct FaultPatternError {
+    pub pattern: String,
+    #[source]
+    pub source: globset::Error,
+}
+
+#[derive(Debug)]
+struct ActiveRule {
+    rule: FaultRule,
+    glob: Option<GlobMatcher>,
+    seen: u64,
+}
+
+/// The active rules and their call counters.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    rules: Mutex<Vec<ActiveRule>>,
+}
+
+impl Faults {
+    pub(crate) fn add(&self, rule: FaultRule) -> Result<(), FaultPatternError> {
+        let glob = match &rule.path {
+            Some(pattern) => Some(
+                GlobBuilder::new(pattern)
+                    .case_insensitive(true)
+                    .literal_separator(false)
+                    .build()
+                    .map_err(|source| FaultPatternError {
+                        pattern: pattern.clone(),
+                        source,
+                    })?
+                    .compile_matcher(),
+            ),
+            None => None,
+        };
+        if let Ok(mut rules) = self.rules.lock() {
+            rules.push(ActiveRule {
+                rule,
+                glob,
+                seen: 0,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn clear(&self) {
+        if let Ok(mut rules) = self.rules.lock() {
+            rules.clear();
+        }
+    }
+
+    /// Counts this request against every selecting rule and returns the actions that apply.
+    pub(crate) fn take(
+        &self,
+        method: &str,
+        endpoint: Option<Endpoint>,
+        path: &str,
+    ) -> Vec<FaultAction> {
+        let Ok(mut rules) = self.rules.lock() else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        for active in rules.iter_mut() {
+            let rule = &active.rule;
+            let selected = rule
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && rule.endpoint.is_none_or(|e| Some(e) == endpoint)
+                && active.glob.as_ref().is_none_or(|g| g.is_match(path));
+            if !selected {
+                continue;
+            }
+            active.seen += 1;
+            if rule.calls.is_none_or(|c| c.contains(active.seen)) {
+                actions.push(rule.action.clone());
+            }
+        }
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_count_their_own_calls() {
+        let faults = Faults::default();
+        faults
+            .add(
+                FaultRule::on(Endpoint::MailboxRestore, FaultAction::LoseResponse)
+                    .calls(CallRange::only(2)),
+            )
+            .expect("rule");
+        let take = || faults.take("POST", Some(Endpoint::MailboxRestore), "/v8/x");
+        assert!(take().is_empty());
+        assert_eq!(take(), vec![FaultAction::LoseResponse]);
+        assert!(take().is_empty());
+        assert!(
+            faults
+                .take("GET", Some(Endpoint::Mailboxes), "/v8/x")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn path_globs_are_case_insensitive_and_rules_load_from_yaml() {
+        let yaml = "- method: get\n  path: /v8/RestoreSessions/*/events\n  action: { kind: error, status: 500, errorCode: ProxyOffline }\n- endpoint: exportPst\n  calls: { from: 2 }\n  action: { kind: dropAfterBytes, bytes: 10 }\n- action: { kind: delay, duration: 50ms }\n";
+        let rules: Vec<FaultRule> = serde_yaml::from_str(yaml).expect("yaml");
+        let faults = Faults::default();
+        for r in rules {
+            faults.add(r).expect("add");
+        }
+        let got = faults.take(
+            "GET",
+            Some(Endpoint::SessionEvents),
+            "/v8/restoresessions/abc/Events",
+        );
+        assert_eq!(got.len(), 2);
+        assert!(matches!(got[0], FaultAction::Error { status: 500, .. }));
+        assert!(serde_yaml::from_str::<FaultRule>("action: { kind: explode }").is_err());
+        assert!(
+            faults
+                .add(FaultRule {
+                    path: Some("[".into()),
+                    ..FaultRule::on(Endpoint::Token, FaultAction::LoseResponse)
+                })
+                .is_err()
+        );
+    }
+}
