@@ -21,6 +21,9 @@
 //! - [`sim`]: the built-in VB365 REST API v8 simulator (tests, `daemon --dev`, `simulate`):
 //!   deterministic world, sessions, restores, PST/ZIP exports, search, fault injection, a
 //!   request journal, and [`sim::schema`], the request validator against the vendor schema.
+//! - [`download`]: the download engine: resumable, verified PST/ZIP exports streamed to
+//!   `<final>.partial`, published atomically with a checksum manifest; path safety under
+//!   `exportRoot`; retention.
 //! - [`cli`]: the command line; the one place that decides the process exit code.
 //!
 //! # Error policy
@@ -33,6 +36,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod download;
 pub mod jobs;
 pub mod schedule;
 pub mod sim;

@@ -1,0 +1,739 @@
+//! Streaming an export into `<final>.partial` with durable, resumable progress.
+//!
+//! One call of [`fetch`] drives the download to the end of the body or to an error:
+//!
+//! 1. load the last [`Checkpoint`]; truncate the partial file to its durable size (a crash may
+//!    have left a non-durable tail) and restore the SHA-256 state;
+//! 2. open the export with `Range: bytes=N-` (N = durable size; no header for N = 0) under the
+//!    first-byte timeout, which covers the request and the first body chunk;
+//! 3. 206 with a matching `Content-Range` → append; 200 after a `Range` request → the server
+//!    ignored it: truncate, restart from 0 and record that; 416 or a bad `Content-Range` → error;
+//! 4. stream with an idle-read timeout per chunk and no total deadline. Reading and writing are
+//!    pipelined: one batch (1 MiB by default) is written and hashed on a blocking thread while the
+//!    next one is read, so memory stays at two batches whatever the file size;
+//! 5. `sync_data` then record progress at least every 64 MiB and every 5 s, and once more when the
+//!    body ends or breaks;
+//! 6. check the final length against `Content-Length`/`Content-Range` when given.
+//!
+//! A broken body, an idle stall or a 5xx is resumed at once from the last durable offset, a
+//! bounded number of times with exponential backoff (`backon`); then the error goes back to the
+//! run engine as retryable.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+
+use super::error::DownloadError;
+use super::hashing::{hash_file_prefix, hasher_state, hex_digest, restore_hasher};
+use super::paths::{SafePath, create_private_dir};
+use super::progress::{Checkpoint, ProgressStore, RestartReason};
+use super::source::{BodyStream, ByteSource, OpenedBody};
+use super::space;
+use crate::vb365::ContentRange;
+
+/// Tunables of the engine. [`Default`] gives the SPEC §7 values.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// Time allowed for the request and the first body chunk (the server builds the PST first).
+    pub first_byte_timeout: Duration,
+    /// Time allowed between two body chunks.
+    pub idle_timeout: Duration,
+    /// Record durable progress at least every this many bytes.
+    pub checkpoint_bytes: u64,
+    /// Record durable progress at least this often while data flows.
+    pub checkpoint_interval: Duration,
+    /// Immediate resumes inside one [`fetch`] call before giving up with a retryable error.
+    pub max_immediate_resumes: u32,
+    /// First backoff delay between immediate resumes (doubles, with jitter).
+    pub resume_min_delay: Duration,
+    /// Longest backoff delay between immediate resumes.
+    pub resume_max_delay: Duration,
+    /// Bytes gathered before a write; two such buffers are the engine's whole memory.
+    pub batch_bytes: usize,
+}
+
+impl Default for DownloadOptions {
+    fn default() -> Self {
+        DownloadOptions {
+            first_byte_timeout: Duration::from_secs(2 * 60 * 60),
+            idle_timeout: Duration::from_secs(10 * 60),
+            checkpoint_bytes: 64 << 20,
+            checkpoint_interval: Duration::from_secs(5),
+            max_immediate_resumes: 5,
+            resume_min_delay: Duration::from_secs(1),
+            resume_max_delay: Duration::from_secs(30),
+            batch_bytes: 1 << 20,
+        }
+    }
+}
+
+/// A complete, length-checked partial file, ready for [`publish`](super::publish).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The partial file holding the bytes.
+    pub partial_path: PathBuf,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Lowercase hex SHA-256 of the whole file.
+    pub sha256: String,
+    /// Offsets resumed from across all attempts (from the progress store), oldest first.
+    pub resumed_from: Vec<u64>,
+    /// Restarts from byte 0 across all attempts.
+    pub restarts: u32,
+    /// HTTP requests sent by this call (0 when the partial file was already complete).
+    pub requests: u32,
+}
+
+/// Downloads the export served by `source` into `target`'s partial file (`<final>.partial`),
+/// resuming from the durable progress in `progress`.
+///
+/// # Errors
+///
+/// [`DownloadError`]; its [`class`](DownloadError::class) says whether the run engine should
+/// retry. The partial file and its recorded progress are kept on every error.
+pub async fn fetch<S, P>(
+    source: &S,
+    progress: &P,
+    target: &SafePath,
+    opts: &DownloadOptions,
+) -> Result<Fetched, DownloadError>
+where
+    S: ByteSource,
+    P: ProgressStore,
+{
+    let ctx = Ctx {
+        subject: source.describe(),
+        partial: target.partial_path(),
+        opts,
+    };
+    let mut backoff = ExponentialBuilder::default()
+        .with_min_delay(opts.resume_min_delay)
+        .with_max_delay(opts.resume_max_delay)
+        .with_max_times(opts.max_immediate_resumes as usize)
+        .with_jitter()
+        .build();
+    let mut requests = 0u32;
+    let mut resumes = 0u32;
+    loop {
+        match attempt(&ctx, source, progress, &mut requests).await {
+            Ok(mut fetched) => {
+                fetched.requests = requests;
+                return Ok(fetched);
+            }
+            Err(err) if err.resumable_now() => match backoff.next() {
+                Some(delay) => {
+                    resumes += 1;
+                    tracing::warn!(
+                        subject = %ctx.subject,
+                        error = %err,
+                        resume = resumes,
+                        delay_ms = delay.as_millis() as u64,
+                        "download interrupted; resuming"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                None => {
+                    return Err(DownloadError::ResumesExhausted {
+                        subject: ctx.subject,
+                        resumes,
+                        last: Box::new(err),
+                    });
+                }
+            },
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// What every step of one [`fetch`] needs to name its subject and find its file.
+struct Ctx<'a> {
+    subject: String,
+    partial: PathBuf,
+    opts: &'a DownloadOptions,
+}
+
+impl Ctx<'_> {
+    fn progress_err(
+        &self,
+        action: &'static str,
+    ) -> impl FnOnce(super::ProgressError) -> DownloadError {
+        let subject = self.subject.clone();
+        move |source| DownloadError::Progress {
+            subject,
+            action,
+            source,
+        }
+    }
+
+    fn io_err(&self, action: &'static str) -> impl FnOnce(io::Error) -> DownloadError {
+        let path = self.partial.clone();
+        move |source| DownloadError::Io {
+            path,
+            action,
+            source,
+        }
+    }
+}
+
+/// The partial file and the hash of what it holds: `written` bytes, all hashed.
+struct Sink {
+    file: File,
+    hasher: Sha256,
+    written: u64,
+}
+
+/// One request: prepare the partial file, open, check the answer, stream.
+async fn attempt<S, P>(
+    ctx: &Ctx<'_>,
+    source: &S,
+    progress: &P,
+    requests: &mut u32,
+) -> Result<Fetched, DownloadError>
+where
+    S: ByteSource,
+    P: ProgressStore,
+{
+    let cp = progress
+        .load()
+        .await
+        .map_err(ctx.progress_err("load"))?
+        .unwrap_or_default();
+    let partial = ctx.partial.clone();
+    let cp_for_prepare = cp.clone();
+    let (sink, restart) = blocking(move || prepare_partial(&partial, &cp_for_prepare))
+        .await
+        .map_err(ctx.io_err("prepare the partial file"))?;
+    let mut resumed_from = cp.resumed_from.clone();
+    let mut restarts = cp.restarts;
+    let mut expected = cp.expected_bytes;
+    if let Some(reason) = restart {
+        tracing::warn!(subject = %ctx.subject, %reason, "download restarts");
+        progress
+            .record_restart(&reason)
+            .await
+            .map_err(ctx.progress_err("record a restart of"))?;
+        restarts += 1;
+    }
+    let offset = sink.written;
+    if offset > 0 && expected == Some(offset) {
+        // Complete before a crash or an earlier publish failure: nothing to request.
+        return Ok(Fetched {
+            partial_path: ctx.partial.clone(),
+            bytes: offset,
+            sha256: hex_digest(sink.hasher),
+            resumed_from,
+            restarts,
+            requests: 0,
+        });
+    }
+    if offset > 0 {
+        progress
+            .record_resume(offset)
+            .await
+            .map_err(ctx.progress_err("record a resume of"))?;
+        resumed_from.push(offset);
+    }
+
+    *requests += 1;
+    let range = (offset > 0).then_some(offset);
+    let first_byte = ctx.opts.first_byte_timeout;
+    let opened = tokio::time::timeout(first_byte, async {
+        let mut opened = source.open(range).await?;
+        let first = opened.body.next().await;
+        Ok::<_, super::SourceError>((opened, first))
+    })
+    .await;
+    let (opened, first) = match opened {
+        Err(_) => {
+            return Err(DownloadError::FirstByteTimeout {
+                subject: ctx.subject.clone(),
+                after: first_byte,
+            });
+        }
+        Ok(Err(source)) => {
+            return Err(DownloadError::Open {
+                subject: ctx.subject.clone(),
+                source,
+            });
+        }
+        Ok(Ok(pair)) => pair,
+    };
+    let OpenedBody {
+        status,
+        content_length,
+        content_range,
+        body,
+    } = opened;
+
+    let mut sink = sink;
+    match check_answer(
+        ctx,
+        status,
+        content_length,
+        content_range.as_deref(),
+        offset,
+    )? {
+        Answer::Append { total } => {
+            if let (Some(before), Some(now)) = (expected, total)
+                && before != now
+            {
+                return Err(DownloadError::ContentRange {
+                    subject: ctx.subject.clone(),
+                    offset,
+                    problem: format!(
+                        "the export is now {now} bytes long but was {before} when the download started"
+                    ),
+                });
+            }
+            expected = total.or(expected);
+        }
+        Answer::Restart { total } => {
+            let reason = RestartReason::RangeIgnored { offset };
+            tracing::warn!(subject = %ctx.subject, %reason, "download restarts");
+            sink = blocking(move || truncate_to_zero(sink))
+                .await
+                .map_err(ctx.io_err("truncate the partial file"))?;
+            progress
+                .record_restart(&reason)
+                .await
+                .map_err(ctx.progress_err("record a restart of"))?;
+            restarts += 1;
+            expected = total;
+        }
+    }
+
+    let sink = stream_body(ctx, progress, sink, body, first, expected).await?;
+    let received = sink.written;
+    if let Some(expected) = expected
+        && expected != received
+    {
+        return Err(DownloadError::LengthMismatch {
+            subject: ctx.subject.clone(),
+            expected,
+            received,
+        });
+    }
+    if expected.is_none() {
+        // No length announced: the clean end of the body is the end. Record the total so a
+        // later attempt (after a crash before publishing) does not re-request a complete file.
+        let state = hasher_state(&sink.hasher);
+        progress
+            .record_durable(received, &state, Some(received))
+            .await
+            .map_err(ctx.progress_err("record"))?;
+    }
+    Ok(Fetched {
+        partial_path: ctx.partial.clone(),
+        bytes: received,
+        sha256: hex_digest(sink.hasher),
+        resumed_from,
+        restarts,
+        requests: *requests,
+    })
+}
+
+/// What to do with an answer.
+enum Answer {
+    /// Append to the partial file; `total` is the announced complete size.
+    Append { total: Option<u64> },
+    /// The server sent the whole export: truncate and start over.
+    Restart { total: Option<u64> },
+}
+
+/// Checks status, `Content-Range` and `Content-Length` of an answer to a request for
+/// `bytes={offset}-` (or no `Range` for offset 0).
+fn check_answer(
+    ctx: &Ctx<'_>,
+    status: u16,
+    content_length: Option<u64>,
+    content_range: Option<&str>,
+    offset: u64,
+) -> Result<Answer, DownloadError> {
+    let bad_range = |problem: String| DownloadError::ContentRange {
+        subject: ctx.subject.clone(),
+        offset,
+        problem,
+    };
+    match status {
+        200 if offset == 0 => Ok(Answer::Append {
+            total: content_length,
+        }),
+        200 => Ok(Answer::Restart {
+            total: content_length,
+        }),
+        206 => {
+            let Some(raw) = content_range else {
+                return Err(bad_range(
+                    "HTTP 206 without a Content-Range header".to_owned(),
+                ));
+            };
+            let Some(range) = ContentRange::parse(raw) else {
+                return Err(bad_range(format!("malformed Content-Range `{raw}`")));
+            };
+            if range.start != offset {
+                return Err(bad_range(format!(
+                    "Content-Range `{raw}` starts at byte {} instead of {offset}",
+                    range.start
+                )));
+            }
+            if let Some(total) = range.total
+                && range.end + 1 != total
+            {
+                return Err(bad_range(format!(
+                    "Content-Range `{raw}` ends before the end of the export ({total} bytes)"
+                )));
+            }
+            let piece = range.end - range.start + 1;
+            if let Some(len) = content_length
+                && len != piece
+            {
+                return Err(bad_range(format!(
+                    "Content-Range `{raw}` announces {piece} bytes but Content-Length is {len}"
+                )));
+            }
+            Ok(Answer::Append {
+                total: Some(range.total.unwrap_or(range.end + 1)),
+            })
+        }
+        416 => Err(DownloadError::RangeNotSatisfiable {
+            subject: ctx.subject.clone(),
+            offset,
+        }),
+        other => Err(DownloadError::Status {
+            subject: ctx.subject.clone(),
+            status: other,
+        }),
+    }
+}
+
+/// How the body loop ended.
+enum End {
+    Eof,
+    Failed(DownloadError),
+}
+
+/// A write running on the blocking pool: gives back the sink, the emptied buffer and the result.
+type PendingWrite = JoinHandle<(Sink, Vec<u8>, io::Result<()>)>;
+
+/// Streams the body into the sink. Returns the sink after the final checkpoint at a clean end of
+/// the body; on a broken body returns the error after recording what arrived.
+async fn stream_body<P: ProgressStore>(
+    ctx: &Ctx<'_>,
+    progress: &P,
+    sink: Sink,
+    mut body: BodyStream,
+    first: Option<Result<bytes::Bytes, io::Error>>,
+    expected: Option<u64>,
+) -> Result<Sink, DownloadError> {
+    let opts = ctx.opts;
+    let batch = opts.batch_bytes.max(4096);
+    let mut received = sink.written;
+    let mut idle_sink: Option<Sink> = Some(sink);
+    let mut pending: Option<PendingWrite> = None;
+    let mut buf: Vec<u8> = Vec::with_capacity(batch);
+    let mut spare: Option<Vec<u8>> = Some(Vec::with_capacity(batch));
+    let mut checkpointed = received;
+    let mut checkpointed_at = Instant::now();
+    let mut item = first;
+    let end = loop {
+        let end = match item.take() {
+            None => Some(End::Eof),
+            Some(Ok(chunk)) => {
+                received += chunk.len() as u64;
+                buf.extend_from_slice(&chunk);
+                None
+            }
+            Some(Err(source)) => Some(End::Failed(DownloadError::Body {
+                subject: ctx.subject.clone(),
+                offset: received,
+                source,
+            })),
+        };
+        if end.is_some() || buf.len() >= batch {
+            let mut sink = match pending.take() {
+                Some(write) => {
+                    let (sink, emptied, result) = join_write(ctx, write).await?;
+                    spare = Some(emptied);
+                    check_write(ctx, &sink, result, expected)?;
+                    sink
+                }
+                None => idle_sink.take().ok_or_else(|| lost_sink(ctx))?,
+            };
+            let due = sink.written - checkpointed >= opts.checkpoint_bytes
+                || (sink.written > checkpointed
+                    && checkpointed_at.elapsed() >= opts.checkpoint_interval);
+            if due {
+                sink = checkpoint(ctx, progress, sink, expected).await?;
+                checkpointed = sink.written;
+                checkpointed_at = Instant::now();
+            }
+            if buf.is_empty() {
+                idle_sink = Some(sink);
+            } else {
+                let next = spare.take().unwrap_or_else(|| Vec::with_capacity(batch));
+                let full = std::mem::replace(&mut buf, next);
+                pending = Some(tokio::task::spawn_blocking(move || write_batch(sink, full)));
+            }
+            if let Some(end) = end {
+                break end;
+            }
+        }
+        item = match tokio::time::timeout(opts.idle_timeout, body.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                // Stop reading; make what arrived durable, then report the stall.
+                let err = DownloadError::IdleTimeout {
+                    subject: ctx.subject.clone(),
+                    offset: received,
+                    after: opts.idle_timeout,
+                };
+                drop(body);
+                let rest = std::mem::take(&mut buf);
+                finish(
+                    ctx,
+                    progress,
+                    pending.take(),
+                    idle_sink.take(),
+                    rest,
+                    expected,
+                    checkpointed,
+                )
+                .await?;
+                return Err(err);
+            }
+        };
+    };
+    drop(body);
+    let sink = finish(
+        ctx,
+        progress,
+        pending.take(),
+        idle_sink.take(),
+        Vec::new(),
+        expected,
+        checkpointed,
+    )
+    .await?;
+    match end {
+        End::Eof => Ok(sink),
+        End::Failed(err) => Err(err),
+    }
+}
+
+/// Waits for the last write, writes `rest`, syncs and records the durable size.
+async fn finish<P: ProgressStore>(
+    ctx: &Ctx<'_>,
+    progress: &P,
+    pending: Option<PendingWrite>,
+    idle: Option<Sink>,
+    rest: Vec<u8>,
+    expected: Option<u64>,
+    checkpointed: u64,
+) -> Result<Sink, DownloadError> {
+    let mut sink = match pending {
+        Some(write) => {
+            let (sink, _, result) = join_write(ctx, write).await?;
+            check_write(ctx, &sink, result, expected)?;
+            sink
+        }
+        None => idle.ok_or_else(|| lost_sink(ctx))?,
+    };
+    if !rest.is_empty() {
+        let (s, _, result) = blocking_pair(move || write_batch(sink, rest))
+            .await
+            .map_err(ctx.io_err("write"))?;
+        check_write(ctx, &s, result, expected)?;
+        sink = s;
+    }
+    if sink.written > checkpointed || expected.is_some_and(|e| e == sink.written) {
+        sink = checkpoint(ctx, progress, sink, expected).await?;
+    }
+    Ok(sink)
+}
+
+fn lost_sink(ctx: &Ctx<'_>) -> DownloadError {
+    // Unreachable by construction (the sink is either idle or in the pending write); reported as
+    // an I/O error rather than a panic.
+    DownloadError::Io {
+        path: ctx.partial.clone(),
+        action: "write (internal: partial file handle lost)",
+        source: io::Error::other("partial file handle lost"),
+    }
+}
+
+async fn join_write(
+    ctx: &Ctx<'_>,
+    write: PendingWrite,
+) -> Result<(Sink, Vec<u8>, io::Result<()>), DownloadError> {
+    write.await.map_err(|e| DownloadError::Io {
+        path: ctx.partial.clone(),
+        action: "write",
+        source: io::Error::other(e.to_string()),
+    })
+}
+
+/// Turns a failed write into the right error: a full disk is retryable and says how much
+/// space is missing.
+fn check_write(
+    ctx: &Ctx<'_>,
+    sink: &Sink,
+    result: io::Result<()>,
+    expected: Option<u64>,
+) -> Result<(), DownloadError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if is_disk_full(&e) => Err(DownloadError::DiskFull {
+            path: ctx.partial.clone(),
+            written: sink.written,
+            needed: expected.map(|t| t.saturating_sub(sink.written)),
+            available: space::available_bytes(&ctx.partial).ok(),
+        }),
+        Err(source) => Err(DownloadError::Io {
+            path: ctx.partial.clone(),
+            action: "write",
+            source,
+        }),
+    }
+}
+
+/// ENOSPC or EDQUOT.
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Syncs the partial file and records the durable size with the matching hasher state.
+async fn checkpoint<P: ProgressStore>(
+    ctx: &Ctx<'_>,
+    progress: &P,
+    sink: Sink,
+    expected: Option<u64>,
+) -> Result<Sink, DownloadError> {
+    let (sink, state) = blocking(move || {
+        sink.file.sync_data()?;
+        let state = hasher_state(&sink.hasher);
+        Ok((sink, state))
+    })
+    .await
+    .map_err(ctx.io_err("sync"))?;
+    progress
+        .record_durable(sink.written, &state, expected)
+        .await
+        .map_err(ctx.progress_err("record"))?;
+    Ok(sink)
+}
+
+/// Writes and hashes one batch (on the blocking pool).
+fn write_batch(mut sink: Sink, mut buf: Vec<u8>) -> (Sink, Vec<u8>, io::Result<()>) {
+    let result = sink.file.write_all(&buf);
+    if result.is_ok() {
+        sink.hasher.update(&buf);
+        sink.written += buf.len() as u64;
+    }
+    buf.clear();
+    (sink, buf, result)
+}
+
+/// Opens (or creates) the partial file at the durable offset and restores the hasher.
+/// Returns the reason when the download has to start over.
+fn prepare_partial(partial: &Path, cp: &Checkpoint) -> io::Result<(Sink, Option<RestartReason>)> {
+    if let Some(dir) = partial.parent() {
+        create_private_dir(dir)?;
+    }
+    let mut open = OpenOptions::new();
+    open.read(true)
+        .write(true)
+        .mode(0o600)
+        // Never follow a symlink planted where the partial file goes.
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    let (mut file, found) = match open.open(partial) {
+        Ok(file) => {
+            let len = file.metadata()?.len();
+            (file, Some(len))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let file = open.create(true).open(partial)?;
+            // Make the new directory entry durable before progress can point at it.
+            if let Some(dir) = partial.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+            (file, None)
+        }
+        Err(e) => return Err(e),
+    };
+    let durable = cp.bytes_durable;
+    let restart = match found {
+        None if durable > 0 => Some(RestartReason::PartialMissing { durable }),
+        Some(len) if len < durable => Some(RestartReason::PartialShort {
+            durable,
+            found: len,
+        }),
+        _ => None,
+    };
+    let keep = if restart.is_some() { 0 } else { durable };
+    // Drop any tail that was written but never recorded as durable.
+    file.set_len(keep)?;
+    file.seek(SeekFrom::Start(keep))?;
+    let hasher = if keep == 0 {
+        Sha256::new()
+    } else {
+        match cp.hasher_state.as_deref().and_then(restore_hasher) {
+            Some(h) => h,
+            None => {
+                tracing::warn!(
+                    path = %partial.display(),
+                    bytes = keep,
+                    "no usable hasher state recorded; re-hashing the partial file"
+                );
+                hash_file_prefix(partial, keep)?
+            }
+        }
+    };
+    Ok((
+        Sink {
+            file,
+            hasher,
+            written: keep,
+        },
+        restart,
+    ))
+}
+
+fn truncate_to_zero(mut sink: Sink) -> io::Result<Sink> {
+    sink.file.set_len(0)?;
+    sink.file.seek(SeekFrom::Start(0))?;
+    sink.hasher = Sha256::new();
+    sink.written = 0;
+    Ok(sink)
+}
+
+/// Runs blocking file work off the async threads; a panic in it becomes an I/O error.
+async fn blocking<T, F>(f: F) -> io::Result<T>
+where
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?
+}
+
+/// Like [`blocking`] for functions that return their result inside a tuple.
+async fn blocking_pair<T, F>(f: F) -> io::Result<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))
+}
