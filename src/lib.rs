@@ -24,6 +24,9 @@
 //! - [`download`]: the download engine: resumable, verified PST/ZIP exports streamed to
 //!   `<final>.partial`, published atomically with a checksum manifest; path safety under
 //!   `exportRoot`; retention.
+//! - [`exec`]: the run engine: claims runs, opens and always stops restore sessions, resolves
+//!   mailbox selectors, runs the steps of every job kind with retries, the at-most-once restore
+//!   protocol with reconciliation, asynchronous restore following, recovery after a crash.
 //! - [`cli`]: the command line; the one place that decides the process exit code.
 //!
 //! # Error policy
@@ -37,6 +40,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod download;
+pub mod exec;
 pub mod jobs;
 pub mod schedule;
 pub mod sim;

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::ConfigError;
 
+pub mod run;
 pub mod schema;
 pub mod simulate;
 pub mod validate;
@@ -55,6 +56,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of a job document (for editors and CI).
     Schema,
+    /// Execute a run of a job in this process (`--foreground`), without the daemon.
+    Run(run::RunArgs),
     /// Run the built-in VB365 REST API v8 simulator standalone (`--config` names its YAML/JSON file).
     Simulate(simulate::SimulateArgs),
 }
@@ -93,6 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Validate(args) => validate::run(args, cli.config.as_deref()),
         Command::Schema => schema::run(),
+        Command::Run(args) => run::run(args, cli.config.as_deref()),
         Command::Simulate(args) => simulate::run(args, cli.config.as_deref()),
     }
 }
