@@ -292,7 +292,7 @@ impl Engine {
         }
     }
 
-    /// The lease renewal task: renews every third of the lease, turns a cancel request into
+    /// The lease renewal task: renews every third of the lease (at most every 2 s), turns a cancel request into
     /// [`StopReason::Cancelled`], a lost lease into [`StopReason::LeaseLost`], the deadline into
     /// [`StopReason::Timeout`] and the caller's shutdown into [`StopReason::Shutdown`].
     fn spawn_lease_renewal(
@@ -304,7 +304,8 @@ impl Engine {
         let store = self.inner.store.clone();
         let owner = self.inner.options.owner.clone();
         let lease = self.inner.options.lease;
-        let every = (lease / 3).max(Duration::from_millis(100));
+        // Every 2 s at most: the renewal is also how an operator's cancel is noticed.
+        let every = (lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(2));
         let stop = stop.clone();
         let shutdown = shutdown.clone();
         let id = run.id;
@@ -415,8 +416,10 @@ impl Engine {
         };
 
         let parallelism = usize::try_from(self.inner.config.step_parallelism.max(1)).unwrap_or(1);
-        let ends: Vec<Result<StepEnd, RunError>> = futures_util::stream::iter(steps.iter())
-            .map(|s| steps::run_step(Arc::clone(&ctx), s.id))
+        let ids: Vec<i64> = steps.iter().map(|s| s.id).collect();
+        let step_ctx = Arc::clone(&ctx);
+        let ends: Vec<Result<StepEnd, RunError>> = futures_util::stream::iter(ids)
+            .map(move |id| steps::run_step(Arc::clone(&step_ctx), id))
             .buffer_unordered(parallelism)
             .collect()
             .await;
@@ -588,6 +591,9 @@ impl Engine {
     /// The run stopped early for `reason`.
     async fn stopped(&self, ctx: &RunCtx, reason: StopReason) -> Result<RunOutcome, RunError> {
         let id = ctx.run.id;
+        if matches!(reason, StopReason::Cancelled | StopReason::Timeout) {
+            self.stop_operations(ctx, reason).await?;
+        }
         match reason {
             StopReason::Cancelled => {
                 ctx.session.close(false).await;
@@ -630,6 +636,48 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// A cancelled or timed-out run stops the restores it is still following: their operation
+    /// sessions (reading a) are stopped on the server (the explore session follows when the
+    /// run's session is closed), and the steps fail with the reason.
+    async fn stop_operations(&self, ctx: &RunCtx, reason: StopReason) -> Result<(), RunError> {
+        let id = ctx.run.id;
+        let why = match reason {
+            StopReason::Timeout => "restore stopped: the run timed out",
+            _ => "restore stopped: the run was cancelled",
+        };
+        for step in self
+            .inner
+            .store
+            .list_steps(id)
+            .await
+            .map_err(RunError::store(id))?
+        {
+            if step.state != StepState::Submitted {
+                continue;
+            }
+            if let Some(op) = step
+                .remote_operation_id
+                .as_deref()
+                .filter(|op| Some(*op) != step.restore_session_id.as_deref())
+                .and_then(|op| Uuid::parse_str(op).ok())
+                && let Err(e) = ctx.client.stop_restore_session(op).await
+            {
+                tracing::warn!(run = %id, operation = %op, error = %e, "cannot stop the restore operation");
+            }
+            let error = crate::store::StepError {
+                class: crate::store::ErrorClass::Permanent,
+                code: None,
+                message: why.to_string(),
+            };
+            self.inner
+                .store
+                .set_step_state(step.id, StepState::Failed, Some(&error), Utc::now())
+                .await
+                .map_err(RunError::store(id))?;
+        }
+        Ok(())
     }
 
     /// Records the run's final (or `needs_attention`) state.
