@@ -328,15 +328,12 @@ async fn search_report(format: &str, mailboxes: Option<&str>) {
     let selection = mailboxes.map_or(String::new(), |m| format!("  mailboxes: {m}\n"));
     w.job(
         "s",
-        &format!(
-            "{}",
-            job_yaml(
-                "Search",
-                "s",
-                &format!(
-                    "{selection}  search:\n    query: '{query}'\n    report: {{ path: \"{{job}}/{{run}}/search.{format}\", format: {format} }}\n"
-                ),
-            )
+        &job_yaml(
+            "Search",
+            "s",
+            &format!(
+                "{selection}  search:\n    query: '{query}'\n    report: {{ path: \"{{job}}/{{run}}/search.{format}\", format: {format} }}\n"
+            ),
         ),
     );
     // Small pages so the search spans several of them.
