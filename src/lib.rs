@@ -7,10 +7,9 @@
 //! - [`jobs`]: job files: discovery in the job directory, parsing (YAML → raw spec), validation
 //!   (raw spec → [`jobs::Job`]) with located error codes, schedules, mailbox selection, path
 //!   templates, the normalised spec hash and the JSON Schema.
-//! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads,
-//!   operator requests and the event log. All SQL lives here.
 //! - [`schedule`]: when scheduled jobs fire: cron parsing, DST-correct next fire instants with
-//!   Debian cron's rules, the catch-up plan after downtime, `concurrencyPolicy`, the injectable clock.
+//!   Debian cron's rules, the catch-up plan after downtime, `concurrencyPolicy`, the injectable
+//!   clock, and [`schedule::explain()`] (what daylight saving does to a fire, for `plan`).
 //! - [`daemon`]: the daemon's lifecycle; [`daemon::watch`] watches the job directory.
 //! - [`vb365`]: the VB365 REST API v8 client: tokens, typed requests and responses, paging,
 //!   the PST export stream and the error classes (retryable, permanent, auth, session lost,
@@ -27,7 +26,10 @@
 //! - [`exec`]: the run engine: claims runs, opens and always stops restore sessions, resolves
 //!   mailbox selectors, runs the steps of every job kind with retries, the at-most-once restore
 //!   protocol with reconciliation, asynchronous restore following, recovery after a crash.
-//! - [`cli`]: the command line; the one place that decides the process exit code.
+//! - [`cli`]: the command line, one file per subcommand; the operator commands (`plan`, `jobs`,
+//!   `runs`, `show`, `run`, `cancel`, `resolve`) read the state database directly and write
+//!   request rows for the daemon; [`cli::output`] draws the tables; [`cli::main`] is the one
+//!   place that decides the process exit code.
 //!
 //! # Error policy
 //!

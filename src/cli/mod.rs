@@ -13,8 +13,18 @@ use clap::{Parser, Subcommand};
 
 use crate::config::ConfigError;
 
+pub mod cancel;
+pub mod completions;
+pub mod context;
+pub mod foreground;
+pub mod jobs;
+pub mod output;
+pub mod plan;
+pub mod resolve;
 pub mod run;
+pub mod runs;
 pub mod schema;
+pub mod show;
 pub mod simulate;
 pub mod validate;
 
@@ -54,10 +64,26 @@ pub struct Cli {
 pub enum Command {
     /// Validate job files (and a directory's restorectl.yaml); exit 0 valid, 1 invalid.
     Validate(validate::ValidateArgs),
+    /// Compare the job directory with the database: added / changed / removed / invalid, next fires.
+    Plan(plan::PlanArgs),
+    /// List jobs: name, kind, schedule, next fire, last run, state, file, errors.
+    Jobs(jobs::JobsArgs),
+    /// List runs, newest first.
+    Runs(runs::RunsArgs),
+    /// Show one run: steps, mailboxes, sessions, files, sizes, SHA-256, errors, attempts, events.
+    Show(show::ShowArgs),
+    /// Queue a manual run of a job (the daemon picks it up); --wait follows it to its end.
+    Run(run::RunArgs),
+    /// Cancel a run (the daemon stops it).
+    Cancel(cancel::CancelArgs),
+    /// Decide about the in_doubt steps of a run: --resend, --mark-done or --mark-failed.
+    Resolve(resolve::ResolveArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (or write all pages with --out-dir).
+    Man(completions::ManArgs),
     /// Print the JSON Schema of a job document (for editors and CI).
     Schema,
-    /// Execute a run of a job in this process (`--foreground`), without the daemon.
-    Run(run::RunArgs),
     /// Run the built-in VB365 REST API v8 simulator standalone (`--config` names its YAML/JSON file).
     Simulate(simulate::SimulateArgs),
 }
@@ -74,11 +100,24 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Problems) => ExitCode::from(1),
+        // A closed pipe (`restorectl runs | head`) is the reader's choice, not a failure.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(exit_code_for(&err))
         }
     }
+}
+
+/// True when writing the output failed because the reader closed the pipe.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || e.downcast_ref::<serde_json::Error>()
+                .and_then(|j| j.io_error_kind())
+                .is_some_and(|k| k == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Maps an error to its exit code: configuration errors → 78, usage errors → 2, anything else → 1.
@@ -93,10 +132,19 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let config = || context::load_config(cli.config.as_deref());
     match cli.command {
         Command::Validate(args) => validate::run(args, cli.config.as_deref()),
         Command::Schema => schema::run(),
-        Command::Run(args) => run::run(args, cli.config.as_deref()),
+        Command::Plan(args) => plan::run(args, &config()?),
+        Command::Jobs(args) => jobs::run(args, &config()?),
+        Command::Runs(args) => runs::run(args, &config()?),
+        Command::Show(args) => show::run(args, &config()?),
+        Command::Run(args) => run::run(args, &config()?),
+        Command::Cancel(args) => cancel::run(args, &config()?),
+        Command::Resolve(args) => resolve::run(args, &config()?),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
         Command::Simulate(args) => simulate::run(args, cli.config.as_deref()),
     }
 }

@@ -1,317 +1,198 @@
-//! `restorectl run JOB --foreground`: executes a run of one job in this process, without the
-//! daemon (for operators trying a job against `restorectl simulate`, and for tests).
+//! `restorectl run JOB [--wait] [--timeout D]` (SPEC §4.3, §6): queues a manual run by writing an
+//! operator request; the daemon consumes it within seconds and queues the run whatever the
+//! schedule or `suspend` say.
 //!
-//! It loads the config and the job directory, takes the daemon's instance lock (refusing when a
-//! live daemon holds it; a holder whose process is gone on this host is taken over at once),
-//! records the job's current version, runs recovery, then executes the job's unfinished run if
-//! a previous `run --foreground` or daemon left one (so a killed run is finished, not doubled),
-//! else queues a manual run and executes it. Logs go to stderr; a summary (steps, files,
-//! SHA-256) goes to stdout. Exit code 0 when the run succeeded (with or without warnings), 1
-//! otherwise.
+//! With `--foreground` the run is executed in this process instead, without the daemon (see
+//! [`super::foreground`] and docs/engine.md).
+//!
+//! With `--wait` the command follows the request to its run and the run to its end: exit 0 when
+//! the run `succeeded` or `succeeded_with_warnings`, 1 when it failed, was cancelled, needs
+//! attention, the daemon refused the request, or the wait timed out (the run goes on).
 
-use std::path::Path;
+use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use chrono::Utc;
-use clap::Args;
-use tokio_util::sync::CancellationToken;
+use anyhow::Context;
 
-use super::{Outcome, UsageError};
-use crate::config::{Config, config_path};
-use crate::exec::{Engine, EngineOptions, RunOutcome};
-use crate::jobs::{self, ValidationContext};
-use crate::store::{
-    InstanceInfo, NewJobVersion, NewRun, RunId, RunState, Store, StoreError, Trigger,
-};
+use super::Outcome;
+use super::context;
+use crate::config::Config;
+use crate::store::{JobState, NewRequest, RunState, Store};
 
-/// How long a silent instance-lock holder counts as alive.
-const LOCK_STALE_AFTER: Duration = Duration::from_secs(30);
-/// Heartbeat period of the instance lock.
-const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often `--wait` polls the database. Reads are cheap (WAL readers never block the daemon).
+const POLL: Duration = Duration::from_millis(500);
+/// After this long without the request being consumed, `--wait` explains why when no daemon is
+/// alive (SPEC: requests are consumed within 2 s).
+const CONSUME_HINT_AFTER: Duration = Duration::from_secs(5);
 
 /// Arguments of `restorectl run`.
-#[derive(Debug, Args)]
+#[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The job's `metadata.name`.
+    /// The job (`metadata.name`).
+    #[arg(value_name = "JOB")]
     pub job: String,
-    /// Execute the run in this process (no daemon), logging to stderr, and print a summary.
-    #[arg(long, required = true)]
+    /// Follow the run to its end; exit 0 if it succeeded (with or without warnings), 1 otherwise.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up waiting after this long (the run goes on), e.g. `30m`, `2h`.
+    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = humantime::parse_duration, requires = "wait")]
+    pub timeout: Duration,
+    /// Execute the run in this process without the daemon (takes the instance lock, logs to
+    /// stderr, prints a summary; exit 0 if it succeeded, with or without warnings).
+    #[arg(long, conflicts_with = "wait")]
     pub foreground: bool,
 }
 
-/// Entry point of `restorectl run`.
-pub fn run(args: RunArgs, config_flag: Option<&Path>) -> anyhow::Result<Outcome> {
-    if !args.foreground {
-        return Err(UsageError("`restorectl run` needs --foreground in this build".into()).into());
+/// Runs `run`.
+pub fn run(args: RunArgs, config: &Config) -> anyhow::Result<Outcome> {
+    if args.foreground {
+        return super::foreground::run(&args.job, config);
     }
-    let (path, _) = config_path(config_flag);
-    let config = Config::load(&path)?;
-    init_tracing(&config.log.level);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(foreground(&args.job, config))
-}
-
-fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// Whether process `pid` exists on this host (Linux `/proc`; elsewhere assume it does).
-fn process_alive(pid: i64) -> bool {
-    if !Path::new("/proc/self").exists() {
-        return true;
-    }
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-async fn take_lock(store: &Store, me: &InstanceInfo<'_>) -> anyhow::Result<()> {
-    match store
-        .acquire_instance_lock(me, LOCK_STALE_AFTER, Utc::now())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(StoreError::InstanceLocked { holder }) => {
-            let live = store.list_live_instances().await?;
-            let all_dead_here = live
-                .iter()
-                .filter(|h| h.id != me.id)
-                .all(|h| h.host == me.host && !process_alive(h.pid));
-            if !all_dead_here {
-                bail!(
-                    "a daemon holds the state database (instance {}, pid {}, host {}): queue the run for it with `restorectl run {}` instead of running it in the foreground, or stop the daemon",
-                    holder.id,
-                    holder.pid,
-                    holder.host,
-                    "JOB"
-                );
-            }
-            // The holder's process is gone: nothing can be holding leases; take over now.
-            store
-                .acquire_instance_lock(me, Duration::ZERO, Utc::now())
-                .await?;
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn foreground(job_name: &str, config: Config) -> anyhow::Result<Outcome> {
-    let db = config.database_path();
-    let store = Store::open(&db)
-        .await
-        .with_context(|| format!("opening the state database {}", db.display()))?;
-    let instance = format!("foreground-{}", uuid::Uuid::new_v4());
-    let host = host_name();
-    let me = InstanceInfo {
-        id: &instance,
-        pid: std::process::id(),
-        host: &host,
-    };
-    take_lock(&store, &me).await?;
-    let heartbeat = {
-        let store = store.clone();
-        let id = instance.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(HEARTBEAT).await;
-                if let Err(e) = store.heartbeat_instance(&id, Utc::now()).await {
-                    tracing::warn!(error = %e, "instance heartbeat failed");
-                }
-            }
-        })
-    };
-    let result = execute(job_name, &config, &store, &instance).await;
-    heartbeat.abort();
-    let _ = store.release_instance_lock(&instance, Utc::now()).await;
-    store.close().await;
-    result
-}
-
-async fn execute(
-    job_name: &str,
-    config: &Config,
-    store: &Store,
-    instance: &str,
-) -> anyhow::Result<Outcome> {
-    let ctx = ValidationContext::new(config);
-    let scan = jobs::scan_paths(std::slice::from_ref(&config.jobs_dir), &ctx);
-    let Some(job) = scan.jobs().find(|j| j.name() == job_name).cloned() else {
-        let errors: Vec<String> = scan.errors().map(|e| e.to_string()).collect();
-        if errors.is_empty() {
-            bail!("no job named `{job_name}` in {}", config.jobs_dir.display());
-        }
-        bail!(
-            "no valid job named `{job_name}` in {}:\n{}",
-            config.jobs_dir.display(),
-            errors.join("\n")
-        );
-    };
-    let spec: serde_json::Value =
-        serde_json::from_str(job.spec_json()).context("the job's normalised spec")?;
-    let kind = job.kind().to_string();
-    let version = store
-        .upsert_job_version(
-            &NewJobVersion {
-                name: job.name(),
-                kind: &kind,
-                file: job.file(),
-                spec_hash: job.spec_hash(),
-                spec: &spec,
-                valid: true,
-                errors: &serde_json::json!([]),
-            },
-            Utc::now(),
-        )
-        .await?;
-    let engine = Engine::new(
-        store.clone(),
-        config.clone(),
-        EngineOptions::from_config(config, instance),
-    )?;
-    let shutdown = CancellationToken::new();
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                shutdown.cancel();
-            }
-        });
-    }
-    let recovery = engine.recover(Utc::now()).await?;
-    let mut targets: Vec<RunId> = Vec::new();
-    for id in &recovery.runs {
-        if store.get_run(*id).await?.job_name == job_name {
-            targets.push(*id);
-        }
-    }
-    for r in store.list_active_runs(job_name).await? {
-        if !targets.contains(&r.id) {
-            targets.push(r.id);
-        }
-    }
-    if targets.is_empty() {
-        let run = store
-            .enqueue_run(
-                &NewRun {
-                    job_name: job.name(),
-                    job_version_id: version.version_id,
-                    spec_hash: job.spec_hash(),
-                    trigger: Trigger::Manual,
-                    scheduled_for: Utc::now(),
-                    state: RunState::Queued,
-                    reason: Some("restorectl run --foreground"),
-                    timeout: Some(job.run_timeout()),
-                },
-                Utc::now(),
+    context::block_on(async {
+        let store = context::open_write(config).await?;
+        check_job(&store, &args.job).await?;
+        let now = context::now()?;
+        let request = store
+            .insert_request(
+                &NewRequest::Run { job: &args.job },
+                context::requested_by().as_deref(),
+                now,
             )
-            .await?
-            .context("the manual run was not queued")?;
-        eprintln!("queued run {} of job {job_name}", run.id);
-        targets.push(run.id);
-    } else {
-        eprintln!(
-            "resuming unfinished run(s) of job {job_name}: {}",
-            targets
-                .iter()
-                .map(RunId::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    let mut all_ok = true;
-    for id in targets {
-        let outcome = drive_to_end(&engine, id, &shutdown).await?;
-        print_summary(store, &outcome).await?;
-        all_ok &= matches!(
-            outcome.state,
-            RunState::Succeeded | RunState::SucceededWithWarnings
-        );
-    }
-    Ok(if all_ok {
-        Outcome::Ok
-    } else {
-        Outcome::Problems
+            .await
+            .with_context(|| format!("recording a run request for job {}", args.job))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "requested a manual run of job {} (request {})",
+            args.job, request.id
+        )?;
+        let daemons = context::live_daemons(&store, now).await?;
+        if daemons.is_empty() {
+            eprintln!("{}", no_daemon_hint(&store));
+        }
+        if !args.wait {
+            return Ok(Outcome::Ok);
+        }
+        out.flush()?;
+        wait(&store, request.id, args.timeout, &mut out).await
     })
 }
 
-/// Executes the run, sleeping through `waiting_retry` until it reaches another state.
-async fn drive_to_end(
-    engine: &Engine,
-    id: RunId,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<RunOutcome> {
-    loop {
-        let outcome = engine.execute_run(id, shutdown).await?;
-        let Some(next) = outcome.next_attempt_at else {
-            return Ok(outcome);
-        };
-        let wait = (next - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(50);
-        eprintln!("run {id} waits for a retry at {}", next.to_rfc3339());
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.cancelled() => return Ok(outcome),
+/// Refuses unknown, removed and never-valid jobs with a message saying why.
+async fn check_job(store: &Store, name: &str) -> anyhow::Result<()> {
+    let job = match store.get_job(name).await {
+        Ok(job) => job,
+        Err(e) if e.is_not_found() => {
+            let known: Vec<String> = store
+                .list_jobs()
+                .await?
+                .into_iter()
+                .filter(|j| j.job.state != JobState::Removed)
+                .map(|j| j.job.name)
+                .collect();
+            let known = if known.is_empty() {
+                "the daemon has applied no job yet".to_string()
+            } else {
+                format!("known jobs: {}", known.join(", "))
+            };
+            anyhow::bail!("unknown job `{name}` ({known}; see `restorectl jobs`)");
         }
-    }
-}
-
-async fn print_summary(store: &Store, outcome: &RunOutcome) -> anyhow::Result<()> {
-    let run = store.get_run(outcome.run).await?;
-    println!("run {}  job {}  state {}", run.id, run.job_name, run.state);
-    if let Some(reason) = &run.reason {
-        println!("reason: {reason}");
-    }
-    for s in store.list_steps(run.id).await? {
-        let subject = s
-            .mailbox_email
-            .clone()
-            .or(s.mailbox_name.clone())
-            .unwrap_or_else(|| format!("step {}", s.seq));
-        println!(
-            "  step {:>3}  {:<32}  {:<10}  attempts {}  restore posts {}",
-            s.seq, subject, s.state, s.attempts, s.restore_posts
+        Err(e) => return Err(e.into()),
+    };
+    if job.state == JobState::Removed {
+        anyhow::bail!(
+            "job `{name}` was removed (its file {} is gone); restore the file to run it",
+            job.file.display()
         );
-        if let Some(path) = &s.file_path {
-            println!(
-                "             file {}  {} bytes  sha256 {}",
-                path,
-                s.bytes.unwrap_or(0),
-                s.sha256.as_deref().unwrap_or("-")
-            );
-        }
-        if let (Some(c), Some(m)) = (s.created_items, s.merged_items) {
-            println!(
-                "             items created {c}, merged {m}, failed {}, skipped {}",
-                s.failed_items.unwrap_or(0),
-                s.skipped_items.unwrap_or(0)
-            );
-        }
-        if let Some(n) = s.found_items {
-            println!("             items found {n}");
-        }
-        if let Some(e) = &s.error_message {
-            println!(
-                "             {}: {e}",
-                s.error_class.map_or("note".into(), |c| c.to_string())
-            );
-        }
+    }
+    if job.active_version_id.is_none() {
+        anyhow::bail!(
+            "job `{name}` has no valid version to run (fix {}; see `restorectl jobs`)",
+            job.file.display()
+        );
     }
     Ok(())
+}
+
+fn no_daemon_hint(store: &Store) -> String {
+    format!(
+        "note: no running daemon uses {} (no daemon heartbeat in the last {} s); the request \
+         waits until `restorectl daemon` starts (systemd: `systemctl status restorectl`)",
+        store.path().display(),
+        context::LIVE_DAEMON_HEARTBEAT.as_secs()
+    )
+}
+
+async fn wait(
+    store: &Store,
+    request_id: i64,
+    timeout: Duration,
+    out: &mut impl Write,
+) -> anyhow::Result<Outcome> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
+    let timed_out = |what: &str| {
+        anyhow::anyhow!(
+            "gave up waiting after {} for {what} (--timeout); the daemon goes on, follow it with \
+             `restorectl runs` / `restorectl show`",
+            humantime::format_duration(timeout)
+        )
+    };
+    let mut hinted = false;
+    // 1. The daemon consumes the request and names the run it queued.
+    let run_id = loop {
+        let request = store.get_request(request_id).await?;
+        if request.consumed_at.is_some() {
+            let result = request.result.unwrap_or_default();
+            match request.result_run_id {
+                Some(run) => {
+                    writeln!(out, "run {run} queued: {result}")?;
+                    break run;
+                }
+                None => anyhow::bail!("the daemon refused request {request_id}: {result}"),
+            }
+        }
+        if !hinted && started.elapsed() >= CONSUME_HINT_AFTER {
+            hinted = true;
+            if context::live_daemons(store, context::now()?)
+                .await?
+                .is_empty()
+            {
+                eprintln!("{}", no_daemon_hint(store));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(timed_out(&format!(
+                "the daemon to pick up request {request_id}"
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    out.flush()?;
+    // 2. The run reaches an end: a terminal state, or needs_attention (an operator must decide).
+    let mut last: Option<RunState> = None;
+    loop {
+        let run = store.get_run(run_id).await?;
+        if last != Some(run.state) {
+            last = Some(run.state);
+            writeln!(out, "run {run_id}: {}", run.state)?;
+            out.flush()?;
+        }
+        if run.state.is_terminal() || run.state == RunState::NeedsAttention {
+            let reason = run.reason.map(|r| format!(" ({r})")).unwrap_or_default();
+            writeln!(
+                out,
+                "run {run_id} finished: {}{reason}; details: restorectl show {run_id}",
+                run.state
+            )?;
+            return Ok(match run.state {
+                RunState::Succeeded | RunState::SucceededWithWarnings => Outcome::Ok,
+                _ => Outcome::Problems,
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(timed_out(&format!("run {run_id} to finish")));
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }

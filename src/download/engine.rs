@@ -74,6 +74,17 @@ impl Default for DownloadOptions {
     }
 }
 
+impl From<&crate::config::DownloadConfig> for DownloadOptions {
+    /// The timeouts from the daemon config (`downloads:`), the other tunables at their defaults.
+    fn from(config: &crate::config::DownloadConfig) -> Self {
+        DownloadOptions {
+            first_byte_timeout: config.first_byte_timeout,
+            idle_timeout: config.idle_read_timeout,
+            ..DownloadOptions::default()
+        }
+    }
+}
+
 /// A complete, length-checked partial file, ready for [`publish`](super::publish).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -419,8 +430,22 @@ enum End {
     Failed(DownloadError),
 }
 
-/// A write running on the blocking pool: gives back the sink, the emptied buffer and the result.
-type PendingWrite = JoinHandle<(Sink, Vec<u8>, io::Result<()>)>;
+/// A finished batch write: the sink and emptied buffer come back; the result carries the hasher
+/// state when the batch ended with `fdatasync` (a checkpoint to record).
+struct WriteDone {
+    sink: Sink,
+    buf: Vec<u8>,
+    result: io::Result<Option<Vec<u8>>>,
+}
+
+/// A write running on the blocking pool.
+type PendingWrite = JoinHandle<WriteDone>;
+
+/// Where durable progress was last recorded.
+struct Marks {
+    bytes: u64,
+    at: Instant,
+}
 
 /// Streams the body into the sink. Returns the sink after the final checkpoint at a clean end of
 /// the body; on a broken body returns the error after recording what arrived.
@@ -439,8 +464,10 @@ async fn stream_body<P: ProgressStore>(
     let mut pending: Option<PendingWrite> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(batch);
     let mut spare: Option<Vec<u8>> = Some(Vec::with_capacity(batch));
-    let mut checkpointed = received;
-    let mut checkpointed_at = Instant::now();
+    let mut marks = Marks {
+        bytes: received,
+        at: Instant::now(),
+    };
     let mut item = first;
     let end = loop {
         let end = match item.take() {
@@ -457,29 +484,28 @@ async fn stream_body<P: ProgressStore>(
             })),
         };
         if end.is_some() || buf.len() >= batch {
-            let mut sink = match pending.take() {
+            let sink = match pending.take() {
                 Some(write) => {
-                    let (sink, emptied, result) = join_write(ctx, write).await?;
+                    let (sink, emptied) =
+                        settle(ctx, progress, write, expected, &mut marks).await?;
                     spare = Some(emptied);
-                    check_write(ctx, &sink, result, expected)?;
                     sink
                 }
                 None => idle_sink.take().ok_or_else(|| lost_sink(ctx))?,
             };
-            let due = sink.written - checkpointed >= opts.checkpoint_bytes
-                || (sink.written > checkpointed
-                    && checkpointed_at.elapsed() >= opts.checkpoint_interval);
-            if due {
-                sink = checkpoint(ctx, progress, sink, expected).await?;
-                checkpointed = sink.written;
-                checkpointed_at = Instant::now();
-            }
             if buf.is_empty() {
                 idle_sink = Some(sink);
             } else {
+                // The fdatasync of a checkpoint runs on the blocking thread after the write,
+                // so the socket keeps being read meanwhile.
+                let after = sink.written + buf.len() as u64;
+                let sync = after - marks.bytes >= opts.checkpoint_bytes
+                    || marks.at.elapsed() >= opts.checkpoint_interval;
                 let next = spare.take().unwrap_or_else(|| Vec::with_capacity(batch));
                 let full = std::mem::replace(&mut buf, next);
-                pending = Some(tokio::task::spawn_blocking(move || write_batch(sink, full)));
+                pending = Some(tokio::task::spawn_blocking(move || {
+                    write_batch(sink, full, sync)
+                }));
             }
             if let Some(end) = end {
                 break end;
@@ -503,7 +529,7 @@ async fn stream_body<P: ProgressStore>(
                     idle_sink.take(),
                     rest,
                     expected,
-                    checkpointed,
+                    marks,
                 )
                 .await?;
                 return Err(err);
@@ -518,7 +544,7 @@ async fn stream_body<P: ProgressStore>(
         idle_sink.take(),
         Vec::new(),
         expected,
-        checkpointed,
+        marks,
     )
     .await?;
     match end {
@@ -535,27 +561,56 @@ async fn finish<P: ProgressStore>(
     idle: Option<Sink>,
     rest: Vec<u8>,
     expected: Option<u64>,
-    checkpointed: u64,
+    mut marks: Marks,
 ) -> Result<Sink, DownloadError> {
     let mut sink = match pending {
-        Some(write) => {
-            let (sink, _, result) = join_write(ctx, write).await?;
-            check_write(ctx, &sink, result, expected)?;
-            sink
-        }
+        Some(write) => settle(ctx, progress, write, expected, &mut marks).await?.0,
         None => idle.ok_or_else(|| lost_sink(ctx))?,
     };
     if !rest.is_empty() {
-        let (s, _, result) = blocking_pair(move || write_batch(sink, rest))
+        let done = blocking_pair(move || write_batch(sink, rest, false))
             .await
             .map_err(ctx.io_err("write"))?;
-        check_write(ctx, &s, result, expected)?;
-        sink = s;
+        check_write(ctx, &done.sink, done.result.map(drop), expected)?;
+        sink = done.sink;
     }
-    if sink.written > checkpointed || expected.is_some_and(|e| e == sink.written) {
+    if sink.written > marks.bytes || expected.is_some_and(|e| e == sink.written) {
         sink = checkpoint(ctx, progress, sink, expected).await?;
     }
     Ok(sink)
+}
+
+/// Joins a pending write, turns its failure into the right error, and records the checkpoint
+/// it synced, if any.
+async fn settle<P: ProgressStore>(
+    ctx: &Ctx<'_>,
+    progress: &P,
+    write: PendingWrite,
+    expected: Option<u64>,
+    marks: &mut Marks,
+) -> Result<(Sink, Vec<u8>), DownloadError> {
+    let done = write.await.map_err(|e| DownloadError::Io {
+        path: ctx.partial.clone(),
+        action: "write",
+        source: io::Error::other(e.to_string()),
+    })?;
+    let WriteDone { sink, buf, result } = done;
+    let synced = match result {
+        Ok(state) => state,
+        Err(e) => {
+            check_write(ctx, &sink, Err(e), expected)?;
+            None
+        }
+    };
+    if let Some(state) = synced {
+        progress
+            .record_durable(sink.written, &state, expected)
+            .await
+            .map_err(ctx.progress_err("record"))?;
+        marks.bytes = sink.written;
+        marks.at = Instant::now();
+    }
+    Ok((sink, buf))
 }
 
 fn lost_sink(ctx: &Ctx<'_>) -> DownloadError {
@@ -566,17 +621,6 @@ fn lost_sink(ctx: &Ctx<'_>) -> DownloadError {
         action: "write (internal: partial file handle lost)",
         source: io::Error::other("partial file handle lost"),
     }
-}
-
-async fn join_write(
-    ctx: &Ctx<'_>,
-    write: PendingWrite,
-) -> Result<(Sink, Vec<u8>, io::Result<()>), DownloadError> {
-    write.await.map_err(|e| DownloadError::Io {
-        path: ctx.partial.clone(),
-        action: "write",
-        source: io::Error::other(e.to_string()),
-    })
 }
 
 /// Turns a failed write into the right error: a full disk is retryable and says how much
@@ -632,15 +676,39 @@ async fn checkpoint<P: ProgressStore>(
     Ok(sink)
 }
 
-/// Writes and hashes one batch (on the blocking pool).
-fn write_batch(mut sink: Sink, mut buf: Vec<u8>) -> (Sink, Vec<u8>, io::Result<()>) {
-    let result = sink.file.write_all(&buf);
+/// Writes and hashes one batch (on the blocking pool); with `sync`, then `fdatasync`s and
+/// returns the hasher state matching the synced length.
+///
+/// Hashing runs on a scoped helper thread while this thread writes: they are the two largest
+/// costs of the download (SHA-256 and the kernel copy), and together they would otherwise cap
+/// throughput on one core.
+fn write_batch(mut sink: Sink, mut buf: Vec<u8>, sync: bool) -> WriteDone {
+    let before = sink.hasher.clone();
+    let Sink { file, hasher, .. } = &mut sink;
+    let data = buf.as_slice();
+    let mut result = std::thread::scope(|scope| {
+        let hashing = scope.spawn(move || hasher.update(data));
+        let written = file.write_all(data);
+        match hashing.join() {
+            Ok(()) => written,
+            Err(_) => Err(io::Error::other("the hashing thread panicked")),
+        }
+    })
+    .map(|()| None);
     if result.is_ok() {
-        sink.hasher.update(&buf);
         sink.written += buf.len() as u64;
+        if sync {
+            result = sink
+                .file
+                .sync_data()
+                .map(|()| Some(hasher_state(&sink.hasher)));
+        }
+    } else {
+        // Keep the hash in step with the bytes counted as written.
+        sink.hasher = before;
     }
     buf.clear();
-    (sink, buf, result)
+    WriteDone { sink, buf, result }
 }
 
 /// Opens (or creates) the partial file at the durable offset and restores the hasher.

@@ -13,13 +13,16 @@
 //! - [`schedule_key`]: identifies a schedule so a changed one is recomputed (and never fires).
 //! - [`ConcurrencyPolicy`]: what to do with a fire while a run of the job is active.
 //! - [`Clock`], [`SystemClock`], [`ManualClock`], [`sleep_until_next`]: time, injectable.
+//! - [`explain()`]: what daylight saving does to a fire instant (for `restorectl plan`).
 
 pub mod clock;
+pub mod explain;
 pub mod fire;
 pub mod plan;
 pub mod policy;
 
 pub use clock::{Clock, MAX_SLEEP, ManualClock, SystemClock, sleep_until_next, time_to_sleep};
+pub use explain::{DstNote, explain};
 pub use fire::{JobTiming, LONG_CLOCK_CHANGE, next_fire};
 pub use plan::{MAX_COUNTED_MISSED, MAX_RECORDED_MISSED, Plan, plan};
 pub use policy::{ConcurrencyPolicy, FireAction};

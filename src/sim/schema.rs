@@ -9,7 +9,10 @@
 //! in a request is a [`SchemaViolation`] naming the field path. That way a client mistake shows up
 //! in tests instead of being silently ignored by a forgiving server.
 //!
-//! The same functions are public so the client's contract test can reuse them.
+//! The same functions are public so the client's contract test can reuse them. The free
+//! functions use the embedded document; a [`Document`] built with [`Document::from_json`] offers
+//! the same checks as methods over any parsed copy (the contract test loads its fixture file
+//! from disk that way).
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -52,11 +55,22 @@ pub struct OperationRef {
     pub operation_id: String,
 }
 
-fn document() -> Result<&'static Value, SchemaViolation> {
-    static DOC: OnceLock<Result<Value, String>> = OnceLock::new();
-    DOC.get_or_init(|| serde_json::from_str(OPENAPI_V8_SUBSET).map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(|e| SchemaViolation::new("", format!("embedded OpenAPI document unreadable: {e}")))
+/// A parsed OpenAPI document and the checks over it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    doc: Value,
+}
+
+fn embedded() -> Result<&'static Document, SchemaViolation> {
+    static DOC: OnceLock<Result<Document, SchemaViolation>> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let value: Value = serde_json::from_str(OPENAPI_V8_SUBSET).map_err(|e| {
+            SchemaViolation::new("", format!("embedded OpenAPI document unreadable: {e}"))
+        })?;
+        Document::from_json(&value)
+    })
+    .as_ref()
+    .map_err(Clone::clone)
 }
 
 /// Whether `segment` of a path template is a `{parameter}` placeholder.
@@ -89,69 +103,19 @@ fn match_template(template: &str, path: &str) -> Option<usize> {
     Some(literals)
 }
 
-/// Finds the operation for `method` and `path` (template or concrete path, query ignored).
-/// When several templates match (`mailboxes/search` versus `mailboxes/{mailboxId}`), the one
-/// with more literal segments wins, as in ASP.NET routing.
+/// Finds the operation for `method` and `path` in the embedded document (see
+/// [`Document::find_operation`]).
 pub fn find_operation(method: &str, path: &str) -> Option<OperationRef> {
-    let doc = document().ok()?;
-    let path = path.split('?').next().unwrap_or(path);
-    let method_lc = method.to_ascii_lowercase();
-    let paths = doc.get("paths")?.as_object()?;
-    let mut best: Option<(usize, OperationRef)> = None;
-    for (template, item) in paths {
-        let Some(op) = item.get(&method_lc) else {
-            continue;
-        };
-        let Some(score) = match_template(template, path) else {
-            continue;
-        };
-        if best.as_ref().is_none_or(|(s, _)| score > *s) {
-            let operation_id = op
-                .get("operationId")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            best = Some((
-                score,
-                OperationRef {
-                    template: template.clone(),
-                    method: method.to_ascii_uppercase(),
-                    operation_id,
-                },
-            ));
-        }
-    }
-    best.map(|(_, op)| op)
+    embedded().ok()?.find_operation(method, path)
 }
 
-/// Whether the vendor document declares `method` on `path_template` (or a concrete path).
+/// Whether the embedded document declares `method` on `path_template` (or a concrete path).
 pub fn operation_exists(method: &str, path_template: &str) -> bool {
     find_operation(method, path_template).is_some()
 }
 
-fn operation(op: &OperationRef) -> Result<&'static Value, SchemaViolation> {
-    let doc = document()?;
-    doc.get("paths")
-        .and_then(|p| p.get(&op.template))
-        .and_then(|p| p.get(op.method.to_ascii_lowercase()))
-        .ok_or_else(|| {
-            SchemaViolation::new("", format!("no operation {} {}", op.method, op.template))
-        })
-}
-
-/// The request-body schema of an operation for a media type (falling back to
-/// `application/json`), or `None` when it takes no body.
-fn request_schema(op: &'static Value, media: &str) -> Option<&'static Value> {
-    let content = op.get("requestBody")?.get("content")?;
-    content
-        .get(media)
-        .or_else(|| content.get("application/json"))?
-        .get("schema")
-}
-
-/// Checks a JSON request body against the request schema of `method` `path_template`.
-/// `Value::Null` stands for "no body"; it passes for operations without a request body and
-/// fails for operations whose body is required.
+/// Checks a JSON request body against the embedded document (see
+/// [`Document::validate_request`]).
 ///
 /// # Errors
 ///
@@ -161,12 +125,11 @@ pub fn validate_request(
     path_template: &str,
     body: &Value,
 ) -> Result<(), SchemaViolation> {
-    validate_request_as(method, path_template, "application/json", body)
+    embedded()?.validate_request(method, path_template, body)
 }
 
-/// Like [`validate_request`] for a given request media type (`application/json` or
-/// `application/x-www-form-urlencoded`; a form body is passed as a JSON object, see
-/// [`form_to_json`]).
+/// Like [`validate_request`] for a given request media type (see
+/// [`Document::validate_request_as`]).
 ///
 /// # Errors
 ///
@@ -177,26 +140,11 @@ pub fn validate_request_as(
     media: &str,
     body: &Value,
 ) -> Result<(), SchemaViolation> {
-    let op_ref = find_operation(method, path_template).ok_or_else(|| {
-        SchemaViolation::new(
-            "",
-            format!("no operation {method} {path_template} in the v8 document"),
-        )
-    })?;
-    let op = operation(&op_ref)?;
-    match (request_schema(op, media), body) {
-        (None, Value::Null) => Ok(()),
-        (None, _) => Err(SchemaViolation::new(
-            "",
-            format!("{} takes no request body", op_ref.operation_id),
-        )),
-        (Some(_), Value::Null) => Err(SchemaViolation::new("", "a request body is required")),
-        (Some(schema), body) => check(schema, body, "", Direction::Request, 0),
-    }
+    embedded()?.validate_request_as(method, path_template, media, body)
 }
 
-/// Checks a JSON response body against the schema of `status` (or `default`) of an operation.
-/// Used by the simulator's own tests to keep its answers inside the vendor's shapes.
+/// Checks a JSON response body against the embedded document (see
+/// [`Document::validate_response`]).
 ///
 /// # Errors
 ///
@@ -207,86 +155,33 @@ pub fn validate_response(
     status: u16,
     body: &Value,
 ) -> Result<(), SchemaViolation> {
-    let op_ref = find_operation(method, path_template).ok_or_else(|| {
-        SchemaViolation::new(
-            "",
-            format!("no operation {method} {path_template} in the v8 document"),
-        )
-    })?;
-    let op = operation(&op_ref)?;
-    let responses = op
-        .get("responses")
-        .ok_or_else(|| SchemaViolation::new("", "operation has no responses"))?;
-    let response = responses
-        .get(status.to_string())
-        .or_else(|| responses.get("default"))
-        .ok_or_else(|| SchemaViolation::new("", format!("status {status} not declared")))?;
-    let schema = response
-        .get("content")
-        .and_then(Value::as_object)
-        .and_then(|c| c.values().next())
-        .and_then(|m| m.get("schema"));
-    match schema {
-        None if body.is_null() => Ok(()),
-        None => Err(SchemaViolation::new(
-            "",
-            format!("status {status} has no body"),
-        )),
-        Some(schema) => check(schema, body, "", Direction::Response, 0),
-    }
+    embedded()?.validate_response(method, path_template, status, body)
 }
 
-/// Checks `value` against the named component schema (e.g. `RESTRestoreSession`).
+/// Checks `value` against a named component schema of the embedded document.
 ///
 /// # Errors
 ///
 /// A [`SchemaViolation`] naming the first offending field path.
 pub fn validate_component(name: &str, value: &Value) -> Result<(), SchemaViolation> {
-    let schema = component(name)?;
-    check(schema, value, "", Direction::Response, 0)
+    embedded()?.validate_component(name, value)
 }
 
-fn component(name: &str) -> Result<&'static Value, SchemaViolation> {
-    document()?
-        .get("components")
-        .and_then(|c| c.get("schemas"))
-        .and_then(|s| s.get(name))
-        .ok_or_else(|| SchemaViolation::new("", format!("unknown schema {name}")))
-}
-
-/// Turns form fields into a JSON object shaped by the operation's form schema: booleans and
-/// integers declared by the schema are parsed from their text ("true", "3600"); a value that
-/// does not parse stays a string so validation reports the wrong type.
+/// Form fields as a JSON object, typed by the embedded document (see
+/// [`Document::form_to_json`]).
 pub fn form_to_json(method: &str, path_template: &str, pairs: &[(String, String)]) -> Value {
-    let props = find_operation(method, path_template)
-        .and_then(|op| operation(&op).ok())
-        .and_then(|op| request_schema(op, "application/x-www-form-urlencoded"))
-        .and_then(|s| s.get("properties"));
-    let mut out = Map::new();
-    for (key, text) in pairs {
-        let ty = props
-            .and_then(|p| p.get(key))
-            .and_then(|s| s.get("type"))
-            .and_then(Value::as_str);
-        let value = match ty {
-            Some("boolean") => match text.to_ascii_lowercase().as_str() {
-                "true" => Value::Bool(true),
-                "false" => Value::Bool(false),
-                _ => Value::String(text.clone()),
-            },
-            Some("integer") => text
-                .parse::<i64>()
-                .map(Value::from)
-                .unwrap_or_else(|_| Value::String(text.clone())),
-            _ => Value::String(text.clone()),
-        };
-        out.insert(key.clone(), value);
+    match embedded() {
+        Ok(doc) => doc.form_to_json(method, path_template, pairs),
+        Err(_) => Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        ),
     }
-    Value::Object(out)
 }
 
-/// Checks query parameters of an operation: known parameters must parse as their declared type,
-/// format and enum; unknown parameters are ignored (as ASP.NET model binding does).
+/// Checks query parameters against the embedded document (see [`Document::validate_query`]).
 ///
 /// # Errors
 ///
@@ -296,50 +191,17 @@ pub fn validate_query(
     path_template: &str,
     pairs: &[(String, String)],
 ) -> Result<(), SchemaViolation> {
-    let Some(op_ref) = find_operation(method, path_template) else {
-        return Ok(());
-    };
-    let op = operation(&op_ref)?;
-    let Some(params) = op.get("parameters").and_then(Value::as_array) else {
-        return Ok(());
-    };
-    for (key, text) in pairs {
-        let Some(param) = params.iter().find(|p| {
-            p.get("in").and_then(Value::as_str) == Some("query")
-                && p.get("name")
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| n.eq_ignore_ascii_case(key))
-        }) else {
-            continue;
-        };
-        let Some(schema) = param.get("schema") else {
-            continue;
-        };
-        let as_json = match schema.get("type").and_then(Value::as_str) {
-            Some("integer") => match text.parse::<i64>() {
-                Ok(n) => Value::from(n),
-                Err(_) => {
-                    return Err(SchemaViolation::new(
-                        key,
-                        format!("'{text}' is not an integer"),
-                    ));
-                }
-            },
-            Some("boolean") => match text.to_ascii_lowercase().as_str() {
-                "true" => Value::Bool(true),
-                "false" => Value::Bool(false),
-                _ => {
-                    return Err(SchemaViolation::new(
-                        key,
-                        format!("'{text}' is not a boolean"),
-                    ));
-                }
-            },
-            _ => Value::String(text.clone()),
-        };
-        check(schema, &as_json, key, Direction::Request, 0)?;
-    }
-    Ok(())
+    embedded()?.validate_query(method, path_template, pairs)
+}
+
+/// The request-body schema of an operation for a media type (falling back to
+/// `application/json`), or `None` when it takes no body.
+fn request_schema<'d>(op: &'d Value, media: &str) -> Option<&'d Value> {
+    let content = op.get("requestBody")?.get("content")?;
+    content
+        .get(media)
+        .or_else(|| content.get("application/json"))?
+        .get("schema")
 }
 
 /// Which side of the exchange a value comes from: `readOnly` properties may only appear in
@@ -348,25 +210,6 @@ pub fn validate_query(
 enum Direction {
     Request,
     Response,
-}
-
-fn resolve(schema: &'static Value, depth: usize) -> Result<&'static Value, SchemaViolation> {
-    let mut current = schema;
-    let mut hops = depth;
-    while let Some(reference) = current.get("$ref").and_then(Value::as_str) {
-        hops += 1;
-        if hops > MAX_DEPTH {
-            return Err(SchemaViolation::new(
-                "",
-                format!("$ref chain too deep at {reference}"),
-            ));
-        }
-        let name = reference
-            .strip_prefix("#/components/schemas/")
-            .ok_or_else(|| SchemaViolation::new("", format!("unsupported $ref {reference}")))?;
-        current = component(name)?;
-    }
-    Ok(current)
 }
 
 fn child(path: &str, key: &str) -> String {
@@ -389,125 +232,446 @@ fn describe(value: &Value) -> &'static str {
     }
 }
 
-fn check(
-    schema: &'static Value,
-    value: &Value,
-    path: &str,
-    dir: Direction,
-    depth: usize,
-) -> Result<(), SchemaViolation> {
-    if depth > MAX_DEPTH {
-        return Err(SchemaViolation::new(path, "value nested too deeply"));
+impl Document {
+    /// A document from a parsed OpenAPI JSON value (e.g. a copy loaded from disk). It must have
+    /// a `paths` object and a `components.schemas` object.
+    ///
+    /// # Errors
+    ///
+    /// A [`SchemaViolation`] naming the missing part.
+    pub fn from_json(doc: &Value) -> Result<Document, SchemaViolation> {
+        if !doc.get("paths").is_some_and(Value::is_object) {
+            return Err(SchemaViolation::new(
+                "paths",
+                "an OpenAPI document needs a `paths` object",
+            ));
+        }
+        if !doc
+            .get("components")
+            .and_then(|c| c.get("schemas"))
+            .is_some_and(Value::is_object)
+        {
+            return Err(SchemaViolation::new(
+                "components.schemas",
+                "an OpenAPI document needs a `components.schemas` object",
+            ));
+        }
+        Ok(Document { doc: doc.clone() })
     }
-    let schema = resolve(schema, depth)?;
-    if value.is_null() {
-        return if schema.get("nullable").and_then(Value::as_bool) == Some(true) {
-            Ok(())
-        } else {
-            Err(SchemaViolation::new(path, "null is not allowed here"))
+
+    /// The document embedded in the binary (the simulator's own copy).
+    ///
+    /// # Errors
+    ///
+    /// A [`SchemaViolation`] if the embedded text does not parse (a build defect).
+    pub fn embedded() -> Result<&'static Document, SchemaViolation> {
+        embedded()
+    }
+
+    /// Finds the operation for `method` and `path` (template or concrete path, query ignored).
+    /// When several templates match (`mailboxes/search` versus `mailboxes/{mailboxId}`), the
+    /// one with more literal segments wins, as in ASP.NET routing.
+    pub fn find_operation(&self, method: &str, path: &str) -> Option<OperationRef> {
+        let doc = &self.doc;
+        let path = path.split('?').next().unwrap_or(path);
+        let method_lc = method.to_ascii_lowercase();
+        let paths = doc.get("paths")?.as_object()?;
+        let mut best: Option<(usize, OperationRef)> = None;
+        for (template, item) in paths {
+            let Some(op) = item.get(&method_lc) else {
+                continue;
+            };
+            let Some(score) = match_template(template, path) else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|(s, _)| score > *s) {
+                let operation_id = op
+                    .get("operationId")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                best = Some((
+                    score,
+                    OperationRef {
+                        template: template.clone(),
+                        method: method.to_ascii_uppercase(),
+                        operation_id,
+                    },
+                ));
+            }
+        }
+        best.map(|(_, op)| op)
+    }
+
+    /// Whether the document declares `method` on `path_template` (or a concrete path).
+    pub fn operation_exists(&self, method: &str, path_template: &str) -> bool {
+        self.find_operation(method, path_template).is_some()
+    }
+
+    fn operation(&self, op: &OperationRef) -> Result<&Value, SchemaViolation> {
+        self.doc
+            .get("paths")
+            .and_then(|p| p.get(&op.template))
+            .and_then(|p| p.get(op.method.to_ascii_lowercase()))
+            .ok_or_else(|| {
+                SchemaViolation::new("", format!("no operation {} {}", op.method, op.template))
+            })
+    }
+
+    /// Checks a JSON request body against the request schema of `method` `path_template`.
+    /// `Value::Null` stands for "no body"; it passes for operations without a request body and
+    /// fails for operations whose body is required.
+    ///
+    /// # Errors
+    ///
+    /// A [`SchemaViolation`] naming the first offending field path.
+    pub fn validate_request(
+        &self,
+        method: &str,
+        path_template: &str,
+        body: &Value,
+    ) -> Result<(), SchemaViolation> {
+        self.validate_request_as(method, path_template, "application/json", body)
+    }
+
+    /// Like [`validate_request`] for a given request media type (`application/json` or
+    /// `application/x-www-form-urlencoded`; a form body is passed as a JSON object, see
+    /// [`form_to_json`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`SchemaViolation`] naming the first offending field path.
+    pub fn validate_request_as(
+        &self,
+        method: &str,
+        path_template: &str,
+        media: &str,
+        body: &Value,
+    ) -> Result<(), SchemaViolation> {
+        let op_ref = self.find_operation(method, path_template).ok_or_else(|| {
+            SchemaViolation::new(
+                "",
+                format!("no operation {method} {path_template} in the v8 document"),
+            )
+        })?;
+        let op = self.operation(&op_ref)?;
+        match (request_schema(op, media), body) {
+            (None, Value::Null) => Ok(()),
+            (None, _) => Err(SchemaViolation::new(
+                "",
+                format!("{} takes no request body", op_ref.operation_id),
+            )),
+            (Some(_), Value::Null) => Err(SchemaViolation::new("", "a request body is required")),
+            (Some(schema), body) => self.check(schema, body, "", Direction::Request, 0),
+        }
+    }
+
+    /// Checks a JSON response body against the schema of `status` (or `default`) of an operation.
+    /// Used by the simulator's own tests to keep its answers inside the vendor's shapes.
+    ///
+    /// # Errors
+    ///
+    /// A [`SchemaViolation`] naming the first offending field path.
+    pub fn validate_response(
+        &self,
+        method: &str,
+        path_template: &str,
+        status: u16,
+        body: &Value,
+    ) -> Result<(), SchemaViolation> {
+        let op_ref = self.find_operation(method, path_template).ok_or_else(|| {
+            SchemaViolation::new(
+                "",
+                format!("no operation {method} {path_template} in the v8 document"),
+            )
+        })?;
+        let op = self.operation(&op_ref)?;
+        let responses = op
+            .get("responses")
+            .ok_or_else(|| SchemaViolation::new("", "operation has no responses"))?;
+        let response = responses
+            .get(status.to_string())
+            .or_else(|| responses.get("default"))
+            .ok_or_else(|| SchemaViolation::new("", format!("status {status} not declared")))?;
+        let schema = response
+            .get("content")
+            .and_then(Value::as_object)
+            .and_then(|c| c.values().next())
+            .and_then(|m| m.get("schema"));
+        match schema {
+            None if body.is_null() => Ok(()),
+            None => Err(SchemaViolation::new(
+                "",
+                format!("status {status} has no body"),
+            )),
+            Some(schema) => self.check(schema, body, "", Direction::Response, 0),
+        }
+    }
+
+    /// Checks `value` against the named component schema (e.g. `RESTRestoreSession`).
+    ///
+    /// # Errors
+    ///
+    /// A [`SchemaViolation`] naming the first offending field path.
+    pub fn validate_component(&self, name: &str, value: &Value) -> Result<(), SchemaViolation> {
+        let schema = self.component(name)?;
+        self.check(schema, value, "", Direction::Response, 0)
+    }
+
+    fn component(&self, name: &str) -> Result<&Value, SchemaViolation> {
+        self.doc
+            .get("components")
+            .and_then(|c| c.get("schemas"))
+            .and_then(|s| s.get(name))
+            .ok_or_else(|| SchemaViolation::new("", format!("unknown schema {name}")))
+    }
+
+    /// Turns form fields into a JSON object shaped by the operation's form schema: booleans and
+    /// integers declared by the schema are parsed from their text ("true", "3600"); a value that
+    /// does not parse stays a string so validation reports the wrong type.
+    pub fn form_to_json(
+        &self,
+        method: &str,
+        path_template: &str,
+        pairs: &[(String, String)],
+    ) -> Value {
+        let props = self
+            .find_operation(method, path_template)
+            .and_then(|op| self.operation(&op).ok())
+            .and_then(|op| request_schema(op, "application/x-www-form-urlencoded"))
+            .and_then(|s| s.get("properties"));
+        let mut out = Map::new();
+        for (key, text) in pairs {
+            let ty = props
+                .and_then(|p| p.get(key))
+                .and_then(|s| s.get("type"))
+                .and_then(Value::as_str);
+            let value = match ty {
+                Some("boolean") => match text.to_ascii_lowercase().as_str() {
+                    "true" => Value::Bool(true),
+                    "false" => Value::Bool(false),
+                    _ => Value::String(text.clone()),
+                },
+                Some("integer") => text
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| Value::String(text.clone())),
+                _ => Value::String(text.clone()),
+            };
+            out.insert(key.clone(), value);
+        }
+        Value::Object(out)
+    }
+
+    /// Checks query parameters of an operation: known parameters must parse as their declared type,
+    /// format and enum; unknown parameters are ignored (as ASP.NET model binding does).
+    ///
+    /// # Errors
+    ///
+    /// A [`SchemaViolation`] whose path is the parameter name.
+    pub fn validate_query(
+        &self,
+        method: &str,
+        path_template: &str,
+        pairs: &[(String, String)],
+    ) -> Result<(), SchemaViolation> {
+        let Some(op_ref) = self.find_operation(method, path_template) else {
+            return Ok(());
         };
+        let op = self.operation(&op_ref)?;
+        let Some(params) = op.get("parameters").and_then(Value::as_array) else {
+            return Ok(());
+        };
+        for (key, text) in pairs {
+            let Some(param) = params.iter().find(|p| {
+                p.get("in").and_then(Value::as_str) == Some("query")
+                    && p.get("name")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| n.eq_ignore_ascii_case(key))
+            }) else {
+                continue;
+            };
+            let Some(schema) = param.get("schema") else {
+                continue;
+            };
+            let as_json = match schema.get("type").and_then(Value::as_str) {
+                Some("integer") => match text.parse::<i64>() {
+                    Ok(n) => Value::from(n),
+                    Err(_) => {
+                        return Err(SchemaViolation::new(
+                            key,
+                            format!("'{text}' is not an integer"),
+                        ));
+                    }
+                },
+                Some("boolean") => match text.to_ascii_lowercase().as_str() {
+                    "true" => Value::Bool(true),
+                    "false" => Value::Bool(false),
+                    _ => {
+                        return Err(SchemaViolation::new(
+                            key,
+                            format!("'{text}' is not a boolean"),
+                        ));
+                    }
+                },
+                _ => Value::String(text.clone()),
+            };
+            self.check(schema, &as_json, key, Direction::Request, 0)?;
+        }
+        Ok(())
     }
-    let ty = schema.get("type").and_then(Value::as_str).or_else(|| {
-        (schema.get("properties").is_some() || schema.get("additionalProperties").is_some())
-            .then_some("object")
-    });
-    match ty {
-        Some("object") => check_object(schema, value, path, dir, depth)?,
-        Some("array") => {
-            let items = value.as_array().ok_or_else(|| {
-                SchemaViolation::new(path, format!("expected an array, got {}", describe(value)))
-            })?;
-            if let Some(item_schema) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    check(item_schema, item, &format!("{path}[{i}]"), dir, depth + 1)?;
+
+    fn resolve<'d>(
+        &'d self,
+        schema: &'d Value,
+        depth: usize,
+    ) -> Result<&'d Value, SchemaViolation> {
+        let mut current = schema;
+        let mut hops = depth;
+        while let Some(reference) = current.get("$ref").and_then(Value::as_str) {
+            hops += 1;
+            if hops > MAX_DEPTH {
+                return Err(SchemaViolation::new(
+                    "",
+                    format!("$ref chain too deep at {reference}"),
+                ));
+            }
+            let name = reference
+                .strip_prefix("#/components/schemas/")
+                .ok_or_else(|| SchemaViolation::new("", format!("unsupported $ref {reference}")))?;
+            current = self.component(name)?;
+        }
+        Ok(current)
+    }
+
+    fn check(
+        &self,
+        schema: &Value,
+        value: &Value,
+        path: &str,
+        dir: Direction,
+        depth: usize,
+    ) -> Result<(), SchemaViolation> {
+        if depth > MAX_DEPTH {
+            return Err(SchemaViolation::new(path, "value nested too deeply"));
+        }
+        let schema = self.resolve(schema, depth)?;
+        if value.is_null() {
+            return if schema.get("nullable").and_then(Value::as_bool) == Some(true) {
+                Ok(())
+            } else {
+                Err(SchemaViolation::new(path, "null is not allowed here"))
+            };
+        }
+        let ty = schema.get("type").and_then(Value::as_str).or_else(|| {
+            (schema.get("properties").is_some() || schema.get("additionalProperties").is_some())
+                .then_some("object")
+        });
+        match ty {
+            Some("object") => self.check_object(schema, value, path, dir, depth)?,
+            Some("array") => {
+                let items = value.as_array().ok_or_else(|| {
+                    SchemaViolation::new(
+                        path,
+                        format!("expected an array, got {}", describe(value)),
+                    )
+                })?;
+                if let Some(item_schema) = schema.get("items") {
+                    for (i, item) in items.iter().enumerate() {
+                        self.check(item_schema, item, &format!("{path}[{i}]"), dir, depth + 1)?;
+                    }
+                }
+            }
+            Some("string") => {
+                let text = value.as_str().ok_or_else(|| {
+                    SchemaViolation::new(
+                        path,
+                        format!("expected a string, got {}", describe(value)),
+                    )
+                })?;
+                check_string_format(schema, text, path)?;
+            }
+            Some("integer") => check_integer(schema, value, path)?,
+            Some("number") if !value.is_number() => {
+                return Err(SchemaViolation::new(
+                    path,
+                    format!("expected a number, got {}", describe(value)),
+                ));
+            }
+            Some("boolean") if !value.is_boolean() => {
+                return Err(SchemaViolation::new(
+                    path,
+                    format!("expected a boolean, got {}", describe(value)),
+                ));
+            }
+            // No type: the schema does not constrain the value.
+            _ => {}
+        }
+        if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+            && !allowed.contains(value)
+        {
+            let names: Vec<String> = allowed
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect();
+            return Err(SchemaViolation::new(
+                path,
+                format!("{value} is not one of {}", names.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_object(
+        &self,
+        schema: &Value,
+        value: &Value,
+        path: &str,
+        dir: Direction,
+        depth: usize,
+    ) -> Result<(), SchemaViolation> {
+        let object = value.as_object().ok_or_else(|| {
+            SchemaViolation::new(path, format!("expected an object, got {}", describe(value)))
+        })?;
+        let props = schema.get("properties").and_then(Value::as_object);
+        let additional = schema.get("additionalProperties");
+        for (key, item) in object {
+            let field = child(path, key);
+            if let Some(prop) = props.and_then(|p| p.get(key)) {
+                let prop = self.resolve(prop, depth)?;
+                let flag = |name: &str| prop.get(name).and_then(Value::as_bool) == Some(true);
+                if dir == Direction::Request && flag("readOnly") {
+                    return Err(SchemaViolation::new(
+                        &field,
+                        "read-only property in a request",
+                    ));
+                }
+                if dir == Direction::Response && flag("writeOnly") {
+                    return Err(SchemaViolation::new(
+                        &field,
+                        "write-only property in a response",
+                    ));
+                }
+                self.check(prop, item, &field, dir, depth + 1)?;
+            } else if let Some(extra) = additional.filter(|a| a.is_object()) {
+                self.check(extra, item, &field, dir, depth + 1)?;
+            } else {
+                return Err(SchemaViolation::new(&field, unknown_message(key, props)));
+            }
+        }
+        if let Some(required) = schema.get("required").and_then(Value::as_array) {
+            for name in required.iter().filter_map(Value::as_str) {
+                if !object.contains_key(name) {
+                    return Err(SchemaViolation::new(
+                        &child(path, name),
+                        "required property is missing",
+                    ));
                 }
             }
         }
-        Some("string") => {
-            let text = value.as_str().ok_or_else(|| {
-                SchemaViolation::new(path, format!("expected a string, got {}", describe(value)))
-            })?;
-            check_string_format(schema, text, path)?;
-        }
-        Some("integer") => check_integer(schema, value, path)?,
-        Some("number") if !value.is_number() => {
-            return Err(SchemaViolation::new(
-                path,
-                format!("expected a number, got {}", describe(value)),
-            ));
-        }
-        Some("boolean") if !value.is_boolean() => {
-            return Err(SchemaViolation::new(
-                path,
-                format!("expected a boolean, got {}", describe(value)),
-            ));
-        }
-        // No type: the schema does not constrain the value.
-        _ => {}
+        Ok(())
     }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
-        && !allowed.contains(value)
-    {
-        let names: Vec<String> = allowed
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect();
-        return Err(SchemaViolation::new(
-            path,
-            format!("{value} is not one of {}", names.join(", ")),
-        ));
-    }
-    Ok(())
-}
-
-fn check_object(
-    schema: &'static Value,
-    value: &Value,
-    path: &str,
-    dir: Direction,
-    depth: usize,
-) -> Result<(), SchemaViolation> {
-    let object = value.as_object().ok_or_else(|| {
-        SchemaViolation::new(path, format!("expected an object, got {}", describe(value)))
-    })?;
-    let props = schema.get("properties").and_then(Value::as_object);
-    let additional = schema.get("additionalProperties");
-    for (key, item) in object {
-        let field = child(path, key);
-        if let Some(prop) = props.and_then(|p| p.get(key)) {
-            let prop = resolve(prop, depth)?;
-            let flag = |name: &str| prop.get(name).and_then(Value::as_bool) == Some(true);
-            if dir == Direction::Request && flag("readOnly") {
-                return Err(SchemaViolation::new(
-                    &field,
-                    "read-only property in a request",
-                ));
-            }
-            if dir == Direction::Response && flag("writeOnly") {
-                return Err(SchemaViolation::new(
-                    &field,
-                    "write-only property in a response",
-                ));
-            }
-            check(prop, item, &field, dir, depth + 1)?;
-        } else if let Some(extra) = additional.filter(|a| a.is_object()) {
-            check(extra, item, &field, dir, depth + 1)?;
-        } else {
-            return Err(SchemaViolation::new(&field, unknown_message(key, props)));
-        }
-    }
-    if let Some(required) = schema.get("required").and_then(Value::as_array) {
-        for name in required.iter().filter_map(Value::as_str) {
-            if !object.contains_key(name) {
-                return Err(SchemaViolation::new(
-                    &child(path, name),
-                    "required property is missing",
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// "unknown property", with a hint when only the letter case differs from a declared one (the
@@ -574,7 +738,7 @@ mod tests {
 
     #[test]
     fn embedded_document_parses_and_has_the_endpoints() {
-        assert!(document().is_ok());
+        assert!(embedded().is_ok());
         assert!(operation_exists("POST", "/v8/token"));
         assert!(operation_exists("post", BULK));
         assert!(operation_exists("POST", EXPORT));
@@ -712,6 +876,33 @@ mod tests {
         );
         let sessions = "/v8/RestoreSessions";
         assert!(validate_query("GET", sessions, &q("orderBy", "Name")).is_err());
+    }
+
+    #[test]
+    fn a_parsed_document_checks_like_the_embedded_one() {
+        let value: Value = serde_json::from_str(OPENAPI_V8_SUBSET).expect("json");
+        let doc = Document::from_json(&value).expect("document");
+        assert_eq!(Some(&doc), embedded().ok());
+        let good = json!({"mailboxes": [{"id": "479a1c1e-2f7b-4d51-9a1e-0b1c2d3e4f50"}], "changedItems": true});
+        assert_eq!(doc.validate_request("POST", BULK, &good), Ok(()));
+        let mut bad = good.clone();
+        if let Some(map) = bad.as_object_mut() {
+            map.remove("changedItems");
+            map.insert("changedItem".into(), json!(true));
+        }
+        let err = doc
+            .validate_request("POST", BULK, &bad)
+            .expect_err("misspelt");
+        assert_eq!(err.path, "changedItem");
+        // A document without the operation knows nothing of it.
+        let mut trimmed = value.clone();
+        if let Some(paths) = trimmed.get_mut("paths").and_then(Value::as_object_mut) {
+            paths.remove(BULK);
+        }
+        let trimmed = Document::from_json(&trimmed).expect("document");
+        assert!(!trimmed.operation_exists("POST", BULK));
+        assert!(trimmed.validate_request("POST", BULK, &good).is_err());
+        assert!(Document::from_json(&json!({"paths": []})).is_err());
     }
 
     #[test]

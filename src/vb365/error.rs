@@ -475,6 +475,13 @@ pub(crate) fn transport_message(t: Transport, e: &(dyn std::error::Error + 'stat
             break;
         }
     }
+    // rustls says "invalid peer certificate: UnknownIssuer"; tell the operator what to do.
+    if t == Transport::Connect && msg.to_ascii_lowercase().contains("certificate") {
+        msg.push_str(
+            " (the server's TLS certificate is not trusted: add its CA with caFile, \
+             or as a last resort set insecureSkipTlsVerify)",
+        );
+    }
     msg
 }
 

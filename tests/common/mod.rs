@@ -1,9 +1,12 @@
-//! Helpers shared by the job-file integration tests.
+//! Helpers shared by the integration tests: job-file fixtures here, the operator-command
+//! installation and store history in [`ops`].
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::{Path, PathBuf};
 
 use restorectl::config::Config;
+
+pub mod ops;
 
 /// The repository root.
 pub fn repo() -> PathBuf {

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Download benchmark (issue 5): restorectl's download through the real code path against curl,
+# both fetching the same simulator export endpoint over loopback to disk, for a 1 GiB and a
+# 4 GiB export. Prints throughput of both, the ratio, and restorectl's peak RSS.
+#
+# restorectl side: examples/download_bench.rs (VB365 client → engine with checkpoints, fdatasync
+# and SHA-256 → publish with fsync, rename and manifest; progress in a SQLite file).
+# curl side: `curl -o FILE` of the same POST …/exportToPst (no hashing, no fsync).
+#
+# curl is measured twice: the transfer alone (its data may still sit in the page cache) and the
+# transfer plus `sync -d` of the file (durable, as restorectl's file is when it reports).
+#
+# Usage: bench/download.sh                         (needs ~4 GiB free in $BENCH_DIR, default a
+#                                                   temp dir under $TMPDIR, i.e. on disk)
+#        BENCH_DIR=/dev/shm/bench bench/download.sh (tmpfs: compares the code paths without the
+#                                                   disk)
+#        ROUNDS=3 bench/download.sh                (best of N rounds per tool; default 2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-2}
+PORT=${PORT:-47443}
+BASE="http://127.0.0.1:${PORT}"
+USERNAME='CONTOSO\svc-restore'
+export RESTORECTL_BENCH_PASSWORD='restorectl-dev'
+GIB=$((1 << 30))
+
+if [ ! -x /usr/bin/time ]; then
+    echo "installing GNU time for peak RSS ..." >&2
+    apt-get install -y -qq time >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq time; }
+fi
+command -v curl >/dev/null || { echo "curl is required" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "python3 is required (JSON parsing)" >&2; exit 1; }
+
+cargo build --release --quiet --bin restorectl --example download_bench
+RESTORECTL=target/release/restorectl
+BENCH=target/release/examples/download_bench
+
+WORK=${BENCH_DIR:-$(mktemp -d)}
+mkdir -p "$WORK"
+SIM_PID=
+cleanup() {
+    [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null || true
+    [ -z "${BENCH_DIR:-}" ] && rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cat >"$WORK/sim.yaml" <<YAML
+simulator:
+  exportBuildDelay: 1ms
+  exportSizes:
+    alice@contoso.com: $((1 * GIB))
+    bob@contoso.com: $((4 * GIB))
+YAML
+"$RESTORECTL" simulate --config "$WORK/sim.yaml" --listen "127.0.0.1:${PORT}" >"$WORK/sim.log" 2>&1 &
+SIM_PID=$!
+for _ in $(seq 1 100); do
+    curl -s -o /dev/null "$BASE/v8/Health" && break
+    sleep 0.1
+done
+
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+# curl needs its own token, restore session and mailbox id.
+TOKEN=$(curl -sS -X POST "$BASE/v8/token" \
+    --data-urlencode grant_type=password --data-urlencode "username=$USERNAME" \
+    --data-urlencode "password=$RESTORECTL_BENCH_PASSWORD" --data-urlencode disable_antiforgery_token=true \
+    | json 'd["access_token"]')
+AUTH=(-H "Authorization: Bearer $TOKEN")
+ORG=$(curl -sS "${AUTH[@]}" "$BASE/v8/Organizations" \
+    | json '[o["id"] for o in (d if isinstance(d,list) else d["results"]) if o["name"]=="contoso.onmicrosoft.com"][0]')
+RS=$(curl -sS "${AUTH[@]}" -H 'Content-Type: application/json' -X POST \
+    -d '{"type":"Vex"}' "$BASE/v8/Organizations/$ORG/explore" | json 'd["id"]')
+MAILBOXES=$(curl -sS "${AUTH[@]}" "$BASE/v8/RestoreSessions/$RS/organization/mailboxes?offset=0&limit=1000")
+mailbox_id() { echo "$MAILBOXES" | json "[m['id'] for m in d['results'] if m['email']=='$1' and not m.get('isArchive')][0]"; }
+
+curl_once() { # email -> "bytes seconds seconds_with_fdatasync"
+    local id url t0 t1 out
+    id=$(mailbox_id "$1")
+    url="$BASE/v8/RestoreSessions/$RS/organization/mailboxes/$id/exportToPst"
+    t0=$(date +%s.%N)
+    out=$(curl -sS -X POST "${AUTH[@]}" -H 'Content-Type: application/json' -H 'Accept: application/octet-stream' \
+        -d '{}' -o "$WORK/curl.out" -w '%{size_download} %{time_total}' "$url")
+    # restorectl makes the file durable before it reports; this is curl's equivalent.
+    sync -d "$WORK/curl.out"
+    t1=$(date +%s.%N)
+    echo "$out $(python3 -c "print($t1 - $t0)")"
+    rm -f "$WORK/curl.out"
+}
+
+restorectl_once() { # email -> "bytes seconds rss_kib"
+    local out line rss
+    out="$WORK/rc"
+    /usr/bin/time -v -o "$WORK/time.txt" "$BENCH" --server "$BASE" --mailbox "$1" --out "$out" \
+        --username "$USERNAME" >"$WORK/bench.out"
+    line=$(cat "$WORK/bench.out")
+    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time.txt")
+    echo "$(sed -E 's/.*bytes=([0-9]+).*/\1/' <<<"$line") $(sed -E 's/.*seconds=([0-9.]+).*/\1/' <<<"$line") $rss"
+    rm -rf "$out"
+}
+
+mibs() { python3 -c "print(f'{$1 / 1048576 / $2:.0f}')"; }
+
+echo "target file system: $(stat -f -c %T "$WORK") ($WORK)"
+printf '%-6s %11s %13s %11s %9s %9s %13s\n' size "curl MiB/s" "curl+fdatasync" "restorectl" "vs curl" "vs c+sync" "peak RSS MiB"
+declare -A RSS
+for pair in "1GiB alice@contoso.com" "4GiB bob@contoso.com"; do
+    set -- $pair
+    label=$1 email=$2
+    best_curl=0 best_curl_sync=0 best_rc=0 max_rss=0
+    for _ in $(seq 1 "$ROUNDS"); do
+        read -r cb cs css < <(curl_once "$email")
+        read -r rb rs rk < <(restorectl_once "$email")
+        [ "$cb" = "$rb" ] || { echo "size mismatch: curl $cb vs restorectl $rb" >&2; exit 1; }
+        c=$(mibs "$cb" "$cs"); cy=$(mibs "$cb" "$css"); r=$(mibs "$rb" "$rs")
+        [ "$c" -gt "$best_curl" ] && best_curl=$c
+        [ "$cy" -gt "$best_curl_sync" ] && best_curl_sync=$cy
+        [ "$r" -gt "$best_rc" ] && best_rc=$r
+        [ "$rk" -gt "$max_rss" ] && max_rss=$rk
+    done
+    RSS[$label]=$max_rss
+    printf '%-6s %11s %13s %11s %9s %9s %13s\n' "$label" "$best_curl" "$best_curl_sync" "$best_rc" \
+        "$(python3 -c "print(f'{$best_rc / $best_curl:.2f}x')")" \
+        "$(python3 -c "print(f'{$best_rc / $best_curl_sync:.2f}x')")" \
+        "$(python3 -c "print(f'{$max_rss / 1024:.1f}')")"
+done
+python3 -c "a, b = ${RSS[1GiB]}, ${RSS[4GiB]}; print(f'peak RSS 4 GiB vs 1 GiB: {(b - a) / a * 100:+.1f}%')"
+echo "(best of $ROUNDS rounds; restorectl writes, fdatasyncs every 64 MiB, hashes, fsyncs and publishes with a manifest)"
