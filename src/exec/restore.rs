@@ -540,14 +540,32 @@ pub(crate) async fn follow_step(ctx: &RunCtx, step: &Step) -> Result<Next, RunEr
     let submitted = step.submitted_at.unwrap_or(step.updated_at);
     let since = submitted
         - chrono::Duration::from_std(ctx.client_request_timeout() + CLOCK_SKEW).unwrap_or_default();
-    let targets = match targets(ctx, step).await {
-        Ok(t) => t,
-        Err(f) => Targets {
-            ids: step.mailbox_ids.clone().unwrap_or_default(),
-            emails: vec![f.message],
-        },
-    };
+    // The mailboxes to look for (a bulk step needs the session's list for their e-mails).
     let mut errors = 0u32;
+    let targets = loop {
+        match targets(ctx, step).await {
+            Ok(t) => break t,
+            Err(f) => {
+                errors += 1;
+                if errors >= MAX_POLL_ERRORS {
+                    let error = StepError {
+                        class: f.class,
+                        code: f.code,
+                        message: format!("the restore's outcome could not be read: {}", f.message),
+                    };
+                    store
+                        .set_step_state(step.id, StepState::Failed, Some(&error), Utc::now())
+                        .await
+                        .map_err(RunError::store(run))?;
+                    return Ok(Next::Continue);
+                }
+                if !sleep(ctx, ctx.options().poll_interval).await {
+                    return Ok(Next::End(StepEnd::Stopped));
+                }
+            }
+        }
+    };
+    errors = 0;
     loop {
         if ctx.stop.is_stopped() {
             return Ok(Next::End(StepEnd::Stopped));
