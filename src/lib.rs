@@ -23,6 +23,9 @@
 //! - [`download`]: the download engine: resumable, verified PST/ZIP exports streamed to
 //!   `<final>.partial`, published atomically with a checksum manifest; path safety under
 //!   `exportRoot`; retention.
+//! - [`exec`]: the run engine: claims runs, opens and always stops restore sessions, resolves
+//!   mailbox selectors, runs the steps of every job kind with retries, the at-most-once restore
+//!   protocol with reconciliation, asynchronous restore following, recovery after a crash.
 //! - [`cli`]: the command line, one file per subcommand; the operator commands (`plan`, `jobs`,
 //!   `runs`, `show`, `run`, `cancel`, `resolve`) read the state database directly and write
 //!   request rows for the daemon; [`cli::output`] draws the tables; [`cli::main`] is the one
@@ -39,6 +42,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod download;
+pub mod exec;
 pub mod jobs;
 pub mod schedule;
 pub mod sim;

@@ -16,6 +16,7 @@ use crate::config::ConfigError;
 pub mod cancel;
 pub mod completions;
 pub mod context;
+pub mod foreground;
 pub mod jobs;
 pub mod output;
 pub mod plan;
