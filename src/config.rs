@@ -361,6 +361,20 @@ pub struct DownloadConfig {
     pub idle_read_timeout: Duration,
 }
 
+/// Settings of the run engine (`engine:`; see docs/engine.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// How often a submitted restore is polled for its outcome (default 10s).
+    pub poll_interval: Duration,
+    /// How long after a restore POST whose outcome is unknown the engine waits before it may
+    /// conclude from the restore session's history that the POST was not received (default
+    /// 2m; never less than the server's `requestTimeout`).
+    pub reconcile_grace: Duration,
+    /// Step retry backoffs up to this long are slept inside the run; longer ones park the run
+    /// in `waiting_retry` (default 5m).
+    pub inline_backoff: Duration,
+}
+
 /// Settings of the job directory watcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WatchConfig {
@@ -399,6 +413,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub downloads: DownloadConfig,
     pub watch: WatchConfig,
+    pub engine: EngineConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -421,6 +436,18 @@ struct RawConfig {
     shutdown_timeout: Option<Duration>,
     downloads: Option<RawDownloads>,
     watch: Option<RawWatch>,
+    engine: Option<RawEngine>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawEngine {
+    #[serde(default, with = "humantime_serde")]
+    poll_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    reconcile_grace: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    inline_backoff: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -670,6 +697,7 @@ impl Config {
                 "must be greater than zero".into(),
             ));
         }
+        let engine = raw.engine.unwrap_or_default();
         let step_parallelism = raw.step_parallelism.unwrap_or(4);
         if !(1..=64).contains(&step_parallelism) {
             return Err(invalid(
@@ -712,6 +740,11 @@ impl Config {
             watch: WatchConfig {
                 rescan_interval: watch.rescan_interval.unwrap_or(Duration::from_secs(60)),
                 poll: watch.poll,
+            },
+            engine: EngineConfig {
+                poll_interval: engine.poll_interval.unwrap_or(Duration::from_secs(10)),
+                reconcile_grace: engine.reconcile_grace.unwrap_or(Duration::from_secs(120)),
+                inline_backoff: engine.inline_backoff.unwrap_or(Duration::from_secs(300)),
             },
         })
     }

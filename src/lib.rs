@@ -10,7 +10,9 @@
 //! - [`schedule`]: when scheduled jobs fire: cron parsing, DST-correct next fire instants with
 //!   Debian cron's rules, the catch-up plan after downtime, `concurrencyPolicy`, the injectable
 //!   clock, and [`schedule::explain()`] (what daylight saving does to a fire, for `plan`).
-//! - [`daemon`]: the daemon's lifecycle; [`daemon::watch`] watches the job directory.
+//! - [`daemon`]: the daemon's lifecycle (docs/daemon.md): single-instance lock, job-directory
+//!   watcher and reconciliation, the scheduler, operator requests, the executor seam to
+//!   [`exec`], health/metrics HTTP, systemd notification, signals, `--dev`.
 //! - [`vb365`]: the VB365 REST API v8 client: tokens, typed requests and responses, paging,
 //!   the PST export stream and the error classes (retryable, permanent, auth, session lost,
 //!   ambiguous) that drive retries.
@@ -24,6 +26,9 @@
 //! - [`download`]: the download engine: resumable, verified PST/ZIP exports streamed to
 //!   `<final>.partial`, published atomically with a checksum manifest; path safety under
 //!   `exportRoot`; retention.
+//! - [`exec`]: the run engine: claims runs, opens and always stops restore sessions, resolves
+//!   mailbox selectors, runs the steps of every job kind with retries, the at-most-once restore
+//!   protocol with reconciliation, asynchronous restore following, recovery after a crash.
 //! - [`cli`]: the command line, one file per subcommand; the operator commands (`plan`, `jobs`,
 //!   `runs`, `show`, `run`, `cancel`, `resolve`) read the state database directly and write
 //!   request rows for the daemon; [`cli::output`] draws the tables; [`cli::main`] is the one
@@ -40,6 +45,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod download;
+pub mod exec;
 pub mod jobs;
 pub mod schedule;
 pub mod sim;

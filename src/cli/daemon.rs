@@ -13,7 +13,7 @@ use anyhow::Context;
 use super::Outcome;
 use crate::config::{Config, config_path};
 use crate::daemon::dev::{self, DevSetup};
-use crate::daemon::{self as daemon_mod, DaemonOptions, signals};
+use crate::daemon::{self as daemon_mod, DaemonOptions, executor, signals};
 
 /// Arguments of `restorectl daemon`.
 #[derive(Debug, clap::Args)]
@@ -51,6 +51,7 @@ pub fn run(args: DaemonArgs, config_flag: Option<&Path>) -> anyhow::Result<Outco
             let banner_config = config.clone();
             let sim_url = simulator.base_url();
             let options = DaemonOptions {
+                executor: Some(executor::engine_factory()),
                 on_ready: Some(Box::new(move |ready| {
                     let text = dev::banner(&banner_config, &sim_url, ready.http);
                     let mut out = std::io::stdout().lock();
@@ -66,7 +67,11 @@ pub fn run(args: DaemonArgs, config_flag: Option<&Path>) -> anyhow::Result<Outco
             let (path, _) = config_path(config_flag);
             let config = Config::load(&path)?;
             crate::telemetry::init_logging(&config.log);
-            daemon_mod::run(config, DaemonOptions::default(), stop()).await?;
+            let options = DaemonOptions {
+                executor: Some(executor::engine_factory()),
+                ..DaemonOptions::default()
+            };
+            daemon_mod::run(config, options, stop()).await?;
         }
         Ok::<_, anyhow::Error>(())
     })?;

@@ -17,6 +17,7 @@ pub mod cancel;
 pub mod completions;
 pub mod context;
 pub mod daemon;
+pub mod foreground;
 pub mod jobs;
 pub mod output;
 pub mod plan;

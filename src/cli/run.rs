@@ -2,6 +2,9 @@
 //! operator request; the daemon consumes it within seconds and queues the run whatever the
 //! schedule or `suspend` say.
 //!
+//! With `--foreground` the run is executed in this process instead, without the daemon (see
+//! [`super::foreground`] and docs/engine.md).
+//!
 //! With `--wait` the command follows the request to its run and the run to its end: exit 0 when
 //! the run `succeeded` or `succeeded_with_warnings`, 1 when it failed, was cancelled, needs
 //! attention, the daemon refused the request, or the wait timed out (the run goes on).
@@ -34,10 +37,17 @@ pub struct RunArgs {
     /// With --wait: give up waiting after this long (the run goes on), e.g. `30m`, `2h`.
     #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = humantime::parse_duration, requires = "wait")]
     pub timeout: Duration,
+    /// Execute the run in this process without the daemon (takes the instance lock, logs to
+    /// stderr, prints a summary; exit 0 if it succeeded, with or without warnings).
+    #[arg(long, conflicts_with = "wait")]
+    pub foreground: bool,
 }
 
 /// Runs `run`.
 pub fn run(args: RunArgs, config: &Config) -> anyhow::Result<Outcome> {
+    if args.foreground {
+        return super::foreground::run(&args.job, config);
+    }
     context::block_on(async {
         let store = context::open_write(config).await?;
         check_job(&store, &args.job).await?;

@@ -2,8 +2,8 @@
 //!
 //! [`RunExecutor`] is what the daemon needs from an engine: start-up recovery, "claim the next
 //! due run and drive it until it stops", and applying an operator's decision about `in_doubt`
-//! steps. The run engine ([`crate::exec::Engine`]) implements it; the daemon never looks inside a
-//! run.
+//! steps. The run engine ([`crate::exec::Engine`]) implements it ([`engine_factory`] builds it);
+//! the daemon never looks inside a run, and its tests can run without one.
 //!
 //! [`run_workers`] runs a bounded number of claim loops (one per restore session the configured
 //! servers allow at once: a run holds a session, so more workers would only wait). A worker that
@@ -70,6 +70,75 @@ pub trait RunExecutor: Send + Sync + 'static {
         run: RunId,
         decision: Decision,
     ) -> BoxFuture<'_, Result<String, ExecutorError>>;
+}
+
+fn engine_error(e: crate::exec::RunError) -> ExecutorError {
+    ExecutorError {
+        message: e.to_string(),
+    }
+}
+
+/// The run engine behind the seam.
+impl RunExecutor for crate::exec::Engine {
+    fn recover(&self) -> BoxFuture<'_, Result<String, ExecutorError>> {
+        Box::pin(async move {
+            let r = crate::exec::Engine::recover(self, chrono::Utc::now())
+                .await
+                .map_err(engine_error)?;
+            Ok(format!(
+                "{} lease(s) expired, {} interrupted run(s) to resume, {} restore session(s) \
+                 stopped, {} kept for resuming downloads",
+                r.expired_leases,
+                r.runs.len(),
+                r.stopped_sessions.len(),
+                r.kept_sessions.len()
+            ))
+        })
+    }
+
+    fn execute_next<'a>(
+        &'a self,
+        shutdown: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<Option<Executed>, ExecutorError>> {
+        Box::pin(async move {
+            let outcome = crate::exec::Engine::execute_next(self, shutdown)
+                .await
+                .map_err(engine_error)?;
+            Ok(outcome.map(|o| Executed {
+                run: o.run,
+                state: o.state,
+                reason: o.reason,
+            }))
+        })
+    }
+
+    fn apply_resolution(
+        &self,
+        run: RunId,
+        decision: Decision,
+    ) -> BoxFuture<'_, Result<String, ExecutorError>> {
+        Box::pin(async move {
+            let r = crate::exec::Engine::apply_resolution(self, run, decision)
+                .await
+                .map_err(engine_error)?;
+            Ok(format!(
+                "decision {decision} recorded on {} in_doubt step(s) of run {}",
+                r.steps.len(),
+                r.run
+            ))
+        })
+    }
+}
+
+/// The factory the binary uses: the run engine for the config's servers, claiming runs as the
+/// daemon instance.
+pub fn engine_factory() -> super::ExecutorFactory {
+    Box::new(|store, config, owner| {
+        let options = crate::exec::EngineOptions::from_config(config, owner);
+        let engine = crate::exec::Engine::new(store.clone(), config.clone(), options)
+            .map_err(engine_error)?;
+        Ok(Arc::new(engine) as Arc<dyn RunExecutor>)
+    })
 }
 
 /// How many claim loops to run: the restore sessions all servers allow at once (1..=16).

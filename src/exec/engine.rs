@@ -1,0 +1,805 @@
+//! [`Engine`]: claims runs and drives each from its job version to a final state.
+//!
+//! Life cycle of one execution ([`Engine::execute_run`]):
+//!
+//! 1. claim the run (lease); a background task renews the lease every third of its length,
+//!    reports an operator's cancel and notices a lost lease; a timer enforces the run's deadline;
+//! 2. rebuild the job from the version the run was queued with (`job_versions.spec_json` is a
+//!    complete normalised document, re-validated by [`jobs::parse_str`]);
+//! 3. adopt a session a crashed predecessor left open if a step still needs it, else stop it;
+//! 4. on the first execution, open the session, resolve the selectors against its mailbox list
+//!    and create the steps (idempotently);
+//! 5. run the steps with bounded parallelism (`stepParallelism`);
+//! 6. Search: write the report; decide the run's state (`needs_attention` if a step is
+//!    `in_doubt`, `waiting_retry` if a step waits for a long backoff, else terminal); stop the
+//!    session; ExportPst: apply retention after a successful run.
+//!
+//! Stops: cancellation (the operator's cancel, seen on lease renewal) → `cancelled`; the
+//! deadline → `failed` with reason `timeout`; the caller's token (shutdown) → the lease is
+//! released and the run stays `running` for the next start, its session kept when a step needs
+//! it; a lost lease → the engine walks away without touching the run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::error::{RunError, StepFailure};
+use super::session::{Limiters, SessionSlot, stop_session};
+use super::steps::{self, StepEnd};
+use super::{EngineOptions, search, select};
+use crate::config::{Config, SecretContext};
+use crate::jobs::{self, Action, Job, ValidationContext};
+use crate::store::{EventKind, NewEvent, Run, RunId, RunState, Step, StepState, Store, StoreError};
+use crate::vb365::{Client, Mailbox};
+
+/// What an execution of a run ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub run: RunId,
+    /// The run's state afterwards (`running` when the engine stopped for a shutdown or lost
+    /// its lease).
+    pub state: RunState,
+    pub reason: Option<String>,
+    /// For `waiting_retry`: when the run is due again.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// The run engine of one process. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) config: Config,
+    pub(crate) secrets: SecretContext,
+    pub(crate) clients: BTreeMap<String, Client>,
+    pub(crate) limiters: Limiters,
+    pub(crate) options: EngineOptions,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("owner", &self.inner.options.owner)
+            .field("servers", &self.inner.clients.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a run's execution stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    Cancelled,
+    Timeout,
+    Shutdown,
+    LeaseLost,
+}
+
+/// The stop signal of one execution with the first reason given.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stopper {
+    pub(crate) token: CancellationToken,
+    reason: Arc<Mutex<Option<StopReason>>>,
+}
+
+impl Stopper {
+    pub(crate) fn stop(&self, reason: StopReason) {
+        let mut r = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        drop(r);
+        self.token.cancel();
+    }
+
+    pub(crate) fn reason(&self) -> Option<StopReason> {
+        *self.reason.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+/// Everything the steps of one run share.
+pub(crate) struct RunCtx {
+    pub(crate) engine: Engine,
+    pub(crate) run: Run,
+    pub(crate) job: Job,
+    pub(crate) client: Client,
+    pub(crate) session: SessionSlot,
+    pub(crate) stop: Stopper,
+    /// The session's mailbox list, fetched once (selectors, bulk e-mails, search reports).
+    pub(crate) mailboxes: tokio::sync::Mutex<Option<Arc<Vec<Mailbox>>>>,
+    /// The server's `requestTimeout`.
+    pub(crate) request_timeout: Duration,
+}
+
+impl RunCtx {
+    pub(crate) fn store(&self) -> &Store {
+        &self.engine.inner.store
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.engine.inner.config
+    }
+
+    pub(crate) fn options(&self) -> &EngineOptions {
+        &self.engine.inner.options
+    }
+
+    /// The server's `requestTimeout` (how long a request may still be in flight).
+    pub(crate) fn client_request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The mailbox list of the current session (opened if needed), fetched once per run.
+    pub(crate) async fn mailboxes(&self) -> Result<Arc<Vec<Mailbox>>, StepFailure> {
+        let mut cached = self.mailboxes.lock().await;
+        if let Some(list) = cached.as_ref() {
+            return Ok(Arc::clone(list));
+        }
+        let open = self.session.get(&self.stop.token).await?;
+        let list = match self.client.mailboxes(open.id).await {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                let failure = StepFailure::from(&e);
+                if failure.class == crate::store::ErrorClass::SessionLost {
+                    self.session.lost(open.generation, &e.to_string()).await?;
+                }
+                return Err(failure);
+            }
+        };
+        *cached = Some(Arc::clone(&list));
+        Ok(list)
+    }
+
+    /// Appends a note to the run's history (failures to write it are logged only).
+    pub(crate) async fn note(&self, step: Option<i64>, message: String, data: serde_json::Value) {
+        let mut event = NewEvent::new(EventKind::Note, message)
+            .run(self.run.id)
+            .data(data);
+        event.step_id = step;
+        if let Err(e) = self.store().append_event(&event, Utc::now()).await {
+            tracing::warn!(run = %self.run.id, error = %e, "cannot append a note");
+        }
+    }
+}
+
+impl Engine {
+    /// An engine over `store` for the servers of `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::Client`] when a server's client cannot be built (unreadable `caFile`, …).
+    pub fn new(store: Store, config: Config, options: EngineOptions) -> Result<Engine, RunError> {
+        let secrets = SecretContext::from_config(&config);
+        let mut clients = BTreeMap::new();
+        for server in config.servers.values() {
+            let client = Client::new(server, &secrets)
+                .map_err(|e| RunError::Client {
+                    server: server.name.clone(),
+                    message: e.to_string(),
+                })?
+                .with_page_size(config.page_size);
+            clients.insert(server.name.clone(), client);
+        }
+        let limiters = Limiters::from_config(&config);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                secrets,
+                clients,
+                limiters,
+                options,
+            }),
+        })
+    }
+
+    /// The state database.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The lease owner this engine claims runs as.
+    pub fn owner(&self) -> &str {
+        &self.inner.options.owner
+    }
+
+    /// Claims the next due run (queued, due `waiting_retry`, or `running` with an expired lease)
+    /// and executes it. `None` when nothing is due.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError`] when the state database fails.
+    pub async fn execute_next(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<RunOutcome>, RunError> {
+        let o = &self.inner.options;
+        let Some(run) = self
+            .inner
+            .store
+            .claim_next_run(&o.owner, o.lease, Utc::now())
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.drive(run, shutdown).await.map(Some)
+    }
+
+    /// Claims run `id` and executes it until it reaches a final state, `needs_attention`,
+    /// `waiting_retry`, or `shutdown` is cancelled.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::NotClaimable`] when another owner holds it or it is not due;
+    /// [`RunError::Store`] when the state database fails (the run keeps its lease and is picked
+    /// up again once it expires).
+    pub async fn execute_run(
+        &self,
+        id: RunId,
+        shutdown: &CancellationToken,
+    ) -> Result<RunOutcome, RunError> {
+        let o = &self.inner.options;
+        let claimed = self
+            .inner
+            .store
+            .claim_run(id, &o.owner, o.lease, Utc::now())
+            .await
+            .map_err(RunError::store(id))?;
+        let Some(run) = claimed else {
+            let run = self
+                .inner
+                .store
+                .get_run(id)
+                .await
+                .map_err(RunError::store(id))?;
+            return Err(RunError::NotClaimable {
+                run: id,
+                why: format!(
+                    "state {}, lease held by {}",
+                    run.state,
+                    run.lease_owner.as_deref().unwrap_or("nobody")
+                ),
+            });
+        };
+        self.drive(run, shutdown).await
+    }
+
+    /// Executes a run this engine just claimed.
+    async fn drive(&self, run: Run, shutdown: &CancellationToken) -> Result<RunOutcome, RunError> {
+        let id = run.id;
+        let stop = Stopper::default();
+        let renewer = self.spawn_lease_renewal(&run, &stop, shutdown);
+        let result = self.drive_claimed(run, &stop).await;
+        renewer.abort();
+        match result {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                tracing::error!(run = %id, error = %e, "run execution aborted");
+                Err(e)
+            }
+        }
+    }
+
+    /// The lease renewal task: renews every third of the lease (at most every 2 s), turns a cancel request into
+    /// [`StopReason::Cancelled`], a lost lease into [`StopReason::LeaseLost`], the deadline into
+    /// [`StopReason::Timeout`] and the caller's shutdown into [`StopReason::Shutdown`].
+    fn spawn_lease_renewal(
+        &self,
+        run: &Run,
+        stop: &Stopper,
+        shutdown: &CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.inner.store.clone();
+        let owner = self.inner.options.owner.clone();
+        let lease = self.inner.options.lease;
+        // Every 2 s at most: the renewal is also how an operator's cancel is noticed.
+        let every = (lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(2));
+        let stop = stop.clone();
+        let shutdown = shutdown.clone();
+        let id = run.id;
+        let mut deadline = run.deadline_at;
+        let cancel_requested = run.cancel_requested;
+        tokio::spawn(async move {
+            if cancel_requested {
+                stop.stop(StopReason::Cancelled);
+                return;
+            }
+            loop {
+                let until_deadline = deadline
+                    .map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                    .unwrap_or(every);
+                tokio::select! {
+                    () = tokio::time::sleep(every.min(until_deadline)) => {}
+                    () = shutdown.cancelled() => { stop.stop(StopReason::Shutdown); return; }
+                    () = stop.token.cancelled() => return,
+                }
+                if deadline.is_some_and(|d| Utc::now() >= d) {
+                    stop.stop(StopReason::Timeout);
+                    return;
+                }
+                match store.renew_lease(id, &owner, lease, Utc::now()).await {
+                    Ok(r) => {
+                        deadline = r.deadline_at.or(deadline);
+                        if r.cancel_requested {
+                            stop.stop(StopReason::Cancelled);
+                            return;
+                        }
+                    }
+                    Err(StoreError::LeaseLost { .. }) => {
+                        stop.stop(StopReason::LeaseLost);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(run = %id, error = %e, "lease renewal failed; retrying");
+                    }
+                }
+            }
+        })
+    }
+
+    async fn drive_claimed(&self, run: Run, stop: &Stopper) -> Result<RunOutcome, RunError> {
+        let id = run.id;
+        let store = &self.inner.store;
+        let job = match self.load_job(&run).await {
+            Ok(job) => job,
+            Err(reason) => return self.finish(&run, RunState::Failed, Some(reason)).await,
+        };
+        let Some(client) = job
+            .server()
+            .and_then(|s| self.inner.clients.get(s))
+            .or_else(|| {
+                (self.inner.clients.len() == 1)
+                    .then(|| self.inner.clients.values().next())
+                    .flatten()
+            })
+            .cloned()
+        else {
+            let reason = format!(
+                "job {}: server {} is not configured",
+                job.name(),
+                job.server().unwrap_or("(none)")
+            );
+            return self.finish(&run, RunState::Failed, Some(reason)).await;
+        };
+        let request_timeout = self
+            .inner
+            .config
+            .server(Some(client.server()))
+            .map_or(Duration::from_secs(60), |s| s.request_timeout);
+        let point_in_time = job.point_in_time().resolve(run.scheduled_for);
+        let session = SessionSlot::new(
+            client.clone(),
+            store.clone(),
+            id,
+            job.organization().clone(),
+            point_in_time,
+            self.inner.limiters.get(client.server()),
+            self.inner.options.max_session_reopens,
+        );
+        let ctx = Arc::new(RunCtx {
+            engine: self.clone(),
+            run: run.clone(),
+            job,
+            client,
+            session,
+            stop: stop.clone(),
+            mailboxes: tokio::sync::Mutex::new(None),
+            request_timeout,
+        });
+        tracing::info!(job = %ctx.job.name(), run = %id, attempt = run.attempts, "run started");
+
+        let existing = store.list_steps(id).await.map_err(RunError::store(id))?;
+        self.adopt_or_stop_sessions(&ctx, &existing).await?;
+
+        let steps = if existing.is_empty() {
+            match self.create_steps(&ctx).await? {
+                Ok(steps) => steps,
+                Err(reason) => {
+                    ctx.session.close(false).await;
+                    return self.finish(&run, RunState::Failed, Some(reason)).await;
+                }
+            }
+        } else {
+            existing
+        };
+
+        let parallelism = usize::try_from(self.inner.config.step_parallelism.max(1)).unwrap_or(1);
+        let ids: Vec<i64> = steps.iter().map(|s| s.id).collect();
+        let step_ctx = Arc::clone(&ctx);
+        let ends: Vec<Result<StepEnd, RunError>> = futures_util::stream::iter(ids)
+            .map(move |id| steps::run_step(Arc::clone(&step_ctx), id))
+            .buffer_unordered(parallelism)
+            .collect()
+            .await;
+        let mut results = Vec::with_capacity(ends.len());
+        let mut first_error = None;
+        for e in ends {
+            match e {
+                Ok(end) => results.push(end),
+                Err(e) => {
+                    if first_error.is_none() {
+                        first_error = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            // The database failed: leave the run to its lease; keep the session only if a step
+            // still needs it.
+            let keep = self.session_needed(id).await;
+            ctx.session.close(keep).await;
+            return Err(e);
+        }
+
+        if let Some(reason) = stop.reason() {
+            return self.stopped(&ctx, reason).await;
+        }
+
+        let steps = store.list_steps(id).await.map_err(RunError::store(id))?;
+        let mut search_failure = None;
+        if let Action::Search(action) = ctx.job.action()
+            && steps.iter().all(|s| s.state == StepState::Done)
+            && let Err(e) = search::publish_report(&ctx, action, &steps).await
+        {
+            search_failure = Some(e.to_string());
+        }
+        if let Some(reason) = stop.reason() {
+            return self.stopped(&ctx, reason).await;
+        }
+
+        let waiting: Option<DateTime<Utc>> = results
+            .iter()
+            .filter_map(|r| match r {
+                StepEnd::Later(t) => Some(*t),
+                _ => None,
+            })
+            .min();
+        let (state, reason) = decide(&steps, search_failure);
+        if state == RunState::NeedsAttention || waiting.is_none() {
+            ctx.session.close(false).await;
+            let outcome = self.finish(&run, state, reason).await?;
+            if matches!(state, RunState::Succeeded | RunState::SucceededWithWarnings)
+                && let Action::ExportPst(action) = ctx.job.action()
+                && let Some(retention) = action.retention
+            {
+                super::export::apply_retention(&ctx, retention).await;
+            }
+            return Ok(outcome);
+        }
+        let next = waiting.unwrap_or_else(Utc::now);
+        ctx.session.close(false).await;
+        let reason = format!("steps wait for a retry at {}", next.to_rfc3339());
+        store
+            .schedule_run_retry(id, next, Some(&reason), Utc::now())
+            .await
+            .map_err(RunError::store(id))?;
+        tracing::info!(run = %id, next = %next, "run waits for a retry");
+        Ok(RunOutcome {
+            run: id,
+            state: RunState::WaitingRetry,
+            reason: Some(reason),
+            next_attempt_at: Some(next),
+        })
+    }
+
+    /// Rebuilds the job from the version the run was queued with. `Err` is the run's reason.
+    async fn load_job(&self, run: &Run) -> Result<Job, String> {
+        let version = self
+            .inner
+            .store
+            .get_job_version(run.job_version_id)
+            .await
+            .map_err(|e| format!("job version {}: {e}", run.job_version_id))?;
+        job_from_version(&self.inner.config, &version.file, &version.spec_json)
+    }
+
+    /// On first execution: opens the session, lists its mailboxes, resolves the selectors and
+    /// creates the steps. `Ok(Err(reason))` fails the run (nothing matched, the server refused).
+    async fn create_steps(&self, ctx: &RunCtx) -> Result<Result<Vec<Step>, String>, RunError> {
+        let id = ctx.run.id;
+        let selection = ctx.job.selection();
+        let new_steps = if selection.is_organization_wide() {
+            vec![select::organization_step()]
+        } else {
+            let all = match ctx.mailboxes().await {
+                Ok(all) => all,
+                Err(e) => return Ok(Err(format!("cannot list the mailboxes: {}", e.message))),
+            };
+            let chosen = match select::resolve(selection, &all) {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e.to_string())),
+            };
+            match ctx.job.action() {
+                Action::BulkRestore(_) => vec![select::bulk_step(&chosen)],
+                _ => select::per_mailbox_steps(&chosen),
+            }
+        };
+        let steps = self
+            .inner
+            .store
+            .create_steps(id, &new_steps, Utc::now())
+            .await
+            .map_err(RunError::store(id))?;
+        tracing::info!(run = %id, steps = steps.len(), "steps created");
+        Ok(Ok(steps))
+    }
+
+    /// Sessions this run left open in an earlier execution: the newest one a non-finished step
+    /// works in is adopted (a download resumes in it, a restore is followed in it); the others
+    /// are stopped.
+    async fn adopt_or_stop_sessions(&self, ctx: &RunCtx, steps: &[Step]) -> Result<(), RunError> {
+        let id = ctx.run.id;
+        let open = self
+            .inner
+            .store
+            .list_open_sessions(Some(id))
+            .await
+            .map_err(RunError::store(id))?;
+        let needed = |sid: &str| {
+            steps
+                .iter()
+                .any(|s| !s.state.is_terminal() && s.restore_session_id.as_deref() == Some(sid))
+        };
+        let adopt = open
+            .iter()
+            .rev()
+            .find(|s| needed(&s.id))
+            .map(|s| s.id.clone());
+        for s in &open {
+            let Ok(uuid) = Uuid::parse_str(&s.id) else {
+                continue;
+            };
+            if Some(&s.id) == adopt.as_ref() && ctx.session.adopt(uuid, &ctx.stop.token).await {
+                continue;
+            }
+            if Some(&s.id) != adopt.as_ref() {
+                stop_session(&self.inner.store, &ctx.client, uuid).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a non-finished step of the run works in a session (a restore to follow, a
+    /// download to resume).
+    async fn session_needed(&self, id: RunId) -> bool {
+        match self.inner.store.list_steps(id).await {
+            Ok(steps) => steps.iter().any(|s| {
+                matches!(
+                    s.state,
+                    StepState::Submitting
+                        | StepState::Submitted
+                        | StepState::Downloading
+                        | StepState::Verifying
+                )
+            }),
+            Err(_) => true,
+        }
+    }
+
+    /// The run stopped early for `reason`.
+    async fn stopped(&self, ctx: &RunCtx, reason: StopReason) -> Result<RunOutcome, RunError> {
+        let id = ctx.run.id;
+        if matches!(reason, StopReason::Cancelled | StopReason::Timeout) {
+            self.stop_operations(ctx, reason).await?;
+        }
+        match reason {
+            StopReason::Cancelled => {
+                ctx.session.close(false).await;
+                self.finish(
+                    &ctx.run,
+                    RunState::Cancelled,
+                    Some("cancelled by operator".into()),
+                )
+                .await
+            }
+            StopReason::Timeout => {
+                ctx.session.close(false).await;
+                self.finish(&ctx.run, RunState::Failed, Some("timeout".into()))
+                    .await
+            }
+            StopReason::Shutdown => {
+                let keep = self.session_needed(id).await;
+                ctx.session.close(keep).await;
+                let _ = self
+                    .inner
+                    .store
+                    .release_lease(id, &self.inner.options.owner, Utc::now())
+                    .await;
+                tracing::info!(run = %id, "run interrupted by shutdown; it resumes at the next start");
+                Ok(RunOutcome {
+                    run: id,
+                    state: RunState::Running,
+                    reason: Some("interrupted by shutdown".into()),
+                    next_attempt_at: None,
+                })
+            }
+            StopReason::LeaseLost => {
+                ctx.session.close(true).await;
+                tracing::warn!(run = %id, "lease lost: another owner took the run");
+                Ok(RunOutcome {
+                    run: id,
+                    state: RunState::Running,
+                    reason: Some("lease lost".into()),
+                    next_attempt_at: None,
+                })
+            }
+        }
+    }
+
+    /// A cancelled or timed-out run stops the restores it is still following: their operation
+    /// sessions (reading a) are stopped on the server (the explore session follows when the
+    /// run's session is closed), and the steps fail with the reason.
+    async fn stop_operations(&self, ctx: &RunCtx, reason: StopReason) -> Result<(), RunError> {
+        let id = ctx.run.id;
+        let why = match reason {
+            StopReason::Timeout => "restore stopped: the run timed out",
+            _ => "restore stopped: the run was cancelled",
+        };
+        for step in self
+            .inner
+            .store
+            .list_steps(id)
+            .await
+            .map_err(RunError::store(id))?
+        {
+            if step.state != StepState::Submitted {
+                continue;
+            }
+            if let Some(op) = step
+                .remote_operation_id
+                .as_deref()
+                .filter(|op| Some(*op) != step.restore_session_id.as_deref())
+                .and_then(|op| Uuid::parse_str(op).ok())
+                && let Err(e) = ctx.client.stop_restore_session(op).await
+            {
+                tracing::warn!(run = %id, operation = %op, error = %e, "cannot stop the restore operation");
+            }
+            let error = crate::store::StepError {
+                class: crate::store::ErrorClass::Permanent,
+                code: None,
+                message: why.to_string(),
+            };
+            self.inner
+                .store
+                .set_step_state(step.id, StepState::Failed, Some(&error), Utc::now())
+                .await
+                .map_err(RunError::store(id))?;
+        }
+        Ok(())
+    }
+
+    /// Records the run's final (or `needs_attention`) state.
+    async fn finish(
+        &self,
+        run: &Run,
+        state: RunState,
+        reason: Option<String>,
+    ) -> Result<RunOutcome, RunError> {
+        self.inner
+            .store
+            .set_run_state(run.id, state, reason.as_deref(), Utc::now())
+            .await
+            .map_err(RunError::store(run.id))?;
+        match state {
+            RunState::Succeeded | RunState::SucceededWithWarnings => {
+                tracing::info!(run = %run.id, job = %run.job_name, state = %state, "run finished");
+            }
+            _ => {
+                tracing::warn!(run = %run.id, job = %run.job_name, state = %state, reason = reason.as_deref().unwrap_or(""), "run finished");
+            }
+        }
+        Ok(RunOutcome {
+            run: run.id,
+            state,
+            reason,
+            next_attempt_at: None,
+        })
+    }
+}
+
+/// Rebuilds a [`Job`] from a stored version: the normalised spec is a complete job document
+/// (JSON is YAML), validated again against the current config. `Err` says why it cannot be.
+pub fn job_from_version(
+    config: &Config,
+    file: &std::path::Path,
+    spec_json: &serde_json::Value,
+) -> Result<Job, String> {
+    let text = spec_json.to_string();
+    let ctx = ValidationContext::new(config);
+    let report = jobs::parse_str(&text, file, &ctx);
+    let errors: Vec<String> = report.all_errors().map(|e| e.to_string()).collect();
+    if !errors.is_empty() {
+        return Err(format!(
+            "the job version this run was queued with no longer validates: {}",
+            errors.join("; ")
+        ));
+    }
+    report
+        .jobs()
+        .next()
+        .cloned()
+        .ok_or_else(|| format!("{}: the stored job version holds no job", file.display()))
+}
+
+/// The run's state from its steps: any `in_doubt` → `needs_attention`; any `failed` →
+/// `failed` (reason: the failed mailboxes and first error); any `warning` →
+/// `succeeded_with_warnings`; else `succeeded`.
+pub(crate) fn decide(steps: &[Step], extra_failure: Option<String>) -> (RunState, Option<String>) {
+    let label = |s: &Step| {
+        s.mailbox_email.clone().unwrap_or_else(|| {
+            s.mailbox_name
+                .clone()
+                .unwrap_or_else(|| format!("step {}", s.seq))
+        })
+    };
+    let in_doubt: Vec<String> = steps
+        .iter()
+        .filter(|s| s.state == StepState::InDoubt)
+        .map(label)
+        .collect();
+    if !in_doubt.is_empty() {
+        return (
+            RunState::NeedsAttention,
+            Some(format!(
+                "restore outcome unknown for {}; decide with `restorectl resolve RUN --resend | --mark-done | --mark-failed`",
+                in_doubt.join(", ")
+            )),
+        );
+    }
+    let failed: Vec<&Step> = steps
+        .iter()
+        .filter(|s| {
+            !matches!(
+                s.state,
+                StepState::Done | StepState::Warning | StepState::Skipped
+            )
+        })
+        .collect();
+    if !failed.is_empty() {
+        let first = failed
+            .iter()
+            .find_map(|s| s.error_message.clone())
+            .unwrap_or_else(|| "not finished".into());
+        let names: Vec<String> = failed.iter().map(|s| label(s)).collect();
+        return (
+            RunState::Failed,
+            Some(format!(
+                "{} of {} steps failed ({}): {first}",
+                failed.len(),
+                steps.len(),
+                names.join(", ")
+            )),
+        );
+    }
+    if let Some(e) = extra_failure {
+        return (RunState::Failed, Some(e));
+    }
+    if steps.iter().any(|s| s.state == StepState::Warning) {
+        let n = steps
+            .iter()
+            .filter(|s| s.state == StepState::Warning)
+            .count();
+        return (
+            RunState::SucceededWithWarnings,
+            Some(format!("{n} step(s) finished with warnings")),
+        );
+    }
+    (RunState::Succeeded, None)
+}
+
+/// Where the search report parts of a run live (under the state directory, never exported).
+pub(crate) fn run_scratch_dir(config: &Config, run: RunId) -> PathBuf {
+    config.state_dir.join("runs").join(run.to_string())
+}

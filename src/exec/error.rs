@@ -1,0 +1,153 @@
+//! Errors of the run engine: [`RunError`] (the engine cannot go on with a run) and [`StepFailure`]
+//! (one attempt of a step failed; recorded on the step with its class, then retried or not).
+
+use crate::download::DownloadError;
+use crate::store::{ErrorClass, RunId, StepError, StoreError};
+use crate::vb365::ApiError;
+
+/// Why the engine could not execute (or finish recording) a run. The run keeps its state and
+/// lease; a later claim (after the lease expired, or at the next start) picks it up again.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The state database failed.
+    #[error("run {run}: {source}")]
+    Store {
+        run: String,
+        #[source]
+        source: StoreError,
+    },
+    /// A store call outside any run (recovery, engine start).
+    #[error(transparent)]
+    StoreGeneral(#[from] StoreError),
+    /// The run is not claimable (another owner holds a live lease, or it is finished).
+    #[error("run {run} is not claimable: {why}")]
+    NotClaimable { run: RunId, why: String },
+    /// A server's API client could not be built.
+    #[error("server {server}: {message}")]
+    Client { server: String, message: String },
+}
+
+impl RunError {
+    /// Wraps a store error with the run it happened in.
+    pub fn store(run: RunId) -> impl FnOnce(StoreError) -> RunError {
+        move |source| RunError::Store {
+            run: run.to_string(),
+            source,
+        }
+    }
+}
+
+/// One failed attempt of a step: the class decides what happens next (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure {
+    pub class: ErrorClass,
+    /// VB365 `errorCode` when known.
+    pub code: Option<String>,
+    /// One line naming the subject (mailbox, URL, path); never a secret.
+    pub message: String,
+    /// `Retry-After` the server asked for.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+impl StepFailure {
+    /// A failure of class `class` with `message`.
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        StepFailure {
+            class,
+            code: None,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A failure retrying cannot fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Permanent, message)
+    }
+
+    /// The store's form of this failure.
+    pub fn to_step_error(&self) -> StepError {
+        StepError {
+            class: self.class,
+            code: self.code.clone(),
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// The store's error class for a client error class (the same five values).
+pub fn store_class(class: crate::vb365::ErrorClass) -> ErrorClass {
+    use crate::vb365::ErrorClass as C;
+    match class {
+        C::Retryable => ErrorClass::Retryable,
+        C::Permanent => ErrorClass::Permanent,
+        C::Auth => ErrorClass::Auth,
+        C::SessionLost => ErrorClass::SessionLost,
+        C::Ambiguous => ErrorClass::Ambiguous,
+    }
+}
+
+impl From<&ApiError> for StepFailure {
+    fn from(e: &ApiError) -> Self {
+        StepFailure {
+            class: store_class(e.class),
+            code: e.error_code.map(|c| c.to_string()),
+            message: e.to_string(),
+            retry_after: e.retry_after,
+        }
+    }
+}
+
+impl From<ApiError> for StepFailure {
+    fn from(e: ApiError) -> Self {
+        StepFailure::from(&e)
+    }
+}
+
+impl From<DownloadError> for StepFailure {
+    fn from(e: DownloadError) -> Self {
+        // `class()` keeps the source's own class (e.g. a lost session while opening the export).
+        StepFailure {
+            class: store_class(e.class()),
+            code: None,
+            message: e.to_string(),
+            retry_after: None,
+        }
+    }
+}
+
+/// Result of engine work that can only fail as a step failure.
+pub(crate) type StepResult<T> = Result<T, StepFailure>;
+
+/// Why an attempt of a step did not complete: the step failed (handled by its class), or the
+/// state database failed (the engine stops).
+#[derive(Debug)]
+pub(crate) enum AttemptError {
+    Step(StepFailure),
+    Run(RunError),
+}
+
+impl From<StepFailure> for AttemptError {
+    fn from(f: StepFailure) -> Self {
+        AttemptError::Step(f)
+    }
+}
+
+impl From<RunError> for AttemptError {
+    fn from(e: RunError) -> Self {
+        AttemptError::Run(e)
+    }
+}
+
+impl From<ApiError> for AttemptError {
+    fn from(e: ApiError) -> Self {
+        AttemptError::Step(StepFailure::from(&e))
+    }
+}
+
+impl From<DownloadError> for AttemptError {
+    fn from(e: DownloadError) -> Self {
+        AttemptError::Step(StepFailure::from(e))
+    }
+}

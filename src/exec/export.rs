@@ -1,0 +1,196 @@
+//! ExportPst: one PST (or ZIP of PSTs) per mailbox through the download engine (SPEC §7), and
+//! retention of the job's older exports after a successful run.
+//!
+//! The step records its session and its `downloads` row before the first byte, so a crash or a
+//! shutdown resumes the download with `Range` from the durable offset, in the same restore
+//! session when it is still open (the server-side export lives in it). A stopped run (cancel,
+//! timeout, shutdown) drops the transfer and keeps the partial file for a later attempt.
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::engine::RunCtx;
+use super::error::{AttemptError, RunError, StepFailure};
+use super::restore::template_values;
+use super::steps::{Next, StepEnd};
+use crate::download::{
+    self, DownloadOptions, ExportSource, ManifestInfo, StoreProgress, resolve_inside,
+};
+use crate::jobs::{ExportAction, Retention};
+use crate::store::{FileFormat, NewDownload, Step, StepFile, StepState};
+use crate::vb365::ExportToPstOptions;
+
+/// One attempt of an ExportPst step: download (or resume), verify, publish, record.
+pub(crate) async fn attempt(
+    ctx: &RunCtx,
+    step: &Step,
+    action: &ExportAction,
+) -> Result<Next, AttemptError> {
+    let run = ctx.run.id;
+    let store = ctx.store();
+    let config = ctx.config();
+    let (Some(mailbox_id), Some(email)) =
+        (step.mailbox_id.as_deref(), step.mailbox_email.as_deref())
+    else {
+        return Err(
+            StepFailure::permanent(format!("step {}: no mailbox recorded", step.seq)).into(),
+        );
+    };
+    let mailbox = uuid::Uuid::parse_str(mailbox_id)
+        .map_err(|_| StepFailure::permanent(format!("{email}: bad mailbox id {mailbox_id}")))?;
+    let open = ctx.session.get(&ctx.stop.token).await?;
+    store
+        .set_step_session(step.id, Some(&open.id.to_string()), Utc::now())
+        .await
+        .map_err(RunError::store(run))?;
+
+    let values = template_values(ctx, email, mailbox_id).await;
+    let relative = action.path.render(&values);
+    create_private_dir(&config.export_root)?;
+    let target = resolve_inside(&config.export_root, &relative)
+        .map_err(|e| StepFailure::permanent(format!("{email}: {e}")))?;
+    store
+        .create_download(
+            &NewDownload {
+                step_id: step.id,
+                final_path: target.absolute(),
+                partial_path: &target.partial_path(),
+                restore_session_id: Some(&open.id.to_string()),
+            },
+            Utc::now(),
+        )
+        .await
+        .map_err(RunError::store(run))?;
+    // A crash from here on must not stop the session: the server-side export lives in it.
+    store
+        .set_session_keep_for_resume(&open.id.to_string(), true, Utc::now())
+        .await
+        .map_err(RunError::store(run))?;
+    if step.state != StepState::Downloading {
+        store
+            .set_step_state(step.id, StepState::Downloading, None, Utc::now())
+            .await
+            .map_err(RunError::store(run))?;
+    }
+
+    let source = ExportSource::new(
+        ctx.client.clone(),
+        open.id,
+        mailbox,
+        email,
+        ExportToPstOptions::new(action.keyword.clone(), action.pst_size_limit),
+        config.downloads.first_byte_timeout,
+    );
+    let progress = StoreProgress::new(store.clone(), step.id);
+    let required = store.largest_export_bytes(mailbox_id).await.ok().flatten();
+    let organization = match ctx.session.organization().await {
+        Some(o) => o.name,
+        None => ctx.job.organization().to_string(),
+    };
+    let info = ManifestInfo {
+        job: ctx.job.name().to_string(),
+        run: run.to_string(),
+        step: step.id,
+        kind: ctx.job.kind().to_string(),
+        server: ctx.client.server().to_string(),
+        organization,
+        mailbox: email.to_string(),
+        mailbox_id: mailbox_id.to_string(),
+        point_in_time: ctx
+            .session
+            .point_in_time()
+            .map_or_else(|| "latest".to_string(), |t| t.to_rfc3339()),
+        restore_session_id: open.id.to_string(),
+        keyword: action.keyword.clone(),
+        pst_size_limit_bytes: action.pst_size_limit,
+        started_at: step.started_at.unwrap_or_else(Utc::now),
+        attempts: u32::try_from(step.attempts).unwrap_or(u32::MAX),
+        job_file: ctx.job.file().display().to_string(),
+        job_spec_hash: ctx.job.spec_hash().to_string(),
+    };
+    let options = DownloadOptions {
+        first_byte_timeout: config.downloads.first_byte_timeout,
+        idle_timeout: config.downloads.idle_read_timeout,
+        ..DownloadOptions::default()
+    };
+    tracing::info!(run = %run, mailbox = email, path = %target.absolute().display(), "export download started");
+    let published = tokio::select! {
+        r = download::download(&source, &progress, &target, required, info, &options) => {
+            if let Err(e) = &r && e.class() == crate::vb365::ErrorClass::SessionLost {
+                ctx.session.lost(open.generation, &e.to_string()).await?;
+            }
+            r?
+        }
+        // Dropping the transfer keeps the partial file and its durable progress.
+        () = ctx.stop.token.cancelled() => return Ok(Next::End(StepEnd::Stopped)),
+    };
+    let format = match published.manifest.format {
+        download::Format::Pst => FileFormat::Pst,
+        download::Format::Zip => FileFormat::Zip,
+    };
+    store
+        .record_step_file(
+            step.id,
+            &StepFile {
+                path: &published.path,
+                bytes: published.manifest.bytes,
+                sha256: &published.manifest.sha256,
+                format,
+            },
+            Utc::now(),
+        )
+        .await
+        .map_err(RunError::store(run))?;
+    store
+        .set_step_state(step.id, StepState::Done, None, Utc::now())
+        .await
+        .map_err(RunError::store(run))?;
+    tracing::info!(run = %run, mailbox = email, path = %published.path.display(), bytes = published.manifest.bytes, sha256 = %published.manifest.sha256, "export published");
+    Ok(Next::Continue)
+}
+
+/// Creates `dir` (and parents) with mode 0700 where missing.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<(), StepFailure> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            StepFailure::permanent(format!("{}: cannot create directory: {e}", dir.display()))
+        })
+}
+
+/// Applies the job's retention after a successful run and records what it did.
+pub(crate) async fn apply_retention(ctx: &RunCtx, retention: Retention) {
+    let policy = download::Retention {
+        keep_last: retention.keep_last,
+        keep_for: retention.keep_for,
+    };
+    match download::apply_retention(
+        ctx.store(),
+        &ctx.config().export_root,
+        ctx.job.name(),
+        &policy,
+        Utc::now(),
+    )
+    .await
+    {
+        Ok(outcome) => {
+            if !outcome.deleted.is_empty() || !outcome.failed.is_empty() {
+                ctx.note(
+                    None,
+                    format!(
+                        "retention ({}): {} export(s) deleted, {} could not be deleted",
+                        policy.describe(),
+                        outcome.deleted.len(),
+                        outcome.failed.len()
+                    ),
+                    json!({ "deleted": outcome.deleted.len(), "failed": outcome.failed.len() }),
+                )
+                .await;
+            }
+        }
+        Err(e) => tracing::warn!(job = %ctx.job.name(), error = %e, "retention failed"),
+    }
+}

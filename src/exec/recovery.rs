@@ -1,0 +1,145 @@
+//! What the engine does after a restart and on an operator's decision.
+//!
+//! [`Engine::recover`] (daemon start, `run --foreground`), called while holding the instance lock:
+//!
+//! 1. expires the leases a dead predecessor held (`expire_foreign_leases`), so its `running`
+//!    runs are claimable at once;
+//! 2. stops every restore session the store lists as open that no unfinished run needs: a
+//!    session stays open only when its run is still `running` (the run adopts it when it is
+//!    executed again, to resume a download or follow a restore, see [`super::engine`]);
+//! 3. returns the runs to execute again; executing them reconciles `submitting` steps, follows
+//!    `submitted` ones, resumes downloads with `Range` and continues.
+//!
+//! [`Engine::apply_resolution`] records an operator's decision on every `in_doubt` step of a
+//! `needs_attention` run and queues the run; its next execution acts on the decisions (`resend`
+//! → one new POST, `mark_done` → `done`, `mark_failed` → `failed`) and recomputes its state.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::engine::Engine;
+use super::error::RunError;
+use super::session::stop_session;
+use crate::store::{Decision, RunFilter, RunId, RunState, StepState};
+
+/// What [`Engine::recover`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Leases of a dead owner expired.
+    pub expired_leases: u64,
+    /// Runs left `running` by a dead process, to execute again (oldest first).
+    pub runs: Vec<RunId>,
+    /// Sessions stopped because no unfinished run needs them.
+    pub stopped_sessions: Vec<String>,
+    /// Sessions left open for the runs that will resume.
+    pub kept_sessions: Vec<String>,
+}
+
+/// What [`Engine::apply_resolution`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub run: RunId,
+    /// The `in_doubt` steps the decision was recorded on.
+    pub steps: Vec<i64>,
+}
+
+impl Engine {
+    /// Recovery at start (see the module doc). Sound only while this process holds the daemon
+    /// instance lock (no other live owner can hold a lease).
+    ///
+    /// # Errors
+    ///
+    /// [`RunError`] when the state database fails.
+    pub async fn recover(&self, now: DateTime<Utc>) -> Result<RecoveryReport, RunError> {
+        let store = &self.inner.store;
+        let mut report = RecoveryReport {
+            expired_leases: store.expire_foreign_leases(self.owner(), now).await?,
+            ..RecoveryReport::default()
+        };
+        let running = store
+            .list_runs(&RunFilter {
+                state: Some(RunState::Running),
+                ..RunFilter::default()
+            })
+            .await?;
+        let mut running: Vec<_> = running
+            .into_iter()
+            .filter(|r| r.lease_owner.as_deref() != Some(self.owner()))
+            .collect();
+        running.sort_by_key(|r| (r.scheduled_for, r.id));
+        report.runs = running.iter().map(|r| r.id).collect();
+        for session in store.list_open_sessions(None).await? {
+            let needed = session.run_id.is_some_and(|r| report.runs.contains(&r));
+            if needed {
+                report.kept_sessions.push(session.id.clone());
+                continue;
+            }
+            let Some(client) = self.inner.clients.get(&session.server) else {
+                tracing::warn!(session = %session.id, server = %session.server, "open session on a server that is no longer configured");
+                continue;
+            };
+            if let Ok(id) = Uuid::parse_str(&session.id) {
+                stop_session(store, client, id).await;
+                report.stopped_sessions.push(session.id.clone());
+            }
+        }
+        tracing::info!(
+            runs = report.runs.len(),
+            stopped = report.stopped_sessions.len(),
+            kept = report.kept_sessions.len(),
+            "recovery done"
+        );
+        Ok(report)
+    }
+
+    /// Records `decision` on every `in_doubt` step of `run` (a `needs_attention` run) and queues
+    /// the run so the next execution acts on it. For the daemon's `resolve` requests.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::NotClaimable`] when the run does not need attention or has no `in_doubt`
+    /// step; [`RunError::Store`] when the database fails.
+    pub async fn apply_resolution(
+        &self,
+        run: RunId,
+        decision: Decision,
+    ) -> Result<Resolution, RunError> {
+        let store = &self.inner.store;
+        let row = store.get_run(run).await.map_err(RunError::store(run))?;
+        if row.state != RunState::NeedsAttention {
+            return Err(RunError::NotClaimable {
+                run,
+                why: format!("it is {}, not needs_attention", row.state),
+            });
+        }
+        let steps = store.list_steps(run).await.map_err(RunError::store(run))?;
+        let mut decided = Vec::new();
+        for s in steps.iter().filter(|s| s.state == StepState::InDoubt) {
+            store
+                .record_operator_decision(s.id, decision, Utc::now())
+                .await
+                .map_err(RunError::store(run))?;
+            decided.push(s.id);
+        }
+        if decided.is_empty() {
+            return Err(RunError::NotClaimable {
+                run,
+                why: "it has no in_doubt step".into(),
+            });
+        }
+        store
+            .set_run_state(
+                run,
+                RunState::Queued,
+                Some(&format!("operator decided {decision}")),
+                Utc::now(),
+            )
+            .await
+            .map_err(RunError::store(run))?;
+        tracing::info!(run = %run, decision = %decision, steps = decided.len(), "operator decision recorded; run queued");
+        Ok(Resolution {
+            run,
+            steps: decided,
+        })
+    }
+}

@@ -1,0 +1,304 @@
+//! A run's restore session and the per-server limit on open sessions.
+//!
+//! Every run works in one explore session of its organisation at its point in time. The session
+//! is opened lazily (a run whose remaining steps only need an operator's decision applied opens
+//! none), recorded in the store as soon as the server answers, shared by the run's parallel
+//! steps, re-opened when the server lost it (the old one recorded `lost`), and stopped at the
+//! end. While it is open the run holds a permit of its server's [`Limiters`] semaphore, so no more
+//! than `maxConcurrentSessions` sessions are open per server across all runs of the process.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::error::{StepFailure, StepResult};
+use crate::config::Config;
+use crate::jobs::OrganizationRef;
+use crate::store::{ErrorClass, NewSession, RunId, Store};
+use crate::vb365::{self, Client, Organization, OrganizationExploreOptions};
+
+/// One semaphore per configured server, `maxConcurrentSessions` permits each.
+#[derive(Debug, Clone, Default)]
+pub struct Limiters {
+    by_server: BTreeMap<String, Arc<Semaphore>>,
+}
+
+impl Limiters {
+    /// Limiters for every server of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Limiters {
+            by_server: config
+                .servers
+                .values()
+                .map(|s| {
+                    let permits = usize::try_from(s.max_concurrent_sessions.max(1)).unwrap_or(1);
+                    (s.name.clone(), Arc::new(Semaphore::new(permits)))
+                })
+                .collect(),
+        }
+    }
+
+    /// The semaphore of `server` (a server missing from the config gets a private one permit).
+    pub fn get(&self, server: &str) -> Arc<Semaphore> {
+        self.by_server
+            .get(server)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Semaphore::new(1)))
+    }
+}
+
+/// The open session: its id and which generation it is (bumped by each re-open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenSession {
+    pub id: Uuid,
+    pub generation: u64,
+}
+
+struct SlotState {
+    current: Option<OpenSession>,
+    permit: Option<OwnedSemaphorePermit>,
+    generation: u64,
+    reopens: u32,
+    organization: Option<Organization>,
+}
+
+/// The restore session of one run (see the module doc).
+pub struct SessionSlot {
+    client: Client,
+    store: Store,
+    run: RunId,
+    organization: OrganizationRef,
+    point_in_time: Option<DateTime<Utc>>,
+    limiter: Arc<Semaphore>,
+    max_reopens: u32,
+    state: Mutex<SlotState>,
+}
+
+impl SessionSlot {
+    /// A slot with no session yet.
+    pub fn new(
+        client: Client,
+        store: Store,
+        run: RunId,
+        organization: OrganizationRef,
+        point_in_time: Option<DateTime<Utc>>,
+        limiter: Arc<Semaphore>,
+        max_reopens: u32,
+    ) -> Self {
+        SessionSlot {
+            client,
+            store,
+            run,
+            organization,
+            point_in_time,
+            limiter,
+            max_reopens,
+            state: Mutex::new(SlotState {
+                current: None,
+                permit: None,
+                generation: 0,
+                reopens: 0,
+                organization: None,
+            }),
+        }
+    }
+
+    /// The point in time sent with explore (`None` = latest).
+    pub fn point_in_time(&self) -> Option<DateTime<Utc>> {
+        self.point_in_time
+    }
+
+    /// The organisation, once a session was opened.
+    pub async fn organization(&self) -> Option<Organization> {
+        self.state.lock().await.organization.clone()
+    }
+
+    /// The open session, if any, without opening one.
+    pub async fn current(&self) -> Option<OpenSession> {
+        self.state.lock().await.current
+    }
+
+    /// The session, opened now if needed: waits for a permit of the server's limiter (or for
+    /// `stop`), resolves the organisation, explores it at the point in time and records the
+    /// session in the store.
+    pub async fn get(&self, stop: &CancellationToken) -> StepResult<OpenSession> {
+        let mut st = self.state.lock().await;
+        if let Some(open) = st.current {
+            return Ok(open);
+        }
+        if st.permit.is_none() {
+            let permit = tokio::select! {
+                p = Arc::clone(&self.limiter).acquire_owned() => p.map_err(|_| {
+                    StepFailure::permanent("the restore session limiter was closed")
+                })?,
+                () = stop.cancelled() => {
+                    return Err(StepFailure::new(
+                        ErrorClass::Retryable,
+                        "run stopped while waiting for a restore session slot",
+                    ));
+                }
+            };
+            st.permit = Some(permit);
+        }
+        let org = match &st.organization {
+            Some(o) => o.clone(),
+            None => {
+                let o = self
+                    .client
+                    .resolve_organization(&self.organization.to_string())
+                    .await?;
+                st.organization = Some(o.clone());
+                o
+            }
+        };
+        let org_id = org.id.ok_or_else(|| {
+            StepFailure::permanent(format!("organization {} has no id on the server", org.name))
+        })?;
+        let options = OrganizationExploreOptions::exchange(self.point_in_time);
+        let session = self.client.explore_organization(org_id, &options).await?;
+        let id = session.id.to_string();
+        let pit = self.point_in_time.map(|t| t.to_rfc3339());
+        self.store
+            .record_session_opened(
+                &NewSession {
+                    id: &id,
+                    server: self.client.server(),
+                    organization_id: &org_id.to_string(),
+                    point_in_time: pit.as_deref(),
+                    run_id: Some(self.run),
+                },
+                Utc::now(),
+            )
+            .await
+            .map_err(|e| StepFailure::new(ErrorClass::Retryable, e.to_string()))?;
+        st.generation += 1;
+        let open = OpenSession {
+            id: session.id,
+            generation: st.generation,
+        };
+        st.current = Some(open);
+        tracing::info!(run = %self.run, session = %session.id, "restore session opened");
+        Ok(open)
+    }
+
+    /// Takes over a session a previous process of this run left open (after checking on the
+    /// server that it is still `Working`). Returns false when it is gone (recorded `lost`).
+    pub async fn adopt(&self, id: Uuid, stop: &CancellationToken) -> bool {
+        match self.client.restore_session(id).await {
+            Ok(s) if s.state == vb365::SessionState::Working => {}
+            Ok(_) | Err(_) => {
+                let _ = self
+                    .store
+                    .mark_session_lost(
+                        &id.to_string(),
+                        "not working any more when the run resumed",
+                        Utc::now(),
+                    )
+                    .await;
+                return false;
+            }
+        }
+        let mut st = self.state.lock().await;
+        if st.permit.is_none() {
+            tokio::select! {
+                p = Arc::clone(&self.limiter).acquire_owned() => st.permit = p.ok(),
+                () = stop.cancelled() => return false,
+            }
+        }
+        st.generation += 1;
+        st.current = Some(OpenSession {
+            id,
+            generation: st.generation,
+        });
+        if let Ok(org) = self
+            .client
+            .resolve_organization(&self.organization.to_string())
+            .await
+        {
+            st.organization = Some(org);
+        }
+        tracing::info!(run = %self.run, session = %id, "restore session adopted after a restart");
+        true
+    }
+
+    /// The server lost session generation `generation`: records it `lost` and forgets it so the
+    /// next [`SessionSlot::get`] opens a new one (keeping the limiter permit). Several steps
+    /// reporting the same loss re-open once. Fails when the run re-opened too often.
+    pub async fn lost(&self, generation: u64, reason: &str) -> StepResult<()> {
+        let mut st = self.state.lock().await;
+        let Some(open) = st.current else {
+            return Ok(());
+        };
+        if open.generation != generation {
+            return Ok(());
+        }
+        let _ = self
+            .store
+            .mark_session_lost(&open.id.to_string(), reason, Utc::now())
+            .await;
+        st.current = None;
+        st.reopens += 1;
+        tracing::warn!(run = %self.run, session = %open.id, reason, "restore session lost; a new one will be opened");
+        if st.reopens > self.max_reopens {
+            return Err(StepFailure::permanent(format!(
+                "restore session lost {} times in this run; giving up: {reason}",
+                st.reopens
+            )));
+        }
+        Ok(())
+    }
+
+    /// Ends the run's use of the session: stops it on the server, or with `keep` records it as
+    /// needed after a restart (`keep_for_resume`) and leaves it open. Releases the permit.
+    pub async fn close(&self, keep: bool) {
+        let mut st = self.state.lock().await;
+        if let Some(open) = st.current.take() {
+            let id = open.id.to_string();
+            if keep {
+                if let Err(e) = self
+                    .store
+                    .set_session_keep_for_resume(&id, true, Utc::now())
+                    .await
+                {
+                    tracing::warn!(session = %id, error = %e, "cannot mark the session for resume");
+                }
+                tracing::info!(run = %self.run, session = %id, "restore session kept open for resume");
+            } else {
+                stop_session(&self.store, &self.client, open.id).await;
+            }
+        }
+        st.permit = None;
+    }
+}
+
+/// Stops a restore session on the server and records it: `stopping` first (so a crash in
+/// between is retried at the next start), then `stopped`; a session the server no longer knows
+/// is recorded `lost`. Failures are logged; the row stays `stopping` for the next recovery.
+pub async fn stop_session(store: &Store, client: &Client, id: Uuid) {
+    let text = id.to_string();
+    if let Err(e) = store.mark_session_stopping(&text, Utc::now()).await {
+        tracing::warn!(session = %text, error = %e, "cannot record the session as stopping");
+    }
+    match client.stop_restore_session(id).await {
+        Ok(()) => {
+            if let Err(e) = store.mark_session_stopped(&text, Utc::now()).await {
+                tracing::warn!(session = %text, error = %e, "cannot record the session as stopped");
+            }
+        }
+        Err(e)
+            if e.class == vb365::ErrorClass::SessionLost
+                || e.status == Some(reqwest::StatusCode::NOT_FOUND) =>
+        {
+            let _ = store
+                .mark_session_lost(&text, "the server no longer knows it", Utc::now())
+                .await;
+        }
+        Err(e) => {
+            tracing::warn!(session = %text, error = %e, "cannot stop the restore session; the next start retries");
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! One step's loop: read the step's state from the store and do what it calls for, until the
+//! step is finished, waits for a long backoff, waits for an operator, or the run stops.
+//!
+//! | state | action |
+//! |---|---|
+//! | `pending` (due), `downloading`, `verifying` | a new attempt of the kind's action |
+//! | `pending` with a future `next_attempt_at` | sleep if short, else end with [`StepEnd::Later`] |
+//! | `submitting` | reconcile the unknown POST (see [`super::restore`]) |
+//! | `submitted` | follow the restore to its outcome |
+//! | `in_doubt` | act on the operator's decision, or end with [`StepEnd::Blocked`] |
+//!
+//! A failed attempt is handled by its class: retryable → backoff with jitter up to
+//! `retry.maxAttempts` attempts; permanent / auth → `failed`; session lost → the run's session
+//! is re-opened and the step continues; ambiguous (a restore POST) → reconciliation, never a
+//! blind retry.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::engine::RunCtx;
+use super::error::{AttemptError, RunError, StepFailure};
+use super::{export, restore, retry, search};
+use crate::jobs::Action;
+use crate::store::{Decision, ErrorClass, StepError, StepState};
+
+/// How a step's loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepEnd {
+    /// `done`, `warning`, `failed` or `skipped`.
+    Finished,
+    /// Waits for a backoff longer than the in-run threshold, until then.
+    Later(chrono::DateTime<Utc>),
+    /// `in_doubt` without an operator's decision.
+    Blocked,
+    /// The run was stopped (cancel, timeout, shutdown, lost lease).
+    Stopped,
+}
+
+/// What an attempt asks the loop to do next.
+pub(crate) enum Next {
+    /// Read the step again and continue.
+    Continue,
+    /// End the loop.
+    End(StepEnd),
+}
+
+/// Runs step `id` of the run until it ends (see the module doc).
+///
+/// # Errors
+///
+/// [`RunError`] when the state database fails.
+pub(crate) async fn run_step(ctx: Arc<RunCtx>, id: i64) -> Result<StepEnd, RunError> {
+    let run = ctx.run.id;
+    let store = ctx.store().clone();
+    loop {
+        if ctx.stop.is_stopped() {
+            return Ok(StepEnd::Stopped);
+        }
+        let step = store.get_step(id).await.map_err(RunError::store(run))?;
+        if step.state.is_terminal() {
+            return Ok(StepEnd::Finished);
+        }
+        let next = match step.state {
+            StepState::InDoubt => match step.operator_decision {
+                None => return Ok(StepEnd::Blocked),
+                Some(Decision::MarkDone) => {
+                    store
+                        .set_step_state(id, StepState::Done, None, Utc::now())
+                        .await
+                        .map_err(RunError::store(run))?;
+                    Next::Continue
+                }
+                Some(Decision::MarkFailed) => {
+                    let error = StepError {
+                        class: ErrorClass::Ambiguous,
+                        code: None,
+                        message: "marked failed by the operator after an unknown restore outcome"
+                            .into(),
+                    };
+                    store
+                        .set_step_state(id, StepState::Failed, Some(&error), Utc::now())
+                        .await
+                        .map_err(RunError::store(run))?;
+                    Next::Continue
+                }
+                Some(Decision::Resend) => {
+                    let result = restore::submit(&ctx, &step).await;
+                    after_attempt(&ctx, id, result).await?
+                }
+            },
+            StepState::Submitting => restore::reconcile_step(&ctx, &step).await?,
+            StepState::Submitted => restore::follow_step(&ctx, &step).await?,
+            StepState::Pending | StepState::Downloading | StepState::Verifying => {
+                if let Some(at) = step.next_attempt_at {
+                    let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                    if wait > ctx.options().inline_backoff {
+                        return Ok(StepEnd::Later(at));
+                    }
+                    if !wait.is_zero() && !sleep(&ctx, wait).await {
+                        return Ok(StepEnd::Stopped);
+                    }
+                }
+                let step = store
+                    .begin_step_attempt(id, Utc::now())
+                    .await
+                    .map_err(RunError::store(run))?;
+                ctx.note(
+                    Some(id),
+                    format!(
+                        "{}: attempt {} started",
+                        step.mailbox_email
+                            .as_deref()
+                            .unwrap_or(step.mailbox_name.as_deref().unwrap_or("step")),
+                        step.attempts
+                    ),
+                    json!({ "step_attempt": step.attempts, "step": id }),
+                )
+                .await;
+                let result = match ctx.job.action() {
+                    Action::ExportPst(a) => export::attempt(&ctx, &step, a).await,
+                    Action::Search(a) => search::attempt(&ctx, &step, a).await,
+                    Action::Restore(_) | Action::RestoreTo(_) | Action::BulkRestore(_) => {
+                        restore::submit(&ctx, &step).await
+                    }
+                };
+                after_attempt(&ctx, id, result).await?
+            }
+            // Terminal states returned above.
+            StepState::Done | StepState::Warning | StepState::Failed | StepState::Skipped => {
+                Next::End(StepEnd::Finished)
+            }
+        };
+        if let Next::End(end) = next {
+            return Ok(end);
+        }
+    }
+}
+
+/// Turns an attempt's result into what the loop does next.
+async fn after_attempt(
+    ctx: &RunCtx,
+    id: i64,
+    result: Result<Next, AttemptError>,
+) -> Result<Next, RunError> {
+    match result {
+        Ok(next) => Ok(next),
+        Err(AttemptError::Step(f)) => handle_failure(ctx, id, f).await,
+        Err(AttemptError::Run(e)) => Err(e),
+    }
+}
+
+/// Sleeps `d` unless the run stops first; false when it stopped.
+pub(crate) async fn sleep(ctx: &RunCtx, d: std::time::Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => true,
+        () = ctx.stop.token.cancelled() => false,
+    }
+}
+
+/// Records a failed attempt and decides what comes next (see the module doc).
+pub(crate) async fn handle_failure(
+    ctx: &RunCtx,
+    id: i64,
+    failure: StepFailure,
+) -> Result<Next, RunError> {
+    let run = ctx.run.id;
+    let store = ctx.store();
+    if ctx.stop.is_stopped() {
+        // The failure may be the stop itself (an aborted download); the step keeps its state
+        // and the next execution continues it.
+        return Ok(Next::End(StepEnd::Stopped));
+    }
+    let step = store.get_step(id).await.map_err(RunError::store(run))?;
+    let policy = ctx.job.retry();
+    let attempts = u32::try_from(step.attempts).unwrap_or(u32::MAX);
+    tracing::warn!(run = %run, step = id, mailbox = step.mailbox_email.as_deref().unwrap_or(""), class = %failure.class, error = %failure.message, "step attempt failed");
+    let fail = |f: StepFailure| async move {
+        store
+            .set_step_state(id, StepState::Failed, Some(&f.to_step_error()), Utc::now())
+            .await
+            .map_err(RunError::store(run))?;
+        Ok::<_, RunError>(Next::End(StepEnd::Finished))
+    };
+    match failure.class {
+        ErrorClass::Permanent | ErrorClass::Auth => fail(failure).await,
+        ErrorClass::SessionLost => {
+            let generation = ctx.session.current().await.map(|o| o.generation);
+            if let Some(generation) = generation
+                && let Err(give_up) = ctx.session.lost(generation, &failure.message).await
+            {
+                return fail(give_up).await;
+            }
+            *ctx.mailboxes.lock().await = None;
+            store
+                .schedule_step_retry(id, Utc::now(), &failure.to_step_error(), Utc::now())
+                .await
+                .map_err(RunError::store(run))?;
+            Ok(Next::Continue)
+        }
+        ErrorClass::Retryable | ErrorClass::Ambiguous => {
+            if attempts >= policy.max_attempts {
+                let mut f = failure;
+                f.message = format!("{} (gave up after {attempts} attempts)", f.message);
+                return fail(f).await;
+            }
+            let delay = retry::delay(&policy, attempts, failure.retry_after);
+            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            store
+                .schedule_step_retry(id, at, &failure.to_step_error(), Utc::now())
+                .await
+                .map_err(RunError::store(run))?;
+            tracing::info!(run = %run, step = id, attempt = attempts, delay_ms = delay.as_millis() as u64, "step retry scheduled");
+            Ok(Next::Continue)
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The engine under injected faults: retries by error class, lost restore sessions, a lost
+//! restore answer (reconciled, or `in_doubt` → `needs_attention` → each operator decision),
+//! cancellation, the run timeout, and the per-server limit on open sessions.
+
+mod exec_support;
+
+use std::time::Duration;
+
+use exec_support::*;
+use restorectl::sim::{CallRange, Endpoint, FaultAction, FaultRule, SessionIdMode, SimConfig};
+use restorectl::store::{Decision, ErrorClass, RunState, SessionState, StepState};
+use tokio_util::sync::CancellationToken;
+
+fn sim() -> SimConfig {
+    SimConfig {
+        restore_delay: Duration::from_millis(300),
+        export_build_delay: Duration::from_millis(50),
+        ..SimConfig::default()
+    }
+}
+
+fn restore_job(name: &str, mailbox: &str, extra: &str) -> String {
+    job_yaml(
+        "Restore",
+        name,
+        &format!("  mailboxes: [{mailbox}]\n  archives: exclude\n{extra}  restore:\n{USER_CREDS}"),
+    )
+}
+
+fn error(status: u16, code: &str) -> FaultAction {
+    FaultAction::Error {
+        status,
+        error_code: Some(code.into()),
+        message: Some(format!("injected {code}")),
+    }
+}
+
+const RESTORE: &str =
+    "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes/{mailboxId}/restore";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_offline_twice_then_success_takes_three_attempts_with_growing_delays() {
+    let w = World::start(sim()).await;
+    w.sim
+        .add_fault(
+            FaultRule::on(Endpoint::MailboxRestore, error(500, "ProxyOffline"))
+                .calls(CallRange::between(1, 2)),
+        )
+        .unwrap();
+    w.job(
+        "r",
+        &restore_job("r", "alice@contoso.com", "  retry: { maxAttempts: 5 }\n"),
+    );
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    let step = &w.steps(out.run).await[0];
+    assert_eq!(step.attempts, 3);
+    assert_eq!(step.state, StepState::Done);
+    // Three POSTs reached the server; two were refused before executing anything.
+    assert_eq!(w.calls("POST", RESTORE).len(), 3);
+    assert_eq!(w.sim.restore_calls(w.mailbox_id("alice@contoso.com")), 1);
+    let attempt_times: Vec<_> = w
+        .store
+        .list_run_events(out.run)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| {
+            e.data
+                .as_ref()
+                .is_some_and(|d| d.get("step_attempt").is_some())
+        })
+        .map(|e| e.at)
+        .collect();
+    assert_eq!(attempt_times.len(), 3);
+    assert!(
+        attempt_times.windows(2).all(|p| p[0] < p[1]),
+        "attempt times must increase: {attempt_times:?}"
+    );
+    w.assert_all_sessions_stopped();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_validation_failure_fails_after_one_attempt() {
+    let w = World::start(sim()).await;
+    w.sim
+        .add_fault(FaultRule::on(
+            Endpoint::MailboxRestore,
+            error(400, "ParameterValidationFailure"),
+        ))
+        .unwrap();
+    w.job("r", &restore_job("r", "alice@contoso.com", ""));
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::Failed);
+    let step = &w.steps(out.run).await[0];
+    assert_eq!(step.attempts, 1);
+    assert_eq!(step.state, StepState::Failed);
+    assert_eq!(step.error_class, Some(ErrorClass::Permanent));
+    assert_eq!(
+        step.error_code.as_deref(),
+        Some("ParameterValidationFailure")
+    );
+    assert_eq!(w.calls("POST", RESTORE).len(), 1);
+    w.assert_all_sessions_stopped();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_session_is_reopened_and_the_run_succeeds() {
+    let w = World::start(sim()).await;
+    w.sim
+        .add_fault(
+            FaultRule::on(Endpoint::ExportPst, FaultAction::RemoveSession)
+                .calls(CallRange::only(1)),
+        )
+        .unwrap();
+    w.job(
+        "e",
+        &job_yaml(
+            "ExportPst",
+            "e",
+            "  mailboxes: [heidi@contoso.com]\n  archives: exclude\n  export: { path: \"{job}/{run}/{mailbox}.pst\" }\n",
+        ),
+    );
+    let out = w.run("e").await;
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    assert_eq!(w.explores().len(), 2, "a second session was opened");
+    let sessions = w.store.list_run_sessions(out.run).await.unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions[0].state, SessionState::Lost);
+    assert_eq!(sessions[1].state, SessionState::Stopped);
+    let step = &w.steps(out.run).await[0];
+    assert_eq!(step.state, StepState::Done);
+    assert_eq!(
+        step.restore_session_id.as_deref(),
+        Some(sessions[1].id.as_str())
+    );
+    w.assert_all_sessions_stopped();
+}
+
+async fn lost_answer_is_reconciled(mode: SessionIdMode, mirror: bool) {
+    let w = World::start(SimConfig {
+        session_id_mode: mode,
+        mirror_restore_events: mirror,
+        ..sim()
+    })
+    .await;
+    w.sim
+        .add_fault(
+            FaultRule::on(Endpoint::MailboxRestore, FaultAction::LoseResponse)
+                .calls(CallRange::only(1)),
+        )
+        .unwrap();
+    w.job("r", &restore_job("r", "bob@contoso.com", ""));
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    let step = &w.steps(out.run).await[0];
+    assert_eq!(step.state, StepState::Done);
+    assert_eq!(step.restore_posts, 1, "never re-sent");
+    assert_eq!(w.sim.restore_calls(w.mailbox_id("bob@contoso.com")), 1);
+    assert!(step.created_items.is_some() || mode == SessionIdMode::NewSession);
+    let notes: Vec<String> = w
+        .store
+        .list_run_events(out.run)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|m| m.contains("reconciled: the restore POST was received")),
+        "{notes:?}"
+    );
+    w.assert_all_sessions_stopped();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_proven_received_by_the_explore_session_events() {
+    lost_answer_is_reconciled(SessionIdMode::ExploreSession, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_proven_received_by_a_new_operation_session() {
+    lost_answer_is_reconciled(SessionIdMode::NewSession, false).await;
+}
+
+/// A lost answer whose trace cannot be read: `in_doubt`, the run `needs_attention`.
+async fn in_doubt_world() -> (World, restorectl::store::RunId) {
+    let w = World::start(sim()).await;
+    w.sim
+        .add_fault(
+            FaultRule::on(Endpoint::MailboxRestore, FaultAction::LoseResponse)
+                .calls(CallRange::only(1)),
+        )
+        .unwrap();
+    w.sim
+        .add_fault(FaultRule::on(
+            Endpoint::SessionEvents,
+            error(500, "Timeout"),
+        ))
+        .unwrap();
+    w.sim
+        .add_fault(FaultRule::on(
+            Endpoint::RestoreSessions,
+            error(500, "Timeout"),
+        ))
+        .unwrap();
+    w.job("r", &restore_job("r", "carol@contoso.com", ""));
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::NeedsAttention, "{out:?}");
+    assert!(
+        out.reason
+            .as_deref()
+            .unwrap()
+            .contains("restorectl resolve"),
+        "{out:?}"
+    );
+    let step = &w.steps(out.run).await[0];
+    assert_eq!(step.state, StepState::InDoubt);
+    assert_eq!(step.error_class, Some(ErrorClass::Ambiguous));
+    assert_eq!(step.restore_posts, 1);
+    w.assert_all_sessions_stopped();
+    w.sim.clear_faults();
+    (w, out.run)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_doubt_then_resend_sends_exactly_one_more_post() {
+    let (w, run) = in_doubt_world().await;
+    let engine = w.engine();
+    // Nothing is re-sent before the operator decides.
+    assert!(
+        engine
+            .execute_run(run, &CancellationToken::new())
+            .await
+            .is_err()
+    );
+    assert_eq!(w.calls("POST", RESTORE).len(), 1);
+    let resolution = engine
+        .apply_resolution(run, Decision::Resend)
+        .await
+        .unwrap();
+    assert_eq!(resolution.steps.len(), 1);
+    let out = engine
+        .execute_run(run, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    let step = &w.steps(run).await[0];
+    assert_eq!(step.state, StepState::Done);
+    assert_eq!(step.restore_posts, 2);
+    assert_eq!(w.calls("POST", RESTORE).len(), 2);
+    w.assert_all_sessions_stopped();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_doubt_then_mark_done_succeeds_without_a_post() {
+    let (w, run) = in_doubt_world().await;
+    let engine = w.engine();
+    engine
+        .apply_resolution(run, Decision::MarkDone)
+        .await
+        .unwrap();
+    let out = engine
+        .execute_run(run, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    assert_eq!(w.steps(run).await[0].state, StepState::Done);
+    assert_eq!(w.calls("POST", RESTORE).len(), 1);
+    assert_eq!(
+        w.explores().len(),
+        1,
+        "no session needed to apply the decision"
+    );
+    w.assert_all_sessions_stopped();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_doubt_then_mark_failed_fails_the_run() {
+    let (w, run) = in_doubt_world().await;
+    let engine = w.engine();
+    engine
+        .apply_resolution(run, Decision::MarkFailed)
+        .await
+        .unwrap();
+    let out = engine
+        .execute_run(run, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.state, RunState::Failed, "{out:?}");
+    assert_eq!(w.steps(run).await[0].state, StepState::Failed);
+    assert_eq!(w.calls("POST", RESTORE).len(), 1);
+    w.assert_all_sessions_stopped();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_the_run_and_its_session() {
+    let w = World::start(SimConfig {
+        restore_delay: Duration::from_secs(600),
+        ..sim()
+    })
+    .await;
+    w.job("r", &restore_job("r", "dave@contoso.com", ""));
+    let run = w.queue("r").await;
+    let engine = w.engine();
+    let task = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.execute_run(run, &CancellationToken::new()).await })
+    };
+    let store = w.store.clone();
+    eventually(Duration::from_secs(30), || {
+        let store = store.clone();
+        async move {
+            let steps = store.list_steps(run).await.ok()?;
+            (steps.first()?.state == StepState::Submitted).then_some(())
+        }
+    })
+    .await;
+    w.store
+        .request_cancel(run, "test", chrono::Utc::now())
+        .await
+        .unwrap();
+    let out = task.await.unwrap().unwrap();
+    assert_eq!(out.state, RunState::Cancelled, "{out:?}");
+    w.assert_all_sessions_stopped();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_timeout_fails_the_run_with_reason_timeout() {
+    let w = World::start(SimConfig {
+        restore_delay: Duration::from_secs(600),
+        ..sim()
+    })
+    .await;
+    w.job(
+        "r",
+        &restore_job("r", "ivan@contoso.com", "  runTimeout: 2s\n"),
+    );
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::Failed);
+    assert_eq!(out.reason.as_deref(), Some("timeout"));
+    w.assert_all_sessions_stopped();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_runs_never_hold_more_than_two_sessions_of_a_server() {
+    let w = World::start_with(
+        sim(),
+        Setup {
+            max_sessions: 2,
+            ..Setup::default()
+        },
+    )
+    .await;
+    w.job("r", &restore_job("r", "judy@contoso.com", ""));
+    let engine = w.engine();
+    let mut runs = Vec::new();
+    for _ in 0..10 {
+        runs.push(w.queue("r").await);
+    }
+    let tasks: Vec<_> = runs
+        .iter()
+        .map(|&run| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.execute_run(run, &CancellationToken::new()).await })
+        })
+        .collect();
+    for t in tasks {
+        let out = t.await.unwrap().unwrap();
+        assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    }
+    // Replay the journal in arrival order: +1 per explore, -1 per stop of an explore session.
+    let mut journal = w.sim.journal();
+    journal.sort_by_key(|e| e.seq);
+    let explore_ids: std::collections::HashSet<String> = w
+        .sim
+        .sessions()
+        .into_iter()
+        .filter(|s| s.operation_of.is_none())
+        .map(|s| s.id.to_string())
+        .collect();
+    let (mut open, mut max, mut explores) = (0i32, 0i32, 0);
+    for e in &journal {
+        if e.is("POST", "/v8/Organizations/{organizationId}/explore") {
+            open += 1;
+            explores += 1;
+        } else if e.is("POST", "/v8/RestoreSessions/{restoreSessionId}/Stop")
+            && e.param("restoreSessionId")
+                .is_some_and(|id| explore_ids.contains(id))
+        {
+            open -= 1;
+        }
+        max = max.max(open);
+    }
+    assert_eq!(explores, 10);
+    assert_eq!(open, 0);
+    assert!(max <= 2, "at most 2 sessions open at once, saw {max}");
+    assert_eq!(max, 2, "the two permits were used in parallel");
+    w.assert_all_sessions_stopped();
+}
