@@ -74,10 +74,11 @@ pub fn port_free(addr: SocketAddr) -> bool {
 /// The banner printed once the dev daemon is ready.
 pub fn banner(config: &Config, simulator: &str, http: Option<SocketAddr>) -> String {
     let rel = |p: &Path| -> PathBuf {
+        let p = normalize(p);
         std::env::current_dir()
             .ok()
             .and_then(|cwd| p.strip_prefix(&cwd).ok().map(Path::to_path_buf))
-            .unwrap_or_else(|| p.to_path_buf())
+            .unwrap_or(p)
     };
     let cfg = DEV_CONFIG;
     let mut out = String::new();
@@ -117,4 +118,37 @@ pub fn banner(config: &Config, simulator: &str, http: Option<SocketAddr>) -> Str
     );
     let _ = writeln!(out, "Press Ctrl-C to stop.");
     out
+}
+
+/// Removes `.` and `name/..` pairs lexically (`jobs.example/../.restorectl-dev` →
+/// `.restorectl-dev`) so the banner shows the paths a user would type.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banner_paths_are_normalised() {
+        assert_eq!(
+            normalize(Path::new("/repo/jobs.example/../.restorectl-dev/./exports")),
+            Path::new("/repo/.restorectl-dev/exports")
+        );
+        assert_eq!(normalize(Path::new("../a/../b")), Path::new("../b"));
+    }
 }

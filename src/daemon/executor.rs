@@ -46,6 +46,8 @@ pub struct ExecutorError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Executed {
     pub run: RunId,
+    /// The run's job (for the log line), when known.
+    pub job: Option<String>,
     /// The run's state afterwards (`running` when the engine stopped for a shutdown).
     pub state: RunState,
     pub reason: Option<String>,
@@ -104,8 +106,13 @@ impl RunExecutor for crate::exec::Engine {
             let outcome = crate::exec::Engine::execute_next(self, shutdown)
                 .await
                 .map_err(engine_error)?;
-            Ok(outcome.map(|o| Executed {
+            let Some(o) = outcome else {
+                return Ok(None);
+            };
+            let job = self.store().get_run(o.run).await.ok().map(|r| r.job_name);
+            Ok(Some(Executed {
                 run: o.run,
+                job,
                 state: o.state,
                 reason: o.reason,
             }))
@@ -181,6 +188,7 @@ async fn claim_loop(
             Ok(Some(done)) => {
                 tracing::info!(
                     worker,
+                    job = done.job.as_deref().unwrap_or(""),
                     run = %done.run,
                     state = %done.state,
                     reason = done.reason.as_deref().unwrap_or(""),

@@ -2,7 +2,9 @@
 //! state database, job file templates, and the real binary.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -143,4 +145,78 @@ pub fn bin() -> PathBuf {
 /// Whether `path` exists (for readability in polls).
 pub fn exists(path: &Path) -> bool {
     path.exists()
+}
+
+/// A daemon child process, killed on drop if still running.
+pub struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    pub fn start(site: &Site) -> Daemon {
+        let child = Command::new(bin())
+            .args(["daemon", "--config"])
+            .arg(site.config_path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Daemon { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// Waits for the process to exit; returns its status, stderr and how long it took.
+    pub fn wait_exit(mut self) -> (std::process::ExitStatus, String, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (status, err, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "daemon did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Opens the daemon's database once it exists (read-write: tests also insert requests).
+pub async fn open_when_ready(site: &Site) -> Store {
+    let db = site.db_path();
+    let (store, _) = eventually("the daemon creates its database and takes the lock", || {
+        let db = db.clone();
+        async move {
+            let store = Store::open_existing(&db).await.ok()?;
+            let live = store.list_live_instances().await.ok()?;
+            (!live.is_empty()).then_some(store)
+        }
+    })
+    .await;
+    store
 }
