@@ -106,7 +106,8 @@ pub fn banner(config: &Config, simulator: &str, http: Option<SocketAddr>) -> Str
     }
     let _ = writeln!(
         out,
-        "One-shot example jobs run now; their PST exports and reports appear under exports/."
+        "One-shot example jobs run once (at the first start); their PST exports and search \
+         reports appear under exports/ within seconds."
     );
     let _ = writeln!(out, "Try in a second terminal:");
     let _ = writeln!(out, "  restorectl --config {cfg} jobs");
