@@ -504,6 +504,7 @@ async fn refresh_loop(
 ) {
     let mut since = app.clock.now();
     let mut publisher = metrics::Publisher::default();
+    let mut last_status = String::new();
     let mut tick = tokio::time::interval(metrics::REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -514,7 +515,12 @@ async fn refresh_loop(
         match app.store.stats().await {
             Ok(stats) => {
                 publisher.publish(&stats);
-                systemd::status(&systemd::status_line(&stats));
+                // Only on change: each notification is a datagram systemd must read.
+                let line = systemd::status_line(&stats);
+                if line != last_status {
+                    systemd::status(&line);
+                    last_status = line;
+                }
             }
             Err(error) => tracing::warn!(%error, "cannot refresh metrics from the store"),
         }

@@ -81,6 +81,9 @@ pub struct Reconciler {
     table: Arc<JobTable>,
     /// Per-file results of the last scan: a rescan only re-reads files that changed.
     cache: ScanCache,
+    /// The last scan was applied to the store completely (a failed apply is retried even when
+    /// no file changed since).
+    applied: bool,
 }
 
 impl Reconciler {
@@ -90,6 +93,7 @@ impl Reconciler {
             store,
             table: Arc::new(JobTable::new()),
             cache: ScanCache::default(),
+            applied: false,
         }
     }
 
@@ -97,6 +101,7 @@ impl Reconciler {
     /// config change, which validation depends on).
     pub fn forget_scans(&mut self) {
         self.cache.clear();
+        self.applied = false;
     }
 
     /// The table after the last pass.
@@ -117,20 +122,36 @@ impl Reconciler {
     ) -> Result<ReconcileReport, StoreError> {
         let scan_config = Arc::clone(config);
         let mut cache = std::mem::take(&mut self.cache);
+        let applied = self.applied;
         let (report, cache) = tokio::task::spawn_blocking(move || {
+            let dirs = std::slice::from_ref(&scan_config.jobs_dir);
+            // Nothing changed since a scan that was applied: same result, skip the work (the
+            // periodic safety-net rescan of a large directory costs a walk and stats only).
+            if applied && cache.is_current(dirs) {
+                return (None, cache);
+            }
             let ctx = ValidationContext {
                 now,
                 ..ValidationContext::new(&scan_config)
             };
-            let dirs = std::slice::from_ref(&scan_config.jobs_dir);
             let report = jobs::scan_paths_cached(dirs, &ctx, &mut cache);
-            (report, cache)
+            (Some(report), cache)
         })
         .await
         // The scan never panics on bad input; a panic is a bug worth crashing loudly on.
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         self.cache = cache;
-        self.apply(&report, config, now).await
+        let Some(report) = report else {
+            return Ok(ReconcileReport {
+                files_unchanged: self.cache.len(),
+                jobs_active: self.table.len(),
+                ..ReconcileReport::default()
+            });
+        };
+        self.applied = false;
+        let out = self.apply(&report, config, now).await?;
+        self.applied = true;
+        Ok(out)
     }
 
     /// Applies one scan report to the store and rebuilds the table.

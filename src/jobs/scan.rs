@@ -229,6 +229,24 @@ impl ScanCache {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Whether a scan of `paths` now would find exactly the files of the last scan, each with
+    /// the same stamp (and no walk errors): then its result would be the same, and a periodic
+    /// rescan can skip reading and validating altogether. Costs a directory walk and a `stat`
+    /// per file.
+    pub fn is_current(&self, paths: &[PathBuf]) -> bool {
+        if self.entries.is_empty() {
+            return false;
+        }
+        let (files, walk_errors) = collect_job_files(paths);
+        walk_errors.is_empty()
+            && files.len() == self.entries.len()
+            && files.iter().all(|f| {
+                self.entries
+                    .get(f)
+                    .is_some_and(|c| FileStamp::of(f) == Some(c.stamp))
+            })
+    }
 }
 
 /// [`scan_paths`] that reuses `cache` for files whose stamp did not change, and updates it.
@@ -423,8 +441,10 @@ mod tests {
             2,
             "the duplicate is reported in both files"
         );
+        assert!(cache.is_current(&paths));
         // Removing c clears the duplicate even though a.yaml itself is a cache hit.
         std::fs::remove_file(root.join("c.yaml")).unwrap();
+        assert!(!cache.is_current(&paths));
         let again = scan_paths_cached(&paths, &ctx, &mut cache);
         assert!(again.is_valid(), "{:?}", errors(&again));
         assert_eq!(cache.len(), 2);
