@@ -413,11 +413,12 @@ async fn make_history() -> History {
     std::fs::write(secrets.join("m365-pass"), "m365-dev-password\n").unwrap();
     std::fs::write(secrets.join("app-cert"), b"not-really-a-pfx-but-bytes").unwrap();
     std::fs::write(secrets.join("app-cert-pass"), "pfx-pass\n").unwrap();
-    // requestTimeout bounds the reconciliation grace of the lost restore answer (docs/engine.md):
-    // short, so the in_doubt run ends quickly.
+    // The reconciliation grace of the lost restore answer is never less than requestTimeout
+    // (docs/engine.md), so the in_doubt run takes that long; 5 s (as in the engine's tests)
+    // rather than less, so that a busy machine does not turn a slow answer into a retry.
     let text = format!(
         "jobsDir: jobs\nstateDir: state\nexportRoot: exports\nsecretsDir: secrets\nlisten: 'off'\ntimezone: UTC\n\
-         servers:\n  primary:\n    url: {url}\n    username: CONTOSO\\svc-restore\n    password: {{ secret: vb365-password }}\n    requestTimeout: 2s\n\
+         servers:\n  primary:\n    url: {url}\n    username: CONTOSO\\svc-restore\n    password: {{ secret: vb365-password }}\n    requestTimeout: 5s\n\
          defaults:\n  retry: {{ maxAttempts: 3, initialBackoff: 200ms, maxBackoff: 2s }}\n  runTimeout: 10m\n\
          engine: {{ pollInterval: 100ms, reconcileGrace: 1s }}\n",
         url = sim.base_url(),
