@@ -114,10 +114,15 @@ const COVERED_ELSEWHERE: &[(&str, &str)] = &[
     ),
 ];
 
-/// A sandbox installation: the operator fixture's database (jobs, runs, an in_doubt run), the
-/// example job files in `jobs/`, and a config with one server, named by `$RESTORECTL_CONFIG`.
+/// A sandbox installation: the operator fixture's database (jobs and the runs made on the
+/// simulator, among them an in_doubt run), the example job files in `jobs/` instead of the
+/// fixture's own, and a config with one server, named by `$RESTORECTL_CONFIG`.
 fn sandbox() -> (Fixture, Vec<(&'static str, String)>) {
     let f = Fixture::with_history();
+    // The documented `plan` must succeed: the fixture's invalid `broken.yaml` (and its other
+    // files, whose names could clash with the examples') give way to the examples.
+    std::fs::remove_dir_all(f.path().join("jobs")).unwrap();
+    std::fs::create_dir_all(f.path().join("jobs")).unwrap();
     std::fs::write(
         f.config(),
         "jobsDir: jobs\nstateDir: state\nexportRoot: exports\nsecretsDir: secrets\n\
@@ -297,10 +302,10 @@ fn cli_json_doc_matches_the_real_output_both_ways() {
         ),
         (
             "`restorectl show RUN_ID --json`",
-            vec![
-                output_json(&mut f.cmd(&["show", &f.succeeded.to_string(), "--json"])),
-                output_json(&mut f.cmd(&["show", &f.in_doubt.to_string(), "--json"])),
-            ],
+            [f.export, f.restore, f.search, f.failed, f.in_doubt]
+                .iter()
+                .map(|run| output_json(&mut f.cmd(&["show", &run.to_string(), "--json"])))
+                .collect(),
         ),
         (
             "`restorectl plan --format json`",

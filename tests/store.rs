@@ -1173,6 +1173,9 @@ async fn restore_sessions_bookkeeping() {
             "session_stopped"
         ]
     );
+    // Once a kept session is stopped there is nothing left to resume in it.
+    let s1 = store.mark_session_stopped("s1", t(9)).await.unwrap();
+    assert!(!s1.keep_for_resume, "a stopped session is not kept for resume");
 }
 
 // Downloads and published files: durable progress, resume offsets, restarts, publishing, and

@@ -219,7 +219,14 @@ fn print_human(out: &mut impl Write, report: &JobsJson, style: &Style) -> anyhow
         let last = j
             .last_run
             .as_ref()
-            .map(|r| format!("{} {}", r.state, r.scheduled_for.get(..16).unwrap_or("")))
+            .map(|r| {
+                // In UTC with its `Z`, like every instant of the tables: the bare prefix of
+                // the RFC 3339 text read as local time.
+                let at = chrono::DateTime::parse_from_rfc3339(&r.scheduled_for)
+                    .map(|t| output::human_time(t.with_timezone(&chrono::Utc)))
+                    .unwrap_or_else(|_| r.scheduled_for.clone());
+                format!("{} {at}", r.state)
+            })
             .unwrap_or_default();
         let errors = errors_of(&j.errors);
         let errors = match errors.len() {

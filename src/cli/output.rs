@@ -343,10 +343,21 @@ pub fn error_line(error: &serde_json::Value) -> String {
         (Some(message), Some(file)) => {
             let line = get("line").and_then(|v| v.as_u64()).unwrap_or(0);
             let column = get("column").and_then(|v| v.as_u64()).unwrap_or(0);
-            match get("code").and_then(|c| c.as_str()) {
-                Some(code) => format!("{file}:{line}:{column}: error[{code}]: {message}"),
-                None => format!("{file}:{line}:{column}: {message}"),
-            }
+            // The same line as `JobError`'s Display (validate, plan), so an error reads the
+            // same whichever command shows it.
+            let code = get("code")
+                .and_then(|c| c.as_str())
+                .map_or_else(String::new, |c| format!(" error[{c}]:"));
+            let subject = match (
+                get("job").and_then(|j| j.as_str()),
+                get("field").and_then(|f| f.as_str()),
+            ) {
+                (Some(j), Some(k)) => format!("job `{j}`, field `{k}`: "),
+                (Some(j), None) => format!("job `{j}`: "),
+                (None, Some(k)) => format!("field `{k}`: "),
+                (None, None) => String::new(),
+            };
+            format!("{file}:{line}:{column}:{code} {subject}{message}")
         }
         (Some(message), None) => message.to_string(),
         _ => match error {
@@ -414,6 +425,15 @@ mod tests {
         let e = serde_json::json!({"file": "jobs/a.yaml", "line": 3, "column": 7,
             "code": "bad-cron", "message": "bad cron"});
         assert_eq!(error_line(&e), "jobs/a.yaml:3:7: error[bad-cron]: bad cron");
+        let e = serde_json::json!({"file": "jobs/a.yaml", "line": 3, "column": 7,
+            "code": "bad-cron", "job": "a", "field": "spec.schedule.cron", "message": "bad cron"});
+        assert_eq!(
+            error_line(&e),
+            "jobs/a.yaml:3:7: error[bad-cron]: job `a`, field `spec.schedule.cron`: bad cron"
+        );
+        let e = serde_json::json!({"file": "jobs/a.yaml", "line": 1, "column": 1,
+            "field": "spec", "message": "no spec"});
+        assert_eq!(error_line(&e), "jobs/a.yaml:1:1: field `spec`: no spec");
         assert_eq!(error_line(&serde_json::json!("plain")), "plain");
     }
 }

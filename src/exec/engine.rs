@@ -753,8 +753,9 @@ pub(crate) fn decide(steps: &[Step], extra_failure: Option<String>) -> (RunState
         return (
             RunState::NeedsAttention,
             Some(format!(
-                "restore outcome unknown for {}; decide with `restorectl resolve RUN --resend | --mark-done | --mark-failed`",
-                in_doubt.join(", ")
+                "restore outcome unknown for {}; decide with `restorectl resolve {} --resend | --mark-done | --mark-failed`",
+                in_doubt.join(", "),
+                steps[0].run_id
             )),
         );
     }

@@ -174,7 +174,9 @@ impl Store {
         }
         let now_ms = to_millis(now);
         let row = sqlx::query_as::<_, RestoreSession>(
-            "UPDATE restore_sessions SET state = $2, stopped_at = $3, updated_at = $4
+            // A session that is no longer open has nothing left to keep for a resume.
+            "UPDATE restore_sessions SET state = $2, stopped_at = $3, updated_at = $4,
+                 keep_for_resume = CASE WHEN $3 IS NULL THEN keep_for_resume ELSE 0 END
              WHERE id = $1 RETURNING *",
         )
         .bind(id)

@@ -1,38 +1,204 @@
 //! Shared helpers of the CLI tests: a temporary installation (config, job directory, state
-//! database) and a store filled with the history the operator commands read.
+//! database) whose history was produced by real runs of the run engine against the in-process
+//! simulator, and the `plan` scenario.
 //!
-//! The history is written through the store API, exactly as the run engine records it (the same
-//! calls in the same order: steps, session, submitting/submitted, download progress, publish,
-//! export, run state). When the engine (`exec`) lands, `Fixture::with_history` is switched to a
-//! real run on the in-process simulator.
+//! The history is made once per test binary ([`History::get`]): the simulator is started on
+//! loopback, the job files below are written, each job's version is recorded and a run queued
+//! as the daemon will do it, and the runs are executed by [`restorectl::exec::Engine`]. Then the
+//! installation (config, secrets, jobs, database, exports) is kept in memory and the simulator
+//! stopped; every [`Fixture`] writes its own copy into its own temporary directory, so tests
+//! that write requests or decisions never see each other. Paths recorded in the database name
+//! the directory the runs wrote to ([`History::root`], gone by then): `show` prints them as
+//! recorded.
+//!
+//! The runs, one per interesting outcome:
+//!
+//! - `legal-hold` (ExportPst of alice and bob, scheduled): `succeeded`; bob's download breaks
+//!   after 8 KiB and is resumed with `Range`;
+//! - `undelete` (Restore of dave): `succeeded`, with item counts and a remote operation id;
+//! - `discovery` (Search of ceo's mailbox, JSONL report): `succeeded`;
+//! - `locked` (Restore of erin): `failed`, the server refuses the restore POST with
+//!   `ParameterValidationFailure` (permanent);
+//! - `offboarding` (RestoreTo of frank): `needs_attention`, the restore answer is lost and the
+//!   session history cannot be read, so the step is `in_doubt`.
+//!
+//! Hand-built, because no real run can produce it (each place says why): the invalid job
+//! `broken` and its file record (the daemon's directory scan records those, not a run), the
+//! scheduler's fire bookkeeping of `legal-hold` (next and last fire), and a manual run of
+//! `legal-hold` that stays `queued` (a run the engine executes never stays queued).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use assert_cmd::Command;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use restorectl::config::Config;
+use restorectl::exec::{Engine, EngineOptions};
 use restorectl::jobs::{ValidationContext, scan_paths};
-
+use restorectl::sim::{
+    CallRange, Endpoint, ExportSpec, FaultAction, FaultRule, SearchScope, SimConfig, Simulator,
+};
 use restorectl::store::{
-    FileFormat, NewDownload, NewExport, NewJobVersion, NewRun, NewSession, NewStep, NextFire,
-    RestoreCounts, RunId, RunState, ScannedFile, StepFile, StepState, Store, Trigger,
+    NewJobVersion, NewRun, NextFire, RunId, RunState, ScannedFile, Store, Trigger,
 };
 
-/// A fixed clock for every recorded instant.
-pub fn t(secs: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 1, 2, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+/// The scheduled fire of the `legal-hold` run: Sunday 2026-03-01 02:00 Europe/Berlin.
+pub fn fire_instant() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 1, 0, 0).unwrap()
 }
 
-/// A temporary installation: `restorectl.yaml`, `jobs/`, `state/restorectl.db`, `exports/`.
+/// The next fire the scheduler would have recorded for `legal-hold`.
+pub fn next_fire_instant() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 8, 1, 0, 0).unwrap()
+}
+
+/// The search query of `discovery`.
+pub const SEARCH_QUERY: &str = "from:ceo@contoso.com";
+
+/// Simulator timings: short, so the whole history takes a few seconds.
+fn sim_config() -> SimConfig {
+    SimConfig {
+        restore_delay: Duration::from_millis(300),
+        export_build_delay: Duration::from_millis(50),
+        export_default_size: 24 * 1024,
+        ..SimConfig::default()
+    }
+}
+
+const ORG: &str = "contoso.onmicrosoft.com";
+
+const USER_CREDS: &str = "    credentials:\n      user: { userName: svc-backup@contoso.com, password: { secret: m365-pass } }\n";
+
+const APP_CREDS: &str = "    credentials:\n      application:\n        applicationId: 3f8e5a2c-41d7-4c2b-9e1f-0a6b7c8d9e10\n        certificate: { secret: app-cert }\n        certificatePassword: { secret: app-cert-pass }\n        impersonationAccountName: svc-backup@contoso.com\n";
+
+fn job_yaml(kind: &str, name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: restorectl/v1\nkind: {kind}\nmetadata:\n  name: {name}\nspec:\n  organization: {ORG}\n{body}"
+    )
+}
+
+/// The job files of the installation, by file name.
+fn job_files() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "legal-hold.yaml",
+            job_yaml(
+                "ExportPst",
+                "legal-hold",
+                "  mailboxes: [alice@contoso.com, bob@contoso.com]\n  archives: exclude\n  \
+                 schedule: { cron: \"0 2 * * SUN\", timezone: Europe/Berlin }\n  \
+                 export:\n    path: \"{job}/{date}/{mailbox}.pst\"\n",
+            ),
+        ),
+        (
+            "undelete.yaml",
+            job_yaml(
+                "Restore",
+                "undelete",
+                &format!("  mailboxes: [dave@contoso.com]\n  archives: exclude\n  restore:\n{USER_CREDS}"),
+            ),
+        ),
+        (
+            "discovery.yaml",
+            job_yaml(
+                "Search",
+                "discovery",
+                &format!(
+                    "  mailboxes: [ceo@contoso.com]\n  archives: exclude\n  search:\n    query: '{SEARCH_QUERY}'\n    \
+                     report: {{ path: \"{{job}}/{{run}}/report.jsonl\", format: jsonl }}\n"
+                ),
+            ),
+        ),
+        (
+            "locked.yaml",
+            job_yaml(
+                "Restore",
+                "locked",
+                &format!("  mailboxes: [erin@contoso.com]\n  archives: exclude\n  restore:\n{USER_CREDS}"),
+            ),
+        ),
+        (
+            "offboarding.yaml",
+            job_yaml(
+                "RestoreTo",
+                "offboarding",
+                &format!(
+                    "  mailboxes: [frank@contoso.com]\n  archives: exclude\n  restoreTo:\n    \
+                     mailbox: legal-review@contoso.com\n    folder: \"Offboarding/{{mailbox}}\"\n{APP_CREDS}"
+                ),
+            ),
+        ),
+        // Line 7, column 11 is the bad cron expression.
+        (
+            "broken.yaml",
+            "apiVersion: restorectl/v1\nkind: ExportPst\nmetadata:\n  name: broken\nspec:\n  schedule:\n    cron: \"0 25 * * SUN\"\n  organization: contoso.onmicrosoft.com\n  mailboxes: [alice@contoso.com]\n  export: { path: \"{job}/{mailbox}.pst\" }\n".to_string(),
+        ),
+    ]
+}
+
+/// The installation the runs wrote, kept in memory, and what the tests compare it with.
+pub struct History {
+    /// The directory the runs wrote to: every path recorded in the database starts with it.
+    /// Removed once the history was taken.
+    pub root: PathBuf,
+    /// Every file of the installation: path relative to the root, bytes.
+    files: Vec<(PathBuf, Vec<u8>)>,
+    /// The scheduled ExportPst run (`succeeded`).
+    pub export: RunId,
+    /// The Restore run (`succeeded`).
+    pub restore: RunId,
+    /// The Search run (`succeeded`).
+    pub search: RunId,
+    /// The Restore run the server refused (`failed`).
+    pub failed: RunId,
+    /// The RestoreTo run with an `in_doubt` step (`needs_attention`).
+    pub in_doubt: RunId,
+    /// A manual run of `legal-hold` nothing claimed (`queued`).
+    pub queued: RunId,
+    /// The simulator's `export_digest` (SHA-256, bytes) per exported mailbox e-mail.
+    pub digests: BTreeMap<String, (String, u64)>,
+    /// The simulator's id per mailbox e-mail of the runs.
+    pub mailbox_ids: BTreeMap<String, String>,
+    /// How many items the simulator says `discovery` must find.
+    pub search_found: usize,
+    /// SHA-256 of the search report as written on disk.
+    pub report_sha256: String,
+    /// Bytes of the search report as written on disk.
+    pub report_bytes: u64,
+}
+
+impl History {
+    /// The history of this test binary, made on first use.
+    pub fn get() -> &'static History {
+        static HISTORY: OnceLock<History> = OnceLock::new();
+        HISTORY.get_or_init(|| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(make_history())
+        })
+    }
+}
+
+/// A temporary installation: `restorectl.yaml`, `jobs/`, `secrets/`, `state/restorectl.db`,
+/// `exports/`.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
-    /// The run that succeeded (ExportPst, two mailboxes, files published).
-    pub succeeded: RunId,
-    /// The run that needs attention (RestoreTo, one step in_doubt).
+    pub history: &'static History,
+    /// See [`History`].
+    pub export: RunId,
+    pub restore: RunId,
+    pub search: RunId,
+    pub failed: RunId,
     pub in_doubt: RunId,
-    /// A queued run (nothing claimed it).
     pub queued: RunId,
 }
 
@@ -49,21 +215,25 @@ impl Fixture {
         dir
     }
 
-    /// An installation whose database holds jobs and runs in every interesting state.
+    /// An installation whose database holds the real-run history of [`History`], in a
+    /// directory of its own.
     pub fn with_history() -> Fixture {
-        let dir = Self::empty();
-        let db = dir.path().join("state/restorectl.db");
-        let exports = dir.path().join("exports");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let (succeeded, in_doubt, queued) = rt.block_on(fill(&db, &exports));
+        let history = History::get();
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, bytes) in &history.files {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
         Fixture {
             dir,
-            succeeded,
-            in_doubt,
-            queued,
+            history,
+            export: history.export,
+            restore: history.restore,
+            search: history.search,
+            failed: history.failed,
+            in_doubt: history.in_doubt,
+            queued: history.queued,
         }
     }
 
@@ -110,368 +280,335 @@ pub fn cmd_in(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-fn spec(name: &str, kind: &str, extra: serde_json::Value) -> serde_json::Value {
-    let mut spec = json!({
-        "organization": "contoso.onmicrosoft.com",
-        "mailboxes": ["alice@contoso.com", "bob@contoso.com"],
-    });
-    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-        for (k, v) in e {
-            s.insert(k.clone(), v.clone());
-        }
-    }
-    json!({ "apiVersion": "restorectl/v1", "kind": kind, "metadata": { "name": name }, "spec": spec })
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
-async fn version(
-    store: &Store,
-    name: &str,
-    kind: &str,
-    file: &Path,
-    spec: &serde_json::Value,
-) -> i64 {
-    store
+/// A fault rule on the POSTs to one path (a glob).
+fn fault_on(endpoint: Endpoint, path: String, action: FaultAction) -> FaultRule {
+    FaultRule {
+        method: Some("POST".into()),
+        path: Some(path),
+        ..FaultRule::on(endpoint, action)
+    }
+}
+
+fn error(status: u16, code: &str) -> FaultAction {
+    FaultAction::Error {
+        status,
+        error_code: Some(code.into()),
+        message: Some(format!("injected {code}")),
+    }
+}
+
+/// Records the current version of `name` from the scan, as the daemon's directory scan does,
+/// and returns (version id, spec hash, run timeout).
+async fn record_version(store: &Store, config: &Config, name: &str) -> (i64, String, Duration) {
+    let scan = scan_paths(
+        std::slice::from_ref(&config.jobs_dir),
+        &ValidationContext::new(config),
+    );
+    let job = scan
+        .jobs()
+        .find(|j| j.name() == name)
+        .unwrap_or_else(|| panic!("job {name}: {:?}", scan.errors().collect::<Vec<_>>()))
+        .clone();
+    let spec: Value = serde_json::from_str(job.spec_json()).unwrap();
+    let kind = job.kind().to_string();
+    let version = store
         .upsert_job_version(
             &NewJobVersion {
                 name,
-                kind,
-                file,
-                spec_hash: &format!("hash-{name}-{}", spec.to_string().len()),
-                spec,
+                kind: &kind,
+                file: job.file(),
+                spec_hash: job.spec_hash(),
+                spec: &spec,
                 valid: true,
                 errors: &json!([]),
             },
-            t(0),
-        )
-        .await
-        .unwrap()
-        .version_id
-}
-
-async fn fill(db: &Path, exports: &Path) -> (RunId, RunId, RunId) {
-    let store = Store::open(db).await.unwrap();
-    let jobs_dir = db.parent().unwrap().parent().unwrap().join("jobs");
-    let legal_file = jobs_dir.join("legal-hold.yaml");
-    let offboarding_file = jobs_dir.join("offboarding.yaml");
-    let broken_file = jobs_dir.join("broken.yaml");
-
-    // Jobs: a scheduled export, a one-shot restore, and a file that never validated.
-    let legal_spec = spec(
-        "legal-hold",
-        "ExportPst",
-        json!({
-            "schedule": { "cron": "0 2 * * SUN", "timezone": "Europe/Berlin" },
-            "export": { "path": "{job}/{date}/{mailbox}.pst" },
-        }),
-    );
-    let legal = version(&store, "legal-hold", "ExportPst", &legal_file, &legal_spec).await;
-    store
-        .set_next_fire(
-            "legal-hold",
-            NextFire {
-                schedule_key: Some("v1|0 2 * * SUN|Europe/Berlin"),
-                next_fire_at: Some(Utc.with_ymd_and_hms(2026, 3, 8, 1, 0, 0).unwrap()),
-            },
+            Utc::now(),
         )
         .await
         .unwrap();
-    let offboarding_spec = spec(
-        "offboarding",
-        "RestoreTo",
-        json!({ "restoreTo": { "mailbox": "legal-review@contoso.com" } }),
-    );
-    let offboarding = version(
-        &store,
-        "offboarding",
-        "RestoreTo",
-        &offboarding_file,
-        &offboarding_spec,
+    (
+        version.version_id,
+        job.spec_hash().to_string(),
+        job.run_timeout(),
     )
-    .await;
-    let broken_error = json!([{
-        "file": broken_file, "line": 7, "column": 11, "code": "bad-cron",
-        "job": "broken", "field": "spec.schedule.cron",
-        "message": "cron expression \"0 25 * * *\": invalid hour", "hint": "fix the hour",
-    }]);
+}
+
+/// Records the job's version and queues a run of it the way the daemon does for `trigger`.
+async fn queue(store: &Store, config: &Config, name: &str, trigger: Trigger) -> RunId {
+    let (version, hash, timeout) = record_version(store, config, name).await;
+    let run = NewRun {
+        job_name: name,
+        job_version_id: version,
+        spec_hash: &hash,
+        trigger,
+        scheduled_for: if trigger == Trigger::Schedule {
+            fire_instant()
+        } else {
+            Utc::now()
+        },
+        state: RunState::Queued,
+        reason: None,
+        timeout: Some(timeout),
+    };
+    if trigger == Trigger::Schedule {
+        // The scheduler's tick (the scheduler itself is the daemon's): the fire and the job's
+        // next fire in one transaction.
+        store
+            .record_fires(
+                name,
+                std::slice::from_ref(&run),
+                NextFire {
+                    schedule_key: Some("v1|0 2 * * SUN|Europe/Berlin"),
+                    next_fire_at: Some(next_fire_instant()),
+                },
+                Some(fire_instant()),
+                Utc::now(),
+            )
+            .await
+            .unwrap()
+            .remove(0)
+            .expect("fire recorded")
+            .id
+    } else {
+        store
+            .enqueue_run(&run, Utc::now())
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+    }
+}
+
+/// Executes the queued runs concurrently; returns their final states in the same order.
+async fn execute(engine: &Engine, runs: &[RunId]) -> Vec<RunState> {
+    let tasks: Vec<_> = runs
+        .iter()
+        .map(|&run| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.execute_run(run, &CancellationToken::new()).await })
+        })
+        .collect();
+    let mut states = Vec::new();
+    for t in tasks {
+        states.push(t.await.unwrap().expect("execute").state);
+    }
+    states
+}
+
+async fn make_history() -> History {
+    let sim = Simulator::start(sim_config(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("simulator");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    for d in ["jobs", "secrets", "state", "exports"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let secrets = root.join("secrets");
+    std::fs::write(secrets.join("vb365-password"), "restorectl-dev\n").unwrap();
+    std::fs::write(secrets.join("m365-pass"), "m365-dev-password\n").unwrap();
+    std::fs::write(secrets.join("app-cert"), b"not-really-a-pfx-but-bytes").unwrap();
+    std::fs::write(secrets.join("app-cert-pass"), "pfx-pass\n").unwrap();
+    // The reconciliation grace of the lost restore answer is never less than requestTimeout
+    // (docs/engine.md), so the in_doubt run takes that long; 5 s (as in the engine's tests)
+    // rather than less, so that a busy machine does not turn a slow answer into a retry.
+    let text = format!(
+        "jobsDir: jobs\nstateDir: state\nexportRoot: exports\nsecretsDir: secrets\nlisten: 'off'\ntimezone: UTC\n\
+         servers:\n  primary:\n    url: {url}\n    username: CONTOSO\\svc-restore\n    password: {{ secret: vb365-password }}\n    requestTimeout: 5s\n\
+         defaults:\n  retry: {{ maxAttempts: 3, initialBackoff: 200ms, maxBackoff: 2s }}\n  runTimeout: 10m\n\
+         engine: {{ pollInterval: 100ms, reconcileGrace: 1s }}\n",
+        url = sim.base_url(),
+    );
+    std::fs::write(root.join("restorectl.yaml"), text).unwrap();
+    for (file, yaml) in job_files() {
+        std::fs::write(root.join("jobs").join(file), yaml).unwrap();
+    }
+    let config = Config::load(&root.join("restorectl.yaml")).expect("config");
+    let store = Store::open(config.database_path()).await.expect("store");
+    let engine = Engine::new(
+        store.clone(),
+        config.clone(),
+        EngineOptions::from_config(&config, "cli-fixture"),
+    )
+    .expect("engine");
+    let id = |email: &str| sim.mailbox(email, false).expect("mailbox").id;
+
+    // Bob's export breaks after 8 KiB once (resumed with Range); erin's restore is refused.
+    sim.add_fault(
+        fault_on(
+            Endpoint::ExportPst,
+            format!("*/mailboxes/{}/exportToPst", id("bob@contoso.com")),
+            FaultAction::DropAfterBytes { bytes: 8192 },
+        )
+        .calls(CallRange::only(1)),
+    )
+    .unwrap();
+    sim.add_fault(fault_on(
+        Endpoint::MailboxRestore,
+        format!("*/mailboxes/{}/restore", id("erin@contoso.com")),
+        error(400, "ParameterValidationFailure"),
+    ))
+    .unwrap();
+    let export = queue(&store, &config, "legal-hold", Trigger::Schedule).await;
+    let restore = queue(&store, &config, "undelete", Trigger::Manual).await;
+    let search = queue(&store, &config, "discovery", Trigger::Manual).await;
+    let failed = queue(&store, &config, "locked", Trigger::Manual).await;
+    let states = execute(&engine, &[export, restore, search, failed]).await;
+    assert_eq!(
+        states,
+        [
+            RunState::Succeeded,
+            RunState::Succeeded,
+            RunState::Succeeded,
+            RunState::Failed
+        ]
+    );
+    sim.clear_faults();
+
+    // The lost restore answer whose trace cannot be read (as in tests/exec_faults.rs). Alone:
+    // the history faults would hit every run's session.
+    sim.add_fault(
+        fault_on(
+            Endpoint::MailboxRestoreTo,
+            format!("*/mailboxes/{}/restoreTo", id("frank@contoso.com")),
+            FaultAction::LoseResponse,
+        )
+        .calls(CallRange::only(1)),
+    )
+    .unwrap();
+    sim.add_fault(FaultRule::on(
+        Endpoint::SessionEvents,
+        error(500, "Timeout"),
+    ))
+    .unwrap();
+    sim.add_fault(FaultRule::on(
+        Endpoint::RestoreSessions,
+        error(500, "Timeout"),
+    ))
+    .unwrap();
+    let in_doubt = queue(&store, &config, "offboarding", Trigger::OneShot).await;
+    let states = execute(&engine, &[in_doubt]).await;
+    assert_eq!(states, [RunState::NeedsAttention]);
+    sim.clear_faults();
+
+    // Hand-built: a run that stays queued (the daemon's request consumer queues manual runs;
+    // the engine, once it claims a run, never leaves it queued).
+    let queued = queue(&store, &config, "legal-hold", Trigger::Manual).await;
+
+    // Hand-built: the invalid job and its file, as the daemon's directory scan records them (no
+    // run is ever made of an invalid job).
+    let scan = scan_paths(
+        std::slice::from_ref(&config.jobs_dir),
+        &ValidationContext::new(&config),
+    );
+    let broken = scan
+        .files
+        .iter()
+        .find(|f| f.path.ends_with("broken.yaml"))
+        .expect("broken.yaml scanned");
+    let errors = serde_json::to_value(broken.all_errors().collect::<Vec<_>>()).unwrap();
+    assert!(!broken.is_valid());
     store
         .upsert_job_version(
             &NewJobVersion {
                 name: "broken",
                 kind: "ExportPst",
-                file: &broken_file,
-                spec_hash: "hash-broken",
+                file: &broken.path,
+                spec_hash: "never-valid",
                 spec: &json!({}),
                 valid: false,
-                errors: &broken_error,
+                errors: &errors,
             },
-            t(0),
+            Utc::now(),
         )
         .await
         .unwrap();
     store
         .record_job_file(
             &ScannedFile {
-                path: &broken_file,
-                content_hash: "c-broken",
+                path: &broken.path,
+                content_hash: &sha256_hex(&std::fs::read(&broken.path).unwrap()),
                 valid: false,
-                errors: &broken_error,
+                errors: &errors,
                 job_names: &["broken".to_string()],
             },
-            t(0),
+            Utc::now(),
         )
         .await
         .unwrap();
 
-    // A scheduled export that succeeded: two mailboxes, one resumed download, files published.
-    let run = store
-        .enqueue_run(
-            &NewRun {
-                job_name: "legal-hold",
-                job_version_id: legal,
-                spec_hash: &format!("hash-legal-hold-{}", legal_spec.to_string().len()),
-                trigger: Trigger::Schedule,
-                scheduled_for: t(0),
-                state: RunState::Queued,
-                reason: None,
-                timeout: Some(std::time::Duration::from_secs(12 * 3600)),
-            },
-            t(0),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .claim_run(run.id, "fixture", std::time::Duration::from_secs(60), t(1))
-        .await
-        .unwrap()
-        .unwrap();
-    let session = "5b0d2c8e-1111-4a4a-9c9c-000000000001";
-    store
-        .record_session_opened(
-            &NewSession {
-                id: session,
-                server: "primary",
-                organization_id: "6f1c8e0a-6a4b-4d1e-9a51-3c2f0b7d9e01",
-                point_in_time: None,
-                run_id: Some(run.id),
-            },
-            t(2),
-        )
-        .await
-        .unwrap();
-    let steps = store
-        .create_steps(
-            run.id,
-            &[
-                mailbox_step(0, "alice@contoso.com", "Alice Adams"),
-                mailbox_step(1, "bob@contoso.com", "Bob Brown"),
-            ],
-            t(2),
-        )
-        .await
-        .unwrap();
-    for (i, step) in steps.iter().enumerate() {
-        let email = step.mailbox_email.clone().unwrap();
-        let file = exports.join(format!("legal-hold/2026-03-01/{email}.pst"));
-        let partial = exports.join(format!("legal-hold/2026-03-01/{email}.pst.partial"));
-        let bytes = 1_048_576 * (i as u64 + 1) + 17;
-        let sha = format!("{:064x}", 0xabc0 + i);
-        store.begin_step_attempt(step.id, t(3)).await.unwrap();
-        store
-            .set_step_session(step.id, Some(session), t(3))
-            .await
-            .unwrap();
-        store
-            .create_download(
-                &NewDownload {
-                    step_id: step.id,
-                    final_path: &file,
-                    partial_path: &partial,
-                    restore_session_id: Some(session),
-                },
-                t(3),
-            )
-            .await
-            .unwrap();
-        store
-            .set_step_state(step.id, StepState::Downloading, None, t(4))
-            .await
-            .unwrap();
-        store
-            .record_download_progress(step.id, bytes / 2, None, Some(bytes), t(5))
-            .await
-            .unwrap();
-        if i == 1 {
-            store
-                .record_download_resume(step.id, bytes / 2, t(6))
-                .await
-                .unwrap();
-        }
-        store
-            .set_step_state(step.id, StepState::Verifying, None, t(7))
-            .await
-            .unwrap();
-        store
-            .mark_download_published(step.id, &file, bytes, &sha, FileFormat::Pst, t(8))
-            .await
-            .unwrap();
-        store
-            .record_step_file(
-                step.id,
-                &StepFile {
-                    path: &file,
-                    bytes,
-                    sha256: &sha,
-                    format: FileFormat::Pst,
-                },
-                t(8),
-            )
-            .await
-            .unwrap();
-        store
-            .record_export(
-                &NewExport {
-                    job_name: "legal-hold",
-                    run_id: run.id,
-                    step_id: Some(step.id),
-                    mailbox_id: step.mailbox_id.as_deref(),
-                    mailbox_email: step.mailbox_email.as_deref(),
-                    path: &file,
-                    manifest_path: Some(&file.with_extension("pst.manifest.json")),
-                    format: FileFormat::Pst,
-                    bytes,
-                    sha256: &sha,
-                },
-                t(8),
-            )
-            .await
-            .unwrap();
-        store
-            .set_step_state(step.id, StepState::Done, None, t(9))
-            .await
-            .unwrap();
+    // What the tests compare the output with, from the simulator and the disk.
+    let mut digests = BTreeMap::new();
+    let mut mailbox_ids = BTreeMap::new();
+    for email in [
+        "alice@contoso.com",
+        "bob@contoso.com",
+        "ceo@contoso.com",
+        "dave@contoso.com",
+        "erin@contoso.com",
+        "frank@contoso.com",
+    ] {
+        mailbox_ids.insert(email.to_string(), id(email).to_string());
     }
-    store.mark_session_stopped(session, t(10)).await.unwrap();
-    store
-        .set_run_state(run.id, RunState::Succeeded, None, t(11))
-        .await
-        .unwrap();
-    let succeeded = run.id;
-
-    // A one-shot restore whose second POST's outcome is unknown: in_doubt, needs_attention.
-    let run = store
-        .enqueue_run(
-            &NewRun {
-                job_name: "offboarding",
-                job_version_id: offboarding,
-                spec_hash: "hash-offboarding",
-                trigger: Trigger::OneShot,
-                scheduled_for: t(100),
-                state: RunState::Queued,
-                reason: None,
-                timeout: None,
-            },
-            t(100),
+    for email in ["alice@contoso.com", "bob@contoso.com"] {
+        let digest = sim
+            .export_digest(&ExportSpec {
+                mailbox_id: id(email),
+                keyword: None,
+                point_in_time: None,
+                pst_size_limit: None,
+            })
+            .unwrap();
+        digests.insert(email.to_string(), digest);
+    }
+    let search_found = sim
+        .search_ground_truth(
+            SEARCH_QUERY,
+            SearchScope::Mailbox(id("ceo@contoso.com")),
+            None,
         )
-        .await
-        .unwrap()
         .unwrap();
-    store
-        .claim_run(
-            run.id,
-            "fixture",
-            std::time::Duration::from_secs(60),
-            t(101),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    let steps = store
-        .create_steps(
-            run.id,
-            &[
-                mailbox_step(0, "alice@contoso.com", "Alice Adams"),
-                mailbox_step(1, "bob@contoso.com", "Bob Brown"),
-            ],
-            t(101),
-        )
-        .await
-        .unwrap();
-    store.begin_step_attempt(steps[0].id, t(102)).await.unwrap();
-    store.mark_submitting(steps[0].id, t(102)).await.unwrap();
-    store
-        .mark_submitted(steps[0].id, "op-7f3e-0001", t(103))
-        .await
-        .unwrap();
-    store
-        .record_restore_counts(
-            steps[0].id,
-            RestoreCounts {
-                created: 120,
-                merged: 3,
-                failed: 0,
-                skipped: 1,
-            },
-            t(104),
-        )
-        .await
-        .unwrap();
-    store
-        .set_step_state(steps[0].id, StepState::Done, None, t(104))
-        .await
-        .unwrap();
-    store.begin_step_attempt(steps[1].id, t(105)).await.unwrap();
-    store.mark_submitting(steps[1].id, t(105)).await.unwrap();
-    store
-        .mark_in_doubt(
-            steps[1].id,
-            "restore POST timed out after the request was sent; the restore session's events do not show it",
-            t(106),
-        )
-        .await
-        .unwrap();
-    store
-        .set_run_state(
-            run.id,
-            RunState::NeedsAttention,
-            Some("1 step in_doubt"),
-            t(107),
-        )
-        .await
-        .unwrap();
-    let in_doubt = run.id;
-
-    // A manual run nobody claimed yet.
-    let queued = store
-        .enqueue_run(
-            &NewRun {
-                job_name: "legal-hold",
-                job_version_id: legal,
-                spec_hash: "hash-legal",
-                trigger: Trigger::Manual,
-                scheduled_for: t(200),
-                state: RunState::Queued,
-                reason: None,
-                timeout: None,
-            },
-            t(200),
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let report = store.list_run_exports(search).await.unwrap();
+    let report = std::fs::read(&report[0].path).unwrap();
+    for s in sim.sessions() {
+        assert_eq!(s.state, "Stopped", "session {} left {}", s.id, s.state);
+    }
     store.close().await;
-    (succeeded, in_doubt, queued)
+    sim.shutdown().await;
+
+    let mut files = Vec::new();
+    collect(&root, &root, &mut files);
+    History {
+        root,
+        files,
+        export,
+        restore,
+        search,
+        failed,
+        in_doubt,
+        queued,
+        digests,
+        mailbox_ids,
+        search_found,
+        report_sha256: sha256_hex(&report),
+        report_bytes: report.len() as u64,
+    }
 }
 
-fn mailbox_step(seq: i64, email: &str, name: &str) -> NewStep {
-    NewStep {
-        seq,
-        mailbox_id: Some(format!("00000000-0000-4000-8000-00000000000{seq}")),
-        mailbox_email: Some(email.to_string()),
-        mailbox_name: Some(name.to_string()),
-        is_archive: false,
-        mailbox_ids: None,
+/// Every regular file under `dir`, relative to `root`.
+fn collect(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect(root, &path, out);
+        } else {
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            out.push((rel, std::fs::read(&path).unwrap()));
+        }
     }
 }
 
