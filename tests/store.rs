@@ -1175,7 +1175,10 @@ async fn restore_sessions_bookkeeping() {
     );
     // Once a kept session is stopped there is nothing left to resume in it.
     let s1 = store.mark_session_stopped("s1", t(9)).await.unwrap();
-    assert!(!s1.keep_for_resume, "a stopped session is not kept for resume");
+    assert!(
+        !s1.keep_for_resume,
+        "a stopped session is not kept for resume"
+    );
 }
 
 // Downloads and published files: durable progress, resume offsets, restarts, publishing, and

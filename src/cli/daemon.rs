@@ -31,6 +31,9 @@ pub fn run(args: DaemonArgs, config_flag: Option<&Path>) -> anyhow::Result<Outco
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        // Before anything else: a SIGTERM or SIGHUP during start-up must not kill the process.
+        let terminate = signals::Terminate::install().context("installing the SIGTERM handler")?;
+        let hangups = signals::Hangups::new();
         if args.dev {
             let file = config_flag
                 .map(Path::to_path_buf)
@@ -52,6 +55,7 @@ pub fn run(args: DaemonArgs, config_flag: Option<&Path>) -> anyhow::Result<Outco
             let sim_url = simulator.base_url();
             let options = DaemonOptions {
                 executor: Some(executor::engine_factory()),
+                hangups: Some(hangups),
                 on_ready: Some(Box::new(move |ready| {
                     let text = dev::banner(&banner_config, &sim_url, ready.http);
                     let mut out = std::io::stdout().lock();
@@ -60,7 +64,7 @@ pub fn run(args: DaemonArgs, config_flag: Option<&Path>) -> anyhow::Result<Outco
                 })),
                 ..DaemonOptions::default()
             };
-            let result = daemon_mod::run(config, options, stop()).await;
+            let result = daemon_mod::run(config, options, terminate.recv()).await;
             simulator.shutdown().await;
             result?;
         } else {
@@ -69,19 +73,12 @@ pub fn run(args: DaemonArgs, config_flag: Option<&Path>) -> anyhow::Result<Outco
             crate::telemetry::init_logging(&config.log);
             let options = DaemonOptions {
                 executor: Some(executor::engine_factory()),
+                hangups: Some(hangups),
                 ..DaemonOptions::default()
             };
-            daemon_mod::run(config, options, stop()).await?;
+            daemon_mod::run(config, options, terminate.recv()).await?;
         }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(Outcome::Ok)
-}
-
-/// Completes at SIGTERM or SIGINT (or at once if the handlers cannot be installed, which is
-/// logged: a daemon that cannot be stopped cleanly should not start).
-async fn stop() {
-    if let Err(error) = signals::terminate().await {
-        tracing::error!(%error, "cannot install the SIGTERM/SIGINT handlers; stopping");
-    }
 }

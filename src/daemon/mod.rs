@@ -86,6 +86,8 @@ pub struct DaemonOptions {
     pub watch: Option<WatchOptions>,
     /// Called once ready (the `--dev` banner).
     pub on_ready: Option<OnReady>,
+    /// The SIGHUP handler, installed early by the binary; `None`: installed at start-up.
+    pub hangups: Option<signals::Hangups>,
 }
 
 impl Default for DaemonOptions {
@@ -95,6 +97,7 @@ impl Default for DaemonOptions {
             executor: None,
             watch: None,
             on_ready: None,
+            hangups: None,
         }
     }
 }
@@ -195,12 +198,16 @@ pub async fn run(
         jobs_dir = %config.jobs_dir.display(),
         "daemon starting"
     );
+    let parts = Parts {
+        executor: options.executor,
+        watch: options.watch,
+        on_ready: options.on_ready,
+        hangups: options.hangups.unwrap_or_default(),
+    };
     let result = run_locked(
         store.clone(),
         config,
-        options.executor,
-        options.watch,
-        options.on_ready,
+        parts,
         instance.clone(),
         clock.clone(),
         shutdown,
@@ -215,17 +222,28 @@ pub async fn run(
     result
 }
 
-#[allow(clippy::too_many_arguments)] // the parts of `run` once the lock is held
+/// The options `run_locked` consumes.
+struct Parts {
+    executor: Option<ExecutorFactory>,
+    watch: Option<WatchOptions>,
+    on_ready: Option<OnReady>,
+    hangups: signals::Hangups,
+}
+
 async fn run_locked(
     store: Store,
     config: Arc<Config>,
-    executor_factory: Option<ExecutorFactory>,
-    watch_options: Option<WatchOptions>,
-    on_ready: Option<OnReady>,
+    parts: Parts,
     instance: Arc<str>,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), DaemonError> {
+    let Parts {
+        executor: executor_factory,
+        watch: watch_options,
+        on_ready,
+        hangups,
+    } = parts;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (config_tx, config_rx) = channel::channel(Arc::clone(&config));
@@ -343,7 +361,12 @@ async fn run_locked(
             cancel.child_token(),
         ));
     }
-    tracker.spawn(reload_loop(app.clone(), config_tx, cancel.child_token()));
+    tracker.spawn(reload_loop(
+        app.clone(),
+        config_tx,
+        hangups,
+        cancel.child_token(),
+    ));
     tracker.close();
 
     // 6. Ready.
@@ -562,9 +585,9 @@ async fn heartbeat_loop(app: AppHandle, lost: CancellationToken, cancel: Cancell
 async fn reload_loop(
     app: AppHandle,
     config: channel::Sender<Arc<Config>>,
+    mut hangups: signals::Hangups,
     cancel: CancellationToken,
 ) {
-    let mut hangups = signals::Hangups::new();
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,

@@ -1,28 +1,52 @@
 //! Process signals: SIGTERM and SIGINT stop the daemon (systemd stops services with SIGTERM,
 //! a terminal sends SIGINT), SIGHUP reloads the config.
+//!
+//! Handlers are installed when [`Terminate::install`] and [`Hangups::new`] are called, not when
+//! first awaited: the binary installs both before start-up begins, so a SIGTERM or SIGHUP that
+//! arrives while the daemon is still starting is queued instead of killing the process (the
+//! default action of both).
 
 use std::io;
 
-/// Completes at the first SIGTERM or SIGINT.
-///
-/// # Errors
-///
-/// When the signal handlers cannot be installed.
-pub async fn terminate() -> io::Result<()> {
+/// SIGTERM and SIGINT, installed.
+pub struct Terminate {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received: draining"),
-            _ = int.recv() => tracing::info!("SIGINT received: draining"),
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Terminate {
+    /// Installs the handlers (call inside the runtime).
+    ///
+    /// # Errors
+    ///
+    /// When the signal handlers cannot be installed.
+    pub fn install() -> io::Result<Terminate> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Terminate {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
-        Ok(())
+        #[cfg(not(unix))]
+        Ok(Terminate {})
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await
+
+    /// Completes at the first SIGTERM or SIGINT (received since [`Terminate::install`]).
+    pub async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received: draining"),
+            _ = self.int.recv() => tracing::info!("SIGINT received: draining"),
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
