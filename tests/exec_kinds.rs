@@ -322,6 +322,39 @@ async fn export_pst_publishes_each_mailbox_with_the_simulators_digest_and_a_mani
     w.assert_all_sessions_stopped();
 }
 
+// A mailbox and its archive twin share an e-mail address; with `{mailbox}` alone in the path
+// they must still land in two files (the archive's `{mailbox}` is `<email>-archive`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_of_a_mailbox_and_its_archive_writes_two_files() {
+    let w = World::start(fast_sim()).await;
+    w.job(
+        "twins",
+        &job_yaml(
+            "ExportPst",
+            "twins",
+            "  mailboxes: [alice@contoso.com]\n  archives: include\n  export:\n    path: \"{job}/{mailbox}.pst\"\n",
+        ),
+    );
+    let out = w.run("twins").await;
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    let mut names: Vec<String> = w
+        .steps(out.run)
+        .await
+        .iter()
+        .map(|s| {
+            assert_eq!(s.state, StepState::Done, "{s:?}");
+            let path = std::path::PathBuf::from(s.file_path.clone().unwrap());
+            path.file_name().unwrap().to_string_lossy().into_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["alice@contoso.com-archive.pst", "alice@contoso.com.pst"]
+    );
+    w.assert_all_sessions_stopped();
+}
+
 async fn search_report(format: &str, mailboxes: Option<&str>) {
     let w = World::start(SimConfig::default()).await;
     let query = "from:ceo@contoso.com";

@@ -153,7 +153,15 @@ fn region(r: jobs::OfficeRegion) -> vb365::OfficeRegion {
 }
 
 /// The template values of the run for one mailbox (`{date}`/`{time}` in the job's time zone).
-pub(crate) async fn template_values(ctx: &RunCtx, email: &str, id: &str) -> TemplateValues {
+///
+/// An archive mailbox shares its e-mail address with its primary mailbox, so its `{mailbox}`
+/// is `<email>-archive`: otherwise both would render to the same export path (or folder).
+pub(crate) async fn template_values(
+    ctx: &RunCtx,
+    email: &str,
+    id: &str,
+    is_archive: bool,
+) -> TemplateValues {
     let tz = ctx
         .job
         .schedule()
@@ -169,7 +177,16 @@ pub(crate) async fn template_values(ctx: &RunCtx, email: &str, id: &str) -> Temp
         &ctx.run.scheduled_for.with_timezone(&tz),
         &org,
     )
-    .with_mailbox(email, id)
+    .with_mailbox(&mailbox_placeholder(email, is_archive), id)
+}
+
+/// The `{mailbox}` value of a mailbox: its e-mail, with `-archive` for an archive mailbox.
+pub(crate) fn mailbox_placeholder(email: &str, is_archive: bool) -> String {
+    if is_archive && !email.is_empty() {
+        format!("{email}-archive")
+    } else {
+        email.to_string()
+    }
 }
 
 fn parse_id(text: Option<&str>, what: &str, step: &Step) -> Result<Uuid, StepFailure> {
@@ -207,6 +224,7 @@ pub(crate) async fn submit(ctx: &RunCtx, step: &Step) -> Result<Next, AttemptErr
                 ctx,
                 step.mailbox_email.as_deref().unwrap_or(""),
                 step.mailbox_id.as_deref().unwrap_or(""),
+                step.is_archive,
             )
             .await;
             let o = a.options;
