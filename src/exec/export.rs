@@ -44,7 +44,7 @@ pub(crate) async fn attempt(
         .await
         .map_err(RunError::store(run))?;
 
-    let values = template_values(ctx, email, mailbox_id).await;
+    let values = template_values(ctx, email, mailbox_id, step.is_archive).await;
     let relative = action.path.render(&values);
     create_private_dir(&config.export_root)?;
     let target = resolve_inside(&config.export_root, &relative)

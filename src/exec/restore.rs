@@ -153,7 +153,12 @@ fn region(r: jobs::OfficeRegion) -> vb365::OfficeRegion {
 }
 
 /// The template values of the run for one mailbox (`{date}`/`{time}` in the job's time zone).
-pub(crate) async fn template_values(ctx: &RunCtx, email: &str, id: &str) -> TemplateValues {
+pub(crate) async fn template_values(
+    ctx: &RunCtx,
+    email: &str,
+    id: &str,
+    is_archive: bool,
+) -> TemplateValues {
     let tz = ctx
         .job
         .schedule()
@@ -170,6 +175,7 @@ pub(crate) async fn template_values(ctx: &RunCtx, email: &str, id: &str) -> Temp
         &org,
     )
     .with_mailbox(email, id)
+    .archive(is_archive)
 }
 
 fn parse_id(text: Option<&str>, what: &str, step: &Step) -> Result<Uuid, StepFailure> {
@@ -207,6 +213,7 @@ pub(crate) async fn submit(ctx: &RunCtx, step: &Step) -> Result<Next, AttemptErr
                 ctx,
                 step.mailbox_email.as_deref().unwrap_or(""),
                 step.mailbox_id.as_deref().unwrap_or(""),
+                step.is_archive,
             )
             .await;
             let o = a.options;

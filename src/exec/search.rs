@@ -175,7 +175,7 @@ pub(crate) async fn publish_report(
     action: &SearchAction,
     steps: &[Step],
 ) -> Result<PathBuf, ReportError> {
-    let values = template_values(ctx, "", "").await;
+    let values = template_values(ctx, "", "", false).await;
     let relative = action.report.render(&values);
     let werr = |path: &Path, message: String| ReportError::Write {
         path: path.to_path_buf(),
