@@ -145,7 +145,7 @@ fn restore_tick(extra: &str) -> String {
     format!(
         "apiVersion: restorectl/v1\nkind: Restore\nmetadata: {{ name: restore-tick }}\nspec:\n  \
          organization: contoso.onmicrosoft.com\n  mailboxes: [grace@contoso.com, heidi@contoso.com]\n  \
-         archives: exclude\n  schedule: {{ cron: \"* * * * *\", concurrencyPolicy: Forbid }}\n{extra}  \
+         archives: exclude\n  schedule: {{ cron: \"*/10 * * * * *\", concurrencyPolicy: Forbid }}\n{extra}  \
          restore:\n    credentials:\n      user:\n        userName: svc-backup@contoso.com\n        \
          password: {{ secret: m365-restore-password }}\n"
     )
@@ -156,7 +156,7 @@ fn search_tick(extra: &str) -> String {
         "apiVersion: restorectl/v1\nkind: Search\nmetadata: {{ name: search-tick }}\nspec:\n  \
          organization: contoso.onmicrosoft.com\n  mailboxes:\n    - ceo@contoso.com\n    \
          - {{ match: \"*@legal.contoso.com\" }}\n  archives: exclude\n  \
-         schedule: {{ cron: \"*/15 * * * * *\", concurrencyPolicy: Forbid }}\n{extra}  search:\n    \
+         schedule: {{ cron: \"* * * * *\", concurrencyPolicy: Forbid }}\n{extra}  search:\n    \
          query: 'subject:\"board minutes\"'\n    report: {{ path: \"{{job}}/{{run}}/search.jsonl\", format: jsonl }}\n"
     )
 }
@@ -265,7 +265,7 @@ fn random_fault(rng: &mut ChaCha8Rng) -> (&'static str, FaultRule) {
             "dropAfterBytes",
             Endpoint::ExportPst,
             FaultAction::DropAfterBytes {
-                bytes: rng.random_range(1..60_000),
+                bytes: rng.random_range(1..2_000_000),
             },
         ),
         5 => (
@@ -498,7 +498,9 @@ fn executed_restore(e: &JournalEntry) -> bool {
     e.method == "POST"
         && RESTORE_ROUTES.iter().any(|r| e.is("POST", r))
         && (e.status.is_some_and(|s| (200..300).contains(&s))
-            || e.fault.as_deref() == Some("loseResponse"))
+            || e.fault
+                .as_deref()
+                .is_some_and(|f| f.contains("loseResponse")))
 }
 
 /// Mailbox ids a restore POST names (path parameter or bulk body).
@@ -564,7 +566,13 @@ async fn chaos(kills: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let sim = Simulator::start(
         SimConfig {
-            restore_delay: Duration::from_millis(300),
+            restore_delay: Duration::from_millis(800),
+            // Two large exports, so that kills and dropped connections land mid-body.
+            export_sizes: [
+                ("ceo@contoso.com".to_string(), 6 << 20),
+                ("anna@legal.contoso.com".to_string(), 3 << 20),
+            ]
+            .into(),
             export_build_delay: Duration::from_millis(100),
             export_default_size: 64 * 1024,
             ..SimConfig::default()
@@ -600,6 +608,7 @@ async fn chaos(kills: usize) {
         ..Table::default()
     };
     let mut edits = 0;
+    let mut kill_times = Vec::new();
     let mut daemon = Some(Daemon::start(&site, &log));
     let start = Instant::now();
     let store = loop {
@@ -617,7 +626,7 @@ async fn chaos(kills: usize) {
     };
     for i in 0..kills {
         // Faults for the next stretch: each rule hits its next 1–3 matching calls.
-        for _ in 0..rng.random_range(0..=2) {
+        for _ in 0..rng.random_range(1..=3) {
             let (_, rule) = random_fault(&mut rng);
             sim.add_fault(rule).unwrap();
         }
@@ -631,6 +640,7 @@ async fn chaos(kills: usize) {
         if let Some(d) = daemon.take() {
             d.kill9();
         }
+        kill_times.push(chrono::Utc::now());
         table.kills += 1;
         daemon = Some(Daemon::start(&site, &log));
     }
@@ -653,13 +663,27 @@ async fn chaos(kills: usize) {
 
     // Operator decisions, only for runs that need one, each explained by an injected fault.
     let journal = sim.journal();
-    let lost: Vec<&JournalEntry> = journal
+    // Restore POSTs whose outcome the daemon could not know: the answer was lost or delayed
+    // past the request timeout by a fault, or a kill -9 came before the answer was recorded.
+    let ambiguous: Vec<&JournalEntry> = journal
         .iter()
-        .filter(|e| e.fault.as_deref() == Some("loseResponse"))
+        .filter(|e| RESTORE_ROUTES.iter().any(|r| e.is("POST", r)))
+        .filter(|e| {
+            e.fault
+                .as_deref()
+                .is_some_and(|f| f.contains("loseResponse") || f.contains("delay"))
+                || kill_times
+                    .iter()
+                    .any(|k| *k >= e.time && *k - e.time < chrono::Duration::seconds(10))
+        })
         .collect();
     let removed: BTreeSet<String> = journal
         .iter()
-        .filter(|e| e.fault.as_deref() == Some("removeSession"))
+        .filter(|e| {
+            e.fault
+                .as_deref()
+                .is_some_and(|f| f.contains("removeSession"))
+        })
         .filter_map(|e| e.param("restoreSessionId").map(str::to_ascii_lowercase))
         .collect();
     let mut resolved = false;
@@ -667,30 +691,51 @@ async fn chaos(kills: usize) {
         if run.state != RunState::NeedsAttention {
             continue;
         }
+        let mut executed_any = false;
         for step in store.list_steps(run.id).await.unwrap() {
             if step.state != StepState::InDoubt {
                 continue;
             }
             let mailboxes = step_mailboxes(&step);
-            let session = step
-                .restore_session_id
-                .as_deref()
-                .map(str::to_ascii_lowercase);
-            let lost_here = lost.iter().any(|e| {
+            let sessions: BTreeSet<String> = store
+                .list_run_sessions(run.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id.to_ascii_lowercase())
+                .chain(
+                    step.restore_session_id
+                        .as_deref()
+                        .map(str::to_ascii_lowercase),
+                )
+                .collect();
+            let in_run = |e: &&&JournalEntry| {
                 restore_mailboxes(e).iter().any(|m| mailboxes.contains(m))
-                    && e.param("restoreSessionId").map(str::to_ascii_lowercase) == session
-            });
-            let removed_here = session.as_ref().is_some_and(|s| removed.contains(s));
+                    && e.param("restoreSessionId")
+                        .is_some_and(|s| sessions.contains(&s.to_ascii_lowercase()))
+            };
+            let lost_here = ambiguous.iter().any(|e| in_run(&e));
+            executed_any |= journal
+                .iter()
+                .filter(|e| executed_restore(e))
+                .any(|e| in_run(&&e));
+            let removed_here = sessions.iter().any(|s| removed.contains(s));
             if !lost_here && !removed_here {
                 table.other.push(format!(
-                    "run {} ({}) step {} in_doubt without a lost response or removed session: {:?}",
+                    "run {} ({}) step {} in_doubt without a lost/late answer, a kill or a removed session: {:?}",
                     run.id, run.job_name, step.seq, step.error_message
                 ));
             }
         }
-        // The restore was executed when its answer was lost: mark it done (no POST is sent).
+        // The operator checks the server (here: the simulator's journal): a restore that was
+        // executed is marked done (no POST); one that never arrived is re-sent.
+        let decision = if executed_any {
+            "--mark-done"
+        } else {
+            "--resend"
+        };
         let out = assert_cmd::Command::new(bin())
-            .args(["resolve", &run.id.to_string(), "--mark-done", "--config"])
+            .args(["resolve", &run.id.to_string(), decision, "--config"])
             .arg(site.config_path())
             .output()
             .unwrap();
@@ -702,7 +747,7 @@ async fn chaos(kills: usize) {
         );
         table
             .operator_decisions
-            .push(format!("run {} ({}) --mark-done", run.id, run.job_name));
+            .push(format!("run {} ({}) {decision}", run.id, run.job_name));
         resolved = true;
     }
     if resolved {
@@ -795,21 +840,24 @@ fn step_mailboxes(step: &Step) -> BTreeSet<String> {
 fn fault_counts(journal: &[JournalEntry]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for e in journal {
-        let Some(f) = &e.fault else { continue };
-        let label = if f.starts_with("status") {
-            "5xx".to_string()
-        } else if f.starts_with("error 500 ProxyOffline") {
-            "ProxyOffline".to_string()
-        } else if f.starts_with("error 504 Timeout") {
-            "Timeout".to_string()
-        } else if f.starts_with("delay") {
-            "delay".to_string()
-        } else if f.starts_with("dropAfterBytes") {
-            "dropAfterBytes".to_string()
-        } else {
-            f.clone()
-        };
-        *out.entry(label).or_insert(0) += 1;
+        let Some(faults) = &e.fault else { continue };
+        // Several rules can shape one exchange ("expireTokens, status 502").
+        for f in faults.split(", ") {
+            let label = if f.starts_with("status") {
+                "5xx".to_string()
+            } else if f.starts_with("error 500 ProxyOffline") {
+                "ProxyOffline".to_string()
+            } else if f.starts_with("error 504 Timeout") {
+                "Timeout".to_string()
+            } else if f.starts_with("delay") {
+                "delay".to_string()
+            } else if f.starts_with("dropAfterBytes") {
+                "dropAfterBytes".to_string()
+            } else {
+                f.to_string()
+            };
+            *out.entry(label).or_insert(0) += 1;
+        }
     }
     out
 }
@@ -1061,9 +1109,30 @@ async fn check(
     // Sessions: nothing left Working.
     for s in sim.sessions() {
         if s.state == "Working" {
+            let id = s.id.to_string();
+            let recorded = store
+                .get_session(&id)
+                .await
+                .map(|r| format!("store: {} run {:?}", r.state, r.run_id))
+                .unwrap_or_else(|_| "unknown to the store".into());
+            let trail: Vec<String> = journal
+                .iter()
+                .filter(|e| {
+                    e.param("restoreSessionId") == Some(id.as_str())
+                        || e.status.is_some_and(|_| {
+                            e.body.as_ref().is_some_and(|b| b.to_string().contains(&id))
+                        })
+                })
+                .map(|e| {
+                    format!(
+                        "#{} {} {} {:?} {:?}",
+                        e.seq, e.method, e.path, e.status, e.fault
+                    )
+                })
+                .collect();
             table.leaked_sessions.push(format!(
-                "session {} (operation of {:?}) still Working",
-                s.id, s.operation_of
+                "session {id} (operation of {:?}) still Working; {recorded}; trail {trail:?}",
+                s.operation_of
             ));
         }
     }
