@@ -346,6 +346,8 @@ struct Table {
     steps: usize,
     restore_posts_executed: usize,
     operator_decisions: Vec<String>,
+    /// Why runs failed (not a violation: faults can exhaust a step's retries).
+    failures: Vec<String>,
     duplicates: Vec<String>,
     corrupt: Vec<String>,
     leaked_sessions: Vec<String>,
@@ -389,6 +391,7 @@ impl Table {
         let _ = writeln!(s, "| other violations | {} |", self.other.len());
         for (what, list) in [
             ("operator", &self.operator_decisions),
+            ("failed run", &self.failures),
             ("DUPLICATE", &self.duplicates),
             ("CORRUPT", &self.corrupt),
             ("LEAKED", &self.leaked_sessions),
@@ -880,6 +883,14 @@ async fn check(
             .runs_by_state
             .entry(run.state.as_str().to_string())
             .or_insert(0) += 1;
+        if run.state == RunState::Failed {
+            table.failures.push(format!(
+                "{} {}: {}",
+                run.job_name,
+                run.id,
+                run.reason.as_deref().unwrap_or("-")
+            ));
+        }
         if !run.state.is_terminal() {
             table.other.push(format!(
                 "run {} ({}) ends {} ({:?})",
