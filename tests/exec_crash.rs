@@ -147,6 +147,47 @@ async fn killed_while_submitted_follows_the_running_restore_after_restart() {
     w.assert_all_sessions_stopped();
 }
 
+/// Found by the chaos suite: a transient error (500 `ProxyOffline`) on the check of the session
+/// left open by the killed process recorded it `lost` without stopping it, so it stayed
+/// `Working` on the server for ever, and the run opened a second session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_error_while_checking_the_session_left_open_adopts_it_and_stops_it_at_the_end()
+{
+    let w = World::start(SimConfig {
+        restore_delay: Duration::from_secs(4),
+        ..SimConfig::default()
+    })
+    .await;
+    w.job("r", &restore_job("r", "bob@contoso.com"));
+    let child = command(&w, "r", "first").spawn().unwrap();
+    kill_when(&w, child, StepState::Submitted, |_| true).await;
+    w.sim
+        .add_fault(
+            FaultRule::on(
+                Endpoint::RestoreSession,
+                FaultAction::Error {
+                    status: 500,
+                    error_code: Some("ProxyOffline".into()),
+                    message: Some("injected".into()),
+                },
+            )
+            .calls(CallRange::only(1)),
+        )
+        .unwrap();
+    let status = restart(&w, "r").await;
+    assert!(status.success(), "{}", log(&w, "second"));
+    let run = assert_single_run(&w, RunState::Succeeded).await;
+    assert_eq!(w.steps(run.id).await[0].state, StepState::Done);
+    assert_eq!(w.sim.restore_calls(w.mailbox_id("bob@contoso.com")), 1);
+    assert_eq!(
+        w.explores().len(),
+        1,
+        "adopted, not replaced\n{}",
+        log(&w, "second")
+    );
+    w.assert_all_sessions_stopped();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_while_downloading_resumes_with_range_and_publishes_the_right_bytes() {
     const SIZE: u64 = 320 << 20;

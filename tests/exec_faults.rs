@@ -80,6 +80,72 @@ async fn proxy_offline_twice_then_success_takes_three_attempts_with_growing_dela
     w.assert_all_sessions_stopped();
 }
 
+/// Found by the chaos suite: a 5xx on the mailbox listing (before any step exists) failed the
+/// whole run at once, although SPEC §5 makes 5xx retryable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_while_listing_the_mailboxes_is_retried_before_the_steps_exist() {
+    let w = World::start(sim()).await;
+    w.sim
+        .add_fault(
+            FaultRule::on(Endpoint::Mailboxes, FaultAction::Status { status: 502 })
+                .calls(CallRange::between(1, 2)),
+        )
+        .unwrap();
+    w.job(
+        "r",
+        &restore_job(
+            "r",
+            "alice@contoso.com",
+            "  retry: { maxAttempts: 5, initialBackoff: 100ms, maxBackoff: 200ms }\n",
+        ),
+    );
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    let listings = w.calls(
+        "GET",
+        "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes",
+    );
+    assert_eq!(listings.len(), 3, "two refused listings, then one answered");
+    assert_eq!(w.sim.restore_calls(w.mailbox_id("alice@contoso.com")), 1);
+    w.assert_all_sessions_stopped();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_error_while_listing_the_mailboxes_fails_the_run_at_once() {
+    let w = World::start(sim()).await;
+    w.sim
+        .add_fault(
+            FaultRule::on(
+                Endpoint::Mailboxes,
+                error(400, "ParameterValidationFailure"),
+            )
+            .calls(CallRange::only(1)),
+        )
+        .unwrap();
+    w.job(
+        "r",
+        &restore_job(
+            "r",
+            "alice@contoso.com",
+            "  retry: { maxAttempts: 5, initialBackoff: 100ms, maxBackoff: 200ms }\n",
+        ),
+    );
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::Failed, "{out:?}");
+    assert!(
+        out.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("cannot list the mailboxes")),
+        "{out:?}"
+    );
+    let listings = w.calls(
+        "GET",
+        "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes",
+    );
+    assert_eq!(listings.len(), 1, "a permanent error is not retried");
+    w.assert_all_sessions_stopped();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parameter_validation_failure_fails_after_one_attempt() {
     let w = World::start(sim()).await;

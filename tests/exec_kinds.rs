@@ -322,31 +322,40 @@ async fn export_pst_publishes_each_mailbox_with_the_simulators_digest_and_a_mani
     w.assert_all_sessions_stopped();
 }
 
-// A mailbox and its archive twin share an e-mail address; with `{mailbox}` alone in the path
-// they must still land in two files (the archive's `{mailbox}` is `<email>-archive`).
+/// Found by the chaos suite: with `archives: include` and a path naming only `{mailbox}`, the
+/// archive twin rendered its primary's path; one of the two failed with "already exists" and
+/// both downloads shared one `.partial` file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn export_of_a_mailbox_and_its_archive_writes_two_files() {
+async fn an_archive_and_its_primary_export_to_different_files_with_a_mailbox_path() {
     let w = World::start(fast_sim()).await;
     w.job(
-        "twins",
+        "e",
         &job_yaml(
             "ExportPst",
-            "twins",
-            "  mailboxes: [alice@contoso.com]\n  archives: include\n  export:\n    path: \"{job}/{mailbox}.pst\"\n",
+            "e",
+            "  mailboxes: [alice@contoso.com]\n  archives: include\n  export:\n    path: \"{job}/{run}/{mailbox}.pst\"\n",
         ),
     );
-    let out = w.run("twins").await;
+    let out = w.run("e").await;
     assert_eq!(out.state, RunState::Succeeded, "{out:?}");
-    let mut names: Vec<String> = w
-        .steps(out.run)
-        .await
-        .iter()
-        .map(|s| {
-            assert_eq!(s.state, StepState::Done, "{s:?}");
-            let path = std::path::PathBuf::from(s.file_path.clone().unwrap());
-            path.file_name().unwrap().to_string_lossy().into_owned()
-        })
-        .collect();
+    let steps = w.steps(out.run).await;
+    assert_eq!(steps.len(), 2, "alice and alice's archive");
+    let mut names = Vec::new();
+    for s in &steps {
+        assert_eq!(s.state, StepState::Done, "{s:?}");
+        let path = std::path::PathBuf::from(s.file_path.clone().unwrap());
+        let (digest, _) = w
+            .sim
+            .export_digest(&ExportSpec {
+                mailbox_id: s.mailbox_id.as_ref().unwrap().parse().unwrap(),
+                keyword: None,
+                point_in_time: None,
+                pst_size_limit: None,
+            })
+            .unwrap();
+        assert_eq!(sha256_file(&path), digest, "{path:?}");
+        names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
     names.sort();
     assert_eq!(
         names,

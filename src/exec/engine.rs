@@ -35,7 +35,9 @@ use super::steps::{self, StepEnd};
 use super::{EngineOptions, search, select};
 use crate::config::{Config, SecretContext};
 use crate::jobs::{self, Action, Job, ValidationContext};
-use crate::store::{EventKind, NewEvent, Run, RunId, RunState, Step, StepState, Store, StoreError};
+use crate::store::{
+    ErrorClass, EventKind, NewEvent, Run, RunId, RunState, Step, StepState, Store, StoreError,
+};
 use crate::vb365::{Client, Mailbox};
 
 /// What an execution of a run ended with.
@@ -170,6 +172,40 @@ impl RunCtx {
         event.step_id = step;
         if let Err(e) = self.store().append_event(&event, Utc::now()).await {
             tracing::warn!(run = %self.run.id, error = %e, "cannot append a note");
+        }
+    }
+}
+
+/// Opens the run's session and lists its mailboxes, retrying like a step (SPEC §5): a
+/// retryable answer (5xx, 429, `ProxyOffline`, a broken connection) waits the job's backoff and
+/// tries again up to `retry.maxAttempts` times; a lost session is re-created (within the
+/// session's reopen budget). Only a permanent or auth failure, an exhausted budget or a stop
+/// ends it. The steps do not exist yet, so the backoff is slept inside the run.
+async fn list_mailboxes_with_retry(ctx: &RunCtx) -> Result<Arc<Vec<Mailbox>>, StepFailure> {
+    let policy = ctx.job.retry();
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        let failure = match ctx.mailboxes().await {
+            Ok(all) => return Ok(all),
+            Err(f) => f,
+        };
+        let retryable = matches!(
+            failure.class,
+            ErrorClass::Retryable | ErrorClass::Ambiguous | ErrorClass::SessionLost
+        );
+        if !retryable || ctx.stop.is_stopped() {
+            return Err(failure);
+        }
+        if attempt >= policy.max_attempts {
+            let mut f = failure;
+            f.message = format!("{} (gave up after {attempt} attempts)", f.message);
+            return Err(f);
+        }
+        let delay = super::retry::delay(&policy, attempt, failure.retry_after);
+        tracing::info!(run = %ctx.run.id, attempt, delay_ms = delay.as_millis() as u64, error = %failure.message, "listing the mailboxes failed; retrying");
+        if !super::steps::sleep(ctx, delay).await {
+            return Err(failure);
         }
     }
 }
@@ -407,6 +443,10 @@ impl Engine {
             match self.create_steps(&ctx).await? {
                 Ok(steps) => steps,
                 Err(reason) => {
+                    // A shutdown or cancel during a retry backoff is not a failure of the run.
+                    if let Some(stop_reason) = stop.reason() {
+                        return self.stopped(&ctx, stop_reason).await;
+                    }
                     ctx.session.close(false).await;
                     return self.finish(&run, RunState::Failed, Some(reason)).await;
                 }
@@ -513,7 +553,7 @@ impl Engine {
         let new_steps = if selection.is_organization_wide() {
             vec![select::organization_step()]
         } else {
-            let all = match ctx.mailboxes().await {
+            let all = match list_mailboxes_with_retry(ctx).await {
                 Ok(all) => all,
                 Err(e) => return Ok(Err(format!("cannot list the mailboxes: {}", e.message))),
             };

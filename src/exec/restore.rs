@@ -153,9 +153,6 @@ fn region(r: jobs::OfficeRegion) -> vb365::OfficeRegion {
 }
 
 /// The template values of the run for one mailbox (`{date}`/`{time}` in the job's time zone).
-///
-/// An archive mailbox shares its e-mail address with its primary mailbox, so its `{mailbox}`
-/// is `<email>-archive`: otherwise both would render to the same export path (or folder).
 pub(crate) async fn template_values(
     ctx: &RunCtx,
     email: &str,
@@ -177,16 +174,8 @@ pub(crate) async fn template_values(
         &ctx.run.scheduled_for.with_timezone(&tz),
         &org,
     )
-    .with_mailbox(&mailbox_placeholder(email, is_archive), id)
-}
-
-/// The `{mailbox}` value of a mailbox: its e-mail, with `-archive` for an archive mailbox.
-pub(crate) fn mailbox_placeholder(email: &str, is_archive: bool) -> String {
-    if is_archive && !email.is_empty() {
-        format!("{email}-archive")
-    } else {
-        email.to_string()
-    }
+    .with_mailbox(email, id)
+    .archive(is_archive)
 }
 
 fn parse_id(text: Option<&str>, what: &str, step: &Step) -> Result<Uuid, StepFailure> {

@@ -187,9 +187,20 @@ impl SessionSlot {
 
     /// Takes over a session a previous process of this run left open (after checking on the
     /// server that it is still `Working`). Returns false when it is gone (recorded `lost`).
+    ///
+    /// A check that fails without an answer about the session (5xx, 429, a broken connection)
+    /// adopts it anyway: recording it `lost` would leave it `Working` on the server for ever
+    /// (nothing stops a `lost` session), while an adopted session that turns out to be gone is
+    /// noticed at its first use and re-opened like any lost session.
     pub async fn adopt(&self, id: Uuid, stop: &CancellationToken) -> bool {
         match self.client.restore_session(id).await {
             Ok(s) if s.state == vb365::SessionState::Working => {}
+            Err(e)
+                if e.class != vb365::ErrorClass::SessionLost
+                    && e.status != Some(reqwest::StatusCode::NOT_FOUND) =>
+            {
+                tracing::warn!(run = %self.run, session = %id, error = %e, "cannot check the session left open; adopting it anyway");
+            }
             Ok(_) | Err(_) => {
                 let _ = self
                     .store

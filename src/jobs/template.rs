@@ -172,6 +172,17 @@ impl TemplateValues {
         self
     }
 
+    /// Marks the mailbox as an archive mailbox: `{mailbox}` becomes `<e-mail>-archive`. An
+    /// archive shares its primary's e-mail address, so without the suffix `archives: include`
+    /// with a `{mailbox}` path would render the same file for both (the second export then
+    /// fails with "already exists", and both downloads would share one `.partial` file).
+    pub fn archive(mut self, is_archive: bool) -> Self {
+        if is_archive && !self.mailbox.is_empty() {
+            self.mailbox.push_str(ARCHIVE_SUFFIX);
+        }
+        self
+    }
+
     fn get(&self, p: Placeholder) -> &str {
         match p {
             Placeholder::Job => &self.job,
@@ -184,6 +195,9 @@ impl TemplateValues {
         }
     }
 }
+
+/// Appended to `{mailbox}` for an archive mailbox (see [`TemplateValues::archive`]).
+pub const ARCHIVE_SUFFIX: &str = "-archive";
 
 /// Longest sanitised placeholder value in bytes (file names are limited to 255 bytes).
 const MAX_VALUE_BYTES: usize = 200;
@@ -396,6 +410,30 @@ mod tests {
             mailbox_id: "id-1".into(),
             org: "contoso.onmicrosoft.com".into(),
         }
+    }
+
+    /// Found by the chaos suite: an archive mailbox rendered the same export path as its
+    /// primary (same e-mail address).
+    #[test]
+    fn an_archive_mailbox_renders_a_path_apart_from_its_primary() {
+        let t = PathTemplate::parse("{job}/{run}/{mailbox}.pst", TemplateUse::ExportFile).unwrap();
+        let primary = values().archive(false);
+        let archive = values().archive(true);
+        assert_eq!(
+            t.render(&primary),
+            Path::new("legal/r1/alice@contoso.com.pst")
+        );
+        assert_eq!(
+            t.render(&archive),
+            Path::new("legal/r1/alice@contoso.com-archive.pst")
+        );
+        // `{mailboxId}` already differs; an empty mailbox (a report) stays empty.
+        let report = TemplateValues {
+            mailbox: String::new(),
+            ..values()
+        }
+        .archive(true);
+        assert_eq!(report.mailbox, "");
     }
 
     #[test]
