@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use daemon_support::{Site, bin, eventually, export_job, open_when_ready};
+use daemon_support::{Site, bin, export_job, open_when_ready};
 use restorectl::store::{JobState, NewRequest, RunFilter, RunState};
 
 /// Bounds a hang only: a hostile file that takes this long to validate is a bug.

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use daemon_support::{bin, eventually};
+
 use restorectl::sim::{SimConfig, SimUser, Simulator};
 use restorectl::store::{RunFilter, RunState, Store};
 
@@ -58,7 +59,7 @@ fn forbidden() -> Vec<(String, Vec<u8>)> {
         let enc = b64.encode(&cert[offset..offset + 60]);
         v.push((
             format!("base64(cert[{offset}..])"),
-            enc[4..60].as_bytes().to_vec(),
+            enc.as_bytes()[4..60].to_vec(),
         ));
     }
     let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&cert);
@@ -270,9 +271,11 @@ async fn workload(json_logs: bool) {
         async move { Store::open_existing(&db).await.ok() }
     })
     .await;
-    // Every one-shot job runs once on load; wait for all of them to finish.
-    let (runs, _) = eventually("every job has a finished run", || async {
-        let runs = store.list_runs(&RunFilter::default()).await.ok()?;
+    // Every one-shot job runs once on load; wait for all of them to finish (a longer bound
+    // than PATIENCE: seven runs on a busy machine).
+    let start = std::time::Instant::now();
+    let runs = loop {
+        let runs = store.list_runs(&RunFilter::default()).await.unwrap();
         let done: Vec<_> = JOBS
             .iter()
             .filter_map(|j| {
@@ -281,9 +284,18 @@ async fn workload(json_logs: bool) {
             })
             .cloned()
             .collect();
-        (done.len() == JOBS.len()).then_some(done)
-    })
-    .await;
+        if done.len() == JOBS.len() {
+            break done;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            let log = String::from_utf8_lossy(&std::fs::read(&stderr_path).unwrap()).into_owned();
+            let tail = &log[log.len().saturating_sub(8000)..];
+            panic!("runs not finished: {runs:#?}\nlog tail:\n{tail}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     for r in &runs {
         let expected = if r.job_name == "hy-wrong-password" {
             RunState::Failed
@@ -349,6 +361,13 @@ async fn workload(json_logs: bool) {
             .map(str::to_string)
             .unwrap();
         assert!(first.starts_with('{'), "not JSON logs: {first}");
+    }
+    // The logs really cover authentication and the restore calls (so their silence about the
+    // secrets means something).
+    let all = String::from_utf8_lossy(&stdout).to_lowercase()
+        + &String::from_utf8_lossy(&stderr).to_lowercase();
+    for expected in ["token", "restore", "hy-wrong-password"] {
+        assert!(all.contains(expected), "logs never mention {expected}");
     }
     assert_clean("daemon stdout", &stdout);
     assert_clean("daemon stderr", &stderr);
