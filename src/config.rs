@@ -136,6 +136,14 @@ impl<'de> Deserialize<'de> for SecretRef {
                             "secret reference `{key}` is empty"
                         )));
                     }
+                    // A name with a newline or another control character can never match a
+                    // credential file or an environment variable; it is a pasted value or a
+                    // broken quote, so it is an error here rather than a lookup failure later.
+                    if key != "file" && value.chars().any(char::is_control) {
+                        return Err(A::Error::custom(format!(
+                            "secret reference `{key}` contains a control character (a newline?); write the name only"
+                        )));
+                    }
                     found = Some(match key.as_str() {
                         "secret" => {
                             if value.contains('/') || value.contains('\\') || value.starts_with('.')
@@ -145,6 +153,11 @@ impl<'de> Deserialize<'de> for SecretRef {
                                 ));
                             }
                             SecretRef::Secret(value)
+                        }
+                        "env" if value.contains('=') => {
+                            return Err(A::Error::custom(
+                                "`env` is a variable name and cannot contain `=`",
+                            ));
                         }
                         "env" => SecretRef::Env(value),
                         "file" => SecretRef::File(PathBuf::from(value)),
@@ -544,7 +557,7 @@ impl Config {
                     path: path.to_path_buf(),
                     line,
                     column,
-                    message: e.to_string(),
+                    message: hide_string_values(&e.to_string()),
                 }
             })?
         };
@@ -768,6 +781,37 @@ impl Config {
     }
 }
 
+/// Replaces the quoted values in a serde message (`invalid type: string "…", expected …`)
+/// with `string (value hidden)`. A misindented `password:` line makes serde quote the value it
+/// did not expect, and that value may be a secret; the line and column still locate it.
+fn hide_string_values(message: &str) -> String {
+    const MARK: &str = "string \"";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(MARK) {
+        out.push_str(&rest[..at]);
+        out.push_str("string (value hidden)");
+        // Skip the Debug-escaped value up to its closing, unescaped quote.
+        let mut chars = rest[at + MARK.len()..].char_indices();
+        let mut end = rest.len() - at - MARK.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        rest = &rest[at + MARK.len() + end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -801,6 +845,49 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("plain string"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    /// Regression (hostile-input fuzzing): a `password:` line indented one level too little
+    /// becomes a server named `password` whose body is the secret, and serde's "invalid type"
+    /// message quoted it.
+    #[test]
+    fn a_misplaced_password_value_is_not_quoted_in_the_error() {
+        for text in [
+            "servers:\n    password: hunter2-\"quoted\\\"-x\n",
+            "servers:\n  password: hunter2\n",
+            "timezone: [hunter2]\nservers: { a: hunter2 }\n",
+        ] {
+            let err = load(text).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(
+                matches!(err, ConfigError::Syntax { line, .. } if line >= 1),
+                "{err:?}"
+            );
+        }
+        assert_eq!(
+            hide_string_values(r#"a: invalid type: string "x\"y", expected b; string "z""#),
+            "a: invalid type: string (value hidden), expected b; string (value hidden)"
+        );
+    }
+
+    /// Regression (hostile job corpus): `{ secret: "a\nb" }` and `{ env: "A\nB" }` were
+    /// accepted and could only fail at run time.
+    #[test]
+    fn secret_and_env_names_with_control_characters_are_rejected() {
+        for text in [
+            "{ secret: \"a\\nb\" }",
+            "{ env: \"A\\nB\" }",
+            "{ env: \"A\\u0000B\" }",
+            "{ env: \"A=B\" }",
+        ] {
+            let err = serde_yaml::from_str::<SecretRef>(text).unwrap_err();
+            assert!(
+                err.to_string().contains("secret reference") || err.to_string().contains("`env`"),
+                "{text}: {err}"
+            );
+        }
+        assert!(serde_yaml::from_str::<SecretRef>("{ env: A_B }").is_ok());
     }
 
     #[test]

@@ -110,7 +110,24 @@ fn walk(
     };
     let mut names: Vec<(String, PathBuf)> = entries
         .filter_map(Result::ok)
-        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .filter_map(|e| match e.file_name().into_string() {
+            Ok(name) => Some((name, e.path())),
+            Err(raw) => {
+                // Skipping a job file silently would hide a job from the operator; its path
+                // cannot be stored either (the state keeps UTF-8 paths), so it is reported
+                // under its lossy name.
+                let lossy = raw.to_string_lossy().into_owned();
+                if is_job_file_name(&lossy) {
+                    errors.push(io_error(
+                        &dir.join(&lossy),
+                        format!(
+                            "the file name {lossy:?} is not valid UTF-8; the file is ignored until it is renamed"
+                        ),
+                    ));
+                }
+                None
+            }
+        })
         .filter(|(n, _)| !n.starts_with('.'))
         .collect();
     names.sort();

@@ -487,9 +487,15 @@ pub fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
 
-/// A duration in whole milliseconds, saturating at `i64::MAX`.
+/// Longest stored duration: 10,000 years in milliseconds. Stored durations are added to
+/// instants (`deadline_at = now + timeout_ms` in SQL, lease expiries in Rust), and the sum must
+/// stay a valid INTEGER and a valid chrono instant; `runTimeout: 18446744073709551615s` is
+/// accepted by the job parser and once made every claim of its run fail.
+pub(crate) const MAX_DURATION_MS: i64 = 10_000 * 365 * 86_400 * 1_000;
+
+/// A duration in whole milliseconds, saturating at [`MAX_DURATION_MS`].
 pub(crate) fn duration_millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    i64::try_from(d.as_millis()).map_or(MAX_DURATION_MS, |ms| ms.min(MAX_DURATION_MS))
 }
 
 /// A byte count or counter as SQLite's signed INTEGER (saturating; no real file reaches 2^63).
@@ -619,6 +625,13 @@ mod tests {
         assert_eq!(from_millis(to_millis(t)), Some(t));
         assert_eq!(from_millis(i64::MAX), None);
         assert_eq!(duration_millis(Duration::from_secs(3)), 3000);
-        assert_eq!(duration_millis(Duration::MAX), i64::MAX);
+        assert_eq!(duration_millis(Duration::MAX), MAX_DURATION_MS);
+        assert_eq!(
+            duration_millis(Duration::from_secs(u64::MAX)),
+            MAX_DURATION_MS
+        );
+        // Any instant chrono can represent today plus the longest duration is still one.
+        let far = to_millis(Utc::now()) + MAX_DURATION_MS;
+        assert!(from_millis(far).is_some());
     }
 }
