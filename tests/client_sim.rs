@@ -1160,6 +1160,45 @@ async fn stopped_or_removed_session_is_session_lost() {
         .await
         .expect_err("unknown mailbox");
     assert_eq!(err.class, ErrorClass::Permanent, "{err}");
+
+    // "Not found" under a live session whose follow-up read fails transiently: nobody can tell
+    // yet whether the session is gone, so the error is retryable, not permanent.
+    rig.sim
+        .add_fault(
+            FaultRule::on(
+                Endpoint::Mailbox,
+                FaultAction::Error {
+                    status: 404,
+                    error_code: Some("ResourceNotFound".into()),
+                    message: Some("simulated not found".into()),
+                },
+            )
+            .calls(CallRange::only(1)),
+        )
+        .expect("fault");
+    rig.sim
+        .add_fault(
+            FaultRule::on(
+                Endpoint::RestoreSession,
+                FaultAction::Error {
+                    status: 500,
+                    error_code: Some("ProxyOffline".into()),
+                    message: Some("simulated proxy offline".into()),
+                },
+            )
+            .calls(CallRange::only(1)),
+        )
+        .expect("fault");
+    let err = rig
+        .client
+        .mailbox(live, ivan)
+        .await
+        .expect_err("not found, session unknown");
+    assert_eq!(err.class, ErrorClass::Retryable, "{err}");
+    rig.client
+        .mailbox(live, ivan)
+        .await
+        .expect("the retry works");
     rig.sim.shutdown().await;
 }
 

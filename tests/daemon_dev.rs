@@ -3,7 +3,6 @@
 //! run against the built-in simulator and publish files (a PST with its manifest and a search
 //! report) under `.restorectl-dev/exports/`, and the banner must say where to look.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,13 +43,16 @@ fn dev_daemon_runs_the_one_shot_examples_and_publishes_files() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs.example"),
         &checkout.path().join("jobs.example"),
     );
+    // Output goes to files, not pipes: a pipe nobody reads while the daemon runs fills up.
+    let logs = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_restorectl"))
         .args(["daemon", "--dev"])
         .current_dir(checkout.path())
         .env_remove("RESTORECTL_CONFIG")
         .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(std::fs::File::create(&out_path).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()))
         .spawn()
         .unwrap();
 
@@ -59,13 +61,7 @@ fn dev_daemon_runs_the_one_shot_examples_and_publishes_files() {
     let (mut pst, mut manifest, mut report) = (false, false, false);
     while started.elapsed() < Duration::from_secs(120) && !(pst && manifest && report) {
         if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+            let err = std::fs::read_to_string(&err_path).unwrap_or_default();
             panic!("the dev daemon exited early with {status}: {err}");
         }
         let files = files_under(&exports);
@@ -90,20 +86,16 @@ fn dev_daemon_runs_the_one_shot_examples_and_publishes_files() {
         .status()
         .unwrap();
     assert!(stopped.success());
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let status = child.wait().unwrap();
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     assert!(
         pst && manifest && report,
         "no published PST + manifest + search report under {}: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         exports.display(),
         files_under(&exports)
     );
-    assert!(
-        output.status.success(),
-        "exit {:?}: {stderr}",
-        output.status
-    );
+    assert!(status.success(), "exit {status:?}: {stderr}");
     let all = format!("{stdout}{stderr}");
     assert!(all.contains("restorectl dev daemon is ready"), "{all}");
     assert!(all.contains(".restorectl-dev/exports"), "{all}");

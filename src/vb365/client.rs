@@ -22,8 +22,10 @@
 //!
 //! When a call under `/v8/RestoreSessions/{id}/…` gets `ResourceNotFound` (or a bare 404), the
 //! client reads `GET /v8/RestoreSessions/{id}`: if that is 404 or the session is `Stopped`, the
-//! error is [`ErrorClass::SessionLost`] (open a new session), otherwise it stays permanent (the
-//! missing thing was the mailbox or item, not the session).
+//! error is [`ErrorClass::SessionLost`] (open a new session); if the session is there, it stays
+//! permanent (the missing thing was the mailbox or item, not the session); if that read itself
+//! fails transiently (5xx, 429, a broken connection), nobody can tell yet and the error is
+//! [`ErrorClass::Retryable`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -542,47 +544,73 @@ impl Client {
                     None => status == StatusCode::NOT_FOUND,
                     Some(_) => false,
                 };
-                let session_gone = match call.session {
+                let session = match call.session {
                     Some(id) if not_found => {
                         if call.op == Operation::GetRestoreSession {
-                            true
+                            SessionProbe::Gone
                         } else {
-                            self.session_is_gone(id).await
+                            self.probe_session(id).await
                         }
                     }
-                    _ => false,
+                    _ => SessionProbe::Alive,
                 };
-                self.status_error(
+                let mut error = self.status_error(
                     call.op,
                     call.display_path(),
                     status,
                     &body,
                     retry_after,
                     false,
-                    session_gone,
-                )
+                    session == SessionProbe::Gone,
+                );
+                // The server answered "not found" but we could not tell whether our session
+                // is gone: asking again later can tell, so this is not a permanent failure.
+                // (A status answer means the request was not acted on, so even a restore POST
+                // may be sent again.)
+                if session == SessionProbe::Unknown {
+                    error.class = ErrorClass::Retryable;
+                }
+                error
             }
         }
     }
 
-    /// Reads the restore session to tell "the session is gone" from "something under it is".
-    async fn session_is_gone(&self, id: Uuid) -> bool {
+    /// Reads the restore session to tell "the session is gone" from "something under it is";
+    /// `Unknown` when that read itself fails (5xx, 429, a broken connection).
+    async fn probe_session(&self, id: Uuid) -> SessionProbe {
         let id_text = id.to_string();
         let probe: Call<NoBody> =
             self.get_call(Operation::GetRestoreSession, &[&id_text], Some(id));
         match self.execute_raw(&probe).await {
             Ok(resp) => match resp.bytes().await {
-                Ok(b) => serde_json::from_slice::<RestoreSession>(&b)
-                    .map(|s| s.state == SessionState::Stopped)
-                    .unwrap_or(false),
-                Err(_) => false,
+                Ok(b) => match serde_json::from_slice::<RestoreSession>(&b) {
+                    Ok(s) if s.state == SessionState::Stopped => SessionProbe::Gone,
+                    Ok(_) => SessionProbe::Alive,
+                    Err(_) => SessionProbe::Unknown,
+                },
+                Err(_) => SessionProbe::Unknown,
             },
             Err(Failure::Status { status, body, .. }) => {
-                status == StatusCode::NOT_FOUND
-                    || parse_error_body(status, &body).error_code
-                        == Some(ErrorCode::ResourceNotFound)
+                let code = parse_error_body(status, &body).error_code;
+                if status == StatusCode::NOT_FOUND || code == Some(ErrorCode::ResourceNotFound) {
+                    SessionProbe::Gone
+                } else if status.is_server_error()
+                    || status == StatusCode::TOO_MANY_REQUESTS
+                    || matches!(
+                        code,
+                        Some(
+                            ErrorCode::ProxyOffline
+                                | ErrorCode::Timeout
+                                | ErrorCode::OperationConflict
+                        )
+                    )
+                {
+                    SessionProbe::Unknown
+                } else {
+                    SessionProbe::Alive
+                }
             }
-            Err(_) => false,
+            Err(_) => SessionProbe::Unknown,
         }
     }
 
@@ -1141,6 +1169,17 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after)
+}
+
+/// What a follow-up read of a restore session said about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionProbe {
+    /// 404 / `ResourceNotFound` / `Stopped`: the session is gone.
+    Gone,
+    /// The session is there; the "not found" was about something under it.
+    Alive,
+    /// The read failed transiently; nobody can tell yet.
+    Unknown,
 }
 
 #[cfg(test)]

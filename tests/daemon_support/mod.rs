@@ -2,7 +2,6 @@
 //! state database, job file templates, and the real binary.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -150,19 +149,23 @@ pub fn exists(path: &Path) -> bool {
 /// A daemon child process, killed on drop if still running.
 pub struct Daemon {
     child: Child,
+    /// stderr goes to a file, not a pipe: a pipe nobody reads fills up and blocks the daemon.
+    log: PathBuf,
 }
 
 impl Daemon {
     pub fn start(site: &Site) -> Daemon {
+        let log = site.path(&format!("daemon-{}.log", uuid::Uuid::new_v4()));
+        let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin())
             .args(["daemon", "--config"])
             .arg(site.config_path())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::from(file))
             .spawn()
             .unwrap();
-        Daemon { child }
+        Daemon { child, log }
     }
 
     pub fn pid(&self) -> u32 {
@@ -184,10 +187,7 @@ impl Daemon {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
+                let err = std::fs::read_to_string(&self.log).unwrap_or_default();
                 return (status, err, start.elapsed());
             }
             assert!(
