@@ -466,3 +466,126 @@ async fn ten_runs_never_hold_more_than_two_sessions_of_a_server() {
     assert_eq!(max, 2, "the two permits were used in parallel");
     w.assert_all_sessions_stopped();
 }
+
+/// A step that reports a lost session after another step already replaced it must not forget
+/// the replacement: the first export call removes the session, the second (the other mailbox)
+/// is held back until the first step has opened a new session, then finds the old one gone.
+/// Every session opened ends stopped or lost, none is left `Working`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_report_of_a_lost_session_keeps_its_replacement() {
+    let w = World::start(sim()).await;
+    w.sim
+        .add_fault(
+            FaultRule::on(Endpoint::ExportPst, FaultAction::RemoveSession)
+                .calls(CallRange::only(1)),
+        )
+        .unwrap();
+    w.sim
+        .add_fault(
+            FaultRule::on(
+                Endpoint::ExportPst,
+                FaultAction::Delay {
+                    duration: Duration::from_millis(1500),
+                },
+            )
+            .calls(CallRange::only(2)),
+        )
+        .unwrap();
+    w.job(
+        "e",
+        &job_yaml(
+            "ExportPst",
+            "e",
+            "  mailboxes: [heidi@contoso.com, ivan@contoso.com]\n  archives: exclude\n  export: { path: \"{job}/{run}/{mailbox}.pst\" }\n",
+        ),
+    );
+    let out = w.run("e").await;
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    w.assert_all_sessions_stopped();
+    let sessions = w.store.list_run_sessions(out.run).await.unwrap();
+    let states: Vec<SessionState> = sessions.iter().map(|s| s.state).collect();
+    assert_eq!(
+        states,
+        [SessionState::Lost, SessionState::Stopped],
+        "one session lost, its one replacement stopped at the end"
+    );
+    assert_eq!(w.explores().len(), 2);
+}
+
+/// A run that finishes without publishing an export removes the export's `.partial` file and
+/// records the download `failed`, saying what was discarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_export_leaves_no_partial_file() {
+    let w = World::start(sim()).await;
+    // The first call breaks after 4 KiB (a durable partial file), the resume is refused for good.
+    w.sim
+        .add_fault(
+            FaultRule::on(
+                Endpoint::ExportPst,
+                FaultAction::DropAfterBytes { bytes: 4096 },
+            )
+            .calls(CallRange::only(1)),
+        )
+        .unwrap();
+    w.sim
+        .add_fault(
+            FaultRule::on(
+                Endpoint::ExportPst,
+                error(400, "ParameterValidationFailure"),
+            )
+            .calls(CallRange::only(2)),
+        )
+        .unwrap();
+    w.job(
+        "e",
+        &job_yaml(
+            "ExportPst",
+            "e",
+            "  mailboxes: [heidi@contoso.com]\n  archives: exclude\n  export: { path: \"{job}/{run}/{mailbox}.pst\" }\n",
+        ),
+    );
+    let out = w.run("e").await;
+    assert_eq!(out.state, RunState::Failed, "{out:?}");
+    let step = &w.steps(out.run).await[0];
+    let download = w.store.get_download(step.id).await.unwrap();
+    assert_eq!(download.state, restorectl::store::DownloadState::Failed);
+    assert!(download.bytes_durable > 0, "{download:?}");
+    assert!(
+        !download.partial_path.exists(),
+        "{} left behind",
+        download.partial_path.display()
+    );
+    let events = w.store.list_run_events(out.run).await.unwrap();
+    assert!(
+        events.iter().any(
+            |e| e.kind == restorectl::store::EventKind::DownloadFailed.as_str()
+                && e.message.contains("removed")
+        ),
+        "{events:#?}"
+    );
+    w.assert_all_sessions_stopped();
+}
+
+/// Tokens expired again right after the renewal (two 401s in a row on the restore POST): the
+/// credentials are good, so the step retries later instead of failing as an auth error, and the
+/// restore runs exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_refused_twice_is_retried_and_the_restore_runs_once() {
+    let w = World::start(sim()).await;
+    w.sim
+        .add_fault(
+            FaultRule::on(Endpoint::MailboxRestore, FaultAction::ExpireTokens)
+                .calls(CallRange::between(1, 2)),
+        )
+        .unwrap();
+    w.job("r", &restore_job("r", "alice@contoso.com", ""));
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    let step = &w.steps(out.run).await[0];
+    assert_eq!(step.attempts, 2, "{step:?}");
+    // 401 and the resend's 401 (which expired the renewed token too), then the retry's 401 and
+    // its resend, which runs the restore.
+    assert_eq!(w.calls("POST", RESTORE).len(), 4);
+    assert_eq!(w.sim.restore_calls(w.mailbox_id("alice@contoso.com")), 1);
+    w.assert_all_sessions_stopped();
+}

@@ -253,9 +253,10 @@ async fn failed_refresh_falls_back_to_a_password_grant() {
     );
 }
 
-/// A second 401 after renewing the token is an `Auth` error; no secret shows in it.
+/// A second 401 after renewing the token is retryable (the grant accepted the credentials, the
+/// step's retry policy decides); no secret shows in it.
 #[tokio::test]
-async fn persistent_unauthorized_is_an_auth_error_without_secrets() {
+async fn persistent_unauthorized_is_retryable_without_secrets() {
     let server = MockServer::start().await;
     mount_tokens(&server, 3600).await;
     Mock::given(path("/v8/Organizations"))
@@ -264,7 +265,7 @@ async fn persistent_unauthorized_is_an_auth_error_without_secrets() {
         .await;
     let (client, _dir) = client_for(&server.uri());
     let e = client.organizations().await.unwrap_err();
-    assert_eq!(e.class, ErrorClass::Auth);
+    assert_eq!(e.class, ErrorClass::Retryable);
     assert_eq!(e.status.map(|s| s.as_u16()), Some(401));
     let text = format!("{e} {e:?}");
     for secret in [PASSWORD, "t1", "t2", "r1", "r2"] {

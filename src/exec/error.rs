@@ -48,6 +48,10 @@ pub struct StepFailure {
     pub message: String,
     /// `Retry-After` the server asked for.
     pub retry_after: Option<std::time::Duration>,
+    /// For [`ErrorClass::SessionLost`]: the restore session that is gone, when known. Only that
+    /// session is recorded `lost`; by the time a step reports, another step may already have
+    /// opened its replacement, which must not be forgotten in its place.
+    pub session: Option<uuid::Uuid>,
 }
 
 impl StepFailure {
@@ -58,6 +62,7 @@ impl StepFailure {
             code: None,
             message: message.into(),
             retry_after: None,
+            session: None,
         }
     }
 
@@ -95,6 +100,7 @@ impl From<&ApiError> for StepFailure {
             code: e.error_code.map(|c| c.to_string()),
             message: e.to_string(),
             retry_after: e.retry_after,
+            session: e.session(),
         }
     }
 }
@@ -113,6 +119,7 @@ impl From<DownloadError> for StepFailure {
             code: None,
             message: e.to_string(),
             retry_after: None,
+            session: None,
         }
     }
 }

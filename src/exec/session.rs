@@ -63,6 +63,8 @@ struct SlotState {
     permit: Option<OwnedSemaphorePermit>,
     generation: u64,
     reopens: u32,
+    /// Sessions this slot recorded `lost` (so a late report about one of them is recognised).
+    lost: std::collections::HashSet<Uuid>,
     organization: Option<Organization>,
 }
 
@@ -102,6 +104,7 @@ impl SessionSlot {
                 permit: None,
                 generation: 0,
                 reopens: 0,
+                lost: std::collections::HashSet::new(),
                 organization: None,
             }),
         }
@@ -115,11 +118,6 @@ impl SessionSlot {
     /// The organisation, once a session was opened.
     pub async fn organization(&self) -> Option<Organization> {
         self.state.lock().await.organization.clone()
-    }
-
-    /// The open session, if any, without opening one.
-    pub async fn current(&self) -> Option<OpenSession> {
-        self.state.lock().await.current
     }
 
     /// The session, opened now if needed: waits for a permit of the server's limiter (or for
@@ -241,17 +239,34 @@ impl SessionSlot {
     /// reporting the same loss re-open once. Fails when the run re-opened too often.
     pub async fn lost(&self, generation: u64, reason: &str) -> StepResult<()> {
         let mut st = self.state.lock().await;
-        let Some(open) = st.current else {
+        match st.current {
+            Some(open) if open.generation == generation => self.forget(&mut st, reason).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// A call under session `id` found it gone. When `id` is the run's current session it is
+    /// recorded `lost` and forgotten like [`SessionSlot::lost`] (→ true). When this slot already
+    /// replaced it, nothing more is done (→ true). Any other session (an operation session a
+    /// restore is followed through) is not the slot's to forget (→ false): the caller retries
+    /// under its retry policy instead.
+    pub async fn lost_session(&self, id: Uuid, reason: &str) -> StepResult<bool> {
+        let mut st = self.state.lock().await;
+        match st.current {
+            Some(open) if open.id == id => self.forget(&mut st, reason).await.map(|()| true),
+            _ => Ok(st.lost.contains(&id)),
+        }
+    }
+
+    async fn forget(&self, st: &mut SlotState, reason: &str) -> StepResult<()> {
+        let Some(open) = st.current.take() else {
             return Ok(());
         };
-        if open.generation != generation {
-            return Ok(());
-        }
         let _ = self
             .store
             .mark_session_lost(&open.id.to_string(), reason, Utc::now())
             .await;
-        st.current = None;
+        st.lost.insert(open.id);
         st.reopens += 1;
         tracing::warn!(run = %self.run, session = %open.id, reason, "restore session lost; a new one will be opened");
         if st.reopens > self.max_reopens {

@@ -183,15 +183,23 @@ pub(crate) async fn handle_failure(
             .map_err(RunError::store(run))?;
         Ok::<_, RunError>(Next::End(StepEnd::Finished))
     };
-    match failure.class {
+    // Only the session the failed call used is forgotten: by now another step may have replaced
+    // it, and that replacement must stay. A gone session that is not the run's (an operation
+    // session a restore was followed through) is retried like any transient failure, bounded by
+    // the retry policy. Without a session id the caller already recorded the loss by generation.
+    let class = match (failure.class, failure.session) {
+        (ErrorClass::SessionLost, Some(session)) => {
+            match ctx.session.lost_session(session, &failure.message).await {
+                Ok(true) => ErrorClass::SessionLost,
+                Ok(false) => ErrorClass::Retryable,
+                Err(give_up) => return fail(give_up).await,
+            }
+        }
+        (class, _) => class,
+    };
+    match class {
         ErrorClass::Permanent | ErrorClass::Auth => fail(failure).await,
         ErrorClass::SessionLost => {
-            let generation = ctx.session.current().await.map(|o| o.generation);
-            if let Some(generation) = generation
-                && let Err(give_up) = ctx.session.lost(generation, &failure.message).await
-            {
-                return fail(give_up).await;
-            }
             *ctx.mailboxes.lock().await = None;
             store
                 .schedule_step_retry(id, Utc::now(), &failure.to_step_error(), Utc::now())

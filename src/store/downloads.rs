@@ -138,6 +138,20 @@ impl Store {
             .found("get_download", "download of step", step_id)
     }
 
+    /// The downloads of a run's steps that are neither published nor failed, in step order.
+    #[instrument(level = "trace", skip_all, fields(run = %run), err(level = "debug"))]
+    pub async fn list_unfinished_downloads(&self, run: RunId) -> Result<Vec<Download>> {
+        sqlx::query_as::<_, Download>(
+            "SELECT d.* FROM downloads d JOIN steps s ON s.id = d.step_id
+             WHERE s.run_id = $1 AND d.state NOT IN ('published', 'failed')
+             ORDER BY d.step_id",
+        )
+        .bind(run)
+        .fetch_all(self.reader())
+        .await
+        .op("list_unfinished_downloads")
+    }
+
     /// Records durable progress: `bytes_durable` bytes are fsynced and `hasher_state` is the
     /// SHA-256 state after them; `expected_bytes` when the server announced a length (kept
     /// otherwise). Moves the download to `downloading`.
@@ -318,7 +332,8 @@ impl Store {
         Ok(row)
     }
 
-    /// The download failed for good (the partial file is kept). Appends `download_failed`.
+    /// The download failed for good. Appends `download_failed` with `message` (which says what
+    /// became of the partial file).
     #[instrument(level = "trace", skip_all, fields(step = step_id), err(level = "debug"))]
     pub async fn mark_download_failed(
         &self,

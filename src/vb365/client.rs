@@ -16,7 +16,10 @@
 //! That holds for the three restore POSTs too: they are never repeated when their outcome is
 //! unknown (timeouts, broken connections → [`ErrorClass::Ambiguous`]), but a 401 is a known
 //! outcome, "not executed", and the resend is the first real attempt. A second 401 is returned as
-//! [`ErrorClass::Auth`].
+//! [`ErrorClass::Retryable`]: the token endpoint has just accepted the credentials, so the
+//! refusal is about the token's life on the server (revoked or expired again in between), and a
+//! later attempt under the step's retry policy is the remedy. Bad credentials fail at the token
+//! grant itself, as [`ErrorClass::Auth`].
 //!
 //! # Lost sessions
 //!

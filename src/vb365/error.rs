@@ -223,8 +223,12 @@ pub fn classify(
             if token_request && matches!(status, 400 | 401) {
                 return Auth;
             }
+            // A 401 on an API call is only returned after a token grant succeeded and the
+            // resend was refused again: the credentials are good, the token was revoked or
+            // expired again in between (clock skew, a server restart). Not executed, so even a
+            // restore may be sent again; a later attempt under the retry policy is the remedy.
             if *status == 401 {
-                return Auth;
+                return Retryable;
             }
             match code {
                 Some(
@@ -319,6 +323,14 @@ impl ApiError {
     /// True when the class is [`ErrorClass::Retryable`].
     pub fn is_retryable(&self) -> bool {
         self.class == ErrorClass::Retryable
+    }
+
+    /// The restore session named in the call's path (`/v8/RestoreSessions/{id}…`), so a
+    /// [`ErrorClass::SessionLost`] says which session is gone.
+    pub fn session(&self) -> Option<uuid::Uuid> {
+        let rest = self.path.strip_prefix("/v8/RestoreSessions/")?;
+        let id = rest.split(['/', '?']).next()?;
+        uuid::Uuid::parse_str(id).ok()
     }
 }
 
@@ -539,8 +551,8 @@ mod tests {
             ("HTTP 404, session gone", status(404, None), Safe, false, true, SessionLost),
             ("HTTP 409", status(409, None), Safe, false, false, Permanent),
             ("HTTP 416", status(416, None), Safe, false, false, Permanent),
-            ("HTTP 401 after refresh", status(401, None), Safe, false, false, Auth),
-            ("HTTP 401 on restore after refresh", status(401, None), Once, false, false, Auth),
+            ("HTTP 401 after refresh", status(401, None), Safe, false, false, Retryable),
+            ("HTTP 401 on restore after refresh", status(401, None), Once, false, false, Retryable),
             ("token grant 400 invalid_grant", status(400, None), Safe, true, false, Auth),
             ("token grant 401", status(401, None), Safe, true, false, Auth),
             ("token grant 503", status(503, None), Safe, true, false, Retryable),
@@ -673,6 +685,29 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn the_session_of_an_error_comes_from_its_path() {
+        let id = "017bba8f-0184-4dc0-b0b0-95a2f1e8c8ff";
+        let mut e = ApiError {
+            server: "primary".into(),
+            method: Method::POST,
+            path: format!("/v8/RestoreSessions/{id}/organization/mailboxes/x/restore"),
+            status: Some(StatusCode::NOT_FOUND),
+            error_code: None,
+            message: String::new(),
+            retry_after: None,
+            class: ErrorClass::SessionLost,
+            kind: ErrorKind::Http,
+        };
+        assert_eq!(e.session().map(|u| u.to_string()).as_deref(), Some(id));
+        e.path = format!("/v8/RestoreSessions/{id}");
+        assert_eq!(e.session().map(|u| u.to_string()).as_deref(), Some(id));
+        e.path = "/v8/RestoreSessions?offset=0".into();
+        assert_eq!(e.session(), None);
+        e.path = "/v8/Organizations/1/explore".into();
+        assert_eq!(e.session(), None);
     }
 
     #[test]
