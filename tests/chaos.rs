@@ -441,17 +441,27 @@ async fn all_runs(store: &Store) -> Vec<Run> {
     store.list_runs(&RunFilter::default()).await.unwrap()
 }
 
-/// Waits until no run is queued, running or waiting for a retry (a hang guard, not a timing
-/// assertion: the elapsed time is printed).
+/// Waits until no run is queued, running or waiting for a retry, and no explore request is
+/// left unsettled (the daemon's idle sweep stops the sessions of lost explore answers once
+/// `requestTimeout` + grace has passed). A hang guard, not a timing assertion: the elapsed
+/// time is printed.
 async fn drain(store: &Store, seed: u64, log: &Path) -> Duration {
     let start = Instant::now();
     loop {
         let runs = all_runs(store).await;
-        let active: Vec<String> = runs
+        let mut active: Vec<String> = runs
             .iter()
             .filter(|r| r.state.is_active())
             .map(|r| format!("{} {} {} {:?}", r.job_name, r.id, r.state, r.reason))
             .collect();
+        active.extend(
+            store
+                .list_session_intents(None)
+                .await
+                .unwrap()
+                .iter()
+                .map(|i| format!("explore intent {} of {}", i.id, i.requested_at)),
+        );
         if active.is_empty() {
             return start.elapsed();
         }

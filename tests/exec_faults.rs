@@ -589,3 +589,82 @@ async fn a_token_refused_twice_is_retried_and_the_restore_runs_once() {
     assert_eq!(w.sim.restore_calls(w.mailbox_id("alice@contoso.com")), 1);
     w.assert_all_sessions_stopped();
 }
+
+/// A lost answer, and the operation session that holds the only trace of the restore vanishes
+/// while reconciliation reads it: absence of evidence is not proof, so the step goes `in_doubt`
+/// instead of being sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_session_that_vanishes_during_reconciliation_leaves_the_step_in_doubt() {
+    let w = World::start(SimConfig {
+        session_id_mode: SessionIdMode::NewSession,
+        mirror_restore_events: false,
+        ..sim()
+    })
+    .await;
+    w.sim
+        .add_fault(
+            FaultRule::on(Endpoint::MailboxRestore, FaultAction::LoseResponse)
+                .calls(CallRange::only(1)),
+        )
+        .unwrap();
+    // The first events read is of the operation session (listed since the POST): it is removed.
+    w.sim
+        .add_fault(
+            FaultRule::on(Endpoint::SessionEvents, FaultAction::RemoveSession)
+                .calls(CallRange::only(1)),
+        )
+        .unwrap();
+    w.job("r", &restore_job("r", "erin@contoso.com", ""));
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::NeedsAttention, "{out:?}");
+    let step = &w.steps(out.run).await[0];
+    assert_eq!(step.state, StepState::InDoubt, "{step:?}");
+    assert_eq!(step.restore_posts, 1, "never re-sent");
+    assert_eq!(w.sim.restore_calls(w.mailbox_id("erin@contoso.com")), 1);
+    w.assert_all_sessions_stopped();
+}
+
+/// The server opened a session but its answer to the explore request was lost: the run opens
+/// another and succeeds, and the engine's sweep finds the orphan (a `Working` session of the
+/// organisation created around the unanswered request, unknown to the store), records it with
+/// the run and stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_explore_answer_was_lost_is_found_and_stopped() {
+    let w = World::start(sim()).await;
+    w.sim
+        .add_fault(
+            FaultRule::on(Endpoint::OrganizationExplore, FaultAction::LoseResponse)
+                .calls(CallRange::only(1)),
+        )
+        .unwrap();
+    w.job("r", &restore_job("r", "frank@contoso.com", ""));
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    assert_eq!(w.explores().len(), 2, "the lost one and its replacement");
+    let orphans: Vec<_> = w
+        .sim
+        .sessions()
+        .into_iter()
+        .filter(|s| s.state == "Working")
+        .collect();
+    assert_eq!(orphans.len(), 1, "{orphans:?}");
+    assert_eq!(w.store.list_session_intents(None).await.unwrap().len(), 1);
+    // The intent is swept once the request cannot be answered any more (requestTimeout + grace).
+    let engine = w.engine();
+    eventually(Duration::from_secs(60), || {
+        let engine = engine.clone();
+        async move { (engine.sweep_orphan_sessions().await == 1).then_some(()) }
+    })
+    .await;
+    w.assert_all_sessions_stopped();
+    assert!(w.store.list_session_intents(None).await.unwrap().is_empty());
+    let recorded = w
+        .store
+        .get_session(&orphans[0].id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(recorded.run_id, Some(out.run));
+    assert_eq!(recorded.state, SessionState::Stopped);
+    // Nothing more to do.
+    assert_eq!(engine.sweep_orphan_sessions().await, 0);
+}

@@ -89,11 +89,13 @@ impl RunExecutor for crate::exec::Engine {
                 .map_err(engine_error)?;
             Ok(format!(
                 "{} lease(s) expired, {} interrupted run(s) to resume, {} restore session(s) \
-                 stopped, {} kept for resuming downloads",
+                 stopped, {} kept for resuming downloads, {} orphaned by lost explore answers \
+                 stopped",
                 r.expired_leases,
                 r.runs.len(),
                 r.stopped_sessions.len(),
-                r.kept_sessions.len()
+                r.kept_sessions.len(),
+                r.orphans_stopped
             ))
         })
     }

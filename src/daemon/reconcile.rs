@@ -120,6 +120,7 @@ impl Reconciler {
         config: &Arc<Config>,
         now: DateTime<Utc>,
     ) -> Result<ReconcileReport, StoreError> {
+        let started = std::time::Instant::now();
         let scan_config = Arc::clone(config);
         let mut cache = std::mem::take(&mut self.cache);
         let applied = self.applied;
@@ -148,9 +149,15 @@ impl Reconciler {
                 ..ReconcileReport::default()
             });
         };
+        let scanned = started.elapsed();
         self.applied = false;
         let out = self.apply(&report, config, now).await?;
         self.applied = true;
+        tracing::debug!(
+            scan_ms = scanned.as_millis() as u64,
+            apply_ms = (started.elapsed() - scanned).as_millis() as u64,
+            "job directory scanned and applied"
+        );
         Ok(out)
     }
 

@@ -225,6 +225,7 @@ fn event_handler(
             }
         };
         if let Some(reason) = reason {
+            tracing::debug!(?reason, "job directory activity settled; rescan requested");
             signal(&tx, reason);
         }
     }

@@ -268,9 +268,33 @@ impl Engine {
             .claim_next_run(&o.owner, o.lease, Utc::now())
             .await?
         else {
+            // Idle: a good moment to stop sessions whose explore answer was lost.
+            self.sweep_orphan_sessions().await;
             return Ok(None);
         };
         self.drive(run, shutdown).await.map(Some)
+    }
+
+    /// Stops, on every configured server, the restore sessions that explore requests may have
+    /// opened without the engine learning their ids ([`super::session::sweep_orphans`]). Cheap
+    /// when there is nothing to do (one read of the store). Returns how many were stopped.
+    pub async fn sweep_orphan_sessions(&self) -> usize {
+        let mut stopped = 0;
+        for (server, client) in &self.inner.clients {
+            let request_timeout = self
+                .inner
+                .config
+                .server(Some(server))
+                .map_or(Duration::from_secs(60), |s| s.request_timeout);
+            stopped += super::session::sweep_orphans(
+                &self.inner.store,
+                client,
+                &self.inner.limiters.gate(server),
+                request_timeout,
+            )
+            .await;
+        }
+        stopped
     }
 
     /// Claims run `id` and executes it until it reaches a final state, `needs_attention`,
@@ -421,7 +445,7 @@ impl Engine {
             id,
             job.organization().clone(),
             point_in_time,
-            self.inner.limiters.get(client.server()),
+            &self.inner.limiters,
             self.inner.options.max_session_reopens,
         );
         let ctx = Arc::new(RunCtx {

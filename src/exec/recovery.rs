@@ -33,6 +33,8 @@ pub struct RecoveryReport {
     pub stopped_sessions: Vec<String>,
     /// Sessions left open for the runs that will resume.
     pub kept_sessions: Vec<String>,
+    /// Sessions opened by explore requests whose answer was lost, found and stopped.
+    pub orphans_stopped: usize,
 }
 
 /// What [`Engine::apply_resolution`] did.
@@ -83,8 +85,12 @@ impl Engine {
                 report.stopped_sessions.push(session.id.clone());
             }
         }
+        // Explore answers a crash lost: intents old enough are settled now, younger ones at a
+        // later sweep (the engine sweeps whenever it is idle).
+        report.orphans_stopped = self.sweep_orphan_sessions().await;
         tracing::info!(
             runs = report.runs.len(),
+            orphans = report.orphans_stopped,
             stopped = report.stopped_sessions.len(),
             kept = report.kept_sessions.len(),
             "recovery done"

@@ -16,8 +16,9 @@
 //! - **not received**: the explore session is still `Working`, its events and the session list
 //!   were read and show no such trace, and the grace time (`engine.reconcileGrace`, at least the
 //!   server's `requestTimeout`) has passed since `submitting` → the POST is sent again;
-//! - otherwise **unknown** → `in_doubt`; the run ends `needs_attention` and nothing is sent until
-//!   an operator decides (`restorectl resolve`).
+//! - otherwise **unknown** → `in_doubt` (at once when a session that could hold the trace
+//!   vanishes while it is read: its contents can no longer be known); the run ends
+//!   `needs_attention` and nothing is sent until an operator decides (`restorectl resolve`).
 //!
 //! # Following a restore
 //!
@@ -330,6 +331,9 @@ enum Evidence {
     Received(Uuid),
     /// Read completely and no trace of it.
     NoTrace,
+    /// A session that could hold the trace vanished while it was being read: what it held can
+    /// no longer be known, so the absence of a trace proves nothing.
+    Vanished(Uuid),
 }
 
 fn matches_target(e: &RestoreSessionEvent, emails: &[String]) -> bool {
@@ -365,7 +369,16 @@ async fn find_evidence(
         if ctx.store().get_session(&s.id.to_string()).await.is_ok() {
             continue;
         }
-        let events = ctx.client.restore_session_events(s.id).await?;
+        let events = match ctx.client.restore_session_events(s.id).await {
+            Ok(events) => events,
+            Err(e)
+                if e.class == vb365::ErrorClass::SessionLost
+                    || e.status == Some(reqwest::StatusCode::NOT_FOUND) =>
+            {
+                return Ok(Evidence::Vanished(s.id));
+            }
+            Err(e) => return Err(e),
+        };
         if events
             .iter()
             .any(|e| matches_target(e, emails) && e.start_time >= since)
@@ -439,6 +452,16 @@ pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, Ru
                 )
                 .await;
                 return Ok(Next::Continue);
+            }
+            // Decided at once: a later look (after a restart, say) could not tell that the
+            // session was ever there, and would take the missing trace for proof.
+            Ok(Evidence::Vanished(id)) => {
+                return in_doubt(
+                    ctx,
+                    step,
+                    &format!("restore session {id}, which could hold the restore's trace, vanished while it was read; cannot prove the restore was not received"),
+                )
+                .await;
             }
             Ok(Evidence::NoTrace) if Utc::now() >= decide_after => {
                 let alive = match ctx.client.restore_session(explore).await {

@@ -18,13 +18,17 @@ use uuid::Uuid;
 use super::error::{StepFailure, StepResult};
 use crate::config::Config;
 use crate::jobs::OrganizationRef;
-use crate::store::{ErrorClass, NewSession, RunId, Store};
+use crate::store::{ErrorClass, NewSession, NewSessionIntent, RunId, SessionIntent, Store};
 use crate::vb365::{self, Client, Organization, OrganizationExploreOptions};
 
-/// One semaphore per configured server, `maxConcurrentSessions` permits each.
+/// One semaphore per configured server, `maxConcurrentSessions` permits each, and one explore
+/// gate per server: explore requests of a server are sent one at a time, and the orphan sweep
+/// ([`sweep_orphans`]) holds the gate, so it never mistakes a session whose explore is still
+/// in flight for an orphan.
 #[derive(Debug, Clone, Default)]
 pub struct Limiters {
     by_server: BTreeMap<String, Arc<Semaphore>>,
+    gates: BTreeMap<String, Arc<Mutex<()>>>,
 }
 
 impl Limiters {
@@ -39,7 +43,17 @@ impl Limiters {
                     (s.name.clone(), Arc::new(Semaphore::new(permits)))
                 })
                 .collect(),
+            gates: config
+                .servers
+                .values()
+                .map(|s| (s.name.clone(), Arc::new(Mutex::new(()))))
+                .collect(),
         }
+    }
+
+    /// The explore gate of `server` (a server missing from the config gets a private one).
+    pub fn gate(&self, server: &str) -> Arc<Mutex<()>> {
+        self.gates.get(server).cloned().unwrap_or_default()
     }
 
     /// The semaphore of `server` (a server missing from the config gets a private one permit).
@@ -76,6 +90,7 @@ pub struct SessionSlot {
     organization: OrganizationRef,
     point_in_time: Option<DateTime<Utc>>,
     limiter: Arc<Semaphore>,
+    gate: Arc<Mutex<()>>,
     max_reopens: u32,
     state: Mutex<SlotState>,
 }
@@ -88,16 +103,17 @@ impl SessionSlot {
         run: RunId,
         organization: OrganizationRef,
         point_in_time: Option<DateTime<Utc>>,
-        limiter: Arc<Semaphore>,
+        limiters: &Limiters,
         max_reopens: u32,
     ) -> Self {
         SessionSlot {
+            limiter: limiters.get(client.server()),
+            gate: limiters.gate(client.server()),
             client,
             store,
             run,
             organization,
             point_in_time,
-            limiter,
             max_reopens,
             state: Mutex::new(SlotState {
                 current: None,
@@ -157,6 +173,26 @@ impl SessionSlot {
             StepFailure::permanent(format!("organization {} has no id on the server", org.name))
         })?;
         let options = OrganizationExploreOptions::exchange(self.point_in_time);
+        let store_failure =
+            |e: crate::store::StoreError| StepFailure::new(ErrorClass::Retryable, e.to_string());
+        // The intent is written before the request and cleared only once the session is
+        // recorded: whatever happens in between (a lost answer, a crash), the sweep finds the
+        // session the server may have opened and stops it.
+        let gate = self.gate.lock().await;
+        let org_id_text = org_id.to_string();
+        let intent = self
+            .store
+            .record_session_intent(
+                &NewSessionIntent {
+                    server: self.client.server(),
+                    organization_id: &org_id_text,
+                    organization_name: &org.name,
+                    run_id: Some(self.run),
+                },
+                Utc::now(),
+            )
+            .await
+            .map_err(store_failure)?;
         let session = self.client.explore_organization(org_id, &options).await?;
         let id = session.id.to_string();
         let pit = self.point_in_time.map(|t| t.to_rfc3339());
@@ -165,14 +201,19 @@ impl SessionSlot {
                 &NewSession {
                     id: &id,
                     server: self.client.server(),
-                    organization_id: &org_id.to_string(),
+                    organization_id: &org_id_text,
                     point_in_time: pit.as_deref(),
                     run_id: Some(self.run),
                 },
                 Utc::now(),
             )
             .await
-            .map_err(|e| StepFailure::new(ErrorClass::Retryable, e.to_string()))?;
+            .map_err(store_failure)?;
+        // A failure here leaves an intent whose session is known: the sweep just deletes it.
+        if let Err(e) = self.store.clear_session_intent(intent).await {
+            tracing::warn!(run = %self.run, session = %id, error = %e, "cannot clear the explore intent; the sweep will");
+        }
+        drop(gate);
         st.generation += 1;
         let open = OpenSession {
             id: session.id,
@@ -327,4 +368,110 @@ pub async fn stop_session(store: &Store, client: &Client, id: Uuid) {
             tracing::warn!(session = %text, error = %e, "cannot stop the restore session; the next start retries");
         }
     }
+}
+
+/// Time on top of the server's `requestTimeout` before an unanswered explore request is taken
+/// to be over: the server may still act on a request the client has given up on.
+pub const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Allowance for the server's clock when matching a session's `creationTime` to an intent.
+const ORPHAN_SKEW: chrono::Duration = chrono::Duration::minutes(1);
+
+/// Stops the restore sessions that explore requests to `client`'s server may have opened
+/// without restorectl learning their id (a lost answer, a crash before the session was
+/// recorded). Looks at intents older than `request_timeout` + [`ORPHAN_GRACE`] only (younger
+/// ones may still be answered), lists the server's sessions created since the oldest of them,
+/// and stops every `Working` Exchange session of the intent's organisation, created around its
+/// time, that the store does not know; each is recorded (with the intent's run) before it is
+/// stopped, so a failed stop is retried at the next start like any other session. Then the
+/// intents are deleted. Holds the server's explore gate, so no explore of this process is in
+/// flight meanwhile. Failures are logged and leave the intents for the next sweep. Returns how
+/// many sessions were stopped.
+///
+/// The one assumption: the account restorectl uses is its own. A session another client opened
+/// with the same account, for the same organisation, within a minute of a lost explore answer
+/// and still open, would be stopped too (the operations runbook says so).
+pub async fn sweep_orphans(
+    store: &Store,
+    client: &Client,
+    gate: &Mutex<()>,
+    request_timeout: std::time::Duration,
+) -> usize {
+    let server = client.server();
+    let _gate = gate.lock().await;
+    let intents = match store.list_session_intents(Some(server)).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(server, error = %e, "cannot read the pending explore intents");
+            return 0;
+        }
+    };
+    let now = Utc::now();
+    let settled = chrono::Duration::from_std(request_timeout + ORPHAN_GRACE).unwrap_or_default();
+    let due: Vec<&SessionIntent> = intents
+        .iter()
+        .filter(|i| now - i.requested_at >= settled)
+        .collect();
+    let Some(oldest) = due.iter().map(|i| i.requested_at).min() else {
+        return 0;
+    };
+    let filter = vb365::RestoreSessionFilter {
+        start_time_from: Some(oldest - ORPHAN_SKEW),
+        ..vb365::RestoreSessionFilter::default()
+    };
+    let listed = match client.restore_sessions(&filter).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(server, error = %e, "cannot list the restore sessions to find orphans; retrying at the next sweep");
+            return 0;
+        }
+    };
+    let mut stopped = 0;
+    for s in listed.iter().filter(|s| {
+        s.state == vb365::SessionState::Working && s.session_type == vb365::SessionType::Vex
+    }) {
+        let Some(intent) = due.iter().find(|i| {
+            s.creation_time >= i.requested_at - ORPHAN_SKEW
+                && s.creation_time <= i.requested_at + settled + ORPHAN_SKEW
+                && s.organization
+                    .as_deref()
+                    .is_none_or(|o| o.eq_ignore_ascii_case(&i.organization_name))
+        }) else {
+            continue;
+        };
+        let id = s.id.to_string();
+        match store.get_session(&id).await {
+            Ok(_) => continue,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                tracing::warn!(server, session = %id, error = %e, "cannot check a listed restore session; retrying at the next sweep");
+                return stopped;
+            }
+        }
+        let recorded = store
+            .record_session_opened(
+                &NewSession {
+                    id: &id,
+                    server,
+                    organization_id: &intent.organization_id,
+                    point_in_time: None,
+                    run_id: intent.run_id,
+                },
+                now,
+            )
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(server, session = %id, error = %e, "cannot record an orphaned restore session; retrying at the next sweep");
+            return stopped;
+        }
+        tracing::warn!(server, session = %id, organization = %intent.organization_name, "stopping a restore session whose explore answer was lost");
+        stop_session(store, client, s.id).await;
+        stopped += 1;
+    }
+    for i in due {
+        if let Err(e) = store.clear_session_intent(i.id).await {
+            tracing::warn!(server, intent = i.id, error = %e, "cannot clear an explore intent");
+        }
+    }
+    stopped
 }

@@ -74,7 +74,7 @@ pub use jobs::{
 };
 pub use requests::{DaemonInstance, InstanceInfo, NewRequest, OperatorRequest};
 pub use runs::{CancelOutcome, LeaseRenewal, NewRun, Run, RunFilter};
-pub use sessions::{NewSession, RestoreSession};
+pub use sessions::{NewSession, NewSessionIntent, RestoreSession, SessionIntent};
 pub use stats::{FinishedRun, ScheduleState, StoreStats};
 pub use steps::{NewStep, RestoreCounts, Step, StepError, StepFile};
 pub use types::{

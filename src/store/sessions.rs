@@ -45,7 +45,84 @@ pub struct NewSession<'a> {
     pub run_id: Option<RunId>,
 }
 
+/// A row of `session_intents`: an explore request whose session is not recorded (yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct SessionIntent {
+    pub id: i64,
+    /// The config's server name.
+    pub server: String,
+    pub organization_id: String,
+    /// The organisation's name on the server (what a listed session names).
+    pub organization_name: String,
+    pub run_id: Option<RunId>,
+    #[sqlx(try_from = "Millis")]
+    pub requested_at: DateTime<Utc>,
+}
+
+/// An explore request about to be sent.
+#[derive(Debug, Clone)]
+pub struct NewSessionIntent<'a> {
+    pub server: &'a str,
+    pub organization_id: &'a str,
+    pub organization_name: &'a str,
+    pub run_id: Option<RunId>,
+}
+
 impl Store {
+    /// Records that an explore request is about to be sent (before it is). Returns the intent's
+    /// id, cleared with [`Store::clear_session_intent`] once the session is recorded.
+    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub async fn record_session_intent(
+        &self,
+        intent: &NewSessionIntent<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<i64> {
+        const OP: &str = "record_session_intent";
+        let mut tx = self.begin_write(OP).await?;
+        let id = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO session_intents
+                 (server, organization_id, organization_name, run_id, requested_at)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(intent.server)
+        .bind(intent.organization_id)
+        .bind(intent.organization_name)
+        .bind(intent.run_id)
+        .bind(to_millis(now))
+        .fetch_one(&mut *tx)
+        .await
+        .op(OP)?;
+        tx.commit().await.op(OP)?;
+        Ok(id)
+    }
+
+    /// Deletes an intent (its session is recorded, or the sweep dealt with it).
+    #[instrument(level = "trace", skip_all, fields(intent = id), err(level = "debug"))]
+    pub async fn clear_session_intent(&self, id: i64) -> Result<()> {
+        const OP: &str = "clear_session_intent";
+        let mut tx = self.begin_write(OP).await?;
+        sqlx::query("DELETE FROM session_intents WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .op(OP)?;
+        tx.commit().await.op(OP)?;
+        Ok(())
+    }
+
+    /// The pending intents, of one server or of all, oldest first.
+    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub async fn list_session_intents(&self, server: Option<&str>) -> Result<Vec<SessionIntent>> {
+        sqlx::query_as::<_, SessionIntent>(
+            "SELECT * FROM session_intents WHERE $1 IS NULL OR server = $1
+             ORDER BY requested_at, id",
+        )
+        .bind(server)
+        .fetch_all(self.reader())
+        .await
+        .op("list_session_intents")
+    }
+
     /// Records a session the server just opened (`open`). Recording the same id again is a
     /// no-op that returns the existing row. Appends `session_opened`.
     #[instrument(level = "trace", skip_all, fields(session = session.id), err(level = "debug"))]
