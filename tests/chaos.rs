@@ -417,13 +417,17 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The reconcile grace must outlast the longest delay the faults put in front of a request
+/// the server then executes (6 s, past the 5 s `requestTimeout`), with room for a loaded CI
+/// machine: the protocol's one assumption (docs/engine.md) is that a server acts on a request
+/// within the grace. A 5 s grace let a delayed restore run after its "not received" resend.
 fn write_config(site: &Site, sim: &SimHandle, port: u16) {
     let config = format!(
         "jobsDir: jobs\nstateDir: state\nexportRoot: exports\nsecretsDir: secrets\n\
          listen: \"127.0.0.1:{port}\"\ntimezone: UTC\nshutdownTimeout: 10s\n\
          watch: {{ rescanInterval: 2s }}\n\
          defaults:\n  retry: {{ maxAttempts: 10, initialBackoff: 1s, maxBackoff: 3s }}\n\
-         engine: {{ pollInterval: 1s, reconcileGrace: 5s, inlineBackoff: 5s }}\n\
+         engine: {{ pollInterval: 1s, reconcileGrace: 15s, inlineBackoff: 5s }}\n\
          downloads: {{ firstByteTimeout: 10s, idleReadTimeout: 5s }}\n\
          servers:\n  sim:\n    url: {}\n    username: CONTOSO\\svc-restore\n\
          \x20   password: {{ secret: vb365-password }}\n    requestTimeout: 5s\n",

@@ -412,3 +412,86 @@ async fn an_invalid_edit_keeps_the_previous_version_scheduled() {
     assert_eq!(report.jobs_removed, ["hourly"]);
     assert!(h.at("2026-05-01T02:00:00Z").await.queued.is_empty());
 }
+
+/// The reconciler keeps a mirror of the job rows instead of reading them on every pass; after
+/// each change below, a fresh reconciler (which reads the store) finds nothing to write and
+/// builds the same table, so the mirror and the store agree.
+#[tokio::test]
+async fn the_reconcilers_view_of_the_store_stays_exact_across_changes() {
+    let mut h = Harness::new("2026-05-01T00:00:00Z").await;
+    let two_docs = format!(
+        "{}---\n{}",
+        export_job("b1", Some("{ cron: \"0 3 * * *\" }"), ""),
+        export_job("b2", None, "")
+    );
+    type Change = Box<dyn Fn(&Site)>;
+    let steps: Vec<(&str, Change)> = vec![
+        (
+            "add three files, one with two jobs",
+            Box::new(move |s: &Site| {
+                s.write_job(
+                    "a.yaml",
+                    &export_job("a", Some("{ cron: \"0 2 * * *\" }"), ""),
+                );
+                s.write_job("b.yaml", &two_docs);
+                s.write_job("team/c.yaml", &export_job("c", None, ""));
+            }),
+        ),
+        (
+            "edit one",
+            Box::new(|s: &Site| {
+                s.write_job(
+                    "a.yaml",
+                    &export_job("a", Some("{ cron: \"30 2 * * *\" }"), ""),
+                );
+            }),
+        ),
+        (
+            "break one (the last valid version stays)",
+            Box::new(|s: &Site| {
+                s.write_job("team/c.yaml", "apiVersion: restorectl/v1\nkind: ExportPst\nmetadata: { name: c }\nspec: { bogus: 1 }\n");
+            }),
+        ),
+        (
+            "make one unreadable (its jobs are protected)",
+            Box::new(|s: &Site| s.write_job("b.yaml", "key: [unclosed\n")),
+        ),
+        (
+            "fix both",
+            Box::new(|s: &Site| {
+                s.write_job("team/c.yaml", &export_job("c", None, ""));
+                s.write_job(
+                    "b.yaml",
+                    &export_job("b1", Some("{ cron: \"0 3 * * *\" }"), ""),
+                );
+            }),
+        ),
+        (
+            "move a job to another file and remove one",
+            Box::new(|s: &Site| {
+                s.remove_job("a.yaml");
+                s.write_job(
+                    "team/a.yaml",
+                    &export_job("a", Some("{ cron: \"30 2 * * *\" }"), ""),
+                );
+                s.remove_job("team/c.yaml");
+            }),
+        ),
+    ];
+    for (what, change) in steps {
+        change(&h.site);
+        let report = reconcile(&h.site, &mut h.reconciler, h.clock.now_utc()).await;
+        println!("{what}: {report:?}");
+        let mut fresh = Reconciler::new(h.store.clone());
+        let again = reconcile(&h.site, &mut fresh, h.clock.now_utc()).await;
+        assert!(!again.changed_anything(), "{what}: {again:?}");
+        let view = |t: &restorectl::daemon::reconcile::JobTable| {
+            t.iter()
+                .map(|(name, a)| (name.clone(), a.version_id))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(view(&h.reconciler.table()), view(&fresh.table()), "{what}");
+    }
+    let names: Vec<String> = h.reconciler.table().keys().cloned().collect();
+    assert_eq!(names, ["a", "b1"]);
+}

@@ -26,6 +26,11 @@ use crate::store::{JobState, RunState, Store, StoreError, StoreStats};
 /// How often the series are refreshed from the store.
 pub const REFRESH: Duration = Duration::from_secs(5);
 
+/// The per-job series (a row per job) are read again when the run or job counts changed since
+/// the last refresh, and at least this often (a schedule edit changes a next fire without
+/// changing any count).
+pub const PER_JOB_REFRESH: Duration = Duration::from_secs(30);
+
 /// Registers descriptions (once per process is enough; repeating is harmless).
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -96,12 +101,9 @@ pub struct Publisher {
 pub const FULL_REPUBLISH: Duration = Duration::from_secs(60);
 
 impl Publisher {
-    /// Sets every series from `stats`.
-    pub fn publish(&mut self, stats: &StoreStats) {
-        let full = self.last_full.is_none_or(|t| t.elapsed() >= FULL_REPUBLISH);
-        if full {
-            self.last_full = Some(Instant::now());
-        }
+    /// Sets every series from `stats`; the per-job gauges only when `per_job` (the stats were
+    /// read with their per-job series).
+    pub fn publish(&mut self, stats: &StoreStats, per_job: bool) {
         for (job, state, n) in &stats.runs {
             if state.is_terminal() {
                 metrics::counter!("restorectl_runs_total", "job" => job.clone(), "result" => state.as_str())
@@ -121,6 +123,13 @@ impl Publisher {
         for state in JobState::ALL {
             metrics::gauge!("restorectl_jobs", "state" => state.as_str())
                 .set(stats.jobs_in(*state) as f64);
+        }
+        if !per_job {
+            return;
+        }
+        let full = self.last_full.is_none_or(|t| t.elapsed() >= FULL_REPUBLISH);
+        if full {
+            self.last_full = Some(Instant::now());
         }
         publish_times(
             "restorectl_job_last_success_timestamp_seconds",

@@ -528,6 +528,9 @@ async fn refresh_loop(
     let mut since = app.clock.now();
     let mut publisher = metrics::Publisher::default();
     let mut last_status = String::new();
+    // The run and job counts of the last refresh, and when the per-job series were last read.
+    let mut last_shape = None;
+    let mut per_job_at: Option<std::time::Instant> = None;
     let mut tick = tokio::time::interval(metrics::REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -535,9 +538,21 @@ async fn refresh_loop(
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
-        match app.store.stats().await {
-            Ok(stats) => {
-                publisher.publish(&stats);
+        let read = async {
+            let mut stats = app.store.stats_counts().await?;
+            let shape = (stats.runs.clone(), stats.jobs.clone());
+            let per_job = last_shape.as_ref() != Some(&shape)
+                || per_job_at.is_none_or(|t| t.elapsed() >= metrics::PER_JOB_REFRESH);
+            if per_job {
+                (stats.last_success, stats.next_fires) = app.store.stats_per_job().await?;
+                per_job_at = Some(std::time::Instant::now());
+            }
+            last_shape = Some(shape);
+            Ok::<_, StoreError>((stats, per_job))
+        };
+        match read.await {
+            Ok((stats, per_job)) => {
+                publisher.publish(&stats, per_job);
                 // Only on change: each notification is a datagram systemd must read.
                 let line = systemd::status_line(&stats);
                 if line != last_status {

@@ -32,6 +32,7 @@ use crate::jobs::parse::FileReport;
 use crate::jobs::{self, Job, JobError, ScanCache, ScanReport, ValidationContext};
 use crate::store::{
     FileApply, FileChange, JobState, NewJobVersion, ScannedFile, Store, StoreError, VersionChange,
+    VersionOutcome,
 };
 
 /// The version of a job the scheduler uses: its active (last valid) version.
@@ -84,6 +85,74 @@ pub struct Reconciler {
     /// The last scan was applied to the store completely (a failed apply is retried even when
     /// no file changed since).
     applied: bool,
+    /// What the store holds about job files and jobs, as of the last complete apply: loaded
+    /// from the store once, then kept up to date with every write, so a rescan that changed
+    /// one file of ten thousand does not read ten thousand rows three times. The daemon's
+    /// reconciler is the only writer of these rows while it runs (`run --foreground` takes the
+    /// same instance lock); the mirror is dropped and reloaded after any failed apply and after
+    /// a config reload.
+    known: Option<Known>,
+}
+
+/// The reconciler's mirror of the `job_files` and `jobs` rows it decides on.
+#[derive(Debug, Default)]
+struct Known {
+    /// Path → (content hash, present).
+    files: HashMap<PathBuf, (String, bool)>,
+    jobs: BTreeMap<String, KnownJob>,
+}
+
+#[derive(Debug, Clone)]
+struct KnownJob {
+    kind: String,
+    file: PathBuf,
+    state: JobState,
+    active_version_id: Option<i64>,
+}
+
+impl Known {
+    async fn load(store: &Store) -> Result<Known, StoreError> {
+        let (files, jobs) = tokio::try_join!(store.list_job_files(), store.list_job_rows())?;
+        Ok(Known {
+            files: files
+                .into_iter()
+                .map(|f| (f.path, (f.content_hash, f.removed_at.is_none())))
+                .collect(),
+            jobs: jobs
+                .into_iter()
+                .map(|j| {
+                    (
+                        j.name,
+                        KnownJob {
+                            kind: j.kind,
+                            file: j.file,
+                            state: j.state,
+                            active_version_id: j.active_version_id,
+                        },
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// Records what the store did with a job version.
+    fn version_applied(&mut self, name: &str, kind: &str, file: &Path, outcome: &VersionOutcome) {
+        let entry = self
+            .jobs
+            .entry(name.to_string())
+            .or_insert_with(|| KnownJob {
+                kind: kind.to_string(),
+                file: file.to_path_buf(),
+                state: outcome.state,
+                active_version_id: outcome.active_version_id,
+            });
+        if outcome.state != JobState::Invalid {
+            entry.kind = kind.to_string();
+        }
+        entry.file = file.to_path_buf();
+        entry.state = outcome.state;
+        entry.active_version_id = outcome.active_version_id;
+    }
 }
 
 impl Reconciler {
@@ -94,6 +163,7 @@ impl Reconciler {
             table: Arc::new(JobTable::new()),
             cache: ScanCache::default(),
             applied: false,
+            known: None,
         }
     }
 
@@ -102,6 +172,7 @@ impl Reconciler {
     pub fn forget_scans(&mut self) {
         self.cache.clear();
         self.applied = false;
+        self.known = None;
     }
 
     /// The table after the last pass.
@@ -126,17 +197,18 @@ impl Reconciler {
         let applied = self.applied;
         let (report, cache) = tokio::task::spawn_blocking(move || {
             let dirs = std::slice::from_ref(&scan_config.jobs_dir);
-            // Nothing changed since a scan that was applied: same result, skip the work (the
-            // periodic safety-net rescan of a large directory costs a walk and stats only).
-            if applied && cache.is_current(dirs) {
-                return (None, cache);
-            }
             let ctx = ValidationContext {
                 now,
                 ..ValidationContext::new(&scan_config)
             };
-            let report = jobs::scan_paths_cached(dirs, &ctx, &mut cache);
-            (Some(report), cache)
+            // Nothing changed since a scan that was applied: same result, skip the work (the
+            // periodic safety-net rescan of a large directory costs a walk and stats only).
+            let report = if applied {
+                jobs::scan_paths_if_changed(dirs, &ctx, &mut cache)
+            } else {
+                Some(jobs::scan_paths_cached(dirs, &ctx, &mut cache))
+            };
+            (report, cache)
         })
         .await
         // The scan never panics on bad input; a panic is a bug worth crashing loudly on.
@@ -173,20 +245,11 @@ impl Reconciler {
         now: DateTime<Utc>,
     ) -> Result<ReconcileReport, StoreError> {
         let mut out = ReconcileReport::default();
-        let stored_files: HashMap<PathBuf, (String, bool)> = self
-            .store
-            .list_job_files()
-            .await?
-            .into_iter()
-            .map(|f| (f.path, (f.content_hash, f.removed_at.is_none())))
-            .collect();
-        let stored_jobs: BTreeMap<String, crate::store::StoredJob> = self
-            .store
-            .list_job_rows()
-            .await?
-            .into_iter()
-            .map(|j| (j.name.clone(), j))
-            .collect();
+        // Taken out for the pass: an error below leaves it `None`, so the next pass reloads it.
+        let mut known = match self.known.take() {
+            Some(k) => k,
+            None => Known::load(&self.store).await?,
+        };
 
         let mut seen_names: BTreeSet<String> = BTreeSet::new();
         let mut seen_files: BTreeSet<PathBuf> = BTreeSet::new();
@@ -220,7 +283,7 @@ impl Reconciler {
                 }
             }
             seen_names.extend(names.iter().cloned());
-            let unchanged = stored_files.get(&file.path) == Some(&(hash.clone(), true));
+            let unchanged = known.files.get(&file.path) == Some(&(hash.clone(), true));
             if unchanged {
                 out.files_unchanged += 1;
                 continue;
@@ -270,8 +333,12 @@ impl Reconciler {
             let applies: Vec<FileApply<'_>> = chunk.iter().map(PendingFile::as_apply).collect();
             let results = self.store.apply_job_files(&applies, now).await?;
             for (file, (change, outcomes)) in chunk.iter().zip(results) {
+                known
+                    .files
+                    .insert(file.path.clone(), (file.hash.clone(), true));
                 for (v, outcome) in file.versions.iter().zip(outcomes) {
                     count_version(&mut out, &v.name, outcome.change, outcome.state);
+                    known.version_applied(&v.name, &v.kind, &file.path, &outcome);
                 }
                 match change {
                     FileChange::New => out.files_new += 1,
@@ -283,10 +350,13 @@ impl Reconciler {
 
         // Jobs not found in any file: kept (marked invalid) when their file is protected,
         // removed otherwise.
-        for (name, job) in &stored_jobs {
-            if job.state == JobState::Removed || seen_names.contains(name) {
-                continue;
-            }
+        let unseen: Vec<(String, KnownJob)> = known
+            .jobs
+            .iter()
+            .filter(|(name, job)| job.state != JobState::Removed && !seen_names.contains(*name))
+            .map(|(name, job)| (name.clone(), job.clone()))
+            .collect();
+        for (name, job) in &unseen {
             if let Some((_, report)) = protected.iter().find(|(p, _)| job.file.starts_with(p)) {
                 let errors = errors_json(report.all_errors());
                 let spec_hash = sha256_hex(&format!("unreadable:{}", Value::from(errors.clone())));
@@ -306,22 +376,31 @@ impl Reconciler {
                     )
                     .await?;
                 count_version(&mut out, name, outcome.change, outcome.state);
+                known.version_applied(name, &job.kind, &job.file, &outcome);
                 seen_names.insert(name.clone());
                 continue;
             }
             if self.store.mark_job_removed(name, now).await? {
                 out.jobs_removed.push(name.clone());
             }
+            if let Some(j) = known.jobs.get_mut(name) {
+                j.state = JobState::Removed;
+            }
         }
-        for (path, (_, present)) in &stored_files {
+        for (path, (_, present)) in known.files.iter_mut() {
             let covered = protected.iter().any(|(p, _)| path.starts_with(p));
             if *present && !seen_files.contains(path) && !covered {
                 self.store.mark_job_file_removed(path, now).await?;
+                *present = false;
                 out.files_removed += 1;
             }
         }
 
-        self.table = Arc::new(self.build_table(&seen_names, valid_now, config).await?);
+        self.table = Arc::new(
+            self.build_table(&known, &seen_names, valid_now, config)
+                .await?,
+        );
+        self.known = Some(known);
         out.jobs_active = self.table.len();
         Ok(out)
     }
@@ -331,35 +410,36 @@ impl Reconciler {
     /// rebuilt from the stored spec).
     async fn build_table(
         &self,
+        known: &Known,
         seen: &BTreeSet<String>,
         mut valid_now: BTreeMap<String, (String, Job)>,
         config: &Config,
     ) -> Result<JobTable, StoreError> {
         let mut table = JobTable::new();
-        for state in self.store.list_schedule_states().await? {
-            if state.state == JobState::Removed || !seen.contains(&state.name) {
+        for (name, state) in &known.jobs {
+            if state.state == JobState::Removed || !seen.contains(name) {
                 continue;
             }
             let Some(version_id) = state.active_version_id else {
                 continue;
             };
-            if let Some((_, job)) = valid_now.remove(&state.name) {
-                table.insert(state.name, ActiveJob { version_id, job });
+            if let Some((_, job)) = valid_now.remove(name) {
+                table.insert(name.clone(), ActiveJob { version_id, job });
                 continue;
             }
-            if let Some(old) = self.table.get(&state.name)
+            if let Some(old) = self.table.get(name)
                 && old.version_id == version_id
             {
-                table.insert(state.name, old.clone());
+                table.insert(name.clone(), old.clone());
                 continue;
             }
             let version = self.store.get_job_version(version_id).await?;
             match job_from_spec(config, &version.file, &version.spec_json) {
                 Ok(job) => {
-                    table.insert(state.name, ActiveJob { version_id, job });
+                    table.insert(name.clone(), ActiveJob { version_id, job });
                 }
                 Err(message) => tracing::error!(
-                    job = %state.name,
+                    job = %name,
                     version = version_id,
                     error = %message,
                     "the last valid version of this job no longer validates; it is not scheduled"

@@ -28,6 +28,9 @@ use crate::config::WatchConfig;
 /// Shortest accepted debounce and poll interval: a zero tick would make the watcher threads spin.
 const MIN_TICK: Duration = Duration::from_millis(10);
 
+/// Longest interval between the debouncer's checks for settled events.
+const MAX_DEBOUNCE_TICK: Duration = Duration::from_millis(50);
+
 /// How the watcher watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WatchOptions {
@@ -179,16 +182,19 @@ fn watch(
         }
     };
     let debounce = options.debounce.max(MIN_TICK);
+    // How often the debouncer looks for settled events: its default (a quarter of the
+    // debounce, 125 ms) would add up to that much to every change's latency.
+    let tick = Some((debounce / 4).min(MAX_DEBOUNCE_TICK).max(MIN_TICK));
     let handler = event_handler(dir.to_path_buf(), tx);
     let mut watcher = if options.poll {
         let config =
             notify::Config::default().with_poll_interval(options.poll_interval.max(MIN_TICK));
         ActiveWatcher::Poll(
-            new_debouncer_opt::<_, PollWatcher, NoCache>(debounce, None, handler, NoCache, config)
+            new_debouncer_opt::<_, PollWatcher, NoCache>(debounce, tick, handler, NoCache, config)
                 .map_err(error)?,
         )
     } else {
-        ActiveWatcher::Native(new_debouncer(debounce, None, handler).map_err(error)?)
+        ActiveWatcher::Native(new_debouncer(debounce, tick, handler).map_err(error)?)
     };
     match &mut watcher {
         ActiveWatcher::Native(d) => d.watch(dir, RecursiveMode::Recursive),

@@ -48,7 +48,9 @@ pub use raw::{
     API_VERSION, Archives, BulkRestoreOptions, ConcurrencyPolicy, JobKind, OfficeRegion,
     ReportFormat, RestoreToOptions, json_schema,
 };
-pub use scan::{ScanCache, ScanReport, collect_job_files, scan_paths, scan_paths_cached};
+pub use scan::{
+    ScanCache, ScanReport, collect_job_files, scan_paths, scan_paths_cached, scan_paths_if_changed,
+};
 pub use schedule::Schedule;
 pub use selector::{MailboxSelection, Selector};
 pub use template::{PathTemplate, Placeholder, TemplateUse, TemplateValues, sanitize};

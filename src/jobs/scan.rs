@@ -247,22 +247,21 @@ impl ScanCache {
         self.entries.is_empty()
     }
 
-    /// Whether a scan of `paths` now would find exactly the files of the last scan, each with
-    /// the same stamp (and no walk errors): then its result would be the same, and a periodic
-    /// rescan can skip reading and validating altogether. Costs a directory walk and a `stat`
-    /// per file.
-    pub fn is_current(&self, paths: &[PathBuf]) -> bool {
-        if self.entries.is_empty() {
-            return false;
-        }
-        let (files, walk_errors) = collect_job_files(paths);
-        walk_errors.is_empty()
+    /// Whether a walk found exactly the files of the last scan, each with the same stamp (and
+    /// no walk errors): then a scan's result would be the same.
+    fn matches(
+        &self,
+        files: &[PathBuf],
+        walk_errors: &[JobError],
+        stamps: &[Option<FileStamp>],
+    ) -> bool {
+        !self.entries.is_empty()
+            && walk_errors.is_empty()
             && files.len() == self.entries.len()
-            && files.iter().all(|f| {
-                self.entries
-                    .get(f)
-                    .is_some_and(|c| FileStamp::of(f) == Some(c.stamp))
-            })
+            && files
+                .iter()
+                .zip(stamps)
+                .all(|(f, stamp)| self.entries.get(f).is_some_and(|c| *stamp == Some(c.stamp)))
     }
 }
 
@@ -274,11 +273,37 @@ pub fn scan_paths_cached(
     cache: &mut ScanCache,
 ) -> ScanReport {
     let (files, walk_errors) = collect_job_files(paths);
+    let stamps: Vec<Option<FileStamp>> = files.iter().map(|f| FileStamp::of(f)).collect();
+    scan_walked(files, walk_errors, stamps, ctx, cache)
+}
+
+/// [`scan_paths_cached`], or `None` when the walk finds exactly the files of the cache's last
+/// scan with the same stamps (the result would be the same): a periodic rescan of an unchanged
+/// directory costs one walk and a `stat` per file, and a changed one is walked only once.
+pub fn scan_paths_if_changed(
+    paths: &[PathBuf],
+    ctx: &ValidationContext<'_>,
+    cache: &mut ScanCache,
+) -> Option<ScanReport> {
+    let (files, walk_errors) = collect_job_files(paths);
+    let stamps: Vec<Option<FileStamp>> = files.iter().map(|f| FileStamp::of(f)).collect();
+    if cache.matches(&files, &walk_errors, &stamps) {
+        return None;
+    }
+    Some(scan_walked(files, walk_errors, stamps, ctx, cache))
+}
+
+fn scan_walked(
+    files: Vec<PathBuf>,
+    walk_errors: Vec<JobError>,
+    stamps: Vec<Option<FileStamp>>,
+    ctx: &ValidationContext<'_>,
+    cache: &mut ScanCache,
+) -> ScanReport {
     let mut report = ScanReport::default();
     for e in walk_errors {
         report.files.push(FileReport::unreadable(e));
     }
-    let stamps: Vec<Option<FileStamp>> = files.iter().map(|f| FileStamp::of(f)).collect();
     let misses: Vec<PathBuf> = files
         .iter()
         .zip(&stamps)
@@ -458,11 +483,13 @@ mod tests {
             2,
             "the duplicate is reported in both files"
         );
-        assert!(cache.is_current(&paths));
+        assert!(
+            scan_paths_if_changed(&paths, &ctx, &mut cache).is_none(),
+            "nothing changed since"
+        );
         // Removing c clears the duplicate even though a.yaml itself is a cache hit.
         std::fs::remove_file(root.join("c.yaml")).unwrap();
-        assert!(!cache.is_current(&paths));
-        let again = scan_paths_cached(&paths, &ctx, &mut cache);
+        let again = scan_paths_if_changed(&paths, &ctx, &mut cache).expect("a file is gone");
         assert!(again.is_valid(), "{:?}", errors(&again));
         assert_eq!(cache.len(), 2);
     }

@@ -34,6 +34,9 @@ pub struct FinishedRun {
     pub finished_at: DateTime<Utc>,
 }
 
+/// A time per job (last success, next fire).
+pub type JobTimes = Vec<(String, DateTime<Utc>)>;
+
 /// Counts over the whole store, read on one snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StoreStats {
@@ -56,9 +59,9 @@ pub struct StoreStats {
     /// Jobs per state (removed included).
     pub jobs: Vec<(JobState, u64)>,
     /// The last successful run's finish time, per job.
-    pub last_success: Vec<(String, DateTime<Utc>)>,
+    pub last_success: JobTimes,
     /// The stored next fire, per job that has one.
-    pub next_fires: Vec<(String, DateTime<Utc>)>,
+    pub next_fires: JobTimes,
 }
 
 impl StoreStats {
@@ -113,10 +116,18 @@ impl Store {
         .op("list_finished_runs_since")
     }
 
-    /// The counts behind `/metrics` and the status line, on one read snapshot.
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    /// The counts behind `/metrics` and the status line, on one read snapshot, with the per-job
+    /// series ([`Store::stats_counts`] + [`Store::stats_per_job`]).
     pub async fn stats(&self) -> Result<StoreStats> {
-        const OP: &str = "stats";
+        let mut stats = self.stats_counts().await?;
+        (stats.last_success, stats.next_fires) = self.stats_per_job().await?;
+        Ok(stats)
+    }
+
+    /// Every count of [`StoreStats`], without the per-job series (left empty).
+    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub async fn stats_counts(&self) -> Result<StoreStats> {
+        const OP: &str = "stats_counts";
         let mut conn = self.reader().begin().await.op(OP)?;
         let runs: Vec<(String, RunState, i64)> = sqlx::query_as(
             "SELECT job_name, state, COUNT(*) FROM runs GROUP BY job_name, state
@@ -163,6 +174,34 @@ impl Store {
                 .fetch_all(&mut *conn)
                 .await
                 .op(OP)?;
+        conn.commit().await.op(OP)?;
+        Ok(StoreStats {
+            runs: runs
+                .into_iter()
+                .map(|(job, state, n)| (job, state, count(n)))
+                .collect(),
+            step_failures: step_failures
+                .into_iter()
+                .map(|(class, n)| (class.unwrap_or_else(|| "unknown".into()), count(n)))
+                .collect(),
+            download_bytes: count(download_bytes.unwrap_or(0)),
+            running_runs: count(running),
+            waiting_runs: count(waiting),
+            attention_runs: count(attention),
+            open_sessions: count(open_sessions),
+            invalid_job_files: count(invalid_job_files),
+            jobs: jobs.into_iter().map(|(s, n)| (s, count(n))).collect(),
+            last_success: Vec::new(),
+            next_fires: Vec::new(),
+        })
+    }
+
+    /// The per-job series (`last_success`, `next_fires`): a row per job, so with thousands of
+    /// jobs they are worth reading only when something may have changed.
+    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub async fn stats_per_job(&self) -> Result<(JobTimes, JobTimes)> {
+        const OP: &str = "stats_per_job";
+        let mut conn = self.reader().begin().await.op(OP)?;
         let last_success: Vec<(String, i64)> = sqlx::query_as(
             "SELECT job_name, MAX(finished_at) FROM runs
              WHERE state IN ('succeeded', 'succeeded_with_warnings') AND finished_at IS NOT NULL
@@ -184,24 +223,6 @@ impl Store {
                 .filter_map(|(name, ms)| from_millis(ms).map(|t| (name, t)))
                 .collect()
         };
-        Ok(StoreStats {
-            runs: runs
-                .into_iter()
-                .map(|(job, state, n)| (job, state, count(n)))
-                .collect(),
-            step_failures: step_failures
-                .into_iter()
-                .map(|(class, n)| (class.unwrap_or_else(|| "unknown".into()), count(n)))
-                .collect(),
-            download_bytes: count(download_bytes.unwrap_or(0)),
-            running_runs: count(running),
-            waiting_runs: count(waiting),
-            attention_runs: count(attention),
-            open_sessions: count(open_sessions),
-            invalid_job_files: count(invalid_job_files),
-            jobs: jobs.into_iter().map(|(s, n)| (s, count(n))).collect(),
-            last_success: timed(last_success),
-            next_fires: timed(next_fires),
-        })
+        Ok((timed(last_success), timed(next_fires)))
     }
 }
