@@ -668,3 +668,68 @@ async fn a_session_whose_explore_answer_was_lost_is_found_and_stopped() {
     // Nothing more to do.
     assert_eq!(engine.sweep_orphan_sessions().await, 0);
 }
+
+/// The orphan sweep must tell a lost explore session from a restore's operation session, which
+/// is just as unknown to the store, of the same organisation and created in the same minute:
+/// only the session without any operation is stopped; the running restore is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orphan_sweep_leaves_a_running_restore_alone() {
+    let w = World::start(SimConfig {
+        session_id_mode: SessionIdMode::NewSession,
+        mirror_restore_events: false,
+        restore_delay: Duration::from_secs(600),
+        ..sim()
+    })
+    .await;
+    w.sim
+        .add_fault(
+            FaultRule::on(Endpoint::OrganizationExplore, FaultAction::LoseResponse)
+                .calls(CallRange::only(1)),
+        )
+        .unwrap();
+    w.job("r", &restore_job("r", "grace@contoso.com", ""));
+    let run = w.queue("r").await;
+    let engine = w.engine();
+    let task = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.execute_run(run, &CancellationToken::new()).await })
+    };
+    let store = w.store.clone();
+    let op = eventually(Duration::from_secs(30), || {
+        let store = store.clone();
+        async move {
+            let step = store.list_steps(run).await.ok()?.into_iter().next()?;
+            (step.state == StepState::Submitted).then_some(step.remote_operation_id?)
+        }
+    })
+    .await;
+    eventually(Duration::from_secs(60), || {
+        let engine = engine.clone();
+        async move { (engine.sweep_orphan_sessions().await == 1).then_some(()) }
+    })
+    .await;
+    let state_of = |id: &str| {
+        w.sim
+            .sessions()
+            .into_iter()
+            .find(|s| s.id.to_string() == id)
+            .map(|s| s.state)
+    };
+    assert_eq!(
+        state_of(&op).as_deref(),
+        Some("Working"),
+        "the restore runs on"
+    );
+    let lost: Vec<_> = w
+        .sim
+        .sessions()
+        .into_iter()
+        .filter(|s| s.operation_of.is_none() && s.state == "Stopped")
+        .collect();
+    assert_eq!(lost.len(), 1, "the orphaned explore session was stopped");
+    w.store
+        .request_cancel(run, "test over", chrono::Utc::now())
+        .await
+        .unwrap();
+    task.await.unwrap().unwrap();
+}

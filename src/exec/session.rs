@@ -382,7 +382,8 @@ const ORPHAN_SKEW: chrono::Duration = chrono::Duration::minutes(1);
 /// recorded). Looks at intents older than `request_timeout` + [`ORPHAN_GRACE`] only (younger
 /// ones may still be answered), lists the server's sessions created since the oldest of them,
 /// and stops every `Working` Exchange session of the intent's organisation, created around its
-/// time, that the store does not know; each is recorded (with the intent's run) before it is
+/// time, that the store does not know and that shows no operation (a restore's operation
+/// session looks the same otherwise); each is recorded (with the intent's run) before it is
 /// stopped, so a failed stop is retried at the next start like any other session. Then the
 /// intents are deleted. Holds the server's explore gate, so no explore of this process is in
 /// flight meanwhile. Failures are logged and leave the intents for the next sweep. Returns how
@@ -445,6 +446,31 @@ pub async fn sweep_orphans(
             Err(e) if e.is_not_found() => {}
             Err(e) => {
                 tracing::warn!(server, session = %id, error = %e, "cannot check a listed restore session; retrying at the next sweep");
+                return stopped;
+            }
+        }
+        // A restore run as an operation session looks the same in the list (same account,
+        // organisation and time): stopping it would cut a restore short and hide its trace
+        // from reconciliation. An explore session nobody learnt about has had no operation.
+        match client.restore_session_events(s.id).await {
+            Ok(events)
+                if events.iter().any(|e| {
+                    matches!(
+                        e.event_type,
+                        Some(
+                            vb365::EventType::Restore
+                                | vb365::EventType::Export
+                                | vb365::EventType::Save
+                                | vb365::EventType::Send
+                        )
+                    )
+                }) =>
+            {
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(server, session = %id, error = %e, "cannot read a listed restore session's events; retrying at the next sweep");
                 return stopped;
             }
         }
