@@ -467,18 +467,47 @@ async fn stream_body<P: ProgressStore>(
         since_sync: 0,
         synced_at: Instant::now(),
     };
+    let outcome = read_body(ctx, &mut feed, &mut body, first, written).await;
+    // Stop reading; make what arrived durable and record it, then report how the body ended.
+    drop(body);
+    let finished = match outcome {
+        Ok((end, last)) => feed.finish(last).await.map(|sink| (end, sink)),
+        Err(err) => Err(err),
+    };
+    match finished {
+        Ok((End::Eof, sink)) => Ok(sink),
+        Ok((End::Failed(err), _)) => Err(err),
+        Err(err) => {
+            // Let the threads stop before the caller can start another attempt on the file.
+            feed.abort().await;
+            Err(err)
+        }
+    }
+}
+
+/// Reads the body into batches until it ends, breaks or stalls; returns how it ended and the
+/// last, partly filled batch. `Err` is a failure of the pipeline or of the progress store.
+async fn read_body<P: ProgressStore>(
+    ctx: &Ctx<'_>,
+    feed: &mut Feed<'_, P>,
+    body: &mut BodyStream,
+    first: Option<Result<bytes::Bytes, io::Error>>,
+    written: u64,
+) -> Result<(End, Batch), DownloadError> {
+    let opts = ctx.opts;
     let mut batch = feed.next_batch(written).await?;
     let mut received = written;
     let mut item = first;
-    let end = loop {
+    loop {
         match item.take() {
-            None => break End::Eof,
+            None => return Ok((End::Eof, batch)),
             Some(Err(source)) => {
-                break End::Failed(DownloadError::Body {
+                let err = DownloadError::Body {
                     subject: ctx.subject.clone(),
                     offset: received,
                     source,
-                });
+                };
+                return Ok((End::Failed(err), batch));
             }
             Some(Ok(chunk)) => {
                 received += chunk.len() as u64;
@@ -499,20 +528,14 @@ async fn stream_body<P: ProgressStore>(
         item = match tokio::time::timeout(opts.idle_timeout, body.next()).await {
             Ok(next) => next,
             Err(_) => {
-                break End::Failed(DownloadError::IdleTimeout {
+                let err = DownloadError::IdleTimeout {
                     subject: ctx.subject.clone(),
                     offset: received,
                     after: opts.idle_timeout,
-                });
+                };
+                return Ok((End::Failed(err), batch));
             }
         };
-    };
-    // Stop reading; make what arrived durable and record it, then report how the body ended.
-    drop(body);
-    let sink = feed.finish(batch).await?;
-    match end {
-        End::Eof => Ok(sink),
-        End::Failed(err) => Err(err),
     }
 }
 
@@ -578,7 +601,7 @@ impl<P: ProgressStore> Feed<'_, P> {
 
     /// Hands on the last (possibly empty) batch with a final `fdatasync`, waits for the threads
     /// to drain, and returns the sink.
-    async fn finish(mut self, mut last: Batch) -> Result<Sink, DownloadError> {
+    async fn finish(&mut self, mut last: Batch) -> Result<Sink, DownloadError> {
         last.mark_sync();
         if self.pipe.send(last).is_err() {
             return Err(self.stopped().await);
@@ -594,6 +617,17 @@ impl<P: ProgressStore> Feed<'_, P> {
                     });
                 }
                 other => self.handle_or_stopped(other).await?,
+            }
+        }
+    }
+
+    /// Closes the input and waits until the writing thread has ended, recording nothing more
+    /// (after an error the caller reports; progress already recorded stays valid).
+    async fn abort(&mut self) {
+        self.pipe.close();
+        while let Some(event) = self.pipe.next_event().await {
+            if matches!(event, Event::Finished(_)) {
+                break;
             }
         }
     }
