@@ -8,11 +8,12 @@
 //!    first-byte timeout, which covers the request and the first body chunk;
 //! 3. 206 with a matching `Content-Range` → append; 200 after a `Range` request → the server
 //!    ignored it: truncate, restart from 0 and record that; 416 or a bad `Content-Range` → error;
-//! 4. stream with an idle-read timeout per chunk and no total deadline. Reading and writing are
-//!    pipelined: one batch (1 MiB by default) is written and hashed on a blocking thread while the
-//!    next one is read, so memory stays at two batches whatever the file size;
+//! 4. stream with an idle-read timeout per chunk and no total deadline. Reading, hashing and
+//!    writing are pipelined (`super::pipeline`): batches (4 MiB by default) are hashed on one
+//!    thread and written (`O_DIRECT` where possible) on another while the next ones are read; at
+//!    most four batches exist, so memory is bounded whatever the file size;
 //! 5. `sync_data` then record progress at least every 64 MiB and every 5 s, and once more when the
-//!    body ends or breaks;
+//!    body ends or breaks (the writing thread syncs, the body loop records what it reports);
 //! 6. check the final length against `Content-Length`/`Content-Range` when given.
 //!
 //! A broken body, an idle stall or a 5xx is resumed at once from the last durable offset, a
