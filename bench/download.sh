@@ -5,6 +5,8 @@
 #
 # restorectl side: examples/download_bench.rs (VB365 client → engine with checkpoints, fdatasync
 # and SHA-256 → publish with fsync, rename and manifest; progress in a SQLite file).
+# The simulator serves PST bytes as zero-copy slices of a fixed pool, so the shared server costs
+# both clients little CPU (2-core machines: it used to take a whole core generating ChaCha8).
 # curl side: `curl -o FILE` of the same POST …/exportToPst (no hashing, no fsync).
 #
 # curl is measured twice: the transfer alone (its data may still sit in the page cache) and the
@@ -101,7 +103,7 @@ restorectl_once() { # email -> "bytes seconds rss_kib"
 
 mibs() { python3 -c "print(f'{$1 / 1048576 / $2:.0f}')"; }
 
-echo "target file system: $(stat -f -c %T "$WORK") ($WORK)"
+echo "target file system: $(stat -f -c %T "$WORK") ($WORK); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-6s %11s %13s %11s %9s %9s %13s\n' size "curl MiB/s" "curl+fdatasync" "restorectl" "vs curl" "vs c+sync" "peak RSS MiB"
 declare -A RSS
 for pair in "1GiB alice@contoso.com" "4GiB bob@contoso.com"; do
@@ -125,4 +127,5 @@ for pair in "1GiB alice@contoso.com" "4GiB bob@contoso.com"; do
         "$(python3 -c "print(f'{$max_rss / 1024:.1f}')")"
 done
 python3 -c "a, b = ${RSS[1GiB]}, ${RSS[4GiB]}; print(f'peak RSS 4 GiB vs 1 GiB: {(b - a) / a * 100:+.1f}%')"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "(best of $ROUNDS rounds; restorectl writes, fdatasyncs every 64 MiB, hashes, fsyncs and publishes with a manifest)"

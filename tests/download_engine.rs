@@ -330,6 +330,7 @@ fn fast_options() -> DownloadOptions {
         resume_min_delay: Duration::from_millis(1),
         resume_max_delay: Duration::from_millis(5),
         batch_bytes: 64 * 1024,
+        direct_io: true,
     }
 }
 

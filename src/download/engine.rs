@@ -8,11 +8,12 @@
 //!    first-byte timeout, which covers the request and the first body chunk;
 //! 3. 206 with a matching `Content-Range` → append; 200 after a `Range` request → the server
 //!    ignored it: truncate, restart from 0 and record that; 416 or a bad `Content-Range` → error;
-//! 4. stream with an idle-read timeout per chunk and no total deadline. Reading and writing are
-//!    pipelined: one batch (1 MiB by default) is written and hashed on a blocking thread while the
-//!    next one is read, so memory stays at two batches whatever the file size;
+//! 4. stream with an idle-read timeout per chunk and no total deadline. Reading, hashing and
+//!    writing are pipelined (`super::pipeline`): batches (4 MiB by default) are hashed on one
+//!    thread and written (`O_DIRECT` where possible) on another while the next ones are read; at
+//!    most four batches exist, so memory is bounded whatever the file size;
 //! 5. `sync_data` then record progress at least every 64 MiB and every 5 s, and once more when the
-//!    body ends or breaks;
+//!    body ends or breaks (the writing thread syncs, the body loop records what it reports);
 //! 6. check the final length against `Content-Length`/`Content-Range` when given.
 //!
 //! A broken body, an idle stall or a 5xx is resumed at once from the last durable offset, a
@@ -20,7 +21,7 @@
 //! run engine as retryable.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,11 +29,11 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::task::JoinHandle;
 
 use super::error::DownloadError;
 use super::hashing::{hash_file_prefix, hasher_state, hex_digest, restore_hasher};
 use super::paths::{SafePath, create_private_dir};
+use super::pipeline::{Batch, Event, POOL, Pipeline};
 use super::progress::{Checkpoint, ProgressStore, RestartReason};
 use super::source::{BodyStream, ByteSource, OpenedBody};
 use super::space;
@@ -55,8 +56,12 @@ pub struct DownloadOptions {
     pub resume_min_delay: Duration,
     /// Longest backoff delay between immediate resumes.
     pub resume_max_delay: Duration,
-    /// Bytes gathered before a write; two such buffers are the engine's whole memory.
+    /// Bytes gathered before a write (rounded up to 4 KiB); four such buffers are the engine's
+    /// whole memory.
     pub batch_bytes: usize,
+    /// Write the page-aligned part of each batch with `O_DIRECT` (no copy into the page cache);
+    /// falls back to buffered writes where the file system refuses it.
+    pub direct_io: bool,
 }
 
 impl Default for DownloadOptions {
@@ -69,7 +74,8 @@ impl Default for DownloadOptions {
             max_immediate_resumes: 5,
             resume_min_delay: Duration::from_secs(1),
             resume_max_delay: Duration::from_secs(30),
-            batch_bytes: 1 << 20,
+            batch_bytes: 4 << 20,
+            direct_io: true,
         }
     }
 }
@@ -430,25 +436,9 @@ enum End {
     Failed(DownloadError),
 }
 
-/// A finished batch write: the sink and emptied buffer come back; the result carries the hasher
-/// state when the batch ended with `fdatasync` (a checkpoint to record).
-struct WriteDone {
-    sink: Sink,
-    buf: Vec<u8>,
-    result: io::Result<Option<Vec<u8>>>,
-}
-
-/// A write running on the blocking pool.
-type PendingWrite = JoinHandle<WriteDone>;
-
-/// Where durable progress was last recorded.
-struct Marks {
-    bytes: u64,
-    at: Instant,
-}
-
-/// Streams the body into the sink. Returns the sink after the final checkpoint at a clean end of
-/// the body; on a broken body returns the error after recording what arrived.
+/// Streams the body into the partial file through the hashing/writing [`Pipeline`]. Returns the
+/// sink after the final checkpoint at a clean end of the body; on a broken body or an idle stall
+/// makes what arrived durable, records it, and returns the error.
 async fn stream_body<P: ProgressStore>(
     ctx: &Ctx<'_>,
     progress: &P,
@@ -458,192 +448,261 @@ async fn stream_body<P: ProgressStore>(
     expected: Option<u64>,
 ) -> Result<Sink, DownloadError> {
     let opts = ctx.opts;
-    let batch = opts.batch_bytes.max(4096);
-    let mut received = sink.written;
-    let mut idle_sink: Option<Sink> = Some(sink);
-    let mut pending: Option<PendingWrite> = None;
-    let mut buf: Vec<u8> = Vec::with_capacity(batch);
-    let mut spare: Option<Vec<u8>> = Some(Vec::with_capacity(batch));
-    let mut marks = Marks {
-        bytes: received,
-        at: Instant::now(),
+    let Sink {
+        file,
+        hasher,
+        written,
+    } = sink;
+    let partial = ctx.partial.clone();
+    let direct = opts.direct_io;
+    let pipe = blocking(move || Pipeline::start(&partial, file, hasher, written, direct))
+        .await
+        .map_err(ctx.io_err("start writing"))?;
+    let mut feed = Feed {
+        ctx,
+        progress,
+        pipe,
+        expected,
+        free: Vec::new(),
+        made: 0,
+        since_sync: 0,
+        synced_at: Instant::now(),
     };
+    let outcome = read_body(ctx, &mut feed, &mut body, first, written).await;
+    // Stop reading; make what arrived durable and record it, then report how the body ended.
+    drop(body);
+    let finished = match outcome {
+        Ok((end, last)) => feed.finish(last).await.map(|sink| (end, sink)),
+        Err(err) => Err(err),
+    };
+    match finished {
+        Ok((End::Eof, sink)) => Ok(sink),
+        Ok((End::Failed(err), _)) => Err(err),
+        Err(err) => {
+            // Let the threads stop before the caller can start another attempt on the file.
+            feed.abort().await;
+            Err(err)
+        }
+    }
+}
+
+/// Reads the body into batches until it ends, breaks or stalls; returns how it ended and the
+/// last, partly filled batch. `Err` is a failure of the pipeline or of the progress store.
+async fn read_body<P: ProgressStore>(
+    ctx: &Ctx<'_>,
+    feed: &mut Feed<'_, P>,
+    body: &mut BodyStream,
+    first: Option<Result<bytes::Bytes, io::Error>>,
+    written: u64,
+) -> Result<(End, Batch), DownloadError> {
+    let opts = ctx.opts;
+    let mut batch = feed.next_batch(written).await?;
+    let mut received = written;
     let mut item = first;
-    let end = loop {
-        let end = match item.take() {
-            None => Some(End::Eof),
+    loop {
+        match item.take() {
+            None => return Ok((End::Eof, batch)),
+            Some(Err(source)) => {
+                let err = DownloadError::Body {
+                    subject: ctx.subject.clone(),
+                    offset: received,
+                    source,
+                };
+                return Ok((End::Failed(err), batch));
+            }
             Some(Ok(chunk)) => {
                 received += chunk.len() as u64;
-                buf.extend_from_slice(&chunk);
-                None
-            }
-            Some(Err(source)) => Some(End::Failed(DownloadError::Body {
-                subject: ctx.subject.clone(),
-                offset: received,
-                source,
-            })),
-        };
-        if end.is_some() || buf.len() >= batch {
-            let sink = match pending.take() {
-                Some(write) => {
-                    let (sink, emptied) =
-                        settle(ctx, progress, write, expected, &mut marks).await?;
-                    spare = Some(emptied);
-                    sink
+                let mut rest = &chunk[..];
+                while !rest.is_empty() {
+                    let took = batch.push(rest);
+                    rest = &rest[took..];
+                    if batch.room() == 0 {
+                        batch = feed.dispatch(batch, false).await?;
+                    }
                 }
-                None => idle_sink.take().ok_or_else(|| lost_sink(ctx))?,
-            };
-            if buf.is_empty() {
-                idle_sink = Some(sink);
-            } else {
-                // The fdatasync of a checkpoint runs on the blocking thread after the write,
-                // so the socket keeps being read meanwhile.
-                let after = sink.written + buf.len() as u64;
-                let sync = after - marks.bytes >= opts.checkpoint_bytes
-                    || marks.at.elapsed() >= opts.checkpoint_interval;
-                let next = spare.take().unwrap_or_else(|| Vec::with_capacity(batch));
-                let full = std::mem::replace(&mut buf, next);
-                pending = Some(tokio::task::spawn_blocking(move || {
-                    write_batch(sink, full, sync)
-                }));
-            }
-            if let Some(end) = end {
-                break end;
+                // Time-based checkpoint: a slow stream must not wait for a full batch.
+                if !batch.is_empty() && feed.synced_at.elapsed() >= opts.checkpoint_interval {
+                    batch = feed.dispatch(batch, true).await?;
+                }
             }
         }
         item = match tokio::time::timeout(opts.idle_timeout, body.next()).await {
             Ok(next) => next,
             Err(_) => {
-                // Stop reading; make what arrived durable, then report the stall.
                 let err = DownloadError::IdleTimeout {
                     subject: ctx.subject.clone(),
                     offset: received,
                     after: opts.idle_timeout,
                 };
-                drop(body);
-                let rest = std::mem::take(&mut buf);
-                finish(
-                    ctx,
-                    progress,
-                    pending.take(),
-                    idle_sink.take(),
-                    rest,
-                    expected,
-                    marks,
-                )
-                .await?;
-                return Err(err);
+                return Ok((End::Failed(err), batch));
             }
         };
-    };
-    drop(body);
-    let sink = finish(
-        ctx,
-        progress,
-        pending.take(),
-        idle_sink.take(),
-        Vec::new(),
-        expected,
-        marks,
-    )
-    .await?;
-    match end {
-        End::Eof => Ok(sink),
-        End::Failed(err) => Err(err),
     }
 }
 
-/// Waits for the last write, writes `rest`, syncs and records the durable size.
-async fn finish<P: ProgressStore>(
-    ctx: &Ctx<'_>,
-    progress: &P,
-    pending: Option<PendingWrite>,
-    idle: Option<Sink>,
-    rest: Vec<u8>,
+/// The async side of a running [`Pipeline`]: hands batches on, recycles buffers, decides the
+/// checkpoints and records them once the writing thread reports them durable.
+struct Feed<'a, P> {
+    ctx: &'a Ctx<'a>,
+    progress: &'a P,
+    pipe: Pipeline,
     expected: Option<u64>,
-    mut marks: Marks,
-) -> Result<Sink, DownloadError> {
-    let mut sink = match pending {
-        Some(write) => settle(ctx, progress, write, expected, &mut marks).await?.0,
-        None => idle.ok_or_else(|| lost_sink(ctx))?,
-    };
-    if !rest.is_empty() {
-        let done = blocking_pair(move || write_batch(sink, rest, false))
-            .await
-            .map_err(ctx.io_err("write"))?;
-        check_write(ctx, &done.sink, done.result.map(drop), expected)?;
-        sink = done.sink;
-    }
-    if sink.written > marks.bytes || expected.is_some_and(|e| e == sink.written) {
-        sink = checkpoint(ctx, progress, sink, expected).await?;
-    }
-    Ok(sink)
+    /// Buffers back from the writing thread.
+    free: Vec<Batch>,
+    /// Buffers allocated so far (at most [`POOL`]).
+    made: usize,
+    /// Bytes handed on since the last batch marked for `fdatasync`.
+    since_sync: u64,
+    /// When the last batch was marked for `fdatasync`.
+    synced_at: Instant,
 }
 
-/// Joins a pending write, turns its failure into the right error, and records the checkpoint
-/// it synced, if any.
-async fn settle<P: ProgressStore>(
-    ctx: &Ctx<'_>,
-    progress: &P,
-    write: PendingWrite,
-    expected: Option<u64>,
-    marks: &mut Marks,
-) -> Result<(Sink, Vec<u8>), DownloadError> {
-    let done = write.await.map_err(|e| DownloadError::Io {
-        path: ctx.partial.clone(),
-        action: "write",
-        source: io::Error::other(e.to_string()),
-    })?;
-    let WriteDone { sink, buf, result } = done;
-    let synced = match result {
-        Ok(state) => state,
-        Err(e) => {
-            check_write(ctx, &sink, Err(e), expected)?;
-            None
+impl<P: ProgressStore> Feed<'_, P> {
+    /// An empty buffer positioned at `offset`: a recycled one, a new one while fewer than
+    /// [`POOL`] exist, or the next one the writing thread frees.
+    async fn next_batch(&mut self, offset: u64) -> Result<Batch, DownloadError> {
+        while let Some(event) = self.pipe.ready_event() {
+            self.handle(event).await?;
         }
-    };
-    if let Some(state) = synced {
-        progress
-            .record_durable(sink.written, &state, expected)
-            .await
-            .map_err(ctx.progress_err("record"))?;
-        marks.bytes = sink.written;
-        marks.at = Instant::now();
+        loop {
+            if let Some(mut batch) = self.free.pop() {
+                batch.reset(offset);
+                return Ok(batch);
+            }
+            if self.made < POOL {
+                self.made += 1;
+                let mut batch = Batch::new(self.ctx.opts.batch_bytes);
+                batch.reset(offset);
+                return Ok(batch);
+            }
+            let event = self.pipe.next_event().await;
+            self.handle_or_stopped(event).await?;
+        }
     }
-    Ok((sink, buf))
-}
 
-fn lost_sink(ctx: &Ctx<'_>) -> DownloadError {
-    // Unreachable by construction (the sink is either idle or in the pending write); reported as
-    // an I/O error rather than a panic.
-    DownloadError::Io {
-        path: ctx.partial.clone(),
-        action: "write (internal: partial file handle lost)",
-        source: io::Error::other("partial file handle lost"),
+    /// Hands `batch` on (marked for `fdatasync` when `sync` or a checkpoint is due) and returns
+    /// the next empty buffer.
+    async fn dispatch(&mut self, mut batch: Batch, sync: bool) -> Result<Batch, DownloadError> {
+        let opts = self.ctx.opts;
+        self.since_sync += batch.len() as u64;
+        if sync
+            || self.since_sync >= opts.checkpoint_bytes
+            || self.synced_at.elapsed() >= opts.checkpoint_interval
+        {
+            batch.mark_sync();
+            self.since_sync = 0;
+            self.synced_at = Instant::now();
+        }
+        let end = batch.end();
+        if self.pipe.send(batch).is_err() {
+            return Err(self.stopped().await);
+        }
+        self.next_batch(end).await
+    }
+
+    /// Hands on the last (possibly empty) batch with a final `fdatasync`, waits for the threads
+    /// to drain, and returns the sink.
+    async fn finish(&mut self, mut last: Batch) -> Result<Sink, DownloadError> {
+        last.mark_sync();
+        if self.pipe.send(last).is_err() {
+            return Err(self.stopped().await);
+        }
+        self.pipe.close();
+        loop {
+            match self.pipe.next_event().await {
+                Some(Event::Finished(Ok(done))) => {
+                    return Ok(Sink {
+                        file: done.file,
+                        hasher: done.hasher,
+                        written: done.written,
+                    });
+                }
+                other => self.handle_or_stopped(other).await?,
+            }
+        }
+    }
+
+    /// Closes the input and waits until the writing thread has ended, recording nothing more
+    /// (after an error the caller reports; progress already recorded stays valid).
+    async fn abort(&mut self) {
+        self.pipe.close();
+        while let Some(event) = self.pipe.next_event().await {
+            if matches!(event, Event::Finished(_)) {
+                break;
+            }
+        }
+    }
+
+    /// The error that stopped the pipeline (it reports it before its threads end).
+    async fn stopped(&mut self) -> DownloadError {
+        loop {
+            let event = self.pipe.next_event().await;
+            if let Err(err) = self.handle_or_stopped(event).await {
+                return err;
+            }
+        }
+    }
+
+    async fn handle_or_stopped(&mut self, event: Option<Event>) -> Result<(), DownloadError> {
+        match event {
+            Some(event) => self.handle(event).await,
+            None => Err(DownloadError::Io {
+                path: self.ctx.partial.clone(),
+                action: "write",
+                source: io::Error::other("the writing thread stopped unexpectedly"),
+            }),
+        }
+    }
+
+    /// Recycles a buffer, records a durable checkpoint, or turns the end of the pipeline into
+    /// an error (a clean end is only expected by [`Feed::finish`]).
+    async fn handle(&mut self, event: Event) -> Result<(), DownloadError> {
+        match event {
+            Event::Free(batch) => {
+                self.free.push(batch);
+                Ok(())
+            }
+            Event::Durable { bytes, state } => self
+                .progress
+                .record_durable(bytes, &state, self.expected)
+                .await
+                .map_err(self.ctx.progress_err("record")),
+            Event::Finished(Err(failure)) => Err(write_error(
+                self.ctx,
+                failure.written,
+                failure.error,
+                self.expected,
+            )),
+            Event::Finished(Ok(_)) => Err(DownloadError::Io {
+                path: self.ctx.partial.clone(),
+                action: "write",
+                source: io::Error::other("the writing thread ended before the body"),
+            }),
+        }
     }
 }
 
 /// Turns a failed write into the right error: a full disk is retryable and says how much
 /// space is missing.
-fn check_write(
+fn write_error(
     ctx: &Ctx<'_>,
-    sink: &Sink,
-    result: io::Result<()>,
+    written: u64,
+    error: io::Error,
     expected: Option<u64>,
-) -> Result<(), DownloadError> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) if is_disk_full(&e) => Err(DownloadError::DiskFull {
+) -> DownloadError {
+    if is_disk_full(&error) {
+        DownloadError::DiskFull {
             path: ctx.partial.clone(),
-            written: sink.written,
-            needed: expected.map(|t| t.saturating_sub(sink.written)),
+            written,
+            needed: expected.map(|t| t.saturating_sub(written)),
             available: space::available_bytes(&ctx.partial).ok(),
-        }),
-        Err(source) => Err(DownloadError::Io {
+        }
+    } else {
+        DownloadError::Io {
             path: ctx.partial.clone(),
             action: "write",
-            source,
-        }),
+            source: error,
+        }
     }
 }
 
@@ -653,62 +712,6 @@ pub(crate) fn is_disk_full(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
     )
-}
-
-/// Syncs the partial file and records the durable size with the matching hasher state.
-async fn checkpoint<P: ProgressStore>(
-    ctx: &Ctx<'_>,
-    progress: &P,
-    sink: Sink,
-    expected: Option<u64>,
-) -> Result<Sink, DownloadError> {
-    let (sink, state) = blocking(move || {
-        sink.file.sync_data()?;
-        let state = hasher_state(&sink.hasher);
-        Ok((sink, state))
-    })
-    .await
-    .map_err(ctx.io_err("sync"))?;
-    progress
-        .record_durable(sink.written, &state, expected)
-        .await
-        .map_err(ctx.progress_err("record"))?;
-    Ok(sink)
-}
-
-/// Writes and hashes one batch (on the blocking pool); with `sync`, then `fdatasync`s and
-/// returns the hasher state matching the synced length.
-///
-/// Hashing runs on a scoped helper thread while this thread writes: they are the two largest
-/// costs of the download (SHA-256 and the kernel copy), and together they would otherwise cap
-/// throughput on one core.
-fn write_batch(mut sink: Sink, mut buf: Vec<u8>, sync: bool) -> WriteDone {
-    let before = sink.hasher.clone();
-    let Sink { file, hasher, .. } = &mut sink;
-    let data = buf.as_slice();
-    let mut result = std::thread::scope(|scope| {
-        let hashing = scope.spawn(move || hasher.update(data));
-        let written = file.write_all(data);
-        match hashing.join() {
-            Ok(()) => written,
-            Err(_) => Err(io::Error::other("the hashing thread panicked")),
-        }
-    })
-    .map(|()| None);
-    if result.is_ok() {
-        sink.written += buf.len() as u64;
-        if sync {
-            result = sink
-                .file
-                .sync_data()
-                .map(|()| Some(hasher_state(&sink.hasher)));
-        }
-    } else {
-        // Keep the hash in step with the bytes counted as written.
-        sink.hasher = before;
-    }
-    buf.clear();
-    WriteDone { sink, buf, result }
 }
 
 /// Opens (or creates) the partial file at the durable offset and restores the hasher.
@@ -793,15 +796,4 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| io::Error::other(e.to_string()))?
-}
-
-/// Like [`blocking`] for functions that return their result inside a tuple.
-async fn blocking_pair<T, F>(f: F) -> io::Result<T>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))
 }

@@ -5,6 +5,8 @@
 //! - [`progress`]: the [`ProgressStore`] seam for durable progress (the `downloads` table).
 //! - [`engine`]: [`fetch`], streaming into `<final>.partial` with resume, timeouts, checkpoints.
 //! - [`publish`](mod@publish): [`publish()`], format detection, atomic rename, manifest.
+//! - `pipeline`: the hashing and writing threads behind [`fetch`] (ordered SHA-256, `O_DIRECT`
+//!   writes, `fdatasync` checkpoints).
 //! - [`paths`]: [`resolve_inside`] / [`SafePath`], the proof a path stays in `exportRoot`.
 //! - [`space`]: free-space checks.
 //! - [`hashing`]: the resumable SHA-256 state.
@@ -18,6 +20,7 @@ pub mod engine;
 pub mod error;
 pub mod hashing;
 pub mod paths;
+pub(crate) mod pipeline;
 pub mod progress;
 pub mod publish;
 pub mod retention;

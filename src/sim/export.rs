@@ -3,18 +3,24 @@
 //! An export of (mailbox, keyword, restore point, size limit) is a single PST, or — when the
 //! request enables the size limit and the data exceed it — a ZIP archive with stored (not
 //! compressed) entries holding the PST parts, as the vendor describes (API.md §4). A PST part is
-//! the PST magic `!BDN`, a plausible header (`SM` client magic, Unicode version 23) and then a
-//! ChaCha8 key stream keyed by a digest of the export's identity. Because the stream can be
-//! positioned at any word (`set_word_pos`), a multi-GiB export and a `Range` request from any
-//! offset cost no memory. The only pass over the data that is not a download is the CRC-32 of
-//! each ZIP part, computed once when a split export is built.
+//! the PST magic `!BDN`, a plausible header (`SM` client magic, Unicode version 23) and then
+//! pseudo-random blocks: block `k` (64 KiB) of a part is a window of one shared, fixed pool of
+//! ChaCha8 bytes (1 MiB + 64 KiB, generated once per process), starting at an offset derived
+//! from the part's key (a digest of the export's identity) and `k`. Any offset maps to a pool
+//! position in constant time, so a multi-GiB export and a `Range` request from any offset cost
+//! no memory; and a streamed block is a zero-copy slice of the pool, so serving an export costs
+//! the simulator little more than the socket writes (it shares the machine with the client it
+//! serves in `bench/download.sh`; generating a ChaCha8 stream per byte took most of a core).
+//! Distinct exports, parts and blocks get distinct windows, so a client that misplaces, drops
+//! or repeats bytes gets a different digest. The only pass over the data that is not a download
+//! is the CRC-32 of each ZIP part, computed once when a split export is built.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -42,23 +48,62 @@ fn pst_header_byte(pos: u64) -> Option<u8> {
     }
 }
 
+/// Length of a PST block: the unit a pool window covers.
+const BLOCK: usize = 64 * 1024;
+/// Window starts range over this many pool bytes; the pool holds one more block.
+const POOL_SPAN: usize = 1 << 20;
+
+/// The shared pool of pseudo-random bytes the PST blocks are windows of.
+fn pool() -> &'static Bytes {
+    static POOL: OnceLock<Bytes> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let mut rng = ChaCha8Rng::from_seed(derive(&[b"pst-pool"]));
+        let mut bytes = vec![0u8; POOL_SPAN + BLOCK];
+        rng.fill_bytes(&mut bytes);
+        Bytes::from(bytes)
+    })
+}
+
+/// Where block `block` of the PST part keyed by `key` starts in the pool (splitmix64 of the
+/// key and the block number).
+fn window(key: &[u8; 32], block: u64) -> usize {
+    let mut seed = [0u8; 8];
+    seed.copy_from_slice(&key[..8]);
+    let mut z = u64::from_le_bytes(seed) ^ block.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z % POOL_SPAN as u64) as usize
+}
+
+/// The bytes of the PST part keyed by `key` from `pos` to the end of its block (at most
+/// `max` bytes), as a zero-copy slice of the pool — except within the fixed header, which is
+/// patched into a copy.
+fn pst_slice(key: &[u8; 32], pos: u64, max: usize) -> Bytes {
+    let block = pos / BLOCK as u64;
+    let within = (pos % BLOCK as u64) as usize;
+    let n = (BLOCK - within).min(max);
+    let start = window(key, block) + within;
+    let slice = pool().slice(start..start + n);
+    if pos >= 12 {
+        return slice;
+    }
+    let mut bytes = slice.to_vec();
+    for (i, b) in bytes.iter_mut().enumerate() {
+        if let Some(h) = pst_header_byte(pos + i as u64) {
+            *b = h;
+        }
+    }
+    Bytes::from(bytes)
+}
+
 /// Fills `buf` with the bytes of a PST part keyed by `key`, starting at `pos`.
 fn fill_pst(key: &[u8; 32], pos: u64, buf: &mut [u8]) {
-    let mut rng = ChaCha8Rng::from_seed(*key);
-    let word = pos / 4;
-    let skip = (pos % 4) as usize;
-    rng.set_word_pos(u128::from(word));
-    // Generate whole words from an aligned position so that any split of a read yields the
-    // same bytes as one big read.
-    let mut scratch = vec![0u8; (skip + buf.len()).div_ceil(4) * 4];
-    rng.fill_bytes(&mut scratch);
-    buf.copy_from_slice(&scratch[skip..skip + buf.len()]);
-    if pos < 12 {
-        for (i, b) in buf.iter_mut().enumerate() {
-            if let Some(h) = pst_header_byte(pos + i as u64) {
-                *b = h;
-            }
-        }
+    let mut done = 0;
+    while done < buf.len() {
+        let piece = pst_slice(key, pos + done as u64, buf.len() - done);
+        buf[done..done + piece.len()].copy_from_slice(&piece);
+        done += piece.len();
     }
 }
 
@@ -219,28 +264,59 @@ impl ExportLayout {
         (hex::encode(hasher.finalize()), self.total)
     }
 
-    /// Streams bytes `start..end` in 64 KiB chunks, generated as they are sent.
+    /// Streams bytes `start..end` in chunks of at most 64 KiB: zero-copy slices of the pool
+    /// within PST parts, copies for the fixed ZIP records and the PST header.
     pub fn stream(
         self: Arc<Self>,
         start: u64,
         end: u64,
     ) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
-        futures_util::stream::unfold((self, start), move |(layout, pos)| async move {
-            if pos >= end {
-                return None;
-            }
-            let want = (end - pos).min(CHUNK as u64);
-            let mut buf = vec![0u8; want as usize];
-            let n = layout.read_at(pos, &mut buf);
-            buf.truncate(n);
-            if n == 0 {
-                return None;
-            }
-            Some((
-                Ok::<_, io::Error>(Bytes::from(buf)),
-                (layout, pos + n as u64),
-            ))
+        futures_util::stream::iter(Chunks {
+            layout: self,
+            pos: start,
+            end,
         })
+        .map(Ok::<_, io::Error>)
+    }
+
+    /// The chunk at `pos`: at most `max` bytes, never across a segment or PST block boundary.
+    fn chunk_at(&self, pos: u64, max: usize) -> Option<Bytes> {
+        let seg = self
+            .segments
+            .get(self.segments.partition_point(|s| s.start + s.len <= pos))?;
+        let within = pos - seg.start;
+        let max = usize::try_from((seg.len - within).min(max as u64)).unwrap_or(max);
+        match &seg.data {
+            SegmentData::Fixed(bytes) => {
+                let w = within as usize;
+                Some(Bytes::copy_from_slice(&bytes[w..w + max]))
+            }
+            SegmentData::Pst(k) => Some(pst_slice(k, within, max)),
+        }
+    }
+}
+
+/// The chunks of `pos..end` of a layout, in order.
+struct Chunks {
+    layout: Arc<ExportLayout>,
+    pos: u64,
+    end: u64,
+}
+
+impl Iterator for Chunks {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        if self.pos >= self.end {
+            return None;
+        }
+        let max = usize::try_from((self.end - self.pos).min(CHUNK as u64)).unwrap_or(CHUNK);
+        let chunk = self.layout.chunk_at(self.pos, max)?;
+        if chunk.is_empty() {
+            return None;
+        }
+        self.pos += chunk.len() as u64;
+        Some(chunk)
     }
 }
 
@@ -446,6 +522,44 @@ mod tests {
         let mut hasher = Sha256::new();
         hasher.update(&whole);
         assert_eq!(layout.digest(), (hex::encode(hasher.finalize()), 100_003));
+    }
+
+    #[tokio::test]
+    async fn streamed_chunks_agree_with_reads_from_any_start() {
+        for split in [None, Some(50_000)] {
+            let (key, mb) = fixture(split.map(|_| 1 << 30));
+            let layout = Arc::new(ExportLayout::build(&key, &mb, 300_007, split));
+            let whole = all_bytes(&layout);
+            let total = layout.total_len();
+            for start in [0, 1, 11, 12, 65_535, 65_536, 131_073, total - 1] {
+                let chunks: Vec<Bytes> = layout
+                    .clone()
+                    .stream(start, total)
+                    .map(|c| c.unwrap())
+                    .collect()
+                    .await;
+                assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= CHUNK));
+                let joined: Vec<u8> = chunks.concat();
+                assert_eq!(joined, &whole[start as usize..], "start {start}");
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_of_one_part_and_of_different_exports_differ() {
+        let (key, mb) = fixture(None);
+        let layout = ExportLayout::build(&key, &mb, 4 * BLOCK as u64, None);
+        let whole = all_bytes(&layout);
+        let blocks: Vec<&[u8]> = whole.chunks(BLOCK).collect();
+        for (i, a) in blocks.iter().enumerate() {
+            for b in &blocks[i + 1..] {
+                assert_ne!(&a[100..200], &b[100..200]);
+            }
+        }
+        let mut other = key.clone();
+        other.seed = 4;
+        let other = all_bytes(&ExportLayout::build(&other, &mb, 4 * BLOCK as u64, None));
+        assert_ne!(&whole[12..4096], &other[12..4096]);
     }
 
     #[test]
