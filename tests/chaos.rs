@@ -804,7 +804,12 @@ async fn chaos(kills: usize) {
     assert_eq!(
         table.violations(),
         0,
-        "CHAOS_SEED={seed}: invariants violated\n{rendered}\ndaemon log tail:\n{}",
+        "CHAOS_SEED={seed}: invariants violated\n{rendered}\nkills at: {}\ndaemon log tail:\n{}",
+        kill_times
+            .iter()
+            .map(|k| k.format("%H:%M:%S%.3f").to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
         log_tail(&log)
     );
     sim.shutdown().await;
@@ -812,6 +817,63 @@ async fn chaos(kills: usize) {
 
 /// The run and step a file under `exportRoot/<job>/<run>/<mailbox>.pst…` belongs to, for
 /// failure messages.
+/// What happened to a mailbox restored more often than allowed: its restore POSTs in the
+/// simulator's journal and the history of its steps in the store (printed with the violation).
+async fn duplicate_trail(m: &str, journal: &[JournalEntry], runs: &[Run], store: &Store) -> String {
+    let mut lines = Vec::new();
+    for e in journal
+        .iter()
+        .filter(|e| RESTORE_ROUTES.iter().any(|r| e.is("POST", r)))
+        .filter(|e| restore_mailboxes(e).iter().any(|x| x == m))
+    {
+        lines.push(format!(
+            "  journal #{} {} {} {} status {:?} fault {:?}",
+            e.seq,
+            e.time.format("%H:%M:%S%.3f"),
+            e.method,
+            e.path,
+            e.status,
+            e.fault
+        ));
+    }
+    for run in runs {
+        let Ok(steps) = store.list_steps(run.id).await else {
+            continue;
+        };
+        let ids: Vec<i64> = steps
+            .iter()
+            .filter(|s| {
+                s.mailbox_id
+                    .as_deref()
+                    .map(str::to_ascii_lowercase)
+                    .as_deref()
+                    == Some(m)
+                    || s.mailbox_ids
+                        .as_ref()
+                        .is_some_and(|l| l.iter().any(|x| x.eq_ignore_ascii_case(m)))
+            })
+            .map(|s| s.id)
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        for ev in store.list_run_events(run.id).await.unwrap_or_default() {
+            if ev.step_id.is_none_or(|id| ids.contains(&id)) {
+                lines.push(format!(
+                    "  store {} {} run {} step {:?} {}: {}",
+                    ev.at.format("%H:%M:%S%.3f"),
+                    run.job_name,
+                    run.id,
+                    ev.step_id,
+                    ev.kind,
+                    ev.message
+                ));
+            }
+        }
+    }
+    lines.join("\n")
+}
+
 async fn owner_of(path: &Path, runs: &[Run], store: &Store) -> String {
     let run_dir = path
         .parent()
@@ -1122,7 +1184,8 @@ async fn check(
         let executed = executed.max(journal_n);
         if i64::try_from(executed).unwrap() > allowed_n {
             table.duplicates.push(format!(
-                "mailbox {m}: {executed} restores executed for {allowed_n} step(s) (+resends)"
+                "mailbox {m}: {executed} restores executed for {allowed_n} step(s) (+resends)\n{}",
+                duplicate_trail(m, &journal, &runs, store).await
             ));
         }
         if i64::try_from(executed).unwrap() > counted_n {
