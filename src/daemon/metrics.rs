@@ -29,7 +29,7 @@ pub const REFRESH: Duration = Duration::from_secs(5);
 /// The per-job series (a row per job) are read again when the run or job counts changed since
 /// the last refresh, and at least this often (a schedule edit changes a next fire without
 /// changing any count).
-pub const PER_JOB_REFRESH: Duration = Duration::from_secs(30);
+pub const PER_JOB_REFRESH: Duration = Duration::from_secs(60);
 
 /// Registers descriptions (once per process is enough; repeating is harmless).
 pub fn describe() {

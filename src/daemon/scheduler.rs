@@ -3,7 +3,9 @@
 //!
 //! The stored next fire of each job is the source of truth (CRATES.md §3, approach B). The task
 //! sleeps until the earliest next fire but never longer than [`MAX_SLEEP`] (tokio timers ignore
-//! wall-clock steps and suspend), re-reads the clock, and calls [`Scheduler::tick`]. A tick
+//! wall-clock steps and suspend), re-reads the clock, and calls [`Scheduler::tick`] when the
+//! earliest next fire of the last pass is reached (or the job table changed, or the last pass
+//! failed); a wake-up before it, with the same table, has nothing due and skips the pass. A tick
 //! plans every job with [`plan()`] and, per job with something due, writes the due run, the
 //! missed and skipped fires and the new next fire in ONE transaction ([`Store::record_fires`]),
 //! so a crash leaves all or nothing. The store's unique indexes make a second write of the same
@@ -86,27 +88,44 @@ impl Scheduler {
         wake: Arc<Notify>,
         cancel: CancellationToken,
     ) {
+        // The earliest next fire of the last complete pass; `None` when a pass is needed
+        // (at start, after a failed pass, after the table changed). Waking up before it with
+        // the same table, nothing can be due: the clock is re-read and the pass skipped, so an
+        // idle daemon with thousands of jobs does not read them all every 30 s.
+        let mut settled: Option<Option<DateTime<Utc>>> = None;
         loop {
             let current = Arc::clone(&table.borrow_and_update());
-            let earliest = match self.tick(&current).await {
-                Ok(report) => {
-                    if !report.queued.is_empty() {
-                        wake.notify_waiters();
-                    }
-                    report.earliest_next_fire
-                }
-                Err(error) => {
-                    // The database is unreachable or locked for too long: try again later, the
-                    // stored next fires keep every due fire due.
-                    tracing::error!(%error, "scheduler tick failed; retrying");
-                    None
-                }
+            let now = self.clock.now();
+            let pass = match settled {
+                None => true,
+                Some(earliest) => earliest.is_some_and(|e| e <= now),
             };
-            let wait = time_to_sleep(earliest, self.clock.now(), MAX_SLEEP);
+            if pass {
+                settled = match self.tick(&current).await {
+                    Ok(report) => {
+                        if !report.queued.is_empty() {
+                            wake.notify_waiters();
+                        }
+                        Some(report.earliest_next_fire)
+                    }
+                    Err(error) => {
+                        // The database is unreachable or locked for too long: try again later,
+                        // the stored next fires keep every due fire due.
+                        tracing::error!(%error, "scheduler tick failed; retrying");
+                        None
+                    }
+                };
+            }
+            let wait = time_to_sleep(settled.flatten(), self.clock.now(), MAX_SLEEP);
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = tokio::time::sleep(wait) => {}
-                changed = table.changed() => if changed.is_err() { break },
+                changed = table.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    settled = None;
+                }
             }
         }
     }
