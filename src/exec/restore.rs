@@ -371,10 +371,7 @@ async fn find_evidence(
         }
         let events = match ctx.client.restore_session_events(s.id).await {
             Ok(events) => events,
-            Err(e)
-                if e.class == vb365::ErrorClass::SessionLost
-                    || e.status == Some(reqwest::StatusCode::NOT_FOUND) =>
-            {
+            Err(e) if e.is_gone() => {
                 return Ok(Evidence::Vanished(s.id));
             }
             Err(e) => return Err(e),
@@ -657,10 +654,7 @@ async fn poll_once(
                 )));
             }
             Ok(_) => return Ok(None),
-            Err(e)
-                if e.class == vb365::ErrorClass::SessionLost
-                    || e.status == Some(reqwest::StatusCode::NOT_FOUND) =>
-            {
+            Err(e) if e.is_gone() => {
                 // The operation session is gone: the explore session's events may still tell.
                 let events = ctx.client.restore_session_events(explore).await?;
                 let relevant: Vec<&RestoreSessionEvent> = events

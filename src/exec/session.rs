@@ -234,10 +234,7 @@ impl SessionSlot {
     pub async fn adopt(&self, id: Uuid, stop: &CancellationToken) -> bool {
         match self.client.restore_session(id).await {
             Ok(s) if s.state == vb365::SessionState::Working => {}
-            Err(e)
-                if e.class != vb365::ErrorClass::SessionLost
-                    && e.status != Some(reqwest::StatusCode::NOT_FOUND) =>
-            {
+            Err(e) if !e.is_gone() => {
                 tracing::warn!(run = %self.run, session = %id, error = %e, "cannot check the session left open; adopting it anyway");
             }
             Ok(_) | Err(_) => {
@@ -356,10 +353,7 @@ pub async fn stop_session(store: &Store, client: &Client, id: Uuid) {
                 tracing::warn!(session = %text, error = %e, "cannot record the session as stopped");
             }
         }
-        Err(e)
-            if e.class == vb365::ErrorClass::SessionLost
-                || e.status == Some(reqwest::StatusCode::NOT_FOUND) =>
-        {
+        Err(e) if e.is_gone() => {
             let _ = store
                 .mark_session_lost(&text, "the server no longer knows it", Utc::now())
                 .await;

@@ -325,6 +325,12 @@ impl ApiError {
         self.class == ErrorClass::Retryable
     }
 
+    /// The thing asked for is gone: the client classed it [`ErrorClass::SessionLost`], or the
+    /// server answered 404 (for a read of the session itself, that is the session).
+    pub fn is_gone(&self) -> bool {
+        self.class == ErrorClass::SessionLost || self.status == Some(StatusCode::NOT_FOUND)
+    }
+
     /// The restore session named in the call's path (`/v8/RestoreSessions/{id}…`), so a
     /// [`ErrorClass::SessionLost`] says which session is gone.
     pub fn session(&self) -> Option<uuid::Uuid> {
