@@ -751,7 +751,7 @@ impl Engine {
         state: RunState,
         reason: Option<String>,
     ) -> Result<RunOutcome, RunError> {
-        self.discard_partials(run.id).await?;
+        super::export::discard_partials(&self.inner.store, run.id).await?;
         self.inner
             .store
             .set_run_state(run.id, state, reason.as_deref(), Utc::now())
@@ -771,43 +771,6 @@ impl Engine {
             reason,
             next_attempt_at: None,
         })
-    }
-
-    /// A run that finishes has no live download left: the partial file of an export it did not
-    /// publish can never be resumed (a new run writes a new path), so it is removed and the
-    /// download recorded `failed` with what was discarded. Runs before the run's terminal state
-    /// is written, so a crash in between repeats it at the next execution.
-    async fn discard_partials(&self, run: RunId) -> Result<(), RunError> {
-        let store = &self.inner.store;
-        for d in store
-            .list_unfinished_downloads(run)
-            .await
-            .map_err(RunError::store(run))?
-        {
-            let path = d.partial_path.display();
-            let message = match tokio::fs::remove_file(&d.partial_path).await {
-                Ok(()) => format!(
-                    "the run finished without publishing this export; partial file {path} removed ({} bytes were durable)",
-                    d.bytes_durable
-                ),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    "the run finished without publishing this export; no partial file was left"
-                        .to_string()
-                }
-                Err(e) => {
-                    tracing::warn!(run = %run, step = d.step_id, path = %path, error = %e, "cannot remove the partial file of an unpublished export");
-                    format!(
-                        "the run finished without publishing this export; partial file {path} could not be removed: {e}"
-                    )
-                }
-            };
-            store
-                .mark_download_failed(d.step_id, &message, Utc::now())
-                .await
-                .map_err(RunError::store(run))?;
-            tracing::info!(run = %run, step = d.step_id, "{message}");
-        }
-        Ok(())
     }
 }
 

@@ -17,7 +17,7 @@ use crate::download::{
     self, DownloadOptions, ExportSource, ManifestInfo, StoreProgress, resolve_inside,
 };
 use crate::jobs::{ExportAction, Retention};
-use crate::store::{FileFormat, NewDownload, Step, StepFile, StepState};
+use crate::store::{FileFormat, NewDownload, RunId, Step, StepFile, StepState, Store};
 use crate::vb365::ExportToPstOptions;
 
 /// One attempt of an ExportPst step: download (or resume), verify, publish, record.
@@ -193,4 +193,40 @@ pub(crate) async fn apply_retention(ctx: &RunCtx, retention: Retention) {
         }
         Err(e) => tracing::warn!(job = %ctx.job.name(), error = %e, "retention failed"),
     }
+}
+
+/// A run that finishes has no live download left: the partial file of an export it did not
+/// publish can never be resumed (a new run writes a new path), so it is removed and the
+/// download recorded `failed` with what was discarded. Runs before the run's terminal state
+/// is written, so a crash in between repeats it at the next execution.
+pub(crate) async fn discard_partials(store: &Store, run: RunId) -> Result<(), RunError> {
+    for d in store
+        .list_unfinished_downloads(run)
+        .await
+        .map_err(RunError::store(run))?
+    {
+        let path = d.partial_path.display();
+        let message = match tokio::fs::remove_file(&d.partial_path).await {
+            Ok(()) => format!(
+                "the run finished without publishing this export; partial file {path} removed ({} bytes were durable)",
+                d.bytes_durable
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                "the run finished without publishing this export; no partial file was left"
+                    .to_string()
+            }
+            Err(e) => {
+                tracing::warn!(run = %run, step = d.step_id, path = %path, error = %e, "cannot remove the partial file of an unpublished export");
+                format!(
+                    "the run finished without publishing this export; partial file {path} could not be removed: {e}"
+                )
+            }
+        };
+        store
+            .mark_download_failed(d.step_id, &message, Utc::now())
+            .await
+            .map_err(RunError::store(run))?;
+        tracing::info!(run = %run, step = d.step_id, "{message}");
+    }
+    Ok(())
 }
