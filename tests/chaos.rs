@@ -509,15 +509,13 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// A journal entry for a restore POST that the simulator executed (answered 2xx, or executed
-/// and then lost its answer).
+/// A journal entry for a restore POST that the simulator executed (decided a 2xx, whether or
+/// not a `loseResponse` fault then dropped the answer; a fault that answered first, such as a
+/// 504, means the restore never ran).
 fn executed_restore(e: &JournalEntry) -> bool {
     e.method == "POST"
         && RESTORE_ROUTES.iter().any(|r| e.is("POST", r))
-        && (e.status.is_some_and(|s| (200..300).contains(&s))
-            || e.fault
-                .as_deref()
-                .is_some_and(|f| f.contains("loseResponse")))
+        && e.decided_status.is_some_and(|s| (200..300).contains(&s))
 }
 
 /// Mailbox ids a restore POST names (path parameter or bulk body).

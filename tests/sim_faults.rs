@@ -244,6 +244,7 @@ async fn a_lost_restore_answer_still_starts_the_restore() {
         })
         .expect("journaled");
     assert_eq!(entry.status, None);
+    assert_eq!(entry.decided_status, Some(200));
     assert_eq!(entry.fault.as_deref(), Some("loseResponse"));
     // The explore session shows the restore that really ran.
     let events = eventually(|| async {
@@ -261,6 +262,44 @@ async fn a_lost_restore_answer_still_starts_the_restore() {
     // The server keeps serving; the next call is answered.
     assert_eq!(api.post(&path, body).await.0, StatusCode::OK);
     assert_eq!(api.sim.restore_calls(alice), 2);
+}
+
+#[tokio::test]
+async fn an_error_whose_answer_is_lost_restores_nothing_and_the_journal_says_so() {
+    let api = Api::new(fast_config()).await;
+    let rs = api.explore().await;
+    let alice = api
+        .sim
+        .mailbox("alice@contoso.com", false)
+        .expect("alice")
+        .id;
+    for action in [error(504, "Timeout"), FaultAction::LoseResponse] {
+        api.sim
+            .add_fault(FaultRule::on(Endpoint::MailboxRestore, action).calls(CallRange::only(1)))
+            .expect("rule");
+    }
+    let path = format!("/v8/RestoreSessions/{rs}/organization/mailboxes/{alice}/restore");
+    let result = api
+        .http
+        .post(api.url(&path))
+        .bearer_auth(&api.token)
+        .json(&json!({"userName": "admin@contoso.com", "userPassword": "pw"}))
+        .send()
+        .await;
+    assert!(result.is_err(), "the answer is lost: {result:?}");
+    assert_eq!(api.sim.restore_calls(alice), 0);
+    let entry = api
+        .sim
+        .journal()
+        .into_iter()
+        .find(|e| e.param("mailboxId").is_some())
+        .expect("journaled");
+    assert_eq!(entry.status, None);
+    assert_eq!(entry.decided_status, Some(504));
+    assert_eq!(
+        entry.fault.as_deref(),
+        Some("error 504 Timeout, loseResponse")
+    );
 }
 
 #[tokio::test]

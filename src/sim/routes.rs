@@ -358,6 +358,7 @@ pub(crate) async fn dispatch(State(state): State<Arc<SimState>>, request: Reques
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         status: None,
+        decided_status: None,
         fault: None,
     };
     tracing::debug!(method = %parts.method, path = %path, "simulator request");
@@ -421,6 +422,7 @@ pub(crate) async fn dispatch(State(state): State<Arc<SimState>>, request: Reques
         },
     };
 
+    entry.decided_status = Some(response.status().as_u16());
     if faults.contains(&FaultAction::LoseResponse) {
         state.journal.record(entry);
         if let Some(kill) = kill {

@@ -137,8 +137,12 @@ pub fn clock_arc(
 }
 
 /// The real binary.
+/// The daemon binary under test; `RESTORECTL_TEST_BIN` points long test loops at a frozen copy
+/// so that rebuilding the work tree does not swap it mid-run.
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_restorectl"))
+    std::env::var_os("RESTORECTL_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_restorectl")))
 }
 
 /// Whether `path` exists (for readability in polls).
