@@ -11,11 +11,11 @@ use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
 use restorectl::store::{
-    CancelOutcome, Decision, DownloadState, ErrorClass, EventKind, FileChange, FileFormat,
-    InstanceInfo, JobState, NewDownload, NewExport, NewJobVersion, NewRequest, NewRun, NewSession,
-    NewStep, NextFire, RequestKind, RestoreCounts, RunFilter, RunId, RunState, ScannedFile,
-    SessionState, StepError, StepFile, StepState, Store, StoreError, Trigger, VersionChange,
-    expected_schema_version,
+    CancelOutcome, Decision, DownloadState, ErrorClass, EventKind, FileApply, FileChange,
+    FileFormat, InstanceInfo, JobState, NewDownload, NewExport, NewJobVersion, NewRequest, NewRun,
+    NewSession, NewStep, NextFire, RequestKind, RestoreCounts, RunFilter, RunId, RunState,
+    ScannedFile, SessionState, StepError, StepFile, StepState, Store, StoreError, Trigger,
+    VersionChange, expected_schema_version,
 };
 
 /// A fixed clock: every test passes explicit instants, as the scheduler will.
@@ -404,6 +404,245 @@ async fn jobs_and_versions_round_trip() {
             "job_removed",
             "job_version_added", // back
         ]
+    );
+}
+
+/// A job file for the apply tests: `(name, spec hash, valid)` per job.
+struct TestFile {
+    path: std::path::PathBuf,
+    hash: String,
+    names: Vec<String>,
+    jobs: Vec<(String, String, bool, serde_json::Value)>,
+}
+
+impl TestFile {
+    fn new(path: &str, hash: &str, jobs: &[(&str, &str, bool)]) -> TestFile {
+        TestFile {
+            path: Path::new("/jobs").join(path),
+            hash: hash.into(),
+            names: jobs.iter().map(|j| j.0.to_string()).collect(),
+            jobs: jobs
+                .iter()
+                .map(|&(n, h, v)| {
+                    let spec = if v {
+                        json!({"name": n, "h": h, "x": 1.5})
+                    } else {
+                        json!(null)
+                    };
+                    (n.to_string(), h.to_string(), v, spec)
+                })
+                .collect(),
+        }
+    }
+
+    fn valid(&self) -> bool {
+        self.jobs.iter().all(|j| j.2)
+    }
+
+    fn apply(&self) -> FileApply<'_> {
+        FileApply {
+            file: ScannedFile {
+                path: &self.path,
+                content_hash: &self.hash,
+                valid: self.valid(),
+                errors: if self.valid() { &EMPTY } else { &ERRORS },
+                job_names: &self.names,
+            },
+            versions: self
+                .jobs
+                .iter()
+                .map(|(n, h, v, spec)| NewJobVersion {
+                    name: n,
+                    kind: "ExportPst",
+                    file: &self.path,
+                    spec_hash: h,
+                    spec,
+                    valid: *v,
+                    errors: if *v { &EMPTY } else { &ERRORS },
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Applies `files` one store call per version and per file (the reference behaviour).
+async fn apply_one_by_one(
+    store: &Store,
+    files: &[TestFile],
+    now: DateTime<Utc>,
+) -> Vec<(FileChange, Vec<(VersionChange, JobState, bool)>)> {
+    let mut out = Vec::new();
+    for f in files {
+        let a = f.apply();
+        let mut outcomes = Vec::new();
+        for v in &a.versions {
+            let o = store.upsert_job_version(v, now).await.unwrap();
+            outcomes.push((o.change, o.state, o.active_version_id.is_some()));
+        }
+        out.push((store.record_job_file(&a.file, now).await.unwrap(), outcomes));
+    }
+    out
+}
+
+async fn apply_in_bulk(
+    store: &Store,
+    files: &[TestFile],
+    now: DateTime<Utc>,
+) -> Vec<(FileChange, Vec<(VersionChange, JobState, bool)>)> {
+    let applies: Vec<FileApply<'_>> = files.iter().map(TestFile::apply).collect();
+    let out = store.apply_job_files(&applies, now).await.unwrap();
+    // The outcome last returned for each job is what its row now says.
+    let mut last = std::collections::HashMap::new();
+    for ((_, outcomes), f) in out.iter().zip(files) {
+        for (o, (name, ..)) in outcomes.iter().zip(&f.jobs) {
+            last.insert(name.clone(), *o);
+        }
+    }
+    for job in store.list_job_rows().await.unwrap() {
+        if let Some(o) = last.get(&job.name) {
+            assert_eq!(job.current_version_id, Some(o.version_id), "{}", job.name);
+            assert_eq!(job.active_version_id, o.active_version_id, "{}", job.name);
+        }
+    }
+    out.into_iter()
+        .map(|(change, outcomes)| {
+            let outcomes = outcomes
+                .iter()
+                .map(|o| (o.change, o.state, o.active_version_id.is_some()))
+                .collect();
+            (change, outcomes)
+        })
+        .collect()
+}
+
+/// The job tables as text: `exact` keeps row ids; otherwise ids are replaced by the spec hash
+/// they point at and events are compared as a sorted list without ids.
+async fn dump(path: &Path, exact: bool) -> Vec<String> {
+    let mut conn = raw_connection(path).await;
+    let version = |col: &str| {
+        if exact {
+            format!("j.{col}")
+        } else {
+            format!("(SELECT spec_hash FROM job_versions WHERE id = j.{col})")
+        }
+    };
+    let queries = [
+        format!(
+            "SELECT json_group_array(json_array(j.name, j.kind, j.file, {}, {}, j.state, j.errors,
+                 j.schedule_key, j.next_fire_at, j.first_seen_at, j.last_seen_at, j.removed_at))
+             FROM (SELECT * FROM jobs ORDER BY name) AS j",
+            version("active_version_id"),
+            version("current_version_id")
+        ),
+        format!(
+            "SELECT json_group_array(json_array({}, job_name, file, spec_hash, spec_json, valid,
+                 errors, first_seen_at, last_seen_at))
+             FROM (SELECT * FROM job_versions ORDER BY job_name, spec_hash)",
+            if exact { "id" } else { "0" }
+        ),
+        "SELECT json_group_array(json_array(path, content_hash, valid, errors, job_names,
+             first_seen_at, last_seen_at, removed_at))
+         FROM (SELECT * FROM job_files ORDER BY path)"
+            .to_string(),
+    ];
+    let mut out = Vec::new();
+    for q in queries {
+        out.push(
+            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(q))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap(),
+        );
+    }
+    let events: Vec<(i64, i64, String, Option<String>, String, Option<String>)> =
+        sqlx::query_as("SELECT id, at, kind, job_name, message, data FROM events ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let mut events: Vec<String> = events
+        .into_iter()
+        .map(|(id, at, kind, job, message, data)| {
+            let mut data: serde_json::Value =
+                serde_json::from_str(data.as_deref().unwrap_or("null")).unwrap();
+            let mut message = message;
+            if !exact {
+                for key in ["version_id", "active_version_id"] {
+                    if let Some(v) = data.get_mut(key).filter(|v| !v.is_null()) {
+                        *v = json!("id");
+                    }
+                }
+                message = message.replace(|c: char| c.is_ascii_digit(), "#");
+            }
+            let id = if exact { id } else { 0 };
+            format!("{id} {at} {kind} {job:?} {message} {data}")
+        })
+        .collect();
+    if !exact {
+        events.sort();
+    }
+    out.extend(events);
+    out
+}
+
+// The reconciler's bulk path (new files with new jobs, a few statements per slice) records
+// exactly the rows, events and outcomes that one store call per version and file would; files
+// that are not new, or whose job names repeat, fall back to the row path in the same call.
+#[tokio::test]
+async fn bulk_apply_of_new_files_records_what_one_by_one_would() {
+    let (dir_a, bulk) = open_temp().await;
+    let (dir_b, rows) = open_temp().await;
+    let db = |d: &tempfile::TempDir| d.path().join("state/restorectl.db");
+    let first = vec![
+        TestFile::new("a.yaml", "fa", &[("a", "ha1", true)]),
+        TestFile::new("b.yaml", "fb", &[("b", "hb1", false)]),
+        TestFile::new(
+            "team/c.yaml",
+            "fc",
+            &[("c", "hc1", true), ("d", "hd1", false)],
+        ),
+        TestFile::new("empty.yaml", "fe", &[]),
+    ];
+    let out_bulk = apply_in_bulk(&bulk, &first, t(0)).await;
+    let out_rows = apply_one_by_one(&rows, &first, t(0)).await;
+    assert_eq!(out_bulk, out_rows);
+    assert!(out_bulk.iter().all(|(c, _)| *c == FileChange::New));
+    assert_eq!(dump(&db(&dir_a), true).await, dump(&db(&dir_b), true).await);
+
+    // Mixed: unchanged, changed (a valid edit and an invalid one), new, and a job declared in
+    // two new files (not fresh: the second file takes it over, as row by row).
+    let second = vec![
+        TestFile::new("a.yaml", "fa", &[("a", "ha1", true)]),
+        TestFile::new(
+            "team/c.yaml",
+            "fc2",
+            &[("c", "hc2", true), ("d", "hd2", false)],
+        ),
+        TestFile::new("b.yaml", "fb2", &[("b", "hb2", true)]),
+        TestFile::new(
+            "new.yaml",
+            "fn",
+            &[("n1", "hn1", true), ("n2", "hn2", false)],
+        ),
+        TestFile::new("g1.yaml", "fg1", &[("g", "hg1", true)]),
+        TestFile::new("g2.yaml", "fg2", &[("g", "hg2", true)]),
+    ];
+    let out_bulk = apply_in_bulk(&bulk, &second, t(5)).await;
+    let out_rows = apply_one_by_one(&rows, &second, t(5)).await;
+    assert_eq!(out_bulk, out_rows);
+    assert_eq!(
+        out_bulk.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+        [
+            FileChange::Unchanged,
+            FileChange::Changed,
+            FileChange::Changed,
+            FileChange::New,
+            FileChange::New,
+            FileChange::New
+        ]
+    );
+    assert_eq!(
+        dump(&db(&dir_a), false).await,
+        dump(&db(&dir_b), false).await
     );
 }
 

@@ -137,6 +137,45 @@ pub(crate) async fn insert(
     .op("append_event")
 }
 
+/// Appends `events` on `conn` in one statement, in order (the first scan of thousands of job
+/// files records an event per job; one statement each would dominate it). Same rows as
+/// [`insert`] one by one.
+pub(crate) async fn insert_many(
+    conn: &mut SqliteConnection,
+    events: &[NewEvent],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!([
+                e.kind.as_str(),
+                e.job_name,
+                e.run_id.map(|r| r.to_string()),
+                e.step_id,
+                e.message,
+                e.data.as_ref().map(json_text),
+            ])
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO events (at, kind, job_name, run_id, step_id, message, data)
+         SELECT $1, r.value ->> 0,
+                COALESCE(r.value ->> 1, (SELECT job_name FROM runs WHERE id = r.value ->> 2)),
+                r.value ->> 2, r.value ->> 3, r.value ->> 4, r.value ->> 5
+         FROM json_each($2) AS r ORDER BY r.key",
+    )
+    .bind(to_millis(now))
+    .bind(json_text(&rows))
+    .execute(conn)
+    .await
+    .op("append_events")?;
+    Ok(())
+}
+
 impl Store {
     /// Appends one event in its own transaction. Returns the event id.
     #[instrument(level = "trace", skip_all, err(level = "debug"))]

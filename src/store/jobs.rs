@@ -6,6 +6,7 @@
 //! `active_version_id` on the last valid version, which keeps being scheduled. A job whose first
 //! version is invalid has no active version and is not scheduled.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -17,8 +18,8 @@ use tracing::instrument;
 use super::events::{self, EventKind, NewEvent};
 use super::runs::Run;
 use super::{
-    JobState, JsonText, Millis, OptMillis, Result, SqlxResultExt, Store, json_text, path_text,
-    to_millis,
+    JobState, JsonText, Millis, OptMillis, Result, SqlxResultExt, Store, StoreError, json_text,
+    path_text, to_millis,
 };
 
 /// A job file as the watcher scanned it.
@@ -242,8 +243,10 @@ impl Store {
 
     /// Applies scanned files with the versions of their jobs, many per transaction: each
     /// file's versions first, then its file row (so the file's hash is only recorded with its
-    /// jobs). The reconciler's first pass over thousands of new files would otherwise commit
-    /// twice per file. Returns each file's change and its versions' outcomes, in order.
+    /// jobs). Files never seen whose jobs are all new (the reconciler's first pass over
+    /// thousands of files) are inserted in bulk, a handful of statements for the whole slice;
+    /// the others go row by row. Returns each file's change and its versions' outcomes, in
+    /// order.
     #[instrument(level = "trace", skip_all, fields(files = files.len()), err(level = "debug"))]
     pub async fn apply_job_files(
         &self,
@@ -251,12 +254,27 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<(FileChange, Vec<VersionOutcome>)>> {
         const OP: &str = "apply_job_files";
-        let mut out = Vec::with_capacity(files.len());
         if files.is_empty() {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let mut tx = self.begin_write(OP).await?;
-        for f in files {
+        let fresh = fresh_files(&mut tx, files).await?;
+        let fresh_files: Vec<&FileApply<'_>> = files
+            .iter()
+            .zip(&fresh)
+            .filter_map(|(f, fresh)| fresh.then_some(f))
+            .collect();
+        // One outcome per fresh file, in order.
+        let mut bulk = insert_fresh_files_in(&mut tx, &fresh_files, now)
+            .await?
+            .into_iter()
+            .peekable();
+        let mut out = Vec::with_capacity(files.len());
+        for (f, fresh) in files.iter().zip(fresh) {
+            if let Some(done) = bulk.next_if(|_| fresh) {
+                out.push(done);
+                continue;
+            }
             let mut outcomes = Vec::with_capacity(f.versions.len());
             for v in &f.versions {
                 outcomes.push(upsert_job_version_in(&mut tx, v, now).await?);
@@ -537,35 +555,7 @@ async fn upsert_job_version_in(
     .op(OP)?;
 
     if change != VersionChange::Unchanged {
-        let (kind, message) = if version.valid {
-            let verb = match change {
-                VersionChange::New => "added",
-                _ => "changed",
-            };
-            (
-                EventKind::JobVersionAdded,
-                format!("job {} {verb} (version {version_id})", version.name),
-            )
-        } else {
-            (
-                EventKind::JobVersionInvalid,
-                format!(
-                    "job {} is invalid in {file}; {}",
-                    version.name,
-                    match active_version_id {
-                        Some(v) => format!("version {v} stays active"),
-                        None => "not scheduled".to_string(),
-                    }
-                ),
-            )
-        };
-        let event = NewEvent::new(kind, message).job(version.name).data(json!({
-            "version_id": version_id,
-            "spec_hash": version.spec_hash,
-            "file": file,
-            "active_version_id": active_version_id,
-            "errors": if version.valid { serde_json::Value::Null } else { version.errors.clone() },
-        }));
+        let event = version_event(version, file, change, version_id, active_version_id);
         events::insert(&mut *conn, &event, now).await?;
     }
     Ok(VersionOutcome {
@@ -574,6 +564,233 @@ async fn upsert_job_version_in(
         state,
         active_version_id,
     })
+}
+
+/// The `job_version_added` / `job_version_invalid` event of a recorded version.
+fn version_event(
+    version: &NewJobVersion<'_>,
+    file: &str,
+    change: VersionChange,
+    version_id: i64,
+    active_version_id: Option<i64>,
+) -> NewEvent {
+    let (kind, message) = if version.valid {
+        let verb = match change {
+            VersionChange::New => "added",
+            _ => "changed",
+        };
+        (
+            EventKind::JobVersionAdded,
+            format!("job {} {verb} (version {version_id})", version.name),
+        )
+    } else {
+        (
+            EventKind::JobVersionInvalid,
+            format!(
+                "job {} is invalid in {file}; {}",
+                version.name,
+                match active_version_id {
+                    Some(v) => format!("version {v} stays active"),
+                    None => "not scheduled".to_string(),
+                }
+            ),
+        )
+    };
+    NewEvent::new(kind, message).job(version.name).data(json!({
+        "version_id": version_id,
+        "spec_hash": version.spec_hash,
+        "file": file,
+        "active_version_id": active_version_id,
+        "errors": if version.valid { serde_json::Value::Null } else { version.errors.clone() },
+    }))
+}
+
+/// Which of `files` can be inserted in bulk: the path was never recorded, and every job name
+/// in it is unknown to the store and appears once in the whole slice.
+async fn fresh_files(conn: &mut SqliteConnection, files: &[FileApply<'_>]) -> Result<Vec<bool>> {
+    const OP: &str = "apply_job_files";
+    let paths = files
+        .iter()
+        .map(|f| path_text(f.file.path))
+        .collect::<Result<Vec<&str>>>()?;
+    let known_paths: HashSet<String> = sqlx::query_scalar(
+        "SELECT path FROM job_files WHERE path IN (SELECT value FROM json_each($1))",
+    )
+    .bind(json_text(&paths))
+    .fetch_all(&mut *conn)
+    .await
+    .op(OP)?
+    .into_iter()
+    .collect();
+    let mut name_count: HashMap<&str, usize> = HashMap::new();
+    for v in files.iter().flat_map(|f| &f.versions) {
+        *name_count.entry(v.name).or_default() += 1;
+    }
+    let names: Vec<&str> = name_count.keys().copied().collect();
+    let known_names: HashSet<String> =
+        sqlx::query_scalar("SELECT name FROM jobs WHERE name IN (SELECT value FROM json_each($1))")
+            .bind(json_text(&names))
+            .fetch_all(&mut *conn)
+            .await
+            .op(OP)?
+            .into_iter()
+            .collect();
+    Ok(files
+        .iter()
+        .zip(paths)
+        .map(|(f, path)| {
+            !known_paths.contains(path)
+                && f.versions
+                    .iter()
+                    .all(|v| name_count[v.name] == 1 && !known_names.contains(v.name))
+        })
+        .collect())
+}
+
+/// Inserts files that [`fresh_files`] found fresh, with their (new) jobs, versions and events,
+/// in five statements; the same rows as [`upsert_job_version_in`] and [`record_job_file_in`]
+/// one by one.
+async fn insert_fresh_files_in(
+    conn: &mut SqliteConnection,
+    files: &[&FileApply<'_>],
+    now: DateTime<Utc>,
+) -> Result<Vec<(FileChange, Vec<VersionOutcome>)>> {
+    const OP: &str = "apply_job_files";
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now_ms = to_millis(now);
+    let versions: Vec<(&NewJobVersion<'_>, &str, String)> = files
+        .iter()
+        .flat_map(|f| &f.versions)
+        .map(|v| {
+            let errors = if v.valid {
+                "[]".to_string()
+            } else {
+                json_text(v.errors)
+            };
+            Ok((v, path_text(v.file)?, errors))
+        })
+        .collect::<Result<_>>()?;
+    let state_of = |v: &NewJobVersion<'_>| {
+        if v.valid {
+            JobState::Active
+        } else {
+            JobState::Invalid
+        }
+    };
+    let job_rows: Vec<serde_json::Value> = versions
+        .iter()
+        .map(|(v, file, errors)| json!([v.name, v.kind, file, state_of(v).as_str(), errors]))
+        .collect();
+    sqlx::query(
+        "INSERT INTO jobs (name, kind, file, state, errors, first_seen_at, last_seen_at)
+         SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, $1, $1
+         FROM json_each($2) AS r ORDER BY r.key",
+    )
+    .bind(now_ms)
+    .bind(json_text(&job_rows))
+    .execute(&mut *conn)
+    .await
+    .op(OP)?;
+
+    let version_rows: Vec<serde_json::Value> = versions
+        .iter()
+        .map(|(v, file, errors)| {
+            json!([
+                v.name,
+                file,
+                v.spec_hash,
+                json_text(v.spec),
+                i64::from(v.valid),
+                errors
+            ])
+        })
+        .collect();
+    // RETURNING comes in no particular order: match by job name (unique in a fresh slice).
+    let ids: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        "INSERT INTO job_versions
+             (job_name, file, spec_hash, spec_json, valid, errors, first_seen_at, last_seen_at)
+         SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4,
+                r.value ->> 5, $1, $1
+         FROM json_each($2) AS r ORDER BY r.key
+         RETURNING job_name, id",
+    )
+    .bind(now_ms)
+    .bind(json_text(&version_rows))
+    .fetch_all(&mut *conn)
+    .await
+    .op(OP)?
+    .into_iter()
+    .collect();
+    let id_of = |name: &str| {
+        ids.get(name).copied().ok_or_else(|| StoreError::NotFound {
+            what: "inserted job version of job",
+            id: name.to_string(),
+        })
+    };
+
+    let mut pointers = Vec::with_capacity(versions.len());
+    let mut events = Vec::with_capacity(versions.len());
+    for (v, file, _) in &versions {
+        let id = id_of(v.name)?;
+        let active = v.valid.then_some(id);
+        pointers.push(json!([v.name, id, active]));
+        events.push(version_event(v, file, VersionChange::New, id, active));
+    }
+    sqlx::query(
+        "UPDATE jobs SET current_version_id = r.value ->> 1, active_version_id = r.value ->> 2
+         FROM json_each($1) AS r WHERE jobs.name = r.value ->> 0",
+    )
+    .bind(json_text(&pointers))
+    .execute(&mut *conn)
+    .await
+    .op(OP)?;
+    events::insert_many(&mut *conn, &events, now).await?;
+
+    let file_rows: Vec<serde_json::Value> = files
+        .iter()
+        .map(|f| {
+            Ok(json!([
+                path_text(f.file.path)?,
+                f.file.content_hash,
+                i64::from(f.file.valid),
+                json_text(f.file.errors),
+                json_text(&f.file.job_names),
+            ]))
+        })
+        .collect::<Result<_>>()?;
+    sqlx::query(
+        "INSERT INTO job_files
+             (path, content_hash, valid, errors, job_names, first_seen_at, last_seen_at)
+         SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, $1, $1
+         FROM json_each($2) AS r ORDER BY r.key",
+    )
+    .bind(now_ms)
+    .bind(json_text(&file_rows))
+    .execute(&mut *conn)
+    .await
+    .op(OP)?;
+
+    files
+        .iter()
+        .map(|f| {
+            let outcomes = f
+                .versions
+                .iter()
+                .map(|v| {
+                    let id = id_of(v.name)?;
+                    Ok(VersionOutcome {
+                        change: VersionChange::New,
+                        version_id: id,
+                        state: state_of(v),
+                        active_version_id: v.valid.then_some(id),
+                    })
+                })
+                .collect::<Result<_>>()?;
+            Ok((FileChange::New, outcomes))
+        })
+        .collect()
 }
 
 /// Writes a job's next-fire bookkeeping; `last_fire_at` is kept when `None`.
