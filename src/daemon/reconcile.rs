@@ -19,7 +19,7 @@
 //! name and errors), not from the bytes: an edit to a comment changes nothing, a config change
 //! that makes a job invalid (an unknown server after SIGHUP) does.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,8 +40,8 @@ use crate::store::{
 pub struct ActiveJob {
     /// `job_versions.id` of the active version (runs are queued with it).
     pub version_id: i64,
-    /// The validated job of that version.
-    pub job: Job,
+    /// The validated job of that version (shared with the scan that produced it).
+    pub job: Arc<Job>,
 }
 
 /// Every job with an active version (not removed), by name.
@@ -82,6 +82,9 @@ pub struct Reconciler {
     table: Arc<JobTable>,
     /// Per-file results of the last scan: a rescan only re-reads files that changed.
     cache: ScanCache,
+    /// The [`file_hash`] of each file report seen, reused while the scan cache returns the
+    /// same report.
+    hashes: FileHashes,
     /// The last scan was applied to the store completely (a failed apply is retried even when
     /// no file changed since).
     applied: bool,
@@ -162,6 +165,7 @@ impl Reconciler {
             store,
             table: Arc::new(JobTable::new()),
             cache: ScanCache::default(),
+            hashes: FileHashes::default(),
             applied: false,
             known: None,
         }
@@ -251,19 +255,18 @@ impl Reconciler {
             None => Known::load(&self.store).await?,
         };
 
-        let mut seen_names: BTreeSet<String> = BTreeSet::new();
-        let mut seen_files: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut seen_names: HashSet<String> = HashSet::new();
+        let mut seen_files: HashSet<&Path> = HashSet::new();
         // Files (or directories) that could not be read or parsed: the jobs they held stay.
         let mut protected: Vec<(PathBuf, &FileReport)> = Vec::new();
         // Versions found valid in this scan, with the job to schedule.
-        let mut valid_now: BTreeMap<String, (String, Job)> = BTreeMap::new();
+        let mut valid_now: HashMap<&str, &Arc<Job>> = HashMap::new();
         // New or changed files, applied in chunks after the walk.
         let mut pending: Vec<PendingFile> = Vec::new();
 
         for file in &scan.files {
-            seen_files.insert(file.path.clone());
-            let hash = file_hash(file);
-            let names = file_job_names(file);
+            seen_files.insert(&file.path);
+            let hash = self.hashes.of(file);
             if !file.is_valid() {
                 out.files_invalid += 1;
             }
@@ -276,14 +279,14 @@ impl Reconciler {
             }
             for doc in &file.documents {
                 if let Some(job) = &doc.job {
-                    valid_now.insert(
-                        job.name().to_string(),
-                        (job.spec_hash().to_string(), job.clone()),
-                    );
+                    valid_now.insert(job.name(), job);
                 }
             }
-            seen_names.extend(names.iter().cloned());
-            let unchanged = known.files.get(&file.path) == Some(&(hash.clone(), true));
+            seen_names.extend(file.documents.iter().filter_map(|d| d.name.clone()));
+            let unchanged = matches!(
+                known.files.get(&file.path),
+                Some((known_hash, true)) if *known_hash == hash
+            );
             if unchanged {
                 out.files_unchanged += 1;
                 continue;
@@ -321,10 +324,10 @@ impl Reconciler {
                 .collect();
             pending.push(PendingFile {
                 path: file.path.clone(),
-                hash,
+                hash: hash.to_string(),
                 valid: file.is_valid(),
                 errors: Value::Array(errors_json(file.all_errors())),
-                names,
+                names: file_job_names(file),
                 versions,
             });
         }
@@ -389,13 +392,14 @@ impl Reconciler {
         }
         for (path, (_, present)) in known.files.iter_mut() {
             let covered = protected.iter().any(|(p, _)| path.starts_with(p));
-            if *present && !seen_files.contains(path) && !covered {
+            if *present && !seen_files.contains(path.as_path()) && !covered {
                 self.store.mark_job_file_removed(path, now).await?;
                 *present = false;
                 out.files_removed += 1;
             }
         }
 
+        self.hashes.keep_only(&seen_files);
         self.table = Arc::new(
             self.build_table(&known, &seen_names, valid_now, config)
                 .await?,
@@ -411,8 +415,8 @@ impl Reconciler {
     async fn build_table(
         &self,
         known: &Known,
-        seen: &BTreeSet<String>,
-        mut valid_now: BTreeMap<String, (String, Job)>,
+        seen: &HashSet<String>,
+        valid_now: HashMap<&str, &Arc<Job>>,
         config: &Config,
     ) -> Result<JobTable, StoreError> {
         let mut table = JobTable::new();
@@ -423,7 +427,8 @@ impl Reconciler {
             let Some(version_id) = state.active_version_id else {
                 continue;
             };
-            if let Some((_, job)) = valid_now.remove(name) {
+            if let Some(&job) = valid_now.get(name.as_str()) {
+                let job = Arc::clone(job);
                 table.insert(name.clone(), ActiveJob { version_id, job });
                 continue;
             }
@@ -436,6 +441,7 @@ impl Reconciler {
             let version = self.store.get_job_version(version_id).await?;
             match job_from_spec(config, &version.file, &version.spec_json) {
                 Ok(job) => {
+                    let job = Arc::new(job);
                     table.insert(name.clone(), ActiveJob { version_id, job });
                 }
                 Err(message) => tracing::error!(
@@ -526,6 +532,29 @@ fn count_version(out: &mut ReconcileReport, name: &str, change: VersionChange, s
             out.jobs_changed.push(name.to_string());
         }
         _ => {}
+    }
+}
+
+/// [`file_hash`] per path, kept with the report it was computed from.
+#[derive(Debug, Default)]
+struct FileHashes(HashMap<PathBuf, (Arc<FileReport>, String)>);
+
+impl FileHashes {
+    /// The hash of `file`, computed again only when the report is not the one last seen.
+    fn of(&mut self, file: &Arc<FileReport>) -> &str {
+        let entry = self
+            .0
+            .entry(file.path.clone())
+            .or_insert_with(|| (Arc::clone(file), file_hash(file)));
+        if !Arc::ptr_eq(&entry.0, file) {
+            *entry = (Arc::clone(file), file_hash(file));
+        }
+        &entry.1
+    }
+
+    /// Forgets files not in `seen`.
+    fn keep_only(&mut self, seen: &HashSet<&Path>) {
+        self.0.retain(|path, _| seen.contains(path.as_path()));
     }
 }
 

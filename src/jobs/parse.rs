@@ -10,6 +10,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -39,7 +40,7 @@ pub struct DocumentReport {
     /// document is not a mapping or repeats a key.
     pub content_hash: Option<String>,
     /// The validated job, when there are no errors.
-    pub job: Option<Job>,
+    pub job: Option<Arc<Job>>,
     pub errors: Vec<JobError>,
 }
 
@@ -72,7 +73,7 @@ impl FileReport {
 
     /// The valid jobs of the file.
     pub fn jobs(&self) -> impl Iterator<Item = &Job> {
-        self.documents.iter().filter_map(|d| d.job.as_ref())
+        self.documents.iter().filter_map(|d| d.job.as_deref())
     }
 
     pub fn is_valid(&self) -> bool {
@@ -249,7 +250,7 @@ pub fn parse_str(text: &str, path: &Path, ctx: &ValidationContext<'_>) -> FileRe
             Ok(raw) => match validate(&raw, ctx, &dc) {
                 Ok(job) => {
                     doc.content_hash = Some(job.spec_hash().to_string());
-                    doc.job = Some(job);
+                    doc.job = Some(Arc::new(job));
                 }
                 Err(mut errors) => {
                     // Checks run in a fixed order; the report reads top to bottom.

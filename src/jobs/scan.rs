@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::error::{ErrorCode, JobError};
 use super::locate::Pos;
@@ -21,8 +22,9 @@ use crate::config::CONFIG_FILE_NAMES;
 /// The outcome of validating a set of job files.
 #[derive(Debug, Clone, Default)]
 pub struct ScanReport {
-    /// One report per file, in walk order.
-    pub files: Vec<FileReport>,
+    /// One report per file, in walk order (shared with the daemon's scan cache, so a rescan
+    /// that re-reads one file of thousands copies no other report).
+    pub files: Vec<Arc<FileReport>>,
 }
 
 impl ScanReport {
@@ -154,12 +156,12 @@ pub fn scan_paths(paths: &[PathBuf], ctx: &ValidationContext<'_>) -> ScanReport 
     let (files, walk_errors) = collect_job_files(paths);
     let mut report = ScanReport::default();
     for e in walk_errors {
-        report.files.push(FileReport::unreadable(e));
+        report.files.push(Arc::new(FileReport::unreadable(e)));
     }
     let parsed = parse_all(&files, ctx);
     let mut texts = Vec::with_capacity(parsed.len());
     for (file_report, text) in parsed {
-        report.files.push(file_report);
+        report.files.push(Arc::new(file_report));
         texts.push(text);
     }
     let offset = report.files.len() - texts.len();
@@ -228,8 +230,8 @@ pub struct ScanCache {
 struct CachedFile {
     stamp: FileStamp,
     /// The file's report before the directory-wide rules.
-    report: FileReport,
-    text: Option<String>,
+    report: Arc<FileReport>,
+    text: Option<Arc<str>>,
 }
 
 impl ScanCache {
@@ -302,7 +304,7 @@ fn scan_walked(
 ) -> ScanReport {
     let mut report = ScanReport::default();
     for e in walk_errors {
-        report.files.push(FileReport::unreadable(e));
+        report.files.push(Arc::new(FileReport::unreadable(e)));
     }
     let misses: Vec<PathBuf> = files
         .iter()
@@ -330,18 +332,18 @@ fn scan_walked(
                 match stamp {
                     Some(stamp) => CachedFile {
                         stamp,
-                        report: file_report,
+                        report: Arc::new(file_report),
                         text,
                     },
                     None => {
-                        report.files.push(file_report);
+                        report.files.push(Arc::new(file_report));
                         texts.push(text);
                         continue;
                     }
                 }
             }
         };
-        report.files.push(entry.report.clone());
+        report.files.push(Arc::clone(&entry.report));
         texts.push(entry.text.clone());
         fresh.insert(file.clone(), entry);
     }
@@ -353,9 +355,12 @@ fn scan_walked(
 
 /// Reads and validates files, on up to two threads (most machines running this have 2+
 /// cores, and parsing dominates a large scan). Order follows `files`.
-fn parse_all(files: &[PathBuf], ctx: &ValidationContext<'_>) -> Vec<(FileReport, Option<String>)> {
+fn parse_all(
+    files: &[PathBuf],
+    ctx: &ValidationContext<'_>,
+) -> Vec<(FileReport, Option<Arc<str>>)> {
     let one = |p: &PathBuf| match read_job_file(p) {
-        Ok(text) => (parse_str(&text, p, ctx), Some(text)),
+        Ok(text) => (parse_str(&text, p, ctx), Some(Arc::from(text))),
         Err(e) => (FileReport::unreadable(e), None),
     };
     let workers = std::thread::available_parallelism()
@@ -381,7 +386,7 @@ fn parse_all(files: &[PathBuf], ctx: &ValidationContext<'_>) -> Vec<(FileReport,
 
 /// Marks every document whose `metadata.name` appears more than once as invalid, naming all
 /// the places it appears.
-fn check_duplicate_names(report: &mut ScanReport, offset: usize, texts: &[Option<String>]) {
+fn check_duplicate_names(report: &mut ScanReport, offset: usize, texts: &[Option<Arc<str>>]) {
     let mut by_name: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
     for (fi, f) in report.files.iter().enumerate() {
         for (di, d) in f.documents.iter().enumerate() {
@@ -432,7 +437,8 @@ fn check_duplicate_names(report: &mut ScanReport, offset: usize, texts: &[Option
                 .map(|(_, s)| s.as_str())
                 .collect();
             err.message = format!("job name `{name}` is also used at {}", others.join(", "));
-            let doc = &mut report.files[fi].documents[di];
+            // Copy on write: the cache keeps the report as the file alone makes it.
+            let doc = &mut Arc::make_mut(&mut report.files[fi]).documents[di];
             doc.job = None;
             doc.errors.push(err);
         }
