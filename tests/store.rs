@@ -554,7 +554,8 @@ async fn dump(path: &Path, exact: bool) -> Vec<String> {
                 .unwrap(),
         );
     }
-    let events: Vec<(i64, i64, String, Option<String>, String, Option<String>)> =
+    type EventRow = (i64, i64, String, Option<String>, String, Option<String>);
+    let events: Vec<EventRow> =
         sqlx::query_as("SELECT id, at, kind, job_name, message, data FROM events ORDER BY id")
             .fetch_all(&mut conn)
             .await
