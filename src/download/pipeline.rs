@@ -1,20 +1,27 @@
-//! The write side of a download: SHA-256 and file writes on two dedicated threads, fed in order
-//! with page-aligned buffers from a small fixed pool.
+//! The write side of a download: SHA-256 and file writes on two dedicated threads that work on
+//! the same page-aligned buffers at the same time, fed in order from a small fixed pool.
 //!
 //! ```text
-//! async reader ──Batch──▶ hashing thread ──Batch (+ hasher state)──▶ writing thread
-//!      ▲                                                                   │
-//!      └──────── Event: buffer free again / durable up to N / failed ──────┘
+//!                  ┌──Arc<Batch>──▶ hashing thread ──hasher state at each sync──┐
+//! async reader ────┤                                                             ▼
+//!      ▲           └──Arc<Batch>──▶ writing thread ─── write, fdatasync, report durable
+//!      │                                                             │
+//!      └──── Event: buffer free again (from whichever thread is done last) / durable up
+//!                   to N / finished or failed ───────────────────────┘
 //! ```
 //!
 //! - The async side (the engine's body loop) copies body chunks into a [`Batch`] and hands full
-//!   batches on; it waits for a free buffer when all [`POOL`] are in flight, so memory is
-//!   bounded by `POOL × batch size` whatever the file size.
-//! - The hashing thread updates the SHA-256 in file order. For a batch marked `sync` it attaches
-//!   the serialised hasher state after that batch (the state that matches the durable offset).
-//! - The writing thread writes each batch at its offset and, for a `sync` batch, `fdatasync`s and
-//!   reports `Durable { bytes, state }`. The engine records progress only from that report, so
-//!   what the store holds is always on disk.
+//!   batches to both threads; it waits for a free buffer when all [`POOL`] are in flight, so
+//!   memory is bounded by `POOL × batch size` whatever the file size.
+//! - The hashing thread updates the SHA-256 in file order. For a batch marked `sync` it sends
+//!   the writing thread the serialised hasher state after that batch (the state that matches
+//!   the durable offset).
+//! - The writing thread writes each batch at its offset and, for a `sync` batch, `fdatasync`s,
+//!   takes the matching hasher state and reports `Durable { bytes, state }`. The engine records
+//!   progress only from that report, so what the store holds is always on disk.
+//! - A buffer goes back to the async side when both threads are done with it. Hashing and
+//!   writing a batch overlap instead of following each other, which keeps a buffer in flight
+//!   for the longer of the two rather than their sum.
 //!
 //! Writes use `O_DIRECT` for the page-aligned middle of each batch (a second descriptor on the
 //! same file): the data goes from our buffer to the device without a copy into the page cache,
@@ -29,7 +36,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc as tokio_mpsc;
@@ -60,8 +67,6 @@ pub(crate) struct Batch {
     len: usize,
     /// `fdatasync` after writing this batch and report the durable size.
     sync: bool,
-    /// Hasher state after this batch (set by the hashing thread for `sync` batches).
-    state: Option<Vec<u8>>,
 }
 
 impl Batch {
@@ -77,7 +82,6 @@ impl Batch {
             offset: 0,
             len: 0,
             sync: false,
-            state: None,
         }
     }
 
@@ -86,7 +90,6 @@ impl Batch {
         self.offset = offset;
         self.len = 0;
         self.sync = false;
-        self.state = None;
     }
 
     fn start(&self) -> usize {
@@ -157,16 +160,22 @@ pub(crate) struct Failure {
     pub(crate) error: io::Error,
 }
 
-/// The message from the hashing thread to the writing thread.
-enum ToWriter {
-    Batch(Batch),
+/// The pipeline has stopped (a failure is waiting in the events).
+#[derive(Debug)]
+pub(crate) struct Stopped;
+
+/// What the hashing thread tells the writing thread.
+enum HashNote {
+    /// The hasher state after the next `sync` batch.
+    State(Vec<u8>),
     /// The input ended cleanly; here is the hasher.
     End(Box<Sha256>),
 }
 
 /// Handle of a running pipeline.
 pub(crate) struct Pipeline {
-    to_hasher: Option<mpsc::Sender<Batch>>,
+    /// To the hashing and the writing thread; `None` once closed.
+    inputs: Option<(mpsc::Sender<Arc<Batch>>, mpsc::Sender<Arc<Batch>>)>,
     events: tokio_mpsc::UnboundedReceiver<Event>,
 }
 
@@ -180,8 +189,9 @@ impl Pipeline {
         written: u64,
         direct: bool,
     ) -> io::Result<Pipeline> {
-        let (to_hasher, hasher_rx) = mpsc::channel::<Batch>();
-        let (to_writer, writer_rx) = mpsc::channel::<ToWriter>();
+        let (to_hasher, hasher_rx) = mpsc::channel::<Arc<Batch>>();
+        let (to_writer, writer_rx) = mpsc::channel::<Arc<Batch>>();
+        let (notes_tx, notes_rx) = mpsc::channel::<HashNote>();
         let (events_tx, events) = tokio_mpsc::unbounded_channel();
         let direct_file = if direct {
             open_direct(path, &file)
@@ -190,9 +200,10 @@ impl Pipeline {
         };
         // The threads are detached: they end when the input ends (or the pipeline is dropped)
         // and hold no async resources.
+        let hash_events = events_tx.clone();
         std::thread::Builder::new()
             .name("download-hash".into())
-            .spawn(move || hash_loop(hasher, hasher_rx, to_writer))?;
+            .spawn(move || hash_loop(hasher, hasher_rx, notes_tx, hash_events))?;
         let writer = Writer {
             file,
             direct: direct_file,
@@ -200,26 +211,28 @@ impl Pipeline {
         };
         std::thread::Builder::new()
             .name("download-write".into())
-            .spawn(move || write_loop(writer, writer_rx, events_tx))?;
+            .spawn(move || write_loop(writer, writer_rx, notes_rx, events_tx))?;
         Ok(Pipeline {
-            to_hasher: Some(to_hasher),
+            inputs: Some((to_hasher, to_writer)),
             events,
         })
     }
 
-    /// Hands a filled batch on. `Err` gives the batch back when the pipeline has stopped (a
-    /// failure is then waiting in the events).
-    pub(crate) fn send(&self, batch: Batch) -> Result<(), Batch> {
-        match &self.to_hasher {
-            Some(tx) => tx.send(batch).map_err(|e| e.0),
-            None => Err(batch),
-        }
+    /// Hands a filled batch to both threads. `Err` when the pipeline has stopped (a failure is
+    /// then waiting in the events).
+    pub(crate) fn send(&self, batch: Batch) -> Result<(), Stopped> {
+        let Some((to_hasher, to_writer)) = &self.inputs else {
+            return Err(Stopped);
+        };
+        let batch = Arc::new(batch);
+        to_writer.send(Arc::clone(&batch)).map_err(|_| Stopped)?;
+        to_hasher.send(batch).map_err(|_| Stopped)
     }
 
     /// Signals the end of the input; the pipeline then drains and reports
     /// [`Event::Finished`].
     pub(crate) fn close(&mut self) {
-        self.to_hasher = None;
+        self.inputs = None;
     }
 
     /// The next event; `None` only if the writing thread died without reporting (a panic).
@@ -230,6 +243,15 @@ impl Pipeline {
     /// An event that is already waiting, if any.
     pub(crate) fn ready_event(&mut self) -> Option<Event> {
         self.events.try_recv().ok()
+    }
+}
+
+/// Gives the buffer back to the async side if the calling thread is the last one using it.
+/// Returns false when the async side is gone.
+fn release(batch: Arc<Batch>, events: &tokio_mpsc::UnboundedSender<Event>) -> bool {
+    match Arc::into_inner(batch) {
+        Some(batch) => events.send(Event::Free(batch)).is_ok(),
+        None => true,
     }
 }
 
@@ -260,18 +282,23 @@ fn open_direct(path: &Path, file: &File) -> Option<File> {
     (a.dev() == b.dev() && a.ino() == b.ino()).then_some(direct)
 }
 
-fn hash_loop(mut hasher: Sha256, rx: mpsc::Receiver<Batch>, to_writer: mpsc::Sender<ToWriter>) {
-    while let Ok(mut batch) = rx.recv() {
+fn hash_loop(
+    mut hasher: Sha256,
+    rx: mpsc::Receiver<Arc<Batch>>,
+    notes: mpsc::Sender<HashNote>,
+    events: tokio_mpsc::UnboundedSender<Event>,
+) {
+    while let Ok(batch) = rx.recv() {
         hasher.update(batch.data());
-        if batch.sync {
-            batch.state = Some(hasher_state(&hasher));
-        }
-        if to_writer.send(ToWriter::Batch(batch)).is_err() {
+        if batch.sync && notes.send(HashNote::State(hasher_state(&hasher))).is_err() {
             // The writer stopped on an error it has reported.
             return;
         }
+        if !release(batch, &events) {
+            return;
+        }
     }
-    let _ = to_writer.send(ToWriter::End(Box::new(hasher)));
+    let _ = notes.send(HashNote::End(Box::new(hasher)));
 }
 
 /// The partial file as seen by the writing thread.
@@ -328,7 +355,8 @@ impl Writer {
 
 fn write_loop(
     mut writer: Writer,
-    rx: mpsc::Receiver<ToWriter>,
+    rx: mpsc::Receiver<Arc<Batch>>,
+    notes: mpsc::Receiver<HashNote>,
     events: tokio_mpsc::UnboundedSender<Event>,
 ) {
     let fail = |writer: &Writer, error: io::Error| {
@@ -337,45 +365,44 @@ fn write_loop(
             error,
         }))
     };
-    loop {
-        match rx.recv() {
-            Ok(ToWriter::Batch(mut batch)) => {
-                let result = writer.write(&batch).and_then(|()| {
-                    if batch.sync {
-                        writer.file.sync_data()?;
-                    }
-                    Ok(())
-                });
-                if let Err(error) = result {
-                    let _ = events.send(fail(&writer, error));
-                    return;
-                }
-                if let Some(state) = batch.state.take() {
-                    let _ = events.send(Event::Durable {
-                        bytes: writer.written,
-                        state,
-                    });
-                }
-                if events.send(Event::Free(batch)).is_err() {
-                    // The engine is gone (its future was dropped); stop quietly.
-                    return;
-                }
+    let hasher_gone = || io::Error::other("the hashing thread stopped unexpectedly");
+    while let Ok(batch) = rx.recv() {
+        let result = writer.write(&batch).and_then(|()| {
+            if batch.sync {
+                writer.file.sync_data()?;
             }
-            Ok(ToWriter::End(hasher)) => {
-                let _ = events.send(Event::Finished(Ok(Finished {
-                    file: writer.file,
-                    hasher: *hasher,
-                    written: writer.written,
-                })));
+            Ok(())
+        });
+        if let Err(error) = result {
+            let _ = events.send(fail(&writer, error));
+            return;
+        }
+        if batch.sync {
+            // The hashing thread sends one state per sync batch, in the same order.
+            let Ok(HashNote::State(state)) = notes.recv() else {
+                let _ = events.send(fail(&writer, hasher_gone()));
                 return;
-            }
-            Err(_) => {
-                let error = io::Error::other("the hashing thread stopped unexpectedly");
-                let _ = events.send(fail(&writer, error));
-                return;
-            }
+            };
+            let _ = events.send(Event::Durable {
+                bytes: writer.written,
+                state,
+            });
+        }
+        if !release(batch, &events) {
+            // The engine is gone (its future was dropped); stop quietly.
+            return;
         }
     }
+    // The input ended: the hashing thread hands over the hasher once it has hashed everything.
+    let event = match notes.recv() {
+        Ok(HashNote::End(hasher)) => Event::Finished(Ok(Finished {
+            file: writer.file,
+            hasher: *hasher,
+            written: writer.written,
+        })),
+        _ => fail(&writer, hasher_gone()),
+    };
+    let _ = events.send(event);
 }
 
 #[cfg(test)]
