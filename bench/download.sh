@@ -16,11 +16,12 @@
 #                                                   temp dir under $TMPDIR, i.e. on disk)
 #        BENCH_DIR=/dev/shm/bench bench/download.sh (tmpfs: compares the code paths without the
 #                                                   disk)
-#        ROUNDS=3 bench/download.sh                (best of N rounds per tool; default 2)
+#        ROUNDS=6 bench/download.sh                (best and median of N rounds per tool, the order of the
+#                                                   the tools alternating; default 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-4}
 PORT=${PORT:-47443}
 BASE="http://127.0.0.1:${PORT}"
 USERNAME='CONTOSO\svc-restore'
@@ -76,6 +77,11 @@ RS=$(curl -sS "${AUTH[@]}" -H 'Content-Type: application/json' -X POST \
 MAILBOXES=$(curl -sS "${AUTH[@]}" "$BASE/v8/RestoreSessions/$RS/organization/mailboxes?offset=0&limit=1000")
 mailbox_id() { echo "$MAILBOXES" | json "[m['id'] for m in d['results'] if m['email']=='$1' and not m.get('isArchive')][0]"; }
 
+# Deleting a GiB-sized file makes the disk busy for a while (ext4 mounted with `discard` trims
+# its blocks): let that finish so that one measurement does not pay for the previous one's
+# cleanup.
+settle() { sync; sleep 2; }
+
 curl_once() { # email -> "bytes seconds seconds_with_fdatasync"
     local id url t0 t1 out
     id=$(mailbox_id "$1")
@@ -86,8 +92,11 @@ curl_once() { # email -> "bytes seconds seconds_with_fdatasync"
     # restorectl makes the file durable before it reports; this is curl's equivalent.
     sync -d "$WORK/curl.out"
     t1=$(date +%s.%N)
-    echo "$out $(python3 -c "print($t1 - $t0)")"
     rm -f "$WORK/curl.out"
+    settle
+    # The result comes last: the caller reads it through a pipe and goes on at once, so the
+    # clean-up above must be over by then.
+    echo "$out $(python3 -c "print($t1 - $t0)")"
 }
 
 restorectl_once() { # email -> "bytes seconds rss_kib"
@@ -97,35 +106,49 @@ restorectl_once() { # email -> "bytes seconds rss_kib"
         --username "$USERNAME" >"$WORK/bench.out"
     line=$(cat "$WORK/bench.out")
     rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time.txt")
-    echo "$(sed -E 's/.*bytes=([0-9]+).*/\1/' <<<"$line") $(sed -E 's/.*seconds=([0-9.]+).*/\1/' <<<"$line") $rss"
     rm -rf "$out"
+    settle
+    echo "$(sed -E 's/.*bytes=([0-9]+).*/\1/' <<<"$line") $(sed -E 's/.*seconds=([0-9.]+).*/\1/' <<<"$line") $rss"
 }
 
 mibs() { python3 -c "print(f'{$1 / 1048576 / $2:.0f}')"; }
 
 echo "target file system: $(stat -f -c %T "$WORK") ($WORK); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-6s %11s %13s %11s %9s %9s %13s\n' size "curl MiB/s" "curl+fdatasync" "restorectl" "vs curl" "vs c+sync" "peak RSS MiB"
+printf '%-6s %-6s %11s %13s %11s %9s %9s %13s\n' size of "curl MiB/s" "curl+fdatasync" "restorectl" "vs curl" "vs c+sync" "peak RSS MiB"
 declare -A RSS
+median() { python3 -c "import statistics, sys; print(round(statistics.median(map(float, sys.argv[1:]))))" "$@"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
 for pair in "1GiB alice@contoso.com" "4GiB bob@contoso.com"; do
     set -- $pair
     label=$1 email=$2
-    best_curl=0 best_curl_sync=0 best_rc=0 max_rss=0
-    for _ in $(seq 1 "$ROUNDS"); do
-        read -r cb cs css < <(curl_once "$email")
-        read -r rb rs rk < <(restorectl_once "$email")
+    all_curl=() all_curl_sync=() all_rc=() max_rss=0
+    for round in $(seq 1 "$ROUNDS"); do
+        # Alternate which tool goes first so that neither always gets the same slot.
+        if [ $((round % 2)) -eq 1 ]; then
+            read -r cb cs css < <(curl_once "$email")
+            read -r rb rs rk < <(restorectl_once "$email")
+        else
+            read -r rb rs rk < <(restorectl_once "$email")
+            read -r cb cs css < <(curl_once "$email")
+        fi
         [ "$cb" = "$rb" ] || { echo "size mismatch: curl $cb vs restorectl $rb" >&2; exit 1; }
         c=$(mibs "$cb" "$cs"); cy=$(mibs "$cb" "$css"); r=$(mibs "$rb" "$rs")
-        [ "$c" -gt "$best_curl" ] && best_curl=$c
-        [ "$cy" -gt "$best_curl_sync" ] && best_curl_sync=$cy
-        [ "$r" -gt "$best_rc" ] && best_rc=$r
+        echo "  $label round $round: curl $c, curl+fdatasync $cy, restorectl $r MiB/s" >&2
+        all_curl+=("$c"); all_curl_sync+=("$cy"); all_rc+=("$r")
         [ "$rk" -gt "$max_rss" ] && max_rss=$rk
     done
     RSS[$label]=$max_rss
-    printf '%-6s %11s %13s %11s %9s %9s %13s\n' "$label" "$best_curl" "$best_curl_sync" "$best_rc" \
-        "$(python3 -c "print(f'{$best_rc / $best_curl:.2f}x')")" \
-        "$(python3 -c "print(f'{$best_rc / $best_curl_sync:.2f}x')")" \
-        "$(python3 -c "print(f'{$max_rss / 1024:.1f}')")"
+    for stat in best median; do
+        if [ "$stat" = best ]; then
+            pick() { printf '%s\n' "$@" | sort -n | tail -1; }
+        else
+            pick() { median "$@"; }
+        fi
+        c=$(pick "${all_curl[@]}"); cy=$(pick "${all_curl_sync[@]}"); r=$(pick "${all_rc[@]}")
+        printf '%-6s %-6s %11s %13s %11s %9s %9s %13s\n' "$label" "$stat" "$c" "$cy" "$r" \
+            "$(ratio "$r" "$c")" "$(ratio "$r" "$cy")" "$(python3 -c "print(f'{$max_rss / 1024:.1f}')")"
+    done
 done
 python3 -c "a, b = ${RSS[1GiB]}, ${RSS[4GiB]}; print(f'peak RSS 4 GiB vs 1 GiB: {(b - a) / a * 100:+.1f}%')"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "(best of $ROUNDS rounds; restorectl writes, fdatasyncs every 64 MiB, hashes, fsyncs and publishes with a manifest)"
+echo "(best and median of $ROUNDS rounds; restorectl writes, fdatasyncs every 64 MiB, hashes, fsyncs and publishes with a manifest)"
