@@ -82,8 +82,8 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/state/restorectl.db");
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), Some(2));
-    assert_eq!(expected_schema_version(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), Some(3));
+    assert_eq!(expected_schema_version(), 3);
     seed_job(&store, "kept", "h1").await;
     store.close().await;
 
@@ -104,7 +104,7 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let again = Store::open_url(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    assert_eq!(again.schema_version().await.unwrap(), Some(2));
+    assert_eq!(again.schema_version().await.unwrap(), Some(3));
     assert_eq!(again.get_job("kept").await.unwrap().name, "kept");
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut raw_connection(&path).await)
@@ -117,7 +117,7 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
         .fetch_one(&mut raw_connection(&path).await)
         .await
         .unwrap();
-    assert_eq!(applied, 2, "both migrations, each once");
+    assert_eq!(applied, 3, "every migration, each once");
     third.close().await;
 
     // Read-only after every writer closed (no -wal/-shm left behind).
