@@ -172,10 +172,16 @@ enum HashNote {
     End(Box<Sha256>),
 }
 
+/// The senders to both threads.
+struct Inputs {
+    hasher: mpsc::Sender<Arc<Batch>>,
+    writer: mpsc::Sender<Arc<Batch>>,
+}
+
 /// Handle of a running pipeline.
 pub(crate) struct Pipeline {
-    /// To the hashing and the writing thread; `None` once closed.
-    inputs: Option<(mpsc::Sender<Arc<Batch>>, mpsc::Sender<Arc<Batch>>)>,
+    /// `None` once closed.
+    inputs: Option<Inputs>,
     events: tokio_mpsc::UnboundedReceiver<Event>,
 }
 
@@ -213,7 +219,10 @@ impl Pipeline {
             .name("download-write".into())
             .spawn(move || write_loop(writer, writer_rx, notes_rx, events_tx))?;
         Ok(Pipeline {
-            inputs: Some((to_hasher, to_writer)),
+            inputs: Some(Inputs {
+                hasher: to_hasher,
+                writer: to_writer,
+            }),
             events,
         })
     }
@@ -221,12 +230,15 @@ impl Pipeline {
     /// Hands a filled batch to both threads. `Err` when the pipeline has stopped (a failure is
     /// then waiting in the events).
     pub(crate) fn send(&self, batch: Batch) -> Result<(), Stopped> {
-        let Some((to_hasher, to_writer)) = &self.inputs else {
+        let Some(inputs) = &self.inputs else {
             return Err(Stopped);
         };
         let batch = Arc::new(batch);
-        to_writer.send(Arc::clone(&batch)).map_err(|_| Stopped)?;
-        to_hasher.send(batch).map_err(|_| Stopped)
+        inputs
+            .writer
+            .send(Arc::clone(&batch))
+            .map_err(|_| Stopped)?;
+        inputs.hasher.send(batch).map_err(|_| Stopped)
     }
 
     /// Signals the end of the input; the pipeline then drains and reports
