@@ -7,8 +7,9 @@
 //!
 //! [`run_workers`] runs a bounded number of claim loops (one per restore session the configured
 //! servers allow at once: a run holds a session, so more workers would only wait). A worker that
-//! finds nothing due waits for a wake-up from the scheduler or the request consumer, or polls
-//! again after [`IDLE_POLL`] (runs waiting for a retry become due by time alone). On shutdown the
+//! finds nothing due waits for a wake-up from the scheduler or the request consumer; idle
+//! workers also take turns polling after [`IDLE_POLL`] (runs waiting for a retry become due by
+//! time alone), so an idle daemon polls once per [`IDLE_POLL`] however many workers it has. On shutdown the
 //! same token that stops the loops is handed to the engine, which checkpoints downloads, keeps
 //! the sessions a resume needs, releases its leases and returns.
 
@@ -169,12 +170,14 @@ pub fn run_workers(
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) {
+    let poll_turn = Arc::new(tokio::sync::Mutex::new(()));
     for worker in 0..workers {
         let executor = Arc::clone(&executor);
         let wake = Arc::clone(&wake);
+        let poll_turn = Arc::clone(&poll_turn);
         let cancel = cancel.clone();
         tracker.spawn(async move {
-            claim_loop(worker, executor.as_ref(), &wake, &cancel).await;
+            claim_loop(worker, executor.as_ref(), &wake, &poll_turn, &cancel).await;
         });
     }
 }
@@ -183,6 +186,7 @@ async fn claim_loop(
     worker: usize,
     executor: &dyn RunExecutor,
     wake: &Notify,
+    poll_turn: &tokio::sync::Mutex<()>,
     cancel: &CancellationToken,
 ) {
     while !cancel.is_cancelled() {
@@ -198,16 +202,27 @@ async fn claim_loop(
                 );
                 continue;
             }
-            Ok(None) => IDLE_POLL,
+            Ok(None) => None,
             Err(error) => {
                 tracing::error!(worker, %error, "claiming or executing a run failed");
-                ERROR_PAUSE
+                Some(ERROR_PAUSE)
+            }
+        };
+        // Idle: the worker holding the turn polls after IDLE_POLL; the others wait for a
+        // wake-up or their turn (a worker busy with a run does not hold it).
+        let timer = async {
+            match pause {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => {
+                    let _turn = poll_turn.lock().await;
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
             }
         };
         tokio::select! {
             () = cancel.cancelled() => break,
             () = wake.notified() => {}
-            () = tokio::time::sleep(pause) => {}
+            () = timer => {}
         }
     }
 }
