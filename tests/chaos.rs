@@ -735,9 +735,15 @@ async fn chaos(kills: usize) {
                 .filter(|e| executed_restore(e))
                 .any(|e| in_run(&&e));
             let removed_here = sessions.iter().any(|s| removed.contains(s));
-            if !lost_here && !removed_here {
+            // Reconciliation met a candidate session (another run's, an operation session) that
+            // a fault removed while it was read: no proof either way, so in_doubt is right.
+            let vanished_here = step.error_message.as_deref().is_some_and(|m| {
+                let m = m.to_ascii_lowercase();
+                m.contains("vanished") && removed.iter().any(|s| m.contains(s.as_str()))
+            });
+            if !lost_here && !removed_here && !vanished_here {
                 table.other.push(format!(
-                    "run {} ({}) step {} in_doubt without a lost/late answer, a kill or a removed session: {:?}",
+                    "run {} ({}) step {} in_doubt without a lost/late answer, a kill, a removed session or a vanished candidate: {:?}",
                     run.id, run.job_name, step.seq, step.error_message
                 ));
             }
