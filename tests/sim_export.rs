@@ -61,11 +61,7 @@ async fn full_and_resumed_exports_hash_to_the_simulators_digest() {
     assert_eq!(bytes.len() as u64, len);
     assert_eq!(&bytes[..4], PST_MAGIC);
     let spec = ExportSpec {
-        mailbox_id: api
-            .sim
-            .mailbox("alice@contoso.com", false)
-            .expect("alice")
-            .id,
+        mailbox_id: api.mailbox_id("alice@contoso.com"),
         keyword: Some("falcon".into()),
         point_in_time: Some(point.parse().expect("time")),
         pst_size_limit: None,
@@ -142,7 +138,7 @@ async fn a_server_that_ignores_range_answers_200_with_everything() {
     let bytes = resp.bytes().await.expect("body");
     assert_eq!(&bytes[..4], PST_MAGIC);
     let spec = ExportSpec {
-        mailbox_id: api.sim.mailbox("bob@contoso.com", false).expect("bob").id,
+        mailbox_id: api.mailbox_id("bob@contoso.com"),
         keyword: None,
         point_in_time: None,
         pst_size_limit: None,
@@ -186,7 +182,7 @@ async fn exports_over_the_size_limit_are_zips_of_pst_parts() {
     }
     assert_eq!(total, 200 * 1024);
     let spec = ExportSpec {
-        mailbox_id: api.sim.mailbox("ceo@contoso.com", false).expect("ceo").id,
+        mailbox_id: api.mailbox_id("ceo@contoso.com"),
         keyword: None,
         point_in_time: None,
         pst_size_limit: Some(GIB),

@@ -125,11 +125,7 @@ async fn error_codes_statuses_429_and_delays_hit_only_the_chosen_calls() {
 async fn an_export_body_broken_after_n_bytes_can_be_resumed() {
     let api = Api::new(fast_config()).await;
     let rs = api.explore().await;
-    let alice = api
-        .sim
-        .mailbox("alice@contoso.com", false)
-        .expect("alice")
-        .id;
+    let alice = api.mailbox_id("alice@contoso.com");
     let path = format!("/v8/RestoreSessions/{rs}/organization/mailboxes/{alice}/exportToPst");
     api.sim
         .add_fault(
@@ -208,11 +204,7 @@ async fn an_export_body_broken_after_n_bytes_can_be_resumed() {
 async fn a_lost_restore_answer_still_starts_the_restore() {
     let api = Api::new(fast_config()).await;
     let rs = api.explore().await;
-    let alice = api
-        .sim
-        .mailbox("alice@contoso.com", false)
-        .expect("alice")
-        .id;
+    let alice = api.mailbox_id("alice@contoso.com");
     api.sim
         .add_fault(
             FaultRule::on(Endpoint::MailboxRestore, FaultAction::LoseResponse)
@@ -268,11 +260,7 @@ async fn a_lost_restore_answer_still_starts_the_restore() {
 async fn an_error_whose_answer_is_lost_restores_nothing_and_the_journal_says_so() {
     let api = Api::new(fast_config()).await;
     let rs = api.explore().await;
-    let alice = api
-        .sim
-        .mailbox("alice@contoso.com", false)
-        .expect("alice")
-        .id;
+    let alice = api.mailbox_id("alice@contoso.com");
     for action in [error(504, "Timeout"), FaultAction::LoseResponse] {
         api.sim
             .add_fault(FaultRule::on(Endpoint::MailboxRestore, action).calls(CallRange::only(1)))

@@ -256,11 +256,7 @@ async fn configured_outcomes_show_in_events_statistics_and_result() {
 async fn restores_without_credentials_or_targets_are_rejected_and_not_started() {
     let api = Api::new(fast_config()).await;
     let rs = api.explore().await;
-    let alice = api
-        .sim
-        .mailbox("alice@contoso.com", false)
-        .expect("alice")
-        .id;
+    let alice = api.mailbox_id("alice@contoso.com");
     let base = format!("/v8/RestoreSessions/{rs}/organization/mailboxes");
     let cases = [
         (

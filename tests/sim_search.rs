@@ -43,7 +43,7 @@ async fn search_all(api: &Api, path: &str, query: &str, limit: usize) -> (Vec<Va
 async fn mailbox_search_pages_reuse_the_set_id_and_match_ground_truth() {
     let api = Api::new(fast_config()).await;
     let rs = api.explore().await;
-    let ceo = api.sim.mailbox("ceo@contoso.com", false).expect("ceo").id;
+    let ceo = api.mailbox_id("ceo@contoso.com");
     let path = format!("/v8/RestoreSessions/{rs}/organization/mailboxes/{ceo}/search");
     let query = "subject:report OR hasattachments:true";
     let (items, set_id) = search_all(&api, &path, query, 7).await;

@@ -683,16 +683,15 @@ async fn insert_fresh_files_in(
         .iter()
         .map(|(v, file, errors)| json!([v.name, v.kind, file, state_of(v).as_str(), errors]))
         .collect();
-    sqlx::query(
+    insert_json_rows(
+        conn,
         "INSERT INTO jobs (name, kind, file, state, errors, first_seen_at, last_seen_at)
          SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, $1, $1
          FROM json_each($2) AS r ORDER BY r.key",
+        now_ms,
+        &job_rows,
     )
-    .bind(now_ms)
-    .bind(json_text(&job_rows))
-    .execute(&mut *conn)
-    .await
-    .op(OP)?;
+    .await?;
 
     let version_rows: Vec<serde_json::Value> = versions
         .iter()
@@ -760,17 +759,16 @@ async fn insert_fresh_files_in(
             ]))
         })
         .collect::<Result<_>>()?;
-    sqlx::query(
+    insert_json_rows(
+        conn,
         "INSERT INTO job_files
              (path, content_hash, valid, errors, job_names, first_seen_at, last_seen_at)
          SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, $1, $1
          FROM json_each($2) AS r ORDER BY r.key",
+        now_ms,
+        &file_rows,
     )
-    .bind(now_ms)
-    .bind(json_text(&file_rows))
-    .execute(&mut *conn)
-    .await
-    .op(OP)?;
+    .await?;
 
     files
         .iter()
@@ -791,6 +789,23 @@ async fn insert_fresh_files_in(
             Ok((FileChange::New, outcomes))
         })
         .collect()
+}
+
+/// Runs a bulk `INSERT … SELECT … FROM json_each($2)` whose `$1` is the time of the change and
+/// `$2` the rows as a JSON array of arrays (one bound value, however many rows).
+async fn insert_json_rows(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    now_ms: i64,
+    rows: &[serde_json::Value],
+) -> Result<()> {
+    sqlx::query(sql)
+        .bind(now_ms)
+        .bind(json_text(&rows))
+        .execute(conn)
+        .await
+        .op("apply_job_files")?;
+    Ok(())
 }
 
 /// Writes a job's next-fire bookkeeping; `last_fire_at` is kept when `None`.

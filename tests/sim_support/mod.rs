@@ -101,6 +101,14 @@ impl Api {
             .status()
     }
 
+    /// The id of a primary (non-archive) mailbox of the demo organisation.
+    pub fn mailbox_id(&self, email: &str) -> uuid::Uuid {
+        self.sim
+            .mailbox(email, false)
+            .unwrap_or_else(|| panic!("no mailbox {email}"))
+            .id
+    }
+
     /// Opens an explore session of the demo organisation at the latest restore point.
     pub async fn explore(&self) -> String {
         let (status, session) = self
