@@ -542,14 +542,16 @@ struct FileHashes(HashMap<PathBuf, (Arc<FileReport>, String)>);
 impl FileHashes {
     /// The hash of `file`, computed again only when the report is not the one last seen.
     fn of(&mut self, file: &Arc<FileReport>) -> &str {
-        let entry = self
+        // Looked up by reference: the path is cloned only for a new or re-read file.
+        let current = self
             .0
-            .entry(file.path.clone())
-            .or_insert_with(|| (Arc::clone(file), file_hash(file)));
-        if !Arc::ptr_eq(&entry.0, file) {
-            *entry = (Arc::clone(file), file_hash(file));
+            .get(&file.path)
+            .is_some_and(|(seen, _)| Arc::ptr_eq(seen, file));
+        if !current {
+            self.0
+                .insert(file.path.clone(), (Arc::clone(file), file_hash(file)));
         }
-        &entry.1
+        &self.0[&file.path].1
     }
 
     /// Forgets files not in `seen`.
