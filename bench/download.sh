@@ -12,6 +12,12 @@
 # curl is measured twice: the transfer alone (its data may still sit in the page cache) and the
 # transfer plus `sync -d` of the file (durable, as restorectl's file is when it reports).
 #
+# Each round measures both tools back to back (the order alternating); besides the best and the
+# median of each tool, the script prints the median of the per-round ratios, which compares
+# the tools under the same machine conditions. It also prints how fast one SHA-256 stream runs
+# here alone, on cached bytes and on bytes from memory: the first is the ceiling of any
+# download that hashes what it writes.
+#
 # Usage: bench/download.sh                         (needs ~4 GiB free in $BENCH_DIR, default a
 #                                                   temp dir under $TMPDIR, i.e. on disk)
 #        BENCH_DIR=/dev/shm/bench bench/download.sh (tmpfs: compares the code paths without the
@@ -113,15 +119,31 @@ restorectl_once() { # email -> "bytes seconds rss_kib"
 
 mibs() { python3 -c "print(f'{$1 / 1048576 / $2:.0f}')"; }
 
+sha256_rates() {
+    "$BENCH" --sha256-rate | sed -E 's/sha256_cached_mib_per_s=([0-9]+) sha256_memory_mib_per_s=([0-9]+)/\1 MiB\/s on cached bytes, \2 MiB\/s on bytes from memory/'
+}
+
 echo "target file system: $(stat -f -c %T "$WORK") ($WORK); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+# The first figure is the ceiling of any download that hashes what it writes (curl does not
+# hash); restorectl's hashing thread reads each 64 KiB piece once before hashing it, which gets
+# it most of the way from the second figure to the first.
+echo "one SHA-256 stream alone on this machine: $(sha256_rates)"
 printf '%-6s %-6s %11s %13s %11s %9s %9s %13s\n' size of "curl MiB/s" "curl+fdatasync" "restorectl" "vs curl" "vs c+sync" "peak RSS MiB"
 declare -A RSS
+SUMMARY=()
 median() { python3 -c "import statistics, sys; print(round(statistics.median(map(float, sys.argv[1:]))))" "$@"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
+# Median, lowest and highest of the per-round ratios restorectl / curl: each round measures
+# both tools back to back, so a ratio compares them under the same machine conditions, which
+# drift on a shared machine far more than the tools differ.
+round_ratios() { python3 -c "
+import statistics, sys
+r = [float(x) for x in sys.argv[1:]]
+print(f'{statistics.median(r):.2f}x (lowest {min(r):.2f}x, highest {max(r):.2f}x)')" "$@"; }
 for pair in "1GiB alice@contoso.com" "4GiB bob@contoso.com"; do
     set -- $pair
     label=$1 email=$2
-    all_curl=() all_curl_sync=() all_rc=() max_rss=0
+    all_curl=() all_curl_sync=() all_rc=() ratios=() ratios_sync=() max_rss=0
     for round in $(seq 1 "$ROUNDS"); do
         # Alternate which tool goes first so that neither always gets the same slot.
         if [ $((round % 2)) -eq 1 ]; then
@@ -133,8 +155,9 @@ for pair in "1GiB alice@contoso.com" "4GiB bob@contoso.com"; do
         fi
         [ "$cb" = "$rb" ] || { echo "size mismatch: curl $cb vs restorectl $rb" >&2; exit 1; }
         c=$(mibs "$cb" "$cs"); cy=$(mibs "$cb" "$css"); r=$(mibs "$rb" "$rs")
-        echo "  $label round $round: curl $c, curl+fdatasync $cy, restorectl $r MiB/s" >&2
+        echo "  $label round $round: curl $c, curl+fdatasync $cy, restorectl $r MiB/s ($(ratio "$r" "$c") curl)" >&2
         all_curl+=("$c"); all_curl_sync+=("$cy"); all_rc+=("$r")
+        ratios+=("$(python3 -c "print($r / $c)")"); ratios_sync+=("$(python3 -c "print($r / $cy)")")
         [ "$rk" -gt "$max_rss" ] && max_rss=$rk
     done
     RSS[$label]=$max_rss
@@ -148,7 +171,10 @@ for pair in "1GiB alice@contoso.com" "4GiB bob@contoso.com"; do
         printf '%-6s %-6s %11s %13s %11s %9s %9s %13s\n' "$label" "$stat" "$c" "$cy" "$r" \
             "$(ratio "$r" "$c")" "$(ratio "$r" "$cy")" "$(python3 -c "print(f'{$max_rss / 1024:.1f}')")"
     done
+    SUMMARY+=("$label restorectl / curl, per round: $(round_ratios "${ratios[@]}"); / curl+fdatasync: $(round_ratios "${ratios_sync[@]}")")
 done
+printf '%s\n' "${SUMMARY[@]}"
 python3 -c "a, b = ${RSS[1GiB]}, ${RSS[4GiB]}; print(f'peak RSS 4 GiB vs 1 GiB: {(b - a) / a * 100:+.1f}%')"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "one SHA-256 stream alone at the end: $(sha256_rates)"
 echo "(best and median of $ROUNDS rounds; restorectl writes, fdatasyncs every 64 MiB, hashes, fsyncs and publishes with a manifest)"
