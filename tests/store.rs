@@ -82,8 +82,8 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/state/restorectl.db");
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), Some(3));
-    assert_eq!(expected_schema_version(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), Some(4));
+    assert_eq!(expected_schema_version(), 4);
     seed_job(&store, "kept", "h1").await;
     store.close().await;
 
@@ -104,7 +104,7 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let again = Store::open_url(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    assert_eq!(again.schema_version().await.unwrap(), Some(3));
+    assert_eq!(again.schema_version().await.unwrap(), Some(4));
     assert_eq!(again.get_job("kept").await.unwrap().name, "kept");
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut raw_connection(&path).await)
@@ -117,7 +117,7 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
         .fetch_one(&mut raw_connection(&path).await)
         .await
         .unwrap();
-    assert_eq!(applied, 3, "every migration, each once");
+    assert_eq!(applied, 4, "every migration, each once");
     third.close().await;
 
     // Read-only after every writer closed (no -wal/-shm left behind).
@@ -2004,4 +2004,135 @@ fn concurrent_writers_never_see_database_is_locked() {
             assert_eq!(run.attempts, 1, "run {} claimed more than once", run.id);
         }
     });
+}
+
+/// Runs per job and state as `/metrics` reads them (migration 0004's trigger-kept table) and
+/// as a count over every run says they are.
+async fn run_counts_both_ways(
+    store: &Store,
+    conn: &mut SqliteConnection,
+) -> (Vec<String>, Vec<String>) {
+    let kept: Vec<String> = store
+        .stats_counts()
+        .await
+        .unwrap()
+        .runs
+        .iter()
+        .map(|(job, state, n)| format!("{job} {state} {n}"))
+        .collect();
+    let counted: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT job_name, state, COUNT(*) FROM runs GROUP BY job_name, state
+         ORDER BY job_name, state",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap();
+    let counted = counted
+        .into_iter()
+        .map(|(job, state, n)| format!("{job} {state} {n}"))
+        .collect();
+    (kept, counted)
+}
+
+// The run counts behind `/metrics` are kept by triggers (migration 0004): they must equal a
+// count over every run after inserts in any state, duplicate enqueues that insert nothing,
+// state changes (to the same state too) and updates of other columns.
+#[tokio::test]
+async fn run_counts_follow_every_insert_and_state_change() {
+    let (dir, store) = open_temp().await;
+    let mut conn = raw_connection(&dir.path().join("state/restorectl.db")).await;
+    let jobs = ["alpha", "beta", "gamma"];
+    let mut versions = Vec::new();
+    for job in jobs {
+        versions.push(seed_job(&store, job, "h").await);
+    }
+    let states = [
+        "queued",
+        "running",
+        "waiting_retry",
+        "succeeded",
+        "succeeded_with_warnings",
+        "failed",
+        "cancelled",
+        "needs_attention",
+        "missed",
+        "skipped",
+    ];
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: usize| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) as usize % n
+    };
+    let mut ids: Vec<RunId> = Vec::new();
+    for step in 0..300 {
+        match next(4) {
+            0 => {
+                let j = next(jobs.len());
+                let run = store
+                    .enqueue_run(
+                        &new_run(jobs[j], versions[j], "h", Trigger::Manual, step),
+                        t(step),
+                    )
+                    .await
+                    .unwrap()
+                    .unwrap();
+                ids.push(run.id);
+            }
+            1 => {
+                // A fire slot: the first insert wins, a second one for the same slot is
+                // ignored (ON CONFLICT DO NOTHING) and must not count.
+                let j = next(jobs.len());
+                let state = [RunState::Missed, RunState::Skipped, RunState::Queued][next(3)];
+                let run = NewRun {
+                    state,
+                    ..new_run(jobs[j], versions[j], "h", Trigger::Schedule, step / 2)
+                };
+                if let Some(Some(row)) = store
+                    .record_fires(
+                        jobs[j],
+                        &[run],
+                        NextFire {
+                            schedule_key: None,
+                            next_fire_at: None,
+                        },
+                        None,
+                        t(step),
+                    )
+                    .await
+                    .unwrap()
+                    .pop()
+                {
+                    ids.push(row.id);
+                }
+            }
+            2 if !ids.is_empty() => {
+                let id = ids[next(ids.len())];
+                sqlx::query("UPDATE runs SET state = $1 WHERE id = $2")
+                    .bind(states[next(states.len())])
+                    .bind(id)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            _ if !ids.is_empty() => {
+                let id = ids[next(ids.len())];
+                sqlx::query("UPDATE runs SET reason = 'touched', state = state WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+        if step % 20 == 19 {
+            let (kept, counted) = run_counts_both_ways(&store, &mut conn).await;
+            assert_eq!(kept, counted, "after step {step}");
+        }
+    }
+    let (kept, counted) = run_counts_both_ways(&store, &mut conn).await;
+    assert_eq!(kept, counted);
+    assert!(
+        counted.len() > 2 * jobs.len(),
+        "the sequence reached many states: {counted:?}"
+    );
 }

@@ -82,6 +82,17 @@ const INVALID_JOB_FILES: &str =
     "SELECT COUNT(*) FROM job_files WHERE valid = 0 AND removed_at IS NULL";
 const NEXT_FIRES: &str = "SELECT name, next_fire_at FROM jobs
      WHERE next_fire_at IS NOT NULL AND state <> 'removed' ORDER BY name";
+// The reads over every run: migration 0004 keeps the counts per job and state in a table of
+// their own (triggers on `runs`) and indexes runs by job, state and finish time, so that they
+// cost a row or a seek per job rather than a read of the whole history.
+const RUNS_PER_JOB_STATE: &str = "SELECT job_name, state, n FROM run_counts
+     WHERE n > 0 ORDER BY job_name, state";
+const LAST_SUCCESSES: &str = "SELECT name, last FROM (
+         SELECT name, (SELECT MAX(finished_at) FROM runs
+                       WHERE job_name = jobs.name
+                         AND state IN ('succeeded', 'succeeded_with_warnings')) AS last
+         FROM jobs)
+     WHERE last IS NOT NULL ORDER BY name";
 
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
@@ -137,13 +148,10 @@ impl Store {
     pub async fn stats_counts(&self) -> Result<StoreStats> {
         const OP: &str = "stats_counts";
         let mut conn = self.reader().begin().await.op(OP)?;
-        let runs: Vec<(String, RunState, i64)> = sqlx::query_as(
-            "SELECT job_name, state, COUNT(*) FROM runs GROUP BY job_name, state
-             ORDER BY job_name, state",
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .op(OP)?;
+        let runs: Vec<(String, RunState, i64)> = sqlx::query_as(RUNS_PER_JOB_STATE)
+            .fetch_all(&mut *conn)
+            .await
+            .op(OP)?;
         let step_failures: Vec<(Option<String>, i64)> = sqlx::query_as(
             "SELECT error_class, COUNT(*) FROM steps WHERE state = 'failed'
              GROUP BY error_class ORDER BY error_class",
@@ -207,14 +215,10 @@ impl Store {
     pub async fn stats_per_job(&self) -> Result<(JobTimes, JobTimes)> {
         const OP: &str = "stats_per_job";
         let mut conn = self.reader().begin().await.op(OP)?;
-        let last_success: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT job_name, MAX(finished_at) FROM runs
-             WHERE state IN ('succeeded', 'succeeded_with_warnings') AND finished_at IS NOT NULL
-             GROUP BY job_name ORDER BY job_name",
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .op(OP)?;
+        let last_success: Vec<(String, i64)> = sqlx::query_as(LAST_SUCCESSES)
+            .fetch_all(&mut *conn)
+            .await
+            .op(OP)?;
         let next_fires: Vec<(String, i64)> = sqlx::query_as(NEXT_FIRES)
             .fetch_all(&mut *conn)
             .await
@@ -241,6 +245,11 @@ mod tests {
             (JOBS_PER_STATE, "COVERING INDEX jobs_by_state"),
             (INVALID_JOB_FILES, "INDEX job_files_invalid"),
             (NEXT_FIRES, "COVERING INDEX jobs_next_fire"),
+            (RUNS_PER_JOB_STATE, "SCAN run_counts"),
+            (
+                LAST_SUCCESSES,
+                "SEARCH runs USING COVERING INDEX runs_job_state_finished",
+            ),
         ] {
             let plan: Vec<(i64, i64, i64, String)> =
                 sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
