@@ -227,7 +227,7 @@ fn random_fault(rng: &mut ChaCha8Rng) -> (&'static str, FaultRule) {
         Endpoint::MailboxSearch,
     ];
     let pick = |rng: &mut ChaCha8Rng, from: &[Endpoint]| from[rng.random_range(0..from.len())];
-    let (label, endpoint, action) = match rng.random_range(0..9) {
+    let (label, endpoint, action) = match rng.random_range(0..10) {
         0 => {
             let status = [500, 502, 503][rng.random_range(0..3)];
             (
@@ -282,6 +282,19 @@ fn random_fault(rng: &mut ChaCha8Rng) -> (&'static str, FaultRule) {
             "removeSession",
             pick(rng, &session_paths),
             FaultAction::RemoveSession,
+        ),
+        8 => (
+            // The restore runs, then the server answers a 5xx (API.md §5).
+            "executeThenAnswer",
+            pick(rng, &restores),
+            FaultAction::ExecuteThenAnswer {
+                status: [500, 502, 503, 504][rng.random_range(0..4)],
+                error_code: [None, Some("Timeout".into()), Some("HttpError".into())]
+                    [rng.random_range(0..3)]
+                .clone(),
+                message: None,
+                body: None,
+            },
         ),
         _ => (
             "delay",

@@ -7,7 +7,9 @@ mod exec_support;
 use std::time::Duration;
 
 use exec_support::*;
-use restorectl::sim::{CallRange, Endpoint, FaultAction, FaultRule, SessionIdMode, SimConfig};
+use restorectl::sim::{
+    CallRange, Endpoint, ExtraMailbox, FaultAction, FaultRule, SessionIdMode, SimConfig,
+};
 use restorectl::store::{Decision, ErrorClass, RunState, SessionState, StepState};
 use tokio_util::sync::CancellationToken;
 
@@ -732,4 +734,283 @@ async fn the_orphan_sweep_leaves_a_running_restore_alone() {
         .await
         .unwrap();
     task.await.unwrap().unwrap();
+}
+
+// -------------------------------------------------------------------------------------------
+// At most once under every server answer (API.md §5): only a refusal before execution (400,
+// 401, 403, 404, 409, 429) may be sent again without reconciliation.
+// -------------------------------------------------------------------------------------------
+
+/// One of the three restore kinds: its endpoint, journal template and a job over bob (and
+/// carol for the bulk restore).
+#[derive(Clone, Copy)]
+enum Kind {
+    Restore,
+    RestoreTo,
+    Bulk,
+}
+
+impl Kind {
+    fn endpoint(self) -> Endpoint {
+        match self {
+            Kind::Restore => Endpoint::MailboxRestore,
+            Kind::RestoreTo => Endpoint::MailboxRestoreTo,
+            Kind::Bulk => Endpoint::BulkRestore,
+        }
+    }
+
+    fn template(self) -> String {
+        match self {
+            Kind::Restore => RESTORE.to_string(),
+            Kind::RestoreTo => format!("{MAILBOXES}/{{mailboxId}}/restoreTo"),
+            Kind::Bulk => format!("{MAILBOXES}/restore"),
+        }
+    }
+
+    fn job(self) -> String {
+        let retry = "  retry: { maxAttempts: 3, initialBackoff: 200ms, maxBackoff: 400ms }\n";
+        match self {
+            Kind::Restore => restore_job("r", "bob@contoso.com", retry),
+            Kind::RestoreTo => job_yaml(
+                "RestoreTo",
+                "r",
+                &format!(
+                    "  mailboxes: [bob@contoso.com]\n  archives: exclude\n{retry}  restoreTo:\n    mailbox: legal-review@contoso.com\n    folder: \"Restored/{{mailbox}}\"\n{USER_CREDS}"
+                ),
+            ),
+            Kind::Bulk => job_yaml(
+                "BulkRestore",
+                "r",
+                &format!(
+                    "  mailboxes: [bob@contoso.com, carol@contoso.com]\n  archives: exclude\n{retry}  bulkRestore:\n    credentials:\n      office365: {{ userName: svc-backup@contoso.com, password: {{ secret: m365-pass }} }}\n"
+                ),
+            ),
+        }
+    }
+
+    fn mailboxes(self) -> &'static [&'static str] {
+        match self {
+            Kind::Bulk => &["bob@contoso.com", "carol@contoso.com"],
+            _ => &["bob@contoso.com"],
+        }
+    }
+}
+
+fn executed_then(status: u16, code: Option<&str>) -> FaultAction {
+    FaultAction::ExecuteThenAnswer {
+        status,
+        error_code: code.map(str::to_string),
+        message: Some("injected after executing".into()),
+        body: None,
+    }
+}
+
+/// The first restore POST of `kind` gets `first`; the run must end `succeeded` with
+/// `posts` POSTs sent, every mailbox restored exactly once, and (`reconciled`) a reconciliation
+/// note saying whether the POST was found received or not.
+async fn first_answer(kind: Kind, first: FaultAction, posts: usize, reconciled: Option<&str>) {
+    let w = World::start(sim()).await;
+    w.sim
+        .add_fault(FaultRule::on(kind.endpoint(), first).calls(CallRange::only(1)))
+        .unwrap();
+    w.job("r", &kind.job());
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    let step = &w.steps(out.run).await[0];
+    assert_eq!(step.state, StepState::Done, "{step:?}");
+    assert_eq!(w.calls("POST", &kind.template()).len(), posts, "POSTs sent");
+    assert_eq!(step.restore_posts, posts as i64);
+    for m in kind.mailboxes() {
+        assert_eq!(w.sim.restore_calls(w.mailbox_id(m)), 1, "{m} restored once");
+    }
+    let notes: Vec<String> = w
+        .store
+        .list_run_events(out.run)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    match reconciled {
+        Some(what) => assert!(
+            notes.iter().any(|m| m.contains(what)),
+            "expected a note containing {what:?}: {notes:?}"
+        ),
+        None => assert!(
+            !notes.iter().any(|m| m.contains("reconciled")),
+            "a refused POST is resent without reconciliation: {notes:?}"
+        ),
+    }
+    w.assert_all_sessions_stopped();
+}
+
+const RECEIVED: Option<&str> = Some("reconciled: the restore POST was received");
+const NOT_RECEIVED: Option<&str> = Some("it was not received and will be sent again");
+
+macro_rules! at_most_once_cases {
+    ($($name:ident: $kind:expr, $fault:expr, $posts:expr, $note:expr;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            first_answer($kind, $fault, $posts, $note).await;
+        }
+    )*};
+}
+
+at_most_once_cases! {
+    // (a) executed, then 500 without errorCode → one POST, found by reconciliation
+    restore_executed_then_500_is_sent_once: Kind::Restore, executed_then(500, None), 1, RECEIVED;
+    restore_to_executed_then_500_is_sent_once: Kind::RestoreTo, executed_then(500, None), 1, RECEIVED;
+    bulk_executed_then_500_is_sent_once: Kind::Bulk, executed_then(500, None), 1, RECEIVED;
+    // (b) executed, then 500 Timeout
+    restore_executed_then_500_timeout_is_sent_once: Kind::Restore, executed_then(500, Some("Timeout")), 1, RECEIVED;
+    restore_to_executed_then_500_timeout_is_sent_once: Kind::RestoreTo, executed_then(500, Some("Timeout")), 1, RECEIVED;
+    bulk_executed_then_500_timeout_is_sent_once: Kind::Bulk, executed_then(500, Some("Timeout")), 1, RECEIVED;
+    // (c) executed, then 503 / 504
+    restore_executed_then_503_is_sent_once: Kind::Restore, executed_then(503, Some("ProxyOffline")), 1, RECEIVED;
+    restore_to_executed_then_504_is_sent_once: Kind::RestoreTo, executed_then(504, None), 1, RECEIVED;
+    bulk_executed_then_503_is_sent_once: Kind::Bulk, executed_then(503, None), 1, RECEIVED;
+    restore_executed_then_504_timeout_is_sent_once: Kind::Restore, executed_then(504, Some("Timeout")), 1, RECEIVED;
+    // an unreadable success answer of an executed restore
+    restore_executed_then_garbled_200_is_sent_once: Kind::Restore, FaultAction::ExecuteThenAnswer { status: 200, error_code: None, message: None, body: Some("{\"sessionId\":".into()) }, 1, RECEIVED;
+    // (d) not executed, 500 → after the grace, sent once more
+    restore_refused_with_500_is_sent_again_after_the_grace: Kind::Restore, error(500, "HttpError"), 2, NOT_RECEIVED;
+    restore_to_refused_with_500_is_sent_again_after_the_grace: Kind::RestoreTo, FaultAction::Status { status: 500 }, 2, NOT_RECEIVED;
+    bulk_refused_with_500_is_sent_again_after_the_grace: Kind::Bulk, error(500, "Timeout"), 2, NOT_RECEIVED;
+    // (e) 409 / 429 → resent after backoff, no reconciliation
+    restore_409_is_resent_after_backoff: Kind::Restore, error(409, "OperationConflict"), 2, None;
+    restore_to_429_is_resent_after_backoff: Kind::RestoreTo, FaultAction::TooManyRequests { retry_after_seconds: 1 }, 2, None;
+    bulk_409_is_resent_after_backoff: Kind::Bulk, error(409, "OperationConflict"), 2, None;
+    bulk_429_is_resent_after_backoff: Kind::Bulk, FaultAction::TooManyRequests { retry_after_seconds: 1 }, 2, None;
+}
+
+// -------------------------------------------------------------------------------------------
+// Restore-completion matching never takes another mailbox's events for the step's.
+// -------------------------------------------------------------------------------------------
+
+fn with_shared_mailbox() -> SimConfig {
+    SimConfig {
+        session_id_mode: SessionIdMode::ExploreSession,
+        extra_mailboxes: vec![ExtraMailbox {
+            email: String::new(),
+            name: "Room 101".into(),
+            is_archive: false,
+        }],
+        ..sim()
+    }
+}
+
+/// A mailbox without an address, whose restore POST gets a bare 502 (not executed), restored
+/// beside alice in the same explore session: alice's events must not prove its restore. It is
+/// found not received and sent again, and its completion is matched by id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_without_address_is_not_matched_by_another_mailboxs_events() {
+    let w = World::start(with_shared_mailbox()).await;
+    let room = w
+        .sim
+        .mailbox("", false)
+        .expect("the mailbox without address")
+        .id;
+    w.sim
+        .add_fault(FaultRule {
+            path: Some(format!("*/mailboxes/{room}/restore")),
+            ..FaultRule::on(
+                Endpoint::MailboxRestore,
+                FaultAction::Status { status: 502 },
+            )
+            .calls(CallRange::only(1))
+        })
+        .unwrap();
+    w.job(
+        "r",
+        &restore_job(
+            "r",
+            &format!("alice@contoso.com, {{ id: {room} }}"),
+            "  retry: { maxAttempts: 3, initialBackoff: 200ms, maxBackoff: 400ms }\n",
+        ),
+    );
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    assert_eq!(w.sim.restore_calls(room), 1, "the room was restored");
+    assert_eq!(w.sim.restore_calls(w.mailbox_id("alice@contoso.com")), 1);
+    let steps = w.steps(out.run).await;
+    let step = steps
+        .iter()
+        .find(|s| s.mailbox_id.as_deref() == Some(room.to_string().as_str()))
+        .unwrap();
+    assert_eq!(step.restore_posts, 2, "{step:?}");
+    assert!(step.created_items.is_some(), "counts found by id: {step:?}");
+    w.assert_all_sessions_stopped();
+}
+
+/// An archive shares its primary's address. Its restore POST gets a bare 502 (not executed)
+/// while the primary's restore runs in the same explore session: the primary's event names the
+/// shared address and proves nothing about the archive, and the statistics never name the
+/// archive's id, so the step is refused as ambiguous (`in_doubt`), never taken as received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_is_not_matched_by_its_primarys_events() {
+    let w = World::start(with_shared_mailbox()).await;
+    let archive = w.sim.mailbox("alice@contoso.com", true).unwrap().id;
+    w.sim
+        .add_fault(FaultRule {
+            path: Some(format!("*/mailboxes/{archive}/restore")),
+            ..FaultRule::on(
+                Endpoint::MailboxRestore,
+                FaultAction::Status { status: 502 },
+            )
+            .calls(CallRange::only(1))
+        })
+        .unwrap();
+    w.job(
+        "r",
+        &job_yaml(
+            "Restore",
+            "r",
+            &format!(
+                "  mailboxes: [alice@contoso.com]\n  archives: include\n  restore:\n{USER_CREDS}"
+            ),
+        ),
+    );
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::NeedsAttention, "{out:?}");
+    assert_eq!(w.sim.restore_calls(archive), 0);
+    let steps = w.steps(out.run).await;
+    let step = steps.iter().find(|s| s.is_archive).unwrap();
+    assert_eq!(step.state, StepState::InDoubt, "{step:?}");
+    let why = step.error_message.as_deref().unwrap_or("");
+    assert!(
+        why.contains("alice@contoso.com") && why.contains("archive"),
+        "{why}"
+    );
+    let primary = steps.iter().find(|s| !s.is_archive).unwrap();
+    assert_eq!(primary.state, StepState::Done);
+    w.assert_all_sessions_stopped();
+}
+
+/// An archive whose restore ran but whose answer was lost is proven received by the statistics
+/// entry with its id, and followed to its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_of_an_archive_restore_is_proven_by_its_id() {
+    let w = World::start(with_shared_mailbox()).await;
+    let archive = w.sim.mailbox("bob@contoso.com", true).unwrap().id;
+    w.sim
+        .add_fault(
+            FaultRule::on(Endpoint::MailboxRestore, FaultAction::LoseResponse)
+                .calls(CallRange::only(1)),
+        )
+        .unwrap();
+    w.job(
+        "r",
+        &job_yaml(
+            "Restore",
+            "r",
+            &format!("  mailboxes: [bob@contoso.com]\n  archives: only\n  restore:\n{USER_CREDS}"),
+        ),
+    );
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    assert_eq!(w.sim.restore_calls(archive), 1);
+    let step = &w.steps(out.run).await[0];
+    assert_eq!(step.restore_posts, 1);
+    assert!(step.created_items.is_some(), "{step:?}");
+    w.assert_all_sessions_stopped();
 }

@@ -377,3 +377,52 @@ async fn faults_can_come_from_the_configuration() {
     assert_eq!(err["message"], "backup proxy unreachable");
     api.explore().await;
 }
+
+/// `executeThenAnswer`: the restore really starts, the client gets the chosen error, and the
+/// journal keeps both what was decided (200, executed) and what was answered.
+#[tokio::test]
+async fn a_restore_executed_then_answered_500_runs_once_and_the_journal_says_so() {
+    let api = Api::new(fast_config()).await;
+    let rs = api.explore().await;
+    let alice = api.mailbox_id("alice@contoso.com");
+    api.sim
+        .add_fault(
+            FaultRule::on(
+                Endpoint::MailboxRestore,
+                FaultAction::ExecuteThenAnswer {
+                    status: 500,
+                    error_code: Some("Timeout".into()),
+                    message: None,
+                    body: None,
+                },
+            )
+            .calls(CallRange::only(1)),
+        )
+        .expect("rule");
+    let path = format!("/v8/RestoreSessions/{rs}/organization/mailboxes/{alice}/restore");
+    let (status, body) = api
+        .post(
+            &path,
+            json!({"userName": "admin@contoso.com", "userPassword": "pw"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["errorCode"], "Timeout", "{body}");
+    assert_eq!(
+        api.sim.restore_calls(alice),
+        1,
+        "executed before the answer"
+    );
+    let entry = api
+        .sim
+        .journal()
+        .into_iter()
+        .find(|e| e.param("mailboxId").is_some())
+        .expect("journaled");
+    assert_eq!(entry.status, Some(500));
+    assert_eq!(entry.decided_status, Some(200));
+    assert_eq!(
+        entry.fault.as_deref(),
+        Some("executeThenAnswer 500 Timeout")
+    );
+}

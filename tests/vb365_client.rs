@@ -459,6 +459,81 @@ async fn server_errors_are_classified() {
     }
 }
 
+/// A restore POST (any of the three) answered with an error status: only the statuses that prove
+/// the server refused it before acting (400, 401, 403, 404, 409, 429) keep their usual class;
+/// every other answer — any 5xx with or without `errorCode` — makes its outcome unknown
+/// (`Ambiguous`), and the client sends the POST exactly once.
+#[tokio::test]
+async fn restore_post_errors_are_ambiguous_unless_refused_before_execution() {
+    let server = MockServer::start().await;
+    let with = |status: u16, code: Option<&str>| {
+        let r = ResponseTemplate::new(status);
+        match code {
+            Some(c) => r.set_body_json(exception(c, "injected")),
+            None => r,
+        }
+    };
+    let cases: Vec<(u16, Option<&str>, ErrorClass)> = vec![
+        (500, None, ErrorClass::Ambiguous),
+        (500, Some("Timeout"), ErrorClass::Ambiguous),
+        (500, Some("ProxyOffline"), ErrorClass::Ambiguous),
+        (500, Some("HttpError"), ErrorClass::Ambiguous),
+        (500, Some("BrandNewCode"), ErrorClass::Ambiguous),
+        (502, None, ErrorClass::Ambiguous),
+        (503, Some("ProxyOffline"), ErrorClass::Ambiguous),
+        (504, Some("Timeout"), ErrorClass::Ambiguous),
+        (422, None, ErrorClass::Ambiguous),
+        (
+            400,
+            Some("ParameterValidationFailure"),
+            ErrorClass::Permanent,
+        ),
+        (403, Some("ResourceAccessDenied"), ErrorClass::Permanent),
+        (409, Some("OperationConflict"), ErrorClass::Retryable),
+        (429, None, ErrorClass::Retryable),
+    ];
+    let (rs, mb): (Uuid, Uuid) = (RS.parse().unwrap(), MB.parse().unwrap());
+    let to = RestoreToDifferentLocation {
+        mailbox: Some("legal@contoso.com".into()),
+        credentials: (&RestoreCredentials::User {
+            user_name: "admin@contoso.com".into(),
+            password: SecretString::from("m365-SECRET"),
+        })
+            .try_into()
+            .unwrap(),
+        ..Default::default()
+    };
+    let bulk = BulkRestoreOptions {
+        mailboxes: vec![MailboxRef { id: mb }],
+        ..Default::default()
+    };
+    for (status, code, class) in cases {
+        for kind in ["restore", "restoreTo", "bulk"] {
+            server.reset().await;
+            mount_tokens(&server, 3600).await;
+            Mock::given(method("POST"))
+                .and(path_regex(r"/(restore|restoreTo)$"))
+                .respond_with(with(status, code))
+                .mount(&server)
+                .await;
+            let (client, _dir) = client_for(&server.uri());
+            let e = match kind {
+                "restore" => client.restore_mailbox(rs, mb, &restore_body()).await,
+                "restoreTo" => client.restore_mailbox_to(rs, mb, &to).await,
+                _ => client.restore_mailboxes(rs, &bulk).await,
+            }
+            .unwrap_err();
+            assert_eq!(e.class, class, "{kind} answered {status} {code:?}: {e}");
+            let posts = requests(&server)
+                .await
+                .iter()
+                .filter(|r| r.method.as_str() == "POST" && !r.url.path().ends_with("/token"))
+                .count();
+            assert_eq!(posts, 1, "{kind} answered {status}: sent exactly once");
+        }
+    }
+}
+
 /// 429 is retryable and carries the server's `Retry-After`.
 #[tokio::test]
 async fn too_many_requests_carries_retry_after() {

@@ -20,6 +20,17 @@
 //!   vanishes while it is read: its contents can no longer be known); the run ends
 //!   `needs_attention` and nothing is sent until an operator decides (`restorectl resolve`).
 //!
+//! Which POSTs get here is decided by [`crate::vb365::error::classify`]: every answer except a
+//! refusal before execution (400, 401, 403, 404, 409, 429). "Not received" is a failed attempt
+//! under the retry policy.
+//!
+//! # Whose event is it
+//!
+//! Events name a mailbox by its address. That identifies only a mailbox whose address is
+//! distinct in the session's list; a mailbox without an address, or an archive (it shares its
+//! primary's address), is recognised by its id in the statistics (`BulkMailbox` entries) or not
+//! at all — an event that may be its own is never taken as proof either way.
+//!
 //! # Following a restore
 //!
 //! Both readings of `sessionId` are handled: when it differs from the explore session it is an
@@ -29,6 +40,7 @@
 //! counts. Failed items, a `cannotContinueMailboxError` or a failed event fail the step with the
 //! server's text; warnings make it `warning`.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -53,32 +65,66 @@ const CLOCK_SKEW: Duration = Duration::from_secs(60);
 /// Consecutive failed polls of a submitted restore before the step fails.
 const MAX_POLL_ERRORS: u32 = 30;
 
-/// The mailboxes a restore step covers.
-struct Targets {
-    ids: Vec<String>,
-    emails: Vec<String>,
+/// One mailbox a restore step covers.
+#[derive(Debug, Clone)]
+struct Target {
+    /// The mailbox id (what statistics items name).
+    id: String,
+    /// Its e-mail address, possibly empty.
+    email: String,
+    /// The address names this mailbox alone in the session's list: a `Restore` event that names
+    /// it is this mailbox's. An empty address, or one an archive shares with its primary
+    /// mailbox, tells nothing; such a mailbox is matched by id (statistics) or not at all.
+    distinct: bool,
 }
 
-async fn targets(ctx: &RunCtx, step: &Step) -> Result<Targets, StepFailure> {
-    if let Some(ids) = &step.mailbox_ids {
-        let all = ctx.mailboxes().await?;
-        let emails = ids
-            .iter()
-            .filter_map(|id| {
-                all.iter()
-                    .find(|m| m.id.to_string().eq_ignore_ascii_case(id))
-                    .map(|m| m.email.clone())
-            })
-            .collect();
-        return Ok(Targets {
-            ids: ids.clone(),
-            emails,
-        });
+/// The mailboxes a restore step covers.
+#[derive(Debug, Clone)]
+struct Targets(Vec<Target>);
+
+impl Targets {
+    fn ids(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|t| t.id.as_str())
     }
-    Ok(Targets {
-        ids: step.mailbox_id.clone().into_iter().collect(),
-        emails: step.mailbox_email.clone().into_iter().collect(),
-    })
+
+    /// Every target has a distinct address, so events alone can tell its restore.
+    fn all_distinct(&self) -> bool {
+        self.0.iter().all(|t| t.distinct)
+    }
+}
+
+/// The step's mailboxes, with whether each one's address is distinct in the session's list.
+async fn targets(ctx: &RunCtx, step: &Step) -> Result<Targets, StepFailure> {
+    let all = ctx.mailboxes().await?;
+    let ids: Vec<String> = match &step.mailbox_ids {
+        Some(ids) => ids.clone(),
+        None => step.mailbox_id.clone().into_iter().collect(),
+    };
+    let list = ids
+        .into_iter()
+        .map(|id| {
+            let email = all
+                .iter()
+                .find(|m| m.id.to_string().eq_ignore_ascii_case(&id))
+                .map(|m| m.email.clone())
+                .or_else(|| {
+                    step.mailbox_email
+                        .clone()
+                        .filter(|_| step.mailbox_ids.is_none())
+                })
+                .unwrap_or_default();
+            let sharing = all
+                .iter()
+                .filter(|m| !email.is_empty() && m.email.eq_ignore_ascii_case(&email))
+                .count();
+            Target {
+                distinct: !email.is_empty() && sharing <= 1,
+                id,
+                email,
+            }
+        })
+        .collect();
+    Ok(Targets(list))
 }
 
 fn resolve_credentials(ctx: &RunCtx, c: &Credentials) -> Result<RestoreCredentials, StepFailure> {
@@ -334,35 +380,115 @@ enum Evidence {
     /// A session that could hold the trace vanished while it was being read: what it held can
     /// no longer be known, so the absence of a trace proves nothing.
     Vanished(Uuid),
+    /// This session holds a restore event that may be the step's or another mailbox's (an
+    /// empty address, or one an archive shares with its primary) and nothing by id settles it.
+    Unsure(Uuid),
 }
 
-fn matches_target(e: &RestoreSessionEvent, emails: &[String]) -> bool {
-    e.event_type == Some(EventType::Restore)
-        && emails.iter().any(|m| {
-            e.source
+/// What a `Restore` event says about one target mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Match {
+    /// It names the mailbox's distinct address.
+    Ours,
+    /// It may be this mailbox's or another's: it names an address the mailbox shares (an
+    /// archive and its primary), or it names no address and the mailbox has none.
+    Maybe,
+    /// It is about another mailbox (or is not a restore event).
+    No,
+}
+
+fn event_match(e: &RestoreSessionEvent, t: &Target) -> Match {
+    if e.event_type != Some(EventType::Restore) {
+        return Match::No;
+    }
+    let source = e.source.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    if t.email.is_empty() {
+        // Nothing of ours to look for; an event naming nobody could be ours.
+        return if source.is_none() && !names_an_address(&e.message) {
+            Match::Maybe
+        } else {
+            Match::No
+        };
+    }
+    let named = match source {
+        Some(s) => s.eq_ignore_ascii_case(&t.email),
+        None => contains_address(&e.message, &t.email),
+    };
+    match (named, t.distinct) {
+        (true, true) => Match::Ours,
+        (true, false) => Match::Maybe,
+        (false, _) => Match::No,
+    }
+}
+
+/// An event that is certainly about one of the targets.
+fn ours(e: &RestoreSessionEvent, targets: &Targets) -> bool {
+    targets.0.iter().any(|t| event_match(e, t) == Match::Ours)
+}
+
+/// Characters that can be part of an e-mail address (so a match must not be next to one).
+fn address_char(c: char) -> bool {
+    c.is_alphanumeric() || "._%+-@'!#$&*/=?^`{|}~".contains(c)
+}
+
+/// `text` names `address` as a whole word (case-insensitively): `bob@x` is not found in
+/// `alice.bob@x`, and an empty address is never found.
+fn contains_address(text: &str, address: &str) -> bool {
+    if address.is_empty() {
+        return false;
+    }
+    let (text, address) = (text.to_lowercase(), address.to_lowercase());
+    let mut from = 0;
+    while let Some(pos) = text[from..].find(&address) {
+        let start = from + pos;
+        let end = start + address.len();
+        let before = text[..start].chars().next_back();
+        let after = text[end..].chars().next();
+        if !before.is_some_and(address_char) && !after.is_some_and(address_char) {
+            return true;
+        }
+        from = start + text[start..].chars().next().map_or(1, char::len_utf8);
+    }
+    false
+}
+
+/// The text holds something that looks like an e-mail address.
+fn names_an_address(text: &str) -> bool {
+    text.split(|c: char| !address_char(c))
+        .any(|w| w.len() > 2 && w.trim_matches('@').contains('@'))
+}
+
+/// A statistics entry for one of the target ids (what identifies a mailbox whatever its address).
+fn stats_name_a_target(stats: &RestoreSessionStatistics, targets: &Targets) -> bool {
+    flatten(&stats.items).iter().any(|i| {
+        i.item_restore_details_type == "BulkMailbox"
+            && i.id
                 .as_deref()
-                .is_some_and(|s| s.eq_ignore_ascii_case(m))
-                || e.message
-                    .to_ascii_lowercase()
-                    .contains(&m.to_ascii_lowercase())
-        })
+                .is_some_and(|x| targets.ids().any(|id| id.eq_ignore_ascii_case(x)))
+    })
 }
 
 /// Looks for a trace of the step's restore started at or after `since`: first in operation
 /// sessions created since then (reading a), then in the explore session's events (reading b).
+/// `others` are the operations other steps of the run are known to follow: not this step's.
 async fn find_evidence(
     ctx: &RunCtx,
     explore: Uuid,
     since: DateTime<Utc>,
-    emails: &[String],
+    targets: &Targets,
+    others: &HashSet<Uuid>,
 ) -> Result<Evidence, ApiError> {
     let since = since - chrono::Duration::from_std(CLOCK_SKEW).unwrap_or_default();
     let filter = RestoreSessionFilter {
         start_time_from: Some(since),
         ..RestoreSessionFilter::default()
     };
+    let maybe = |e: &RestoreSessionEvent| {
+        e.start_time >= since && targets.0.iter().any(|t| event_match(e, t) == Match::Maybe)
+    };
+    let mut unsure = None;
     for s in ctx.client.restore_sessions(&filter).await? {
-        if s.id == explore || s.creation_time < since {
+        if s.id == explore || s.creation_time < since || others.contains(&s.id) {
             continue;
         }
         // A session this daemon opened is an explore session of some run, not an operation.
@@ -371,26 +497,48 @@ async fn find_evidence(
         }
         let events = match ctx.client.restore_session_events(s.id).await {
             Ok(events) => events,
-            Err(e) if e.is_gone() => {
-                return Ok(Evidence::Vanished(s.id));
-            }
+            Err(e) if e.is_gone() => return Ok(Evidence::Vanished(s.id)),
             Err(e) => return Err(e),
         };
         if events
             .iter()
-            .any(|e| matches_target(e, emails) && e.start_time >= since)
+            .any(|e| ours(e, targets) && e.start_time >= since)
         {
             return Ok(Evidence::Received(s.id));
+        }
+        if events.iter().any(maybe) {
+            // An operation session's statistics list every mailbox of its restore by id once
+            // it is done: they tell whose restore it is.
+            match ctx.client.restore_session_statistics(s.id).await {
+                Ok(st) if stats_name_a_target(&st, targets) => {
+                    return Ok(Evidence::Received(s.id));
+                }
+                Ok(st) if !st.items.is_empty() => {}
+                Ok(_) => {
+                    unsure.get_or_insert(s.id);
+                }
+                Err(e) if e.is_gone() => return Ok(Evidence::Vanished(s.id)),
+                Err(e) => return Err(e),
+            }
         }
     }
     let events = ctx.client.restore_session_events(explore).await?;
     if events
         .iter()
-        .any(|e| matches_target(e, emails) && e.start_time >= since)
+        .any(|e| ours(e, targets) && e.start_time >= since)
     {
         return Ok(Evidence::Received(explore));
     }
-    Ok(Evidence::NoTrace)
+    if events.iter().any(maybe) {
+        // The explore session collects the statistics of this run's restores only, and a
+        // mailbox has one step: an entry with its id is this step's restore.
+        let st = ctx.client.restore_session_statistics(explore).await?;
+        if stats_name_a_target(&st, targets) {
+            return Ok(Evidence::Received(explore));
+        }
+        unsure.get_or_insert(explore);
+    }
+    Ok(unsure.map_or(Evidence::NoTrace, Evidence::Unsure))
 }
 
 /// Decides about a step left `submitting` (see the module doc).
@@ -418,15 +566,36 @@ pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, Ru
             Err(AttemptError::Run(e)) => Err(e),
         };
     };
-    let targets = match targets(ctx, step).await {
-        Ok(t) => t,
-        Err(f) => {
-            return in_doubt(
-                ctx,
-                step,
-                &format!("cannot tell which mailboxes to look for: {}", f.message),
-            )
-            .await;
+    // Which mailboxes to look for, and the operations the run's other steps follow (not ours).
+    let (targets, others) = loop {
+        let known = async {
+            let t = targets(ctx, step).await?;
+            let others: HashSet<Uuid> = store
+                .list_steps(run)
+                .await
+                .map_err(|e| StepFailure::new(ErrorClass::Retryable, e.to_string()))?
+                .iter()
+                .filter(|s| s.id != step.id)
+                .filter_map(|s| s.remote_operation_id.as_deref())
+                .filter_map(|id| Uuid::parse_str(id).ok())
+                .collect();
+            Ok::<_, StepFailure>((t, others))
+        };
+        match known.await {
+            Ok(k) => break k,
+            Err(f) if Utc::now() >= decide_after => {
+                return in_doubt(
+                    ctx,
+                    step,
+                    &format!("cannot tell which mailboxes to look for: {}", f.message),
+                )
+                .await;
+            }
+            Err(_) => {
+                if !sleep(ctx, ctx.options().poll_interval).await {
+                    return Ok(Next::End(StepEnd::Stopped));
+                }
+            }
         }
     };
     let mut last_error = None;
@@ -434,7 +603,7 @@ pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, Ru
         if ctx.stop.is_stopped() {
             return Ok(Next::End(StepEnd::Stopped));
         }
-        match find_evidence(ctx, explore, since, &targets.emails).await {
+        match find_evidence(ctx, explore, since, &targets, &others).await {
             Ok(Evidence::Received(op)) => {
                 store
                     .mark_submitted(step.id, &op.to_string(), Utc::now())
@@ -460,6 +629,27 @@ pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, Ru
                 )
                 .await;
             }
+            Ok(Evidence::Unsure(id)) if Utc::now() >= decide_after => {
+                let who: Vec<&str> = targets
+                    .0
+                    .iter()
+                    .filter(|t| !t.distinct)
+                    .map(|t| {
+                        if t.email.is_empty() {
+                            "(no address)"
+                        } else {
+                            t.email.as_str()
+                        }
+                    })
+                    .collect();
+                return in_doubt(
+                    ctx,
+                    step,
+                    &format!("restore session {id} holds a restore of an address this step cannot be told apart by ({}: empty, or shared by an archive and its primary mailbox) and its statistics do not name the mailbox id; cannot prove whose restore it is", who.join(", ")),
+                )
+                .await;
+            }
+            Ok(Evidence::Unsure(_)) => {}
             Ok(Evidence::NoTrace) if Utc::now() >= decide_after => {
                 let alive = match ctx.client.restore_session(explore).await {
                     Ok(s) => s.state == vb365::SessionState::Working,
@@ -476,23 +666,22 @@ pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, Ru
                 ctx.note(
                     Some(step.id),
                     format!(
-                        "reconciled: restore session {explore} is working and shows no trace of the restore {}s after it was committed; sending it",
+                        "reconciled: restore session {explore} is working and shows no trace of the restore {}s after it was committed; it was not received and will be sent again",
                         grace.as_secs()
                     ),
                     json!({ "reconciled": "not_received" }),
                 )
                 .await;
-                let fresh = store
-                    .get_step(step.id)
-                    .await
-                    .map_err(RunError::store(run))?;
-                return match submit(ctx, &fresh).await {
-                    Ok(n) => Ok(n),
-                    Err(AttemptError::Step(f)) => {
-                        super::steps::handle_failure(ctx, step.id, f).await
-                    }
-                    Err(AttemptError::Run(e)) => Err(e),
-                };
+                // Proven not executed: an ordinary failed attempt, so the next POST comes under
+                // the retry policy (backoff, `retry.maxAttempts`) like any refused one.
+                let failure = StepFailure::new(
+                    ErrorClass::Retryable,
+                    format!(
+                        "the restore POST was not received (no trace in restore session {explore} {}s after it was sent)",
+                        grace.as_secs()
+                    ),
+                );
+                return super::steps::handle_failure(ctx, step.id, failure).await;
             }
             Ok(Evidence::NoTrace) => {}
             Err(e) => {
@@ -656,39 +845,61 @@ async fn poll_once(
             Ok(_) => return Ok(None),
             Err(e) if e.is_gone() => {
                 // The operation session is gone: the explore session's events may still tell.
-                let events = ctx.client.restore_session_events(explore).await?;
-                let relevant: Vec<&RestoreSessionEvent> = events
-                    .iter()
-                    .filter(|ev| matches_target(ev, &targets.emails) && ev.start_time >= since)
-                    .collect();
-                if finished(&relevant, targets) {
-                    return Ok(Some(evaluate(&relevant, None, None, targets)));
-                }
-                return Err(e);
+                return match explore_outcome(ctx, explore, since, targets).await? {
+                    Some(outcome) => Ok(Some(outcome)),
+                    None => Err(e),
+                };
             }
             Err(e) => return Err(e),
         }
     }
+    explore_outcome(ctx, explore, since, targets).await
+}
+
+/// The step's outcome as the explore session tells it (reading b), once every target mailbox
+/// is finished there; `None` while one is not.
+async fn explore_outcome(
+    ctx: &RunCtx,
+    explore: Uuid,
+    since: DateTime<Utc>,
+    targets: &Targets,
+) -> Result<Option<RestoreOutcome>, ApiError> {
     let events = ctx.client.restore_session_events(explore).await?;
     let relevant: Vec<&RestoreSessionEvent> = events
         .iter()
-        .filter(|e| matches_target(e, &targets.emails) && e.start_time >= since)
+        .filter(|e| ours(e, targets) && e.start_time >= since)
         .collect();
-    if !finished(&relevant, targets) {
+    // A mailbox without a distinct address is finished when the statistics name its id.
+    let stats = if targets.all_distinct() {
+        None
+    } else {
+        Some(ctx.client.restore_session_statistics(explore).await?)
+    };
+    if !finished(&relevant, stats.as_ref(), targets) {
         return Ok(None);
     }
-    let stats = ctx.client.restore_session_statistics(explore).await.ok();
+    let stats = match stats {
+        Some(s) => Some(s),
+        None => ctx.client.restore_session_statistics(explore).await.ok(),
+    };
     Ok(Some(evaluate(&relevant, stats.as_ref(), None, targets)))
 }
 
-/// Every target mailbox has a `Restore` event and none is still running.
-fn finished(events: &[&RestoreSessionEvent], targets: &Targets) -> bool {
-    !events.is_empty()
+/// Every target mailbox is finished: one with a distinct address has a `Restore` event, one
+/// without has a statistics entry with its id; and no event is still running.
+fn finished(
+    events: &[&RestoreSessionEvent],
+    stats: Option<&RestoreSessionStatistics>,
+    targets: &Targets,
+) -> bool {
+    !targets.0.is_empty()
         && events.iter().all(|e| e.status != EventStatus::Running)
-        && targets.emails.iter().all(|m| {
-            events
-                .iter()
-                .any(|e| matches_target(e, std::slice::from_ref(m)))
+        && targets.0.iter().all(|t| {
+            if t.distinct {
+                events.iter().any(|e| event_match(e, t) == Match::Ours)
+            } else {
+                stats.is_some_and(|st| stats_name_a_target(st, &Targets(vec![t.clone()])))
+            }
         })
 }
 
@@ -717,7 +928,7 @@ fn evaluate(
         // The last entry per mailbox: an explore session accumulates the items of every
         // restore run in it.
         let mut mine: Vec<&ItemRestoreDetails> = Vec::new();
-        for id in &targets.ids {
+        for id in targets.ids() {
             if let Some(item) = all.iter().rev().find(|i| {
                 i.item_restore_details_type == "BulkMailbox"
                     && i.id.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(id))
@@ -726,11 +937,12 @@ fn evaluate(
             }
         }
         if mine.is_empty() {
-            for email in &targets.emails {
+            // By address only where the address names one mailbox.
+            for t in targets.0.iter().filter(|t| t.distinct) {
                 if let Some(item) = all.iter().rev().find(|i| {
                     i.mailbox_email
                         .as_deref()
-                        .is_some_and(|x| x.eq_ignore_ascii_case(email))
+                        .is_some_and(|x| x.eq_ignore_ascii_case(&t.email))
                 }) {
                     mine.push(item);
                 }
@@ -897,11 +1109,16 @@ mod tests {
         }
     }
 
-    fn targets() -> Targets {
-        Targets {
-            ids: vec!["m1".into()],
-            emails: vec!["a@x".into()],
+    fn target(id: &str, email: &str, distinct: bool) -> Target {
+        Target {
+            id: id.into(),
+            email: email.into(),
+            distinct,
         }
+    }
+
+    fn targets() -> Targets {
+        Targets(vec![target("m1", "a@x", true)])
     }
 
     #[test]
@@ -954,15 +1171,73 @@ mod tests {
 
     #[test]
     fn finished_needs_every_mailbox_and_nothing_running() {
-        let t = Targets {
-            ids: vec![],
-            emails: vec!["a@x".into(), "b@x".into()],
-        };
+        let t = Targets(vec![target("m1", "a@x", true), target("m2", "b@x", true)]);
         let a = event(EventStatus::Success, "a@x");
         let b_running = event(EventStatus::Running, "b@x");
         let b = event(EventStatus::Success, "B@X");
-        assert!(!finished(&[&a], &t));
-        assert!(!finished(&[&a, &b_running], &t));
-        assert!(finished(&[&a, &b], &t));
+        assert!(!finished(&[&a], None, &t));
+        assert!(!finished(&[&a, &b_running], None, &t));
+        assert!(finished(&[&a, &b], None, &t));
+    }
+
+    /// An empty address is found nowhere, and `message.contains("")` is not a match.
+    #[test]
+    fn an_empty_address_never_matches_an_event_of_another_mailbox() {
+        let empty = target("m9", "", false);
+        let other = event(EventStatus::Success, "a@x");
+        assert_eq!(event_match(&other, &empty), Match::No);
+        let mut unnamed = event(EventStatus::Success, "a@x");
+        unnamed.source = None;
+        assert_eq!(
+            event_match(&unnamed, &empty),
+            Match::No,
+            "the message names a@x"
+        );
+        unnamed.message = "Restoring mailbox".into();
+        assert_eq!(event_match(&unnamed, &empty), Match::Maybe);
+        assert!(!contains_address("Restoring a@x", ""));
+        // Finished only by a statistics entry with its id, never by another mailbox's event.
+        let t = Targets(vec![empty]);
+        assert!(!finished(&[&other], None, &t));
+        let st = stats(vec![item("m1", RestoreStatus::Success, 0, None)]);
+        assert!(!finished(&[], Some(&st), &t));
+        let st = stats(vec![item("m9", RestoreStatus::Success, 0, None)]);
+        assert!(finished(&[], Some(&st), &t));
+    }
+
+    /// An archive shares its primary's address: an event naming it is only "maybe", and the
+    /// outcome comes from the statistics entry with the archive's own id.
+    #[test]
+    fn an_archive_sharing_its_primarys_address_is_matched_by_id() {
+        let archive = target("arch", "a@x", false);
+        let e = event(EventStatus::Failed, "a@x");
+        assert_eq!(event_match(&e, &archive), Match::Maybe);
+        let t = Targets(vec![archive]);
+        assert!(!ours(&e, &t));
+        assert!(!finished(&[], None, &t));
+        let primary_failed = item("prim", RestoreStatus::Failed, 9, Some("primary broke"));
+        let st = stats(vec![primary_failed.clone()]);
+        assert!(
+            !finished(&[], Some(&st), &t),
+            "the primary's entry is not ours"
+        );
+        let st = stats(vec![
+            primary_failed,
+            item("arch", RestoreStatus::Success, 0, None),
+        ]);
+        assert!(finished(&[], Some(&st), &t));
+        let outcome = evaluate(&[], Some(&st), None, &t);
+        assert_eq!(outcome.state, StepState::Done, "{outcome:?}");
+    }
+
+    #[test]
+    fn an_address_matches_only_as_a_whole_word() {
+        assert!(contains_address("Restored Bob@X (3 items)", "bob@x"));
+        assert!(contains_address("bob@x", "bob@x"));
+        assert!(!contains_address("Restored alice.bob@x", "bob@x"));
+        assert!(!contains_address("Restored bob@x.org", "bob@x"));
+        assert!(contains_address("Failed to restore bob@x: locked", "bob@x"));
+        assert!(names_an_address("Restoring a@x"));
+        assert!(!names_an_address("Restoring mailbox @ 10:00"));
     }
 }

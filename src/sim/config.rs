@@ -163,6 +163,22 @@ pub struct SimConfig {
     pub tls: Option<TlsPem>,
     /// Fault rules active from the start.
     pub faults: Vec<FaultRule>,
+    /// Mailboxes added to the demo organisation after its own (tests of odd real-world data:
+    /// a shared mailbox without an address, say).
+    pub extra_mailboxes: Vec<ExtraMailbox>,
+}
+
+/// A mailbox added to the demo organisation by [`SimConfig::extra_mailboxes`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtraMailbox {
+    /// E-mail address; may be empty, or the address of another mailbox.
+    #[serde(default)]
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    #[serde(default)]
+    pub is_archive: bool,
 }
 
 impl Default for SimConfig {
@@ -189,6 +205,7 @@ impl Default for SimConfig {
             latest_backup: default_latest_backup(),
             tls: None,
             faults: Vec::new(),
+            extra_mailboxes: Vec::new(),
         }
     }
 }

@@ -13,7 +13,12 @@
 //!   - method: GET
 //!     path: "/v8/RestoreSessions/*/Events"
 //!     action: { kind: error, status: 500, errorCode: ProxyOffline }
+//!   - endpoint: bulkRestore
+//!     action: { kind: executeThenAnswer, status: 500, errorCode: Timeout }
 //! ```
+//!
+//! Three actions tell apart what a client cannot: `error` answers without executing anything,
+//! `loseResponse` executes and never answers, `executeThenAnswer` executes and answers an error.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -88,6 +93,20 @@ pub enum FaultAction {
     /// Handle the request (a restore really starts), then drop the connection before any
     /// response byte: the client sees a transport error.
     LoseResponse,
+    /// Handle the request (a restore really starts), then answer `status` instead of the real
+    /// answer: a `RESTExceptionInfo` body with `errorCode` and `message`, or `body` verbatim when
+    /// it is given (an unreadable success answer, say). A backend that starts an operation and
+    /// fails while answering looks like this (API.md §5).
+    #[serde(rename_all = "camelCase")]
+    ExecuteThenAnswer {
+        status: u16,
+        #[serde(default)]
+        error_code: Option<String>,
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default)]
+        body: Option<String>,
+    },
     /// Invalidate every access token issued so far (refresh tokens stay valid), then handle
     /// the request normally, which therefore gets 401.
     ExpireTokens,
@@ -110,6 +129,12 @@ impl FaultAction {
             FaultAction::Delay { duration } => format!("delay {}ms", duration.as_millis()),
             FaultAction::DropAfterBytes { bytes } => format!("dropAfterBytes {bytes}"),
             FaultAction::LoseResponse => "loseResponse".into(),
+            FaultAction::ExecuteThenAnswer {
+                status, error_code, ..
+            } => format!(
+                "executeThenAnswer {status} {}",
+                error_code.as_deref().unwrap_or("-")
+            ),
             FaultAction::ExpireTokens => "expireTokens".into(),
             FaultAction::RemoveSession => "removeSession".into(),
         }

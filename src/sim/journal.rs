@@ -55,8 +55,8 @@ pub struct JournalEntry {
     /// Response status; `None` when the connection was dropped before any response.
     pub status: Option<u16>,
     /// The status the simulator decided on (by a fault or by the handler), kept also when a
-    /// `loseResponse` fault then dropped the answer: a 2xx here on a restore POST means the
-    /// restore was executed, whatever the client saw.
+    /// `loseResponse` fault then dropped the answer or an `executeThenAnswer` fault replaced it:
+    /// a 2xx here on a restore POST means the restore was executed, whatever the client saw.
     pub decided_status: Option<u16>,
     /// The injected fault that shaped this exchange, if any.
     pub fault: Option<String>,

@@ -48,8 +48,8 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 pub use config::{
-    RangeMode, RestoreOutcome, SessionIdMode, SimConfig, SimConfigError, SimConfigFile, SimUser,
-    StoppedSessions, TlsFiles, TlsPem, TokenDateFormat,
+    ExtraMailbox, RangeMode, RestoreOutcome, SessionIdMode, SimConfig, SimConfigError,
+    SimConfigFile, SimUser, StoppedSessions, TlsFiles, TlsPem, TokenDateFormat,
 };
 pub use export::{PST_MAGIC, ZIP_MAGIC};
 pub use faults::{CallRange, FaultAction, FaultPatternError, FaultRule};
@@ -165,7 +165,11 @@ impl Simulator {
             .local_addr()
             .map_err(|source| SimError::Bind { addr, source })?;
         let state = Arc::new(SimState {
-            world: World::new(config.seed, config.latest_backup),
+            world: World::with_extra_mailboxes(
+                config.seed,
+                config.latest_backup,
+                &config.extra_mailboxes,
+            ),
             config,
             journal: Journal::default(),
             faults,

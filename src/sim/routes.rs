@@ -432,6 +432,29 @@ pub(crate) async fn dispatch(State(state): State<Arc<SimState>>, request: Reques
         }
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
+    let response = match faults.iter().find_map(|f| match f {
+        FaultAction::ExecuteThenAnswer {
+            status,
+            error_code,
+            message,
+            body,
+        } => Some((*status, error_code, message, body)),
+        _ => None,
+    }) {
+        Some((status, error_code, message, body)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            match body {
+                Some(raw) => (
+                    status,
+                    [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                    raw.clone(),
+                )
+                    .into_response(),
+                None => (status, axum::Json(exception_body(error_code, message))).into_response(),
+            }
+        }
+        None => response,
+    };
     entry.status = Some(response.status().as_u16());
     state.journal.record(entry);
     match faults.iter().find_map(|f| match f {
@@ -441,6 +464,15 @@ pub(crate) async fn dispatch(State(state): State<Arc<SimState>>, request: Reques
         Some(cut) => cut_body(response, cut),
         None => response,
     }
+}
+
+/// The `RESTExceptionInfo` body of an injected error.
+fn exception_body(error_code: &Option<String>, message: &Option<String>) -> Value {
+    json!({
+        "message": message.clone().unwrap_or_else(|| format!("Simulated failure ({})", error_code.as_deref().unwrap_or("no code"))),
+        "errorCode": error_code,
+        "stackTrace": null,
+    })
 }
 
 /// Applies the faults that act before the handler; returns an answer when one replaces it.
@@ -469,7 +501,7 @@ async fn pre_faults(
             } => {
                 let status =
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                let body = json!({"message": message.clone().unwrap_or_else(|| format!("Simulated failure ({})", error_code.as_deref().unwrap_or("no code"))), "errorCode": error_code, "stackTrace": null});
+                let body = exception_body(error_code, message);
                 return Some((status, axum::Json(body)).into_response());
             }
             FaultAction::Status { status } => {
@@ -489,7 +521,9 @@ async fn pre_faults(
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
                 return Some(r);
             }
-            FaultAction::DropAfterBytes { .. } | FaultAction::LoseResponse => {}
+            FaultAction::DropAfterBytes { .. }
+            | FaultAction::LoseResponse
+            | FaultAction::ExecuteThenAnswer { .. } => {}
         }
     }
     None

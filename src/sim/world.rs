@@ -280,7 +280,18 @@ pub(crate) fn rng_for(parts: &[&[u8]]) -> ChaCha8Rng {
 impl World {
     /// Builds the world for `seed` with its latest restore point at `latest_backup`
     /// (daily restore points at the same time of day going back 540 days).
+    #[cfg(test)]
     pub fn new(seed: u64, latest_backup: DateTime<Utc>) -> World {
+        World::with_extra_mailboxes(seed, latest_backup, &[])
+    }
+
+    /// [`World::new`] with `extra` mailboxes appended to the demo organisation. An extra
+    /// mailbox's id also derives from its name, so two without an address differ.
+    pub fn with_extra_mailboxes(
+        seed: u64,
+        latest_backup: DateTime<Utc>,
+        extra: &[super::config::ExtraMailbox],
+    ) -> World {
         let seed_bytes = seed.to_le_bytes();
         let mailbox = |org_id: Uuid, email: &str, name: &str, is_archive: bool| Mailbox {
             id: derive_uuid(&[
@@ -304,6 +315,18 @@ impl World {
         }
         for (email, name) in CONTOSO.iter().filter(|(e, _)| ARCHIVED.contains(e)) {
             contoso_boxes.push(mailbox(DEMO_ORG_ID, email, name, true));
+        }
+        for x in extra {
+            let mut m = mailbox(DEMO_ORG_ID, &x.email, &x.name, x.is_archive);
+            m.id = derive_uuid(&[
+                b"extra-mailbox",
+                &seed_bytes,
+                x.email.to_ascii_lowercase().as_bytes(),
+                x.name.as_bytes(),
+                &[u8::from(x.is_archive)],
+            ]);
+            m.name.clone_from(&x.name);
+            contoso_boxes.push(m);
         }
         let fabrikam_id = derive_uuid(&[b"org", &seed_bytes, PAGING_ORG_NAME.as_bytes()]);
         let fabrikam_boxes = (1..=PAGING_ORG_MAILBOXES)

@@ -568,9 +568,10 @@ impl Client {
                 );
                 // The server answered "not found" but we could not tell whether our session
                 // is gone: asking again later can tell, so this is not a permanent failure.
-                // (A status answer means the request was not acted on, so even a restore POST
-                // may be sent again.)
-                if session == SessionProbe::Unknown {
+                // (A refusal before execution — 404 — means the request was not acted on, so
+                // even a restore POST may be sent again; a 5xx naming `ResourceNotFound` on a
+                // restore POST stays ambiguous.)
+                if session == SessionProbe::Unknown && error.class != ErrorClass::Ambiguous {
                     error.class = ErrorClass::Retryable;
                 }
                 error

@@ -10,8 +10,10 @@
 //!
 //! - `errorCode` first, HTTP status second (API.md §5);
 //! - a restore POST ([`Replay::AtMostOnce`]) whose outcome is unknown is [`ErrorClass::Ambiguous`]
-//!   and must never be re-sent automatically; a connection that failed before the request was
-//!   written is an ordinary retryable failure;
+//!   and must never be re-sent automatically: every answer except the refusals listed in
+//!   [`REFUSED_BEFORE_EXECUTION`] (any 5xx whatever its `errorCode`, an unreadable success body,
+//!   a timeout or a broken connection after the request may have been written); a connection
+//!   that failed before the request was written is an ordinary retryable failure;
 //! - `ResourceNotFound` on a call under our restore session is [`ErrorClass::SessionLost`] only
 //!   when a follow-up read proved that the session itself is gone or stopped.
 //!
@@ -194,6 +196,12 @@ pub enum Outcome {
     Decode,
 }
 
+/// The statuses that prove the server refused a request before acting on it: validation (400),
+/// authentication (401), authorisation (403), an unknown resource (404), a conflicting operation
+/// (409) and throttling (429). Only these make a restore POST safe to send again without
+/// reconciliation; see [`classify`].
+pub const REFUSED_BEFORE_EXECUTION: [u16; 6] = [400, 401, 403, 404, 409, 429];
+
 /// Classifies a failure (SPEC §5 plus the transport rules). Pure, so it is tested row by row.
 ///
 /// - `replay`: whether the operation may be repeated when its outcome is unknown.
@@ -222,6 +230,13 @@ pub fn classify(
         Outcome::Status { status, code } => {
             if token_request && matches!(status, 400 | 401) {
                 return Auth;
+            }
+            // A restore POST may be resent only after an answer that proves the server refused
+            // it before acting (API.md §5). A 5xx proves nothing: the backend may have started
+            // the restore and failed while answering (`Timeout`, a WCF fault, a proxy error),
+            // whatever `errorCode` it carries; so may any status outside this list.
+            if replay == Replay::AtMostOnce && !REFUSED_BEFORE_EXECUTION.contains(status) {
+                return Ambiguous;
             }
             // A 401 on an API call is only returned after a token grant succeeded and the
             // resend was refused again: the credentials are good, the token was revoked or
@@ -255,9 +270,6 @@ pub fn classify(
             match status {
                 429 => Retryable,
                 404 if session_gone => SessionLost,
-                // 502/504 without a VB365 error body come from an intermediary that may have
-                // forwarded the request: for a restore POST the outcome is unknown.
-                502 | 504 if code.is_none() && replay == Replay::AtMostOnce => Ambiguous,
                 500..=599 => Retryable,
                 _ => Permanent,
             }
@@ -525,15 +537,12 @@ mod tests {
         let rows: Vec<(&str, Outcome, Replay, bool, bool, ErrorClass)> = vec![
             // errorCode rows of SPEC §5
             ("ProxyOffline 503", status(503, Some("ProxyOffline")), Safe, false, false, Retryable),
-            ("ProxyOffline 500 on restore", status(500, Some("ProxyOffline")), Once, false, false, Retryable),
             ("Timeout 500", status(500, Some("Timeout")), Safe, false, false, Retryable),
-            ("Timeout 504 on restore (server said so)", status(504, Some("Timeout")), Once, false, false, Retryable),
             ("OperationConflict 409", status(409, Some("OperationConflict")), Safe, false, false, Retryable),
             ("ParameterValidationFailure 400", status(400, Some("ParameterValidationFailure")), Safe, false, false, Permanent),
             ("ParameterValidationFailure 500 (code wins)", status(500, Some("ParameterValidationFailure")), Safe, false, false, Permanent),
             ("ResourceNotFound 404", status(404, Some("ResourceNotFound")), Safe, false, false, Permanent),
             ("ResourceNotFound, our session gone", status(404, Some("ResourceNotFound")), Safe, false, true, SessionLost),
-            ("ResourceNotFound on restore, session gone", status(404, Some("ResourceNotFound")), Once, false, true, SessionLost),
             ("ResourceAccessDenied 403", status(403, Some("ResourceAccessDenied")), Safe, false, false, Permanent),
             ("OrganizationTransfer 409", status(409, Some("OrganizationTransfer")), Safe, false, false, Retryable),
             ("OutdatedChangeToken 400", status(400, Some("OutdatedChangeToken")), Safe, false, false, Permanent),
@@ -545,12 +554,8 @@ mod tests {
             // HTTP status rows
             ("HTTP 500", status(500, None), Safe, false, false, Retryable),
             ("HTTP 503", status(503, None), Safe, false, false, Retryable),
-            ("HTTP 500 on restore (server rejected)", status(500, None), Once, false, false, Retryable),
-            ("HTTP 502 on restore from a proxy", status(502, None), Once, false, false, Ambiguous),
-            ("HTTP 504 on restore from a proxy", status(504, None), Once, false, false, Ambiguous),
             ("HTTP 504 on a read", status(504, None), Safe, false, false, Retryable),
             ("HTTP 429", status(429, None), Safe, false, false, Retryable),
-            ("HTTP 429 on restore", status(429, None), Once, false, false, Retryable),
             ("HTTP 400", status(400, None), Safe, false, false, Permanent),
             ("HTTP 403", status(403, None), Safe, false, false, Permanent),
             ("HTTP 404", status(404, None), Safe, false, false, Permanent),
@@ -558,10 +563,34 @@ mod tests {
             ("HTTP 409", status(409, None), Safe, false, false, Permanent),
             ("HTTP 416", status(416, None), Safe, false, false, Permanent),
             ("HTTP 401 after refresh", status(401, None), Safe, false, false, Retryable),
-            ("HTTP 401 on restore after refresh", status(401, None), Once, false, false, Retryable),
             ("token grant 400 invalid_grant", status(400, None), Safe, true, false, Auth),
             ("token grant 401", status(401, None), Safe, true, false, Auth),
             ("token grant 503", status(503, None), Safe, true, false, Retryable),
+            // A restore POST (at most once): only a refusal before execution is classed as for
+            // any other call; every other answer leaves its outcome unknown (API.md §5).
+            ("restore: 400 ParameterValidationFailure", status(400, Some("ParameterValidationFailure")), Once, false, false, Permanent),
+            ("restore: 400 without code", status(400, None), Once, false, false, Permanent),
+            ("restore: 401 after refresh", status(401, None), Once, false, false, Retryable),
+            ("restore: 403 ResourceAccessDenied", status(403, Some("ResourceAccessDenied")), Once, false, false, Permanent),
+            ("restore: 404, session gone", status(404, Some("ResourceNotFound")), Once, false, true, SessionLost),
+            ("restore: 404, session alive", status(404, Some("ResourceNotFound")), Once, false, false, Permanent),
+            ("restore: 409 OperationConflict", status(409, Some("OperationConflict")), Once, false, false, Retryable),
+            ("restore: 409 without code", status(409, None), Once, false, false, Permanent),
+            ("restore: 429", status(429, None), Once, false, false, Retryable),
+            ("restore: 500 without code", status(500, None), Once, false, false, Ambiguous),
+            ("restore: 500 Timeout", status(500, Some("Timeout")), Once, false, false, Ambiguous),
+            ("restore: 504 Timeout", status(504, Some("Timeout")), Once, false, false, Ambiguous),
+            ("restore: 500 ProxyOffline", status(500, Some("ProxyOffline")), Once, false, false, Ambiguous),
+            ("restore: 503 ProxyOffline", status(503, Some("ProxyOffline")), Once, false, false, Ambiguous),
+            ("restore: 500 HttpError", status(500, Some("HttpError")), Once, false, false, Ambiguous),
+            ("restore: 500 unknown code", status(500, Some("SomethingNew")), Once, false, false, Ambiguous),
+            ("restore: 500 OrganizationTransfer", status(500, Some("OrganizationTransfer")), Once, false, false, Ambiguous),
+            ("restore: 500 ParameterValidationFailure", status(500, Some("ParameterValidationFailure")), Once, false, false, Ambiguous),
+            ("restore: 502 from a proxy", status(502, None), Once, false, false, Ambiguous),
+            ("restore: 503", status(503, None), Once, false, false, Ambiguous),
+            ("restore: 504 from a proxy", status(504, None), Once, false, false, Ambiguous),
+            ("restore: 422", status(422, None), Once, false, false, Ambiguous),
+            ("restore: 405", status(405, None), Once, false, false, Ambiguous),
             // transport rows
             ("connect refused", t(Transport::Connect), Safe, false, false, Retryable),
             ("connect refused on restore (not sent)", t(Transport::Connect), Once, false, false, Retryable),
