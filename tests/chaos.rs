@@ -692,7 +692,8 @@ async fn chaos(kills: usize) {
     // Operator decisions, only for runs that need one, each explained by an injected fault.
     let journal = sim.journal();
     // Restore POSTs whose outcome the daemon could not know: the answer was lost or delayed
-    // past the request timeout by a fault, or a kill -9 came before the answer was recorded.
+    // past the request timeout by a fault, it was a 5xx (executed or not: API.md §5), or a
+    // kill -9 came before the answer was recorded.
     let ambiguous: Vec<&JournalEntry> = journal
         .iter()
         .filter(|e| RESTORE_ROUTES.iter().any(|r| e.is("POST", r)))
@@ -700,6 +701,7 @@ async fn chaos(kills: usize) {
             e.fault
                 .as_deref()
                 .is_some_and(|f| f.contains("loseResponse") || f.contains("delay"))
+                || e.status.is_some_and(|s| s >= 500)
                 || kill_times
                     .iter()
                     .any(|k| *k >= e.time && *k - e.time < chrono::Duration::seconds(10))
@@ -967,6 +969,14 @@ async fn check(
 ) {
     let runs = all_runs(store).await;
     let journal = sim.journal();
+    // The simulator ignores read-only properties as the real server does; restorectl's own
+    // requests must never carry one.
+    for e in journal.iter().filter(|e| !e.ignored_read_only.is_empty()) {
+        table.other.push(format!(
+            "{} {} carried read-only properties {:?}",
+            e.method, e.path, e.ignored_read_only
+        ));
+    }
     let export_root = site.path("exports").canonicalize().unwrap();
     // Per mailbox: restore steps (with their resend decisions) and their POST counters.
     let mut allowed: HashMap<String, i64> = HashMap::new();

@@ -1032,7 +1032,8 @@ fn clap_definition_is_consistent() {
 }
 
 /// On a terminal (a pty from util-linux `script`), states are coloured; `NO_COLOR` turns colour
-/// off there too. Skipped, with a note, where `script` is not installed.
+/// off there too. Skipped, with a note, where `script` is not installed — a failure under
+/// `CI=true`.
 #[test]
 fn colour_only_on_a_terminal_and_never_with_no_color() {
     let f = Fixture::with_history();
@@ -1056,7 +1057,7 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
         cmd.output()
     };
     let Ok(coloured) = run_in_pty("runs", false) else {
-        eprintln!("`script` not installed: skipping the terminal colour test");
+        common::tool_missing("`script` (util-linux)", "the terminal colour test");
         return;
     };
     assert!(coloured.status.success());

@@ -216,4 +216,26 @@ fn schema_prints_the_job_schema() {
             .unwrap()
             .contains(&serde_json::json!("spec"))
     );
+    // The vendor's recentItemRestorePeriod orders a restore ("restored first"); it never
+    // filters it, and the schema must not say "only".
+    let text = String::from_utf8(out).unwrap();
+    let at = text
+        .find("\"recentItemRestorePeriod\"")
+        .expect("documented");
+    let doc = &text[at..at + 400];
+    assert!(doc.contains("restored first"), "{doc}");
+    assert!(!doc.contains("only"), "{doc}");
+}
+
+/// `recentItemRestorePeriod: 0` is a value the vendor accepts (int32, no minimum).
+#[test]
+fn recent_item_restore_period_zero_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bulk.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: restorectl/v1\nkind: BulkRestore\nmetadata:\n  name: bulk\nspec:\n  organization: contoso.onmicrosoft.com\n  mailboxes: [ { all: true } ]\n  bulkRestore:\n    recentItemRestorePeriod: 0\n    credentials:\n      office365: { userName: a@contoso.com, password: { secret: m365-pass } }\n",
+    )
+    .unwrap();
+    restorectl().arg("validate").arg(&file).assert().code(0);
 }

@@ -646,6 +646,37 @@ fn the_contract_check_fails_on_a_misspelt_field_and_names_it() {
     assert_eq!(v.path, "contentKeywords");
 }
 
+/// A read-only property (`_actions` of a mailbox sent back as it was listed) fails the
+/// contract check, which every body restorectl builds goes through, while the server — and the
+/// simulator, which binds like it — ignores it.
+#[test]
+fn a_read_only_property_fails_the_contract_check_but_the_server_ignores_it() {
+    let doc = fixture();
+    let bulk = BulkRestoreOptions {
+        mailboxes: vec![MailboxRef {
+            id: Uuid::from_u128(1),
+        }],
+        ..Default::default()
+    }
+    .with_credentials(&credential_forms()[0]);
+    let mut json = serde_json::to_value(&bulk).expect("json");
+    json["mailboxes"][0]["_actions"] =
+        serde_json::json!({"restore": {"uri": "/v8/x", "method": "Post"}});
+    let v = contract_check_json(&doc, Operation::RestoreMailboxes, &json).expect_err("read-only");
+    assert_eq!(v.path, "mailboxes[0]._actions");
+    assert!(v.message.contains("read-only"), "{v}");
+    let op = Operation::RestoreMailboxes;
+    let ignored = doc
+        .bind_request_as(
+            op.method().as_str(),
+            op.path_template(),
+            "application/json",
+            &json,
+        )
+        .expect("the server binds it");
+    assert_eq!(ignored, ["mailboxes[0]._actions"]);
+}
+
 #[test]
 fn a_misspelt_token_form_field_fails() {
     let doc = fixture();

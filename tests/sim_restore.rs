@@ -331,3 +331,42 @@ async fn restores_without_credentials_or_targets_are_rejected_and_not_started() 
     assert_eq!(status, StatusCode::OK);
     assert_eq!(api.sim.restore_calls(alice), 1);
 }
+
+/// A script lists the mailboxes and sends the objects back as they came, `_links` and
+/// `_actions` included. The real server ignores the read-only properties, so does the
+/// simulator: the restore runs, and the journal notes what was ignored.
+#[tokio::test]
+async fn listed_mailbox_objects_sent_back_with_links_and_actions_are_accepted() {
+    let api = Api::new(fast_config()).await;
+    let rs = api.explore().await;
+    let (status, page) = api
+        .get(&format!(
+            "/v8/RestoreSessions/{rs}/organization/mailboxes?limit=2"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let listed = page["results"].as_array().expect("results").clone();
+    assert!(listed[0]["_actions"].is_object() && listed[0]["_links"].is_object());
+    let body = merge(app_credentials(), json!({ "mailboxes": listed }));
+    let (status, answer) = api
+        .post(
+            &format!("/v8/RestoreSessions/{rs}/organization/mailboxes/restore"),
+            body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    for m in &listed {
+        let id = m["id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(api.sim.restore_calls(id), 1);
+    }
+    let entry = api
+        .sim
+        .journal()
+        .into_iter()
+        .find(|e| e.method == "POST" && e.path.ends_with("/mailboxes/restore"))
+        .expect("journaled");
+    assert_eq!(
+        entry.ignored_read_only,
+        ["mailboxes[0]._actions", "mailboxes[1]._actions"]
+    );
+}

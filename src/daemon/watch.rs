@@ -251,6 +251,8 @@ mod tests {
 
     /// Generous: only bounds a hang, never asserts speed.
     const PATIENCE: Duration = Duration::from_secs(10);
+    /// A silence this long (ten debounce windows) means every earlier change has been signalled.
+    const QUIET: Duration = Duration::from_secs(1);
 
     struct Harness {
         dir: tempfile::TempDir,
@@ -281,10 +283,22 @@ mod tests {
                 cancel,
                 tracker,
             };
-            // Let setup noise (our own directory walk) settle, then forget it.
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            while h.watcher.try_next().is_some() {}
+            h.settle().await;
             h
+        }
+
+        /// Waits until the watcher has been silent for [`QUIET`] (ten debounce windows),
+        /// swallowing the signals of what happened before. A signal the next `expect_change`
+        /// sees therefore comes from the next change, not from a late event of an earlier one
+        /// (a fixed sleep followed by a drain cannot promise that on a loaded machine).
+        async fn settle(&mut self) {
+            let start = std::time::Instant::now();
+            while tokio::time::timeout(QUIET, self.watcher.next())
+                .await
+                .is_ok()
+            {
+                assert!(start.elapsed() < PATIENCE, "the watcher never went quiet");
+            }
         }
 
         fn path(&self, rel: &str) -> PathBuf {
@@ -392,8 +406,7 @@ mod tests {
         fs::write(h.path("team/nightly.yaml"), "a: 1\n").unwrap();
         h.expect_change("new subdirectory with a file").await;
         // Once the first signal is handled, a later edit inside the new directory is seen too.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        while h.watcher.try_next().is_some() {}
+        h.settle().await;
         fs::write(h.path("team/weekly.yaml"), "a: 2\n").unwrap();
         h.expect_change("file in the new subdirectory").await;
         h.stop().await;
@@ -413,8 +426,7 @@ mod tests {
         let mut h = Harness::start(true, configmap).await;
         fs::write(h.path("other.yaml"), "a: 1\n").unwrap();
         h.expect_change("poll: new file").await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        while h.watcher.try_next().is_some() {}
+        h.settle().await;
         configmap_update(h.dir.path());
         h.expect_change("poll: ..data swap").await;
         h.stop().await;

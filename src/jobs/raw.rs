@@ -366,7 +366,9 @@ pub struct BulkRestoreSpec {
     pub cas_server: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<BulkRestoreOptions>,
-    /// Restore only items of the last N days.
+    /// Days: items backed up in this recent period are restored first, then the rest (the
+    /// vendor's `recentItemRestorePeriod`; it orders the restore, it does not filter it).
+    /// 0 to 2147483647.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent_item_restore_period: Option<u32>,
     pub credentials: BulkCredentialsSpec,

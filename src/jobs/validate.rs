@@ -829,13 +829,15 @@ fn check_action(
                 return None;
             };
             non_empty(&b.cas_server, "spec.bulkRestore.casServer", dc, errors);
-            if b.recent_item_restore_period == Some(0) {
+            if b.recent_item_restore_period
+                .is_some_and(|d| i32::try_from(d).is_err())
+            {
                 errors.push(dc.error_hint(
                     ErrorCode::InvalidValue,
                     "spec.bulkRestore.recentItemRestorePeriod",
                     At::Value,
-                    "recentItemRestorePeriod: 0 restores nothing",
-                    "write a number of days (at least 1), or remove the key to restore all items",
+                    "recentItemRestorePeriod is larger than the server accepts (an int32 number of days)",
+                    "write a number of days from 0 to 2147483647: items backed up in that recent period are restored first, then the rest",
                 ));
             }
             let credentials =

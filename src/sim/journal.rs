@@ -60,6 +60,9 @@ pub struct JournalEntry {
     pub decided_status: Option<u16>,
     /// The injected fault that shaped this exchange, if any.
     pub fault: Option<String>,
+    /// Read-only properties of the request body the simulator ignored, as the real server does
+    /// (paths like `mailboxes[0]._actions`): a script's habit, never restorectl's.
+    pub ignored_read_only: Vec<String>,
 }
 
 impl JournalEntry {

@@ -254,6 +254,8 @@ pub(crate) struct Ctx {
     pub user: String,
     /// The bearer token presented.
     pub bearer: Option<String>,
+    /// Read-only properties of the body that were ignored (paths), as a real server does.
+    pub ignored: Vec<String>,
 }
 
 impl Ctx {
@@ -360,6 +362,7 @@ pub(crate) async fn dispatch(State(state): State<Arc<SimState>>, request: Reques
         status: None,
         decided_status: None,
         fault: None,
+        ignored_read_only: Vec::new(),
     };
     tracing::debug!(method = %parts.method, path = %path, "simulator request");
 
@@ -411,11 +414,15 @@ pub(crate) async fn dispatch(State(state): State<Arc<SimState>>, request: Reques
                     headers: parts.headers.clone(),
                     body: Value::Null,
                     user: String::new(),
+                    ignored: Vec::new(),
                 };
                 match prepare(&state, ctx, parsed, &bytes) {
-                    Ok(ctx) => handle(&state, &ctx)
-                        .await
-                        .unwrap_or_else(IntoResponse::into_response),
+                    Ok(ctx) => {
+                        entry.ignored_read_only.clone_from(&ctx.ignored);
+                        handle(&state, &ctx)
+                            .await
+                            .unwrap_or_else(IntoResponse::into_response)
+                    }
                     Err(e) => e.into_response(),
                 }
             }
@@ -575,7 +582,7 @@ fn prepare(
     } else {
         media
     };
-    schema::validate_request_as(ctx.method.as_str(), ctx.route.template, &media, &body)
+    ctx.ignored = schema::bind_request_as(ctx.method.as_str(), ctx.route.template, &media, &body)
         .map_err(|v| ApiError::invalid(v.to_string()))?;
     ctx.body = body;
     Ok(ctx)

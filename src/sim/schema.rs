@@ -9,6 +9,11 @@
 //! in a request is a [`SchemaViolation`] naming the field path. That way a client mistake shows up
 //! in tests instead of being silently ignored by a forgiving server.
 //!
+//! One leniency is the server's own: scripts send back the objects they listed, `_links` and
+//! `_actions` included, and an ASP.NET server ignores read-only properties. The simulator binds
+//! requests with [`bind_request_as`], which ignores them (and reports their paths for the
+//! journal); restorectl's contract test keeps using the strict [`Document::validate_request`].
+//!
 //! The same functions are public so the client's contract test can reuse them. The free
 //! functions use the embedded document; a [`Document`] built with [`Document::from_json`] offers
 //! the same checks as methods over any parsed copy (the contract test loads its fixture file
@@ -143,6 +148,21 @@ pub fn validate_request_as(
     embedded()?.validate_request_as(method, path_template, media, body)
 }
 
+/// How the simulated server binds a request body (see [`Document::bind_request_as`]): the paths
+/// of the `readOnly` properties it ignored.
+///
+/// # Errors
+///
+/// A [`SchemaViolation`] naming the first offending field path.
+pub fn bind_request_as(
+    method: &str,
+    path_template: &str,
+    media: &str,
+    body: &Value,
+) -> Result<Vec<String>, SchemaViolation> {
+    embedded()?.bind_request_as(method, path_template, media, body)
+}
+
 /// Checks a JSON response body against the embedded document (see
 /// [`Document::validate_response`]).
 ///
@@ -208,7 +228,11 @@ fn request_schema<'d>(op: &'d Value, media: &str) -> Option<&'d Value> {
 /// responses, `writeOnly` ones only in requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Direction {
+    /// A request as restorectl must send it: a `readOnly` property is a violation.
     Request,
+    /// A request as the server binds it: a `readOnly` property is ignored (ASP.NET skips
+    /// properties without a setter), its path noted.
+    ServerRequest,
     Response,
 }
 
@@ -348,6 +372,35 @@ impl Document {
         media: &str,
         body: &Value,
     ) -> Result<(), SchemaViolation> {
+        self.check_request(method, path_template, media, body, Direction::Request)
+            .map(|_| ())
+    }
+
+    /// How the server binds a request: like [`Document::validate_request_as`], except that a
+    /// `readOnly` property (`_links`, `_actions` of an object sent back as it was listed) is
+    /// ignored, as an ASP.NET server does. Returns the paths of the ignored properties.
+    ///
+    /// # Errors
+    ///
+    /// A [`SchemaViolation`] naming the first offending field path.
+    pub fn bind_request_as(
+        &self,
+        method: &str,
+        path_template: &str,
+        media: &str,
+        body: &Value,
+    ) -> Result<Vec<String>, SchemaViolation> {
+        self.check_request(method, path_template, media, body, Direction::ServerRequest)
+    }
+
+    fn check_request(
+        &self,
+        method: &str,
+        path_template: &str,
+        media: &str,
+        body: &Value,
+        dir: Direction,
+    ) -> Result<Vec<String>, SchemaViolation> {
         let op_ref = self.find_operation(method, path_template).ok_or_else(|| {
             SchemaViolation::new(
                 "",
@@ -355,15 +408,21 @@ impl Document {
             )
         })?;
         let op = self.operation(&op_ref)?;
+        let mut ignored = Vec::new();
         match (request_schema(op, media), body) {
-            (None, Value::Null) => Ok(()),
-            (None, _) => Err(SchemaViolation::new(
-                "",
-                format!("{} takes no request body", op_ref.operation_id),
-            )),
-            (Some(_), Value::Null) => Err(SchemaViolation::new("", "a request body is required")),
-            (Some(schema), body) => self.check(schema, body, "", Direction::Request, 0),
+            (None, Value::Null) => {}
+            (None, _) => {
+                return Err(SchemaViolation::new(
+                    "",
+                    format!("{} takes no request body", op_ref.operation_id),
+                ));
+            }
+            (Some(_), Value::Null) => {
+                return Err(SchemaViolation::new("", "a request body is required"));
+            }
+            (Some(schema), body) => self.check(schema, body, "", dir, 0, &mut ignored)?,
         }
+        Ok(ignored)
     }
 
     /// Checks a JSON response body against the schema of `status` (or `default`) of an operation.
@@ -404,7 +463,7 @@ impl Document {
                 "",
                 format!("status {status} has no body"),
             )),
-            Some(schema) => self.check(schema, body, "", Direction::Response, 0),
+            Some(schema) => self.check(schema, body, "", Direction::Response, 0, &mut Vec::new()),
         }
     }
 
@@ -415,7 +474,7 @@ impl Document {
     /// A [`SchemaViolation`] naming the first offending field path.
     pub fn validate_component(&self, name: &str, value: &Value) -> Result<(), SchemaViolation> {
         let schema = self.component(name)?;
-        self.check(schema, value, "", Direction::Response, 0)
+        self.check(schema, value, "", Direction::Response, 0, &mut Vec::new())
     }
 
     fn component(&self, name: &str) -> Result<&Value, SchemaViolation> {
@@ -516,7 +575,14 @@ impl Document {
                 },
                 _ => Value::String(text.clone()),
             };
-            self.check(schema, &as_json, key, Direction::Request, 0)?;
+            self.check(
+                schema,
+                &as_json,
+                key,
+                Direction::Request,
+                0,
+                &mut Vec::new(),
+            )?;
         }
         Ok(())
     }
@@ -551,6 +617,7 @@ impl Document {
         path: &str,
         dir: Direction,
         depth: usize,
+        ignored: &mut Vec<String>,
     ) -> Result<(), SchemaViolation> {
         if depth > MAX_DEPTH {
             return Err(SchemaViolation::new(path, "value nested too deeply"));
@@ -568,7 +635,7 @@ impl Document {
                 .then_some("object")
         });
         match ty {
-            Some("object") => self.check_object(schema, value, path, dir, depth)?,
+            Some("object") => self.check_object(schema, value, path, dir, depth, ignored)?,
             Some("array") => {
                 let items = value.as_array().ok_or_else(|| {
                     SchemaViolation::new(
@@ -578,7 +645,14 @@ impl Document {
                 })?;
                 if let Some(item_schema) = schema.get("items") {
                     for (i, item) in items.iter().enumerate() {
-                        self.check(item_schema, item, &format!("{path}[{i}]"), dir, depth + 1)?;
+                        self.check(
+                            item_schema,
+                            item,
+                            &format!("{path}[{i}]"),
+                            dir,
+                            depth + 1,
+                            ignored,
+                        )?;
                     }
                 }
             }
@@ -630,6 +704,7 @@ impl Document {
         path: &str,
         dir: Direction,
         depth: usize,
+        ignored: &mut Vec<String>,
     ) -> Result<(), SchemaViolation> {
         let object = value.as_object().ok_or_else(|| {
             SchemaViolation::new(path, format!("expected an object, got {}", describe(value)))
@@ -647,15 +722,19 @@ impl Document {
                         "read-only property in a request",
                     ));
                 }
+                if dir == Direction::ServerRequest && flag("readOnly") {
+                    ignored.push(field);
+                    continue;
+                }
                 if dir == Direction::Response && flag("writeOnly") {
                     return Err(SchemaViolation::new(
                         &field,
                         "write-only property in a response",
                     ));
                 }
-                self.check(prop, item, &field, dir, depth + 1)?;
+                self.check(prop, item, &field, dir, depth + 1, ignored)?;
             } else if let Some(extra) = additional.filter(|a| a.is_object()) {
-                self.check(extra, item, &field, dir, depth + 1)?;
+                self.check(extra, item, &field, dir, depth + 1, ignored)?;
             } else {
                 return Err(SchemaViolation::new(&field, unknown_message(key, props)));
             }

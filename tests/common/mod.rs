@@ -39,3 +39,35 @@ pub fn expectation(path: &Path) -> (String, usize) {
     let (code, line) = rest.split_once(' ').unwrap();
     (code.to_string(), line.trim().parse().unwrap())
 }
+
+/// Whether the tests run under CI (`CI` set to anything but empty, `0` or `false`): there a
+/// tool or server a test needs must be present, and its absence fails the test.
+pub fn under_ci() -> bool {
+    ci_flag(std::env::var("CI").ok().as_deref())
+}
+
+/// The decision behind [`under_ci`], for a given value of `CI`.
+pub fn ci_flag(value: Option<&str>) -> bool {
+    value.is_some_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// A test cannot run because `tool` is missing: under CI that is a failure (the project's own
+/// `.ci/run` installs it), elsewhere the test says so on stderr and returns.
+pub fn tool_missing(tool: &str, test: &str) {
+    assert!(
+        !under_ci(),
+        "{tool} is not installed, and under CI=true a missing tool fails {test} instead of \
+         skipping it (.ci/run installs it)"
+    );
+    eprintln!("{tool} is not installed: skipping {test} (it would fail under CI=true)");
+}
+
+#[test]
+fn the_ci_flag_follows_the_usual_values() {
+    for on in ["true", "1", "yes", "TRUE"] {
+        assert!(ci_flag(Some(on)), "{on}");
+    }
+    for off in [None, Some(""), Some("0"), Some("false"), Some("False")] {
+        assert!(!ci_flag(off), "{off:?}");
+    }
+}
