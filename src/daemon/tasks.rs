@@ -93,8 +93,11 @@ impl Tasks {
     /// Completes at the first panic of a task, with it.
     pub async fn failed(&self) -> TaskPanic {
         self.failure.token.cancelled().await;
-        self.panicked()
-            .expect("the failure token is cancelled only after the panic is recorded")
+        // The token is cancelled only after the panic is recorded.
+        self.panicked().unwrap_or(TaskPanic {
+            task: "unknown",
+            message: String::new(),
+        })
     }
 
     /// No more tasks will be spawned ([`Tasks::wait`] can complete).
