@@ -762,6 +762,59 @@ impl Config {
         })
     }
 
+    /// The file messages about this config name (the default path for the built-in defaults).
+    pub fn shown_path(&self) -> PathBuf {
+        self.file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    }
+
+    /// `jobsDir` is a directory that can be listed. The daemon checks it at start, so a missing
+    /// or mistyped directory is a configuration error (exit 78) naming the key.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for `jobsDir`.
+    pub fn check_jobs_dir(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: self.shown_path(),
+            key: "jobsDir".into(),
+            message,
+        };
+        let dir = self.jobs_dir.display();
+        match std::fs::metadata(&self.jobs_dir) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(&self.jobs_dir)
+                .map(drop)
+                .map_err(|e| invalid(format!("cannot list {dir}: {e}"))),
+            Ok(_) => Err(invalid(format!("{dir} is not a directory"))),
+            Err(e) => Err(invalid(format!(
+                "{dir}: {e}; create the directory or correct jobsDir"
+            ))),
+        }
+    }
+
+    /// Reads every server's password once and drops it: a secret the daemon will need to log
+    /// in is a configuration error when missing (at start, and for the new config of a
+    /// reload), not a failed login at the first run. The message names the key and the secret
+    /// reference, never a value.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for `servers.<name>.password`.
+    pub fn check_server_passwords(&self) -> Result<(), ConfigError> {
+        let ctx = SecretContext::from_config(self);
+        for server in self.servers.values() {
+            if let Err(e) = server.password.resolve(&ctx) {
+                return Err(ConfigError::Invalid {
+                    path: self.shown_path(),
+                    key: format!("servers.{}.password", server.name),
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The SQLite file behind `database`.
     pub fn database_path(&self) -> PathBuf {
         PathBuf::from(

@@ -22,6 +22,7 @@
 //! - [`sim`]: the built-in VB365 REST API v8 simulator (tests, `daemon --dev`, `simulate`):
 //!   deterministic world, sessions, restores, PST/ZIP exports, search, fault injection, a
 //!   request journal, and [`sim::schema`], the request validator against the vendor schema.
+//! - [`panics`]: the message of a caught panic and the test fault injection that raises one.
 //! - [`telemetry`]: log subscriber setup (text or JSON) and the Prometheus recorder.
 //! - [`download`]: the download engine: resumable, verified PST/ZIP exports streamed to
 //!   `<final>.partial`, published atomically with a checksum manifest; path safety under
@@ -47,6 +48,7 @@ pub mod daemon;
 pub mod download;
 pub mod exec;
 pub mod jobs;
+pub mod panics;
 pub mod schedule;
 pub mod sim;
 pub mod store;

@@ -413,3 +413,119 @@ async fn sighup_reloads_the_config_and_survives_a_broken_one() {
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("keeping the running config"), "{stderr}");
 }
+
+/// Starts the daemon on `site`, expects it to exit 78 (a configuration error) and returns its
+/// stderr, which must name `key` and never the server password.
+fn expect_config_error(site: &Site, key: &str) -> String {
+    let daemon = Daemon::start(site);
+    let (status, stderr, _) = daemon.wait_exit();
+    assert_eq!(status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains(key), "the error names {key}: {stderr}");
+    assert!(
+        !stderr.contains("restorectl-dev"),
+        "no secret value in the error: {stderr}"
+    );
+    assert!(
+        !site.db_path().exists() || key == "caFile",
+        "a config error is found before the state database is touched"
+    );
+    stderr
+}
+
+#[test]
+fn a_ca_file_that_cannot_be_read_exits_78() {
+    let site = Site::new("https://127.0.0.1:9", "off");
+    append_config(&site, "    caFile: missing-ca.pem");
+    let stderr = expect_config_error(&site, "caFile");
+    assert!(
+        stderr.contains("server sim") && stderr.contains("missing-ca.pem"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_ca_file_that_is_not_pem_exits_78() {
+    let site = Site::new("https://127.0.0.1:9", "off");
+    std::fs::write(site.path("ca.pem"), "this is not a certificate\n").unwrap();
+    append_config(&site, "    caFile: ca.pem");
+    let stderr = expect_config_error(&site, "caFile");
+    assert!(
+        stderr.contains("server sim") && stderr.contains("ca.pem"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("PEM"), "{stderr}");
+}
+
+#[test]
+fn a_missing_jobs_dir_exits_78() {
+    let site = Site::new("http://127.0.0.1:9", "off");
+    std::fs::remove_dir(site.path("jobs")).unwrap();
+    let stderr = expect_config_error(&site, "jobsDir");
+    assert!(
+        stderr.contains(&site.config_path().display().to_string())
+            && stderr.contains(&site.path("jobs").display().to_string()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_database_that_cannot_be_created_exits_78() {
+    let site = Site::new("http://127.0.0.1:9", "off");
+    // A regular file where the database's directory should be: nobody can create it, root
+    // included.
+    std::fs::write(site.path("not-a-dir"), "").unwrap();
+    let db = site.path("not-a-dir/state/restorectl.db");
+    append_config(&site, &format!("database: sqlite://{}", db.display()));
+    let stderr = expect_config_error(&site, "database");
+    assert!(
+        stderr.contains(&site.config_path().display().to_string())
+            && stderr.contains(&db.display().to_string()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_server_password_that_cannot_be_read_exits_78() {
+    let site = Site::new("http://127.0.0.1:9", "off");
+    std::fs::remove_file(site.path("secrets/vb365-password")).unwrap();
+    let stderr = expect_config_error(&site, "servers.sim.password");
+    assert!(
+        stderr.contains(&site.config_path().display().to_string())
+            && stderr.contains("{secret: vb365-password}")
+            && stderr.contains("not found"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_daemon_task_stops_the_daemon_and_a_restart_recovers() {
+    let site = Site::new("http://127.0.0.1:9", "off");
+    site.write_job(
+        "a.yaml",
+        &export_job("a", Some("{ cron: \"0 3 * * *\" }"), ""),
+    );
+    // Test fault injection (src/panics.rs): the scheduler task panics as it starts.
+    let daemon = Daemon::start_with_env(&site, &[("RESTORECTL_TEST_PANIC", "task:scheduler")]);
+    let (status, stderr, took) = daemon.wait_exit();
+    println!("exit after the scheduler task panicked: {took:?}");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("daemon task scheduler panicked"),
+        "the log and the error name the task: {stderr}"
+    );
+    // It stopped like on SIGTERM: the instance lock is released.
+    let store = Store::open_existing(&site.db_path()).await.unwrap();
+    assert!(store.list_live_instances().await.unwrap().is_empty());
+
+    // Restarted (by systemd in production), it runs normally.
+    let restarted = Daemon::start(&site);
+    let store = open_when_ready(&site).await;
+    eventually(
+        "the scheduler of the restarted daemon sets the next fire",
+        || async { store.get_job("a").await.ok()?.next_fire_at },
+    )
+    .await;
+    restarted.signal("TERM");
+    let (status, stderr, _) = restarted.wait_exit();
+    assert!(status.success(), "{stderr}");
+}

@@ -12,6 +12,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::ConfigError;
+use crate::daemon::DaemonError;
+use crate::exec::RunError;
+use crate::vb365::ClientError;
 
 pub mod cancel;
 pub mod completions;
@@ -126,13 +129,25 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// Maps an error to its exit code: configuration errors → 78, usage errors → 2, anything else → 1.
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|e| e.is::<ConfigError>()) {
+    if err.chain().any(is_config_error) {
         EXIT_CONFIG
     } else if err.chain().any(|e| e.is::<UsageError>()) {
         EXIT_USAGE
     } else {
         1
     }
+}
+
+/// Whether one error of a chain says the configuration is at fault: the config file itself,
+/// a server's client (`caFile`), or what the daemon and the run engine classify as such
+/// (`jobsDir`, the database, a server password).
+fn is_config_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.is::<ConfigError>()
+        || e.is::<ClientError>()
+        || e.downcast_ref::<RunError>()
+            .is_some_and(RunError::is_config)
+        || e.downcast_ref::<DaemonError>()
+            .is_some_and(DaemonError::is_config)
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {

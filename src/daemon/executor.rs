@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use super::tasks::Tasks;
 use crate::config::Config;
 use crate::store::{Decision, RunId, RunState};
 
@@ -35,12 +35,23 @@ const MAX_WORKERS: usize = 16;
 /// A boxed future, so [`RunExecutor`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// An error of the run engine, as the daemon sees it (logged; the daemon keeps going).
+/// An error of the run engine, as the daemon sees it: at start-up it stops the daemon (a
+/// configuration problem exits 78), later it is logged and the daemon keeps going.
 #[derive(Debug, thiserror::Error)]
-#[error("run engine: {message}")]
-pub struct ExecutorError {
-    /// The engine's error, rendered with its subject (run, step, server).
-    pub message: String,
+#[non_exhaustive]
+pub enum ExecutorError {
+    /// The run engine's error (it names its subject: run, step, server).
+    #[error(transparent)]
+    Engine(#[from] crate::exec::RunError),
+}
+
+impl ExecutorError {
+    /// Whether the configuration is at fault (a server's `caFile`).
+    pub fn is_config(&self) -> bool {
+        match self {
+            ExecutorError::Engine(e) => e.is_config(),
+        }
+    }
 }
 
 /// How an execution of a run ended.
@@ -75,19 +86,11 @@ pub trait RunExecutor: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<String, ExecutorError>>;
 }
 
-fn engine_error(e: crate::exec::RunError) -> ExecutorError {
-    ExecutorError {
-        message: e.to_string(),
-    }
-}
-
 /// The run engine behind the seam.
 impl RunExecutor for crate::exec::Engine {
     fn recover(&self) -> BoxFuture<'_, Result<String, ExecutorError>> {
         Box::pin(async move {
-            let r = crate::exec::Engine::recover(self, chrono::Utc::now())
-                .await
-                .map_err(engine_error)?;
+            let r = crate::exec::Engine::recover(self, chrono::Utc::now()).await?;
             Ok(format!(
                 "{} lease(s) expired, {} interrupted run(s) to resume, {} restore session(s) \
                  stopped, {} kept for resuming downloads, {} orphaned by lost explore answers \
@@ -106,9 +109,7 @@ impl RunExecutor for crate::exec::Engine {
         shutdown: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<Option<Executed>, ExecutorError>> {
         Box::pin(async move {
-            let outcome = crate::exec::Engine::execute_next(self, shutdown)
-                .await
-                .map_err(engine_error)?;
+            let outcome = crate::exec::Engine::execute_next(self, shutdown).await?;
             let Some(o) = outcome else {
                 return Ok(None);
             };
@@ -128,9 +129,7 @@ impl RunExecutor for crate::exec::Engine {
         decision: Decision,
     ) -> BoxFuture<'_, Result<String, ExecutorError>> {
         Box::pin(async move {
-            let r = crate::exec::Engine::apply_resolution(self, run, decision)
-                .await
-                .map_err(engine_error)?;
+            let r = crate::exec::Engine::apply_resolution(self, run, decision).await?;
             Ok(format!(
                 "decision {decision} recorded on {} in_doubt step(s) of run {}",
                 r.steps.len(),
@@ -141,12 +140,11 @@ impl RunExecutor for crate::exec::Engine {
 }
 
 /// The factory the binary uses: the run engine for the config's servers, claiming runs as the
-/// daemon instance.
+/// daemon instance and following the config a reload publishes.
 pub fn engine_factory() -> super::ExecutorFactory {
     Box::new(|store, config, owner| {
-        let options = crate::exec::EngineOptions::from_config(config, owner);
-        let engine = crate::exec::Engine::new(store.clone(), config.clone(), options)
-            .map_err(engine_error)?;
+        let options = crate::exec::EngineOptions::from_config(&config.borrow(), owner);
+        let engine = crate::exec::Engine::with_live_config(store.clone(), config.clone(), options)?;
         Ok(Arc::new(engine) as Arc<dyn RunExecutor>)
     })
 }
@@ -161,14 +159,14 @@ pub fn worker_count(config: &Config) -> usize {
     sessions.clamp(1, MAX_WORKERS)
 }
 
-/// Starts `workers` claim loops on `tracker`; they stop when `cancel` is cancelled and the run
-/// they drive has returned.
+/// Starts `workers` claim loops (tasks named `executor`); they stop when `cancel` is cancelled
+/// and the run they drive has returned.
 pub fn run_workers(
     executor: Arc<dyn RunExecutor>,
     workers: usize,
     wake: Arc<Notify>,
     cancel: CancellationToken,
-    tracker: &TaskTracker,
+    tasks: &Tasks,
 ) {
     let poll_turn = Arc::new(tokio::sync::Mutex::new(()));
     for worker in 0..workers {
@@ -176,7 +174,7 @@ pub fn run_workers(
         let wake = Arc::clone(&wake);
         let poll_turn = Arc::clone(&poll_turn);
         let cancel = cancel.clone();
-        tracker.spawn(async move {
+        tasks.spawn("executor", async move {
             claim_loop(worker, executor.as_ref(), &wake, &poll_turn, &cancel).await;
         });
     }

@@ -1,8 +1,8 @@
 //! The health and metrics listener (`listen`, loopback by default; SPEC §8):
 //!
 //! - `GET /healthz`: 200 while the process serves requests;
-//! - `GET /readyz`: 200 once the jobs are loaded and while the state database answers, else 503
-//!   with the reason (Kubernetes readiness, load balancer checks);
+//! - `GET /readyz`: 200 once the jobs are loaded and while the state database answers and every
+//!   daemon task is alive, else 503 with the reason (Kubernetes readiness, load balancer checks);
 //! - `GET /metrics`: the Prometheus text format (see [`super::metrics`]).
 
 use std::net::SocketAddr;
@@ -28,8 +28,10 @@ const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct HttpState {
     pub store: Store,
-    /// Set once the first scan is applied.
+    /// Set once the first scan is applied, cleared when the daemon stops.
     pub ready: Arc<AtomicBool>,
+    /// The daemon's tasks: one that panicked makes the daemon not ready (it is stopping).
+    pub tasks: super::tasks::Tasks,
     pub metrics: PrometheusHandle,
 }
 
@@ -67,10 +69,19 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
+    if let Some(panic) = state.tasks.panicked() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: daemon task {} panicked; the daemon is stopping\n",
+                panic.task
+            ),
+        );
+    }
     if !state.ready.load(Ordering::Acquire) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: jobs not loaded yet\n".into(),
+            "not ready: jobs not loaded yet (or the daemon is stopping)\n".into(),
         );
     }
     match tokio::time::timeout(DB_CHECK_TIMEOUT, state.store.ping()).await {

@@ -1,8 +1,11 @@
 //! The daemon (`restorectl daemon`, SPEC §4.2–§4.3, §6.1, §8): this module owns its lifecycle.
 //! [`run`] reads like the start-up script (see docs/daemon.md):
 //!
-//! 1. open the state database and take the single-instance lock (a second daemon on the same
-//!    database exits naming the holder);
+//! 1. check what the config needs before anything starts (`jobsDir` exists, every server's
+//!    password can be read), open the state database and take the single-instance lock (a
+//!    second daemon on the same database exits naming the holder); a configuration problem
+//!    here or in step 3 (a server's `caFile`) is a [`DaemonError`] that
+//!    [`DaemonError::is_config`] classifies, and the binary exits 78 for it;
 //! 2. bind the health/metrics listener (a taken port fails start-up, not later);
 //! 3. expire the run leases of a crashed predecessor and let the run engine recover;
 //! 4. start watching the job directory, scan it and apply it to the store;
@@ -13,8 +16,9 @@
 //!    wait at most `shutdownTimeout` for them (the engine checkpoints downloads and releases its
 //!    leases), release the instance lock, close the database.
 //!
-//! Every task runs on one [`TaskTracker`] with a child of one [`CancellationToken`]; none is
-//! detached.
+//! Every task runs on one [`tasks::Tasks`] tracker with a child of one [`CancellationToken`];
+//! none is detached, and a panic in any of them stops the daemon like the shutdown future does
+//! (then [`run`] returns [`DaemonError::TaskPanicked`]).
 //!
 //! - [`watch`]: the job-directory watcher ("rescan needed" signals);
 //! - [`reconcile`]: a scan applied to the store; the table of active job versions;
@@ -23,6 +27,7 @@
 //! - [`executor`]: the seam to the run engine and the bounded claim loops;
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: the series, from the store;
 //! - [`systemd`]: readiness, status, watchdog; [`signals`]: SIGTERM/SIGINT/SIGHUP;
+//! - [`reload`]: SIGHUP, and which settings a reload changes; [`tasks`]: task supervision;
 //! - [`dev`]: `--dev` (the simulator and the example jobs).
 
 pub mod dev;
@@ -30,10 +35,12 @@ pub mod executor;
 pub mod http;
 pub mod metrics;
 pub mod reconcile;
+pub mod reload;
 pub mod requests;
 pub mod scheduler;
 pub mod signals;
 pub mod systemd;
+pub mod tasks;
 pub mod watch;
 
 use std::future::Future;
@@ -46,13 +53,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, watch as channel};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::schedule::{Clock, SystemClock};
 use crate::store::{DaemonInstance, InstanceInfo, Store, StoreError};
 use executor::{ExecutorError, RunExecutor};
 use reconcile::{JobTable, ReconcileReport, Reconciler};
+use tasks::Tasks;
 use watch::{JobDirWatcher, WatchOptions};
 
 /// How often the instance lock is heartbeated.
@@ -61,8 +68,15 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 pub const INSTANCE_STALE_AFTER: Duration = Duration::from_secs(45);
 
 /// Builds the run engine once the store is open and the instance id (the lease owner) known.
-pub type ExecutorFactory =
-    Box<dyn FnOnce(&Store, &Config, &str) -> Result<Arc<dyn RunExecutor>, ExecutorError> + Send>;
+/// The engine reads the current config from the receiver (a reload publishes a new one there).
+pub type ExecutorFactory = Box<
+    dyn FnOnce(
+            &Store,
+            &channel::Receiver<Arc<Config>>,
+            &str,
+        ) -> Result<Arc<dyn RunExecutor>, ExecutorError>
+        + Send,
+>;
 
 /// Called once the daemon is ready, with what a banner needs.
 pub type OnReady = Box<dyn FnOnce(&ReadyInfo) + Send>;
@@ -111,10 +125,23 @@ impl std::fmt::Debug for DaemonOptions {
     }
 }
 
-/// Errors that stop the daemon (start-up failures; at run time only losing the instance lock).
+/// Errors that stop the daemon (start-up failures; at run time losing the instance lock or a
+/// panicking task).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DaemonError {
+    /// The config names something the daemon cannot use (`jobsDir`, a server password).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state database the config names cannot be opened, created or migrated.
+    #[error("{}: database `{url}`: the state database cannot be used", .file.display())]
+    Database {
+        /// The config file.
+        file: PathBuf,
+        url: String,
+        #[source]
+        source: StoreError,
+    },
     /// Another daemon holds the state database.
     #[error(
         "another restorectl daemon is using the state database {db}: pid {} on host {}, running \
@@ -146,6 +173,29 @@ pub enum DaemonError {
     /// Another daemon took the instance lock over while this one ran (its heartbeat stalled).
     #[error("daemon instance {id} lost the state database lock to another daemon; stopping")]
     LockLost { id: String },
+    /// A daemon task panicked (a bug); the daemon stopped so that it is restarted whole.
+    #[error(
+        "daemon task {task} panicked ({message}); stopped so the service manager restarts the daemon"
+    )]
+    TaskPanicked { task: &'static str, message: String },
+}
+
+impl DaemonError {
+    /// Whether the configuration is at fault: fixing it, not restarting, helps (the binary
+    /// exits 78 for these, which systemd's `RestartPreventExitStatus=78` does not restart).
+    pub fn is_config(&self) -> bool {
+        match self {
+            DaemonError::Config(_) | DaemonError::Database { .. } => true,
+            DaemonError::Executor(e) => e.is_config(),
+            // A busy port or another daemon on the database can go away: a restart may help.
+            DaemonError::AlreadyRunning { .. }
+            | DaemonError::Store(_)
+            | DaemonError::Listen { .. }
+            | DaemonError::Watch(_)
+            | DaemonError::LockLost { .. }
+            | DaemonError::TaskPanicked { .. } => false,
+        }
+    }
 }
 
 /// The handle every component shares. Cheap to clone.
@@ -189,8 +239,17 @@ pub async fn run(
     let config = Arc::new(config);
     let instance: Arc<str> = uuid::Uuid::new_v4().to_string().into();
 
-    // 1. The state database and the single-instance lock.
-    let store = Store::open_url(&config.database).await?;
+    // 1. What the config needs before anything starts, the state database, the lock.
+    config.check_jobs_dir()?;
+    config.check_server_passwords()?;
+    let store =
+        Store::open_url(&config.database)
+            .await
+            .map_err(|source| DaemonError::Database {
+                file: config.shown_path(),
+                url: config.database.clone(),
+                source,
+            })?;
     acquire_lock(&store, &instance, clock.now()).await?;
     tracing::info!(
         instance = %instance,
@@ -245,7 +304,7 @@ async fn run_locked(
         hangups,
     } = parts;
     let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
+    let tasks = Tasks::new();
     let (config_tx, config_rx) = channel::channel(Arc::clone(&config));
     let app = AppHandle {
         store: store.clone(),
@@ -278,7 +337,7 @@ async fn run_locked(
     }
     let executor = match executor_factory {
         Some(factory) => {
-            let executor = factory(&store, &config, &instance)?;
+            let executor = factory(&store, &app.config, &instance)?;
             let summary = executor.recover().await?;
             tracing::info!(%summary, "recovery done");
             Some(executor)
@@ -295,7 +354,7 @@ async fn run_locked(
         &config.jobs_dir,
         &watch_options,
         cancel.child_token(),
-        &tracker,
+        &tasks,
     )?;
     let mut reconciler = Reconciler::new(store.clone());
     let first = reconciler.rescan(&config, clock.now()).await?;
@@ -304,21 +363,26 @@ async fn run_locked(
     app.ready.store(true, Ordering::Release);
 
     // 5. The components.
-    tracker.spawn(reconcile_loop(
-        app.clone(),
-        reconciler,
-        watcher,
-        table_tx,
-        cancel.child_token(),
-    ));
-    tracker.spawn(
+    tasks.spawn(
+        "reconcile",
+        reconcile_loop(
+            app.clone(),
+            reconciler,
+            watcher,
+            table_tx,
+            cancel.child_token(),
+        ),
+    );
+    tasks.spawn(
+        "scheduler",
         scheduler::Scheduler::new(store.clone(), Arc::clone(&clock)).run(
             table_rx.clone(),
             Arc::clone(&app.wake),
             cancel.child_token(),
         ),
     );
-    tracker.spawn(
+    tasks.spawn(
+        "requests",
         requests::RequestConsumer::new(store.clone(), Arc::clone(&clock), executor.clone()).run(
             table_rx,
             Arc::clone(&app.wake),
@@ -333,7 +397,7 @@ async fn run_locked(
             workers,
             Arc::clone(&app.wake),
             cancel.child_token(),
-            &tracker,
+            &tasks,
         );
     }
     metrics::describe();
@@ -342,32 +406,32 @@ async fn run_locked(
         let state = http::HttpState {
             store: store.clone(),
             ready: Arc::clone(&app.ready),
+            tasks: tasks.clone(),
             metrics: handle.clone(),
         };
-        tracker.spawn(http::serve(listener, state, cancel.child_token()));
+        tasks.spawn("http", http::serve(listener, state, cancel.child_token()));
         tracing::info!(addr = ?http_addr, "serving /healthz, /readyz, /metrics");
     }
-    tracker.spawn(refresh_loop(app.clone(), handle, cancel.child_token()));
+    tasks.spawn(
+        "metrics",
+        refresh_loop(app.clone(), handle, cancel.child_token()),
+    );
     let lock_lost = CancellationToken::new();
-    tracker.spawn(heartbeat_loop(
-        app.clone(),
-        lock_lost.clone(),
-        cancel.child_token(),
-    ));
+    tasks.spawn(
+        "heartbeat",
+        heartbeat_loop(app.clone(), lock_lost.clone(), cancel.child_token()),
+    );
     if let Some(interval) = systemd::watchdog_interval() {
-        tracker.spawn(systemd::watchdog(
-            interval,
-            store.clone(),
-            cancel.child_token(),
-        ));
+        tasks.spawn(
+            "watchdog",
+            systemd::watchdog(interval, store.clone(), cancel.child_token()),
+        );
     }
-    tracker.spawn(reload_loop(
-        app.clone(),
-        config_tx,
-        hangups,
-        cancel.child_token(),
-    ));
-    tracker.close();
+    tasks.spawn(
+        "reload",
+        reload::reload_loop(app.clone(), config_tx, hangups, cancel.child_token()),
+    );
+    tasks.close();
 
     // 6. Ready.
     let status = match store.stats().await {
@@ -384,19 +448,28 @@ async fn run_locked(
         });
     }
 
-    // 7. Until asked to stop (or another daemon took the lock).
+    // 7. Until asked to stop (or another daemon took the lock, or a task panicked).
     let outcome = tokio::select! {
         () = shutdown => Ok(()),
         () = lock_lost.cancelled() => Err(DaemonError::LockLost { id: instance.to_string() }),
+        panic = tasks.failed() => Err(DaemonError::TaskPanicked { task: panic.task, message: panic.message }),
     };
     systemd::stopping();
+    app.ready.store(false, Ordering::Release);
     let timeout = app.config.borrow().shutdown_timeout;
     tracing::info!(timeout = ?timeout, "stopping: no new claims; running work checkpoints and stops");
     cancel.cancel();
-    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(timeout, tasks.wait()).await.is_err() {
         tracing::warn!(timeout = ?timeout, "some tasks did not stop within shutdownTimeout; exiting anyway (their runs are resumed at the next start)");
     }
-    outcome
+    // A panic while draining still means a restart is due.
+    match (outcome, tasks.panicked()) {
+        (Ok(()), Some(panic)) => Err(DaemonError::TaskPanicked {
+            task: panic.task,
+            message: panic.message,
+        }),
+        (outcome, _) => outcome,
+    }
 }
 
 /// Takes the instance lock; a holder on this host whose process is gone (killed, crashed) is
@@ -592,116 +665,5 @@ async fn heartbeat_loop(app: AppHandle, lost: CancellationToken, cancel: Cancell
             }
             Err(error) => tracing::warn!(%error, "cannot heartbeat the instance lock"),
         }
-    }
-}
-
-/// SIGHUP: re-reads the config file, logs what changed, applies what can be applied live and
-/// keeps the old config (with an error log) when the new one is broken.
-async fn reload_loop(
-    app: AppHandle,
-    config: channel::Sender<Arc<Config>>,
-    mut hangups: signals::Hangups,
-    cancel: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            () = hangups.next() => {}
-        }
-        let old = Arc::clone(&app.config.borrow());
-        let Some(path) = old.file.clone() else {
-            tracing::warn!("SIGHUP: the daemon runs without a config file; nothing to reload");
-            continue;
-        };
-        match Config::load(&path) {
-            Ok(new) => {
-                let (live, restart) = config_changes(&old, &new);
-                if live.is_empty() && restart.is_empty() {
-                    tracing::info!(file = %path.display(), "SIGHUP: config reloaded, nothing changed");
-                    continue;
-                }
-                if !restart.is_empty() {
-                    tracing::warn!(file = %path.display(), changed = ?restart, "SIGHUP: these settings take effect only after a restart");
-                }
-                tracing::info!(file = %path.display(), changed = ?live, "SIGHUP: config reloaded; job files are validated against it now");
-                config.send_replace(Arc::new(new));
-                app.rescan.notify_one();
-            }
-            Err(error) => {
-                tracing::error!(file = %path.display(), error = %error, "SIGHUP: the config is invalid; keeping the running config")
-            }
-        }
-    }
-}
-
-/// Which settings differ: those applied at the next rescan (job validation), and those that
-/// need a restart (the database, the listener, the watcher, logging, the run engine's servers).
-pub fn config_changes(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>) {
-    let mut live = Vec::new();
-    let mut restart = Vec::new();
-    let mut check = |changed: bool, name: &'static str, needs_restart: bool| {
-        if changed {
-            if needs_restart {
-                restart.push(name);
-            } else {
-                live.push(name);
-            }
-        }
-    };
-    check(old.timezone != new.timezone, "timezone", false);
-    check(
-        old.default_retry != new.default_retry,
-        "defaults.retry",
-        false,
-    );
-    check(
-        old.default_run_timeout != new.default_run_timeout,
-        "defaults.runTimeout",
-        false,
-    );
-    check(old.export_root != new.export_root, "exportRoot", false);
-    check(old.secrets_dir != new.secrets_dir, "secretsDir", false);
-    check(old.jobs_dir != new.jobs_dir, "jobsDir", true);
-    check(old.state_dir != new.state_dir, "stateDir", true);
-    check(old.database != new.database, "database", true);
-    check(old.listen != new.listen, "listen", true);
-    check(old.log != new.log, "log", true);
-    check(old.watch != new.watch, "watch", true);
-    check(
-        old.shutdown_timeout != new.shutdown_timeout,
-        "shutdownTimeout",
-        false,
-    );
-    check(
-        format!("{:?}", old.servers) != format!("{:?}", new.servers),
-        "servers",
-        true,
-    );
-    check(
-        old.step_parallelism != new.step_parallelism
-            || old.page_size != new.page_size
-            || old.downloads != new.downloads,
-        "engine settings",
-        true,
-    );
-    (live, restart)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(text: &str) -> Config {
-        Config::from_yaml(text, std::path::Path::new("/etc/rc/restorectl.yaml")).unwrap()
-    }
-
-    #[test]
-    fn config_changes_split_live_and_restart_settings() {
-        let old = config("timezone: UTC\nlisten: 127.0.0.1:9464\n");
-        assert_eq!(config_changes(&old, &old), (vec![], vec![]));
-        let new = config("timezone: Europe/Berlin\nlisten: 127.0.0.1:9999\njobsDir: other\n");
-        let (live, restart) = config_changes(&old, &new);
-        assert_eq!(live, ["timezone"]);
-        assert_eq!(restart, ["jobsDir", "listen"]);
     }
 }

@@ -19,7 +19,9 @@
 //! - after downtime at most the latest due fire runs, and only within `startingDeadline`;
 //!   every other due fire is recorded `missed`;
 //! - `concurrencyPolicy`: `Forbid` records the fire `skipped` while a run is active, `Replace`
-//!   cancels the active runs then queues, `Allow` queues;
+//!   cancels the active runs then queues (the new run is claimed only once the runs it replaces
+//!   have stopped: their restores stopped, their session released, their lease given up; the
+//!   store's claim enforces it, [`Store::claim_next_run`]), `Allow` queues;
 //! - a one-shot job (no schedule) is queued once per distinct spec hash, whatever happens to its
 //!   file in between (the store's `runs_one_shot_once` index).
 
@@ -320,7 +322,7 @@ impl Scheduler {
                         );
                         self.store.request_cancel(run.id, &reason, now).await?;
                         report.replaced += 1;
-                        tracing::info!(job = %name, run = %run.id, "active run cancelled: replaced by a new fire");
+                        tracing::info!(job = %name, run = %run.id, "active run cancelled: replaced by a new fire, which starts once it has stopped");
                     }
                     rows.push(new_run(fire, RunState::Queued, None));
                 }

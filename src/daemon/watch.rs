@@ -21,8 +21,8 @@ use notify_debouncer_full::{
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use super::tasks::Tasks;
 use crate::config::WatchConfig;
 
 /// Shortest accepted debounce and poll interval: a zero tick would make the watcher threads spin.
@@ -94,7 +94,7 @@ pub enum WatchError {
 }
 
 /// The receiving end of a running watcher. The watching itself runs in a task on the
-/// [`TaskTracker`] given to [`JobDirWatcher::start`] and stops when the [`CancellationToken`] is
+/// [`Tasks`] given to [`JobDirWatcher::start`] and stops when the [`CancellationToken`] is
 /// cancelled.
 #[derive(Debug)]
 pub struct JobDirWatcher {
@@ -120,13 +120,13 @@ impl JobDirWatcher {
         dir: &Path,
         options: &WatchOptions,
         cancel: CancellationToken,
-        tracker: &TaskTracker,
+        tasks: &Tasks,
     ) -> Result<Self, WatchError> {
         // Capacity 1: a signal that finds one pending is merged into it (the rescan covers both).
         let (tx, signals) = mpsc::channel(1);
         let watcher = watch(dir, options, tx.clone())?;
         let rescan_interval = options.rescan_interval;
-        tracker.spawn(async move {
+        tasks.spawn("watcher", async move {
             // Owned by the task: dropping it on cancellation stops the OS watch and the debouncer
             // thread (which holds the other sender).
             let _watcher = watcher;
@@ -258,7 +258,7 @@ mod tests {
         dir: tempfile::TempDir,
         watcher: JobDirWatcher,
         cancel: CancellationToken,
-        tracker: TaskTracker,
+        tracker: Tasks,
     }
 
     impl Harness {
@@ -274,7 +274,7 @@ mod tests {
                 poll_interval: Duration::from_millis(100),
             };
             let cancel = CancellationToken::new();
-            let tracker = TaskTracker::new();
+            let tracker = Tasks::new();
             let watcher =
                 JobDirWatcher::start(dir.path(), &options, cancel.clone(), &tracker).unwrap();
             let mut h = Harness {
@@ -440,7 +440,7 @@ mod tests {
             ..WatchOptions::default()
         };
         let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
+        let tracker = Tasks::new();
         let mut watcher =
             JobDirWatcher::start(dir.path(), &options, cancel.clone(), &tracker).unwrap();
         let got = tokio::time::timeout(PATIENCE, watcher.next())
@@ -466,7 +466,7 @@ mod tests {
             &missing,
             &WatchOptions::default(),
             CancellationToken::new(),
-            &TaskTracker::new(),
+            &Tasks::new(),
         )
         .unwrap_err()
         .to_string();

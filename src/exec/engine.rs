@@ -18,6 +18,13 @@
 //! deadline → `failed` with reason `timeout`; the caller's token (shutdown) → the lease is
 //! released and the run stays `running` for the next start, its session kept when a step needs
 //! it; a lost lease → the engine walks away without touching the run.
+//!
+//! A panic while executing a run (a bug, in the engine or in what it calls) is caught at the
+//! run: the run fails with a reason naming the panic, the restore sessions it holds are stopped
+//! and its lease goes with the state change; the engine, and the daemon, go on with other runs.
+//! Steps in flight keep their state (a finished run is never executed again, so nothing is sent
+//! twice). Why not let the daemon restart instead: the restart would claim the same run and
+//! panic again, taking every other job down with it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,7 +32,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -60,9 +68,12 @@ pub struct Engine {
 
 pub(crate) struct Inner {
     pub(crate) store: Store,
-    pub(crate) config: Config,
-    pub(crate) secrets: SecretContext,
-    pub(crate) clients: BTreeMap<String, Client>,
+    /// The current config: the daemon publishes the live settings of a reload here; each
+    /// execution of a run takes one snapshot at its start ([`RunCtx::config`]).
+    config: watch::Receiver<Arc<Config>>,
+    /// Built from the config the engine started with: servers, `pageSize` and TLS settings
+    /// need a restart. Handed out through [`Engine::client`] with the current `secretsDir`.
+    clients: BTreeMap<String, Client>,
     pub(crate) limiters: Limiters,
     pub(crate) options: EngineOptions,
 }
@@ -119,6 +130,11 @@ pub(crate) struct RunCtx {
     pub(crate) client: Client,
     pub(crate) session: SessionSlot,
     pub(crate) stop: Stopper,
+    /// The config this execution started with: a reload (SIGHUP) reaches the next execution,
+    /// never the middle of one.
+    pub(crate) config: Arc<Config>,
+    /// Where secrets are looked up, from [`RunCtx::config`].
+    pub(crate) secrets: SecretContext,
     /// The session's mailbox list, fetched once (selectors, bulk e-mails, search reports).
     pub(crate) mailboxes: tokio::sync::Mutex<Option<Arc<Vec<Mailbox>>>>,
     /// The server's `requestTimeout`.
@@ -131,7 +147,7 @@ impl RunCtx {
     }
 
     pub(crate) fn config(&self) -> &Config {
-        &self.engine.inner.config
+        &self.config
     }
 
     pub(crate) fn options(&self) -> &EngineOptions {
@@ -211,34 +227,58 @@ async fn list_mailboxes_with_retry(ctx: &RunCtx) -> Result<Arc<Vec<Mailbox>>, St
 }
 
 impl Engine {
-    /// An engine over `store` for the servers of `config`.
+    /// An engine over `store` for the servers of `config`, which never changes.
     ///
     /// # Errors
     ///
     /// [`RunError::Client`] when a server's client cannot be built (unreadable `caFile`, …).
     pub fn new(store: Store, config: Config, options: EngineOptions) -> Result<Engine, RunError> {
-        let secrets = SecretContext::from_config(&config);
+        Self::with_live_config(store, watch::channel(Arc::new(config)).1, options)
+    }
+
+    /// An engine that follows `config`: each execution of a run uses the config current at its
+    /// start. The servers' clients, the session limiters and `options` come from the config
+    /// current now; a publisher must keep those settings as they are (the daemon's reload does,
+    /// see `daemon::reload`).
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::Client`] when a server's client cannot be built (unreadable `caFile`, …).
+    pub fn with_live_config(
+        store: Store,
+        config: watch::Receiver<Arc<Config>>,
+        options: EngineOptions,
+    ) -> Result<Engine, RunError> {
+        let current = Arc::clone(&config.borrow());
+        let secrets = SecretContext::from_config(&current);
         let mut clients = BTreeMap::new();
-        for server in config.servers.values() {
-            let client = Client::new(server, &secrets)
-                .map_err(|e| RunError::Client {
-                    server: server.name.clone(),
-                    message: e.to_string(),
-                })?
-                .with_page_size(config.page_size);
+        for server in current.servers.values() {
+            let client = Client::new(server, &secrets)?.with_page_size(current.page_size);
             clients.insert(server.name.clone(), client);
         }
-        let limiters = Limiters::from_config(&config);
+        let limiters = Limiters::from_config(&current);
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
                 config,
-                secrets,
                 clients,
                 limiters,
                 options,
             }),
         })
+    }
+
+    /// The config current now (a snapshot).
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.inner.config.borrow())
+    }
+
+    /// The client of `server`, reading its password through `secrets`.
+    pub(crate) fn client(&self, server: &str, secrets: &SecretContext) -> Option<Client> {
+        self.inner
+            .clients
+            .get(server)
+            .map(|c| c.clone().with_secrets(secrets))
     }
 
     /// The state database.
@@ -280,15 +320,18 @@ impl Engine {
     /// when there is nothing to do (one read of the store). Returns how many were stopped.
     pub async fn sweep_orphan_sessions(&self) -> usize {
         let mut stopped = 0;
-        for (server, client) in &self.inner.clients {
-            let request_timeout = self
-                .inner
-                .config
+        let config = self.config();
+        let secrets = SecretContext::from_config(&config);
+        for server in self.inner.clients.keys() {
+            let Some(client) = self.client(server, &secrets) else {
+                continue;
+            };
+            let request_timeout = config
                 .server(Some(server))
                 .map_or(Duration::from_secs(60), |s| s.request_timeout);
             stopped += super::session::sweep_orphans(
                 &self.inner.store,
-                client,
+                &client,
                 &self.inner.limiters.gate(server),
                 request_timeout,
             )
@@ -340,9 +383,21 @@ impl Engine {
     async fn drive(&self, run: Run, shutdown: &CancellationToken) -> Result<RunOutcome, RunError> {
         let id = run.id;
         let stop = Stopper::default();
-        let renewer = self.spawn_lease_renewal(&run, &stop, shutdown);
-        let result = self.drive_claimed(run, &stop).await;
-        renewer.abort();
+        // Aborted on every way out, this future being dropped included: a renewer that outlives
+        // the execution would keep the lease of a run nobody drives alive forever.
+        let renewer = AbortOnDrop(self.spawn_lease_renewal(&run, &stop, shutdown));
+        // Unwind safety: the execution's own state dies with it; what it shares with other
+        // runs is the store (transactions roll back), tokio locks and semaphores (no poisoning;
+        // permits and guards are released as the future is dropped) and std mutexes that are
+        // read through `PoisonError::into_inner`.
+        let caught = std::panic::AssertUnwindSafe(self.drive_claimed(run.clone(), &stop))
+            .catch_unwind()
+            .await;
+        drop(renewer);
+        let result = match caught {
+            Ok(result) => result,
+            Err(payload) => self.panicked(&run, crate::panics::message(&*payload)).await,
+        };
         match result {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
@@ -350,6 +405,44 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// A panic ended the execution of `run` (see the module doc): the run fails, its open
+    /// restore sessions are stopped (no step of a failed run needs them).
+    async fn panicked(&self, run: &Run, message: String) -> Result<RunOutcome, RunError> {
+        tracing::error!(run = %run.id, job = %run.job_name, panic = %message, "the run engine panicked while executing a run; the run fails, other runs go on");
+        let store = &self.inner.store;
+        // A panic after the run left our hands (a state written, the lease released for a
+        // shutdown with the sessions a resume needs) keeps what was recorded.
+        let now = store
+            .get_run(run.id)
+            .await
+            .map_err(RunError::store(run.id))?;
+        if now.state != RunState::Running || now.lease_owner.as_deref() != Some(self.owner()) {
+            return Ok(RunOutcome {
+                run: run.id,
+                state: now.state,
+                reason: now.reason,
+                next_attempt_at: now.next_attempt_at,
+            });
+        }
+        let secrets = SecretContext::from_config(&self.config());
+        let open = store
+            .list_open_sessions(Some(run.id))
+            .await
+            .map_err(RunError::store(run.id))?;
+        for session in open {
+            if let (Some(client), Ok(uuid)) = (
+                self.client(&session.server, &secrets),
+                Uuid::parse_str(&session.id),
+            ) {
+                stop_session(store, &client, uuid).await;
+            }
+        }
+        let reason = format!(
+            "internal error: the run engine panicked ({message}); the run was stopped, see the daemon log"
+        );
+        self.finish(run, RunState::Failed, Some(reason)).await
     }
 
     /// The lease renewal task: renews every third of the lease (at most every 2 s), turns a cancel request into
@@ -412,20 +505,18 @@ impl Engine {
     async fn drive_claimed(&self, run: Run, stop: &Stopper) -> Result<RunOutcome, RunError> {
         let id = run.id;
         let store = &self.inner.store;
-        let job = match self.load_job(&run).await {
+        let config = self.config();
+        let secrets = SecretContext::from_config(&config);
+        let job = match self.load_job(&run, &config).await {
             Ok(job) => job,
             Err(reason) => return self.finish(&run, RunState::Failed, Some(reason)).await,
         };
-        let Some(client) = job
-            .server()
-            .and_then(|s| self.inner.clients.get(s))
-            .or_else(|| {
-                (self.inner.clients.len() == 1)
-                    .then(|| self.inner.clients.values().next())
-                    .flatten()
-            })
-            .cloned()
-        else {
+        let server = job.server().or_else(|| {
+            (self.inner.clients.len() == 1)
+                .then(|| self.inner.clients.keys().next().map(String::as_str))
+                .flatten()
+        });
+        let Some(client) = server.and_then(|s| self.client(s, &secrets)) else {
             let reason = format!(
                 "job {}: server {} is not configured",
                 job.name(),
@@ -433,9 +524,7 @@ impl Engine {
             );
             return self.finish(&run, RunState::Failed, Some(reason)).await;
         };
-        let request_timeout = self
-            .inner
-            .config
+        let request_timeout = config
             .server(Some(client.server()))
             .map_or(Duration::from_secs(60), |s| s.request_timeout);
         let point_in_time = job.point_in_time().resolve(run.scheduled_for);
@@ -455,6 +544,8 @@ impl Engine {
             client,
             session,
             stop: stop.clone(),
+            config,
+            secrets,
             mailboxes: tokio::sync::Mutex::new(None),
             request_timeout,
         });
@@ -479,7 +570,8 @@ impl Engine {
             existing
         };
 
-        let parallelism = usize::try_from(self.inner.config.step_parallelism.max(1)).unwrap_or(1);
+        crate::panics::inject("run", ctx.job.name());
+        let parallelism = usize::try_from(ctx.config.step_parallelism.max(1)).unwrap_or(1);
         let ids: Vec<i64> = steps.iter().map(|s| s.id).collect();
         let step_ctx = Arc::clone(&ctx);
         let ends: Vec<Result<StepEnd, RunError>> = futures_util::stream::iter(ids)
@@ -559,14 +651,14 @@ impl Engine {
     }
 
     /// Rebuilds the job from the version the run was queued with. `Err` is the run's reason.
-    async fn load_job(&self, run: &Run) -> Result<Job, String> {
+    async fn load_job(&self, run: &Run, config: &Config) -> Result<Job, String> {
         let version = self
             .inner
             .store
             .get_job_version(run.job_version_id)
             .await
             .map_err(|e| format!("job version {}: {e}", run.job_version_id))?;
-        job_from_version(&self.inner.config, &version.file, &version.spec_json)
+        job_from_version(config, &version.file, &version.spec_json)
     }
 
     /// On first execution: opens the session, lists its mailboxes, resolves the selectors and
@@ -771,6 +863,15 @@ impl Engine {
             reason,
             next_attempt_at: None,
         })
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -23,12 +23,22 @@ pub enum RunError {
     /// The run is not claimable (another owner holds a live lease, or it is finished).
     #[error("run {run} is not claimable: {why}")]
     NotClaimable { run: RunId, why: String },
-    /// A server's API client could not be built.
-    #[error("server {server}: {message}")]
-    Client { server: String, message: String },
+    /// A server's API client could not be built (its `caFile`): a configuration problem.
+    #[error(transparent)]
+    Client(#[from] crate::vb365::ClientError),
 }
 
 impl RunError {
+    /// Whether the configuration is at fault (fixing it, not retrying, helps).
+    pub fn is_config(&self) -> bool {
+        match self {
+            RunError::Client(_) => true,
+            RunError::Store { .. } | RunError::StoreGeneral(_) | RunError::NotClaimable { .. } => {
+                false
+            }
+        }
+    }
+
     /// Wraps a store error with the run it happened in.
     pub fn store(run: RunId) -> impl FnOnce(StoreError) -> RunError {
         move |source| RunError::Store {

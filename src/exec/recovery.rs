@@ -58,6 +58,7 @@ impl Engine {
             expired_leases: store.expire_foreign_leases(self.owner(), now).await?,
             ..RecoveryReport::default()
         };
+        let secrets = crate::config::SecretContext::from_config(&self.config());
         let running = store
             .list_runs(&RunFilter {
                 state: Some(RunState::Running),
@@ -76,12 +77,12 @@ impl Engine {
                 report.kept_sessions.push(session.id.clone());
                 continue;
             }
-            let Some(client) = self.inner.clients.get(&session.server) else {
+            let Some(client) = self.client(&session.server, &secrets) else {
                 tracing::warn!(session = %session.id, server = %session.server, "open session on a server that is no longer configured");
                 continue;
             };
             if let Ok(id) = Uuid::parse_str(&session.id) {
-                stop_session(store, client, id).await;
+                stop_session(store, &client, id).await;
                 report.stopped_sessions.push(session.id.clone());
             }
         }

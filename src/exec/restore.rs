@@ -128,7 +128,7 @@ async fn targets(ctx: &RunCtx, step: &Step) -> Result<Targets, StepFailure> {
 }
 
 fn resolve_credentials(ctx: &RunCtx, c: &Credentials) -> Result<RestoreCredentials, StepFailure> {
-    let secrets = &ctx.engine.inner.secrets;
+    let secrets = &ctx.secrets;
     let text = |r: &crate::config::SecretRef| {
         r.resolve(secrets)
             .map_err(|e| StepFailure::permanent(format!("restore credentials: {e}")))
@@ -161,7 +161,7 @@ fn resolve_bulk_credentials(
     ctx: &RunCtx,
     c: &BulkCredentials,
 ) -> Result<RestoreCredentials, StepFailure> {
-    let secrets = &ctx.engine.inner.secrets;
+    let secrets = &ctx.secrets;
     let text = |r: &crate::config::SecretRef| {
         r.resolve(secrets)
             .map_err(|e| StepFailure::permanent(format!("restore credentials: {e}")))

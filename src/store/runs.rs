@@ -104,9 +104,19 @@ pub enum CancelOutcome {
 }
 
 /// The condition of a claimable run (`$1` = now), as a macro so queries stay `&'static str`.
+///
+/// A queued run does not start while another run of its job is being cancelled (a cancel was
+/// requested and it has not stopped yet): `concurrencyPolicy: Replace` queues the new run as it
+/// requests the cancel, and the new run must not overlap the restores, session and lease of
+/// the one it replaces. The cancelled run stops at its owner's next lease renewal, or, when its
+/// owner is gone, at the claim after its lease expired.
 macro_rules! claimable {
     () => {
-        "(state = 'queued'
+        "((state = 'queued' AND NOT EXISTS (
+              SELECT 1 FROM runs AS stopping
+              WHERE stopping.job_name = runs.job_name AND stopping.id <> runs.id
+                AND stopping.state IN ('running', 'waiting_retry')
+                AND stopping.cancel_requested = 1))
           OR (state = 'waiting_retry' AND (next_attempt_at <= $1 OR cancel_requested = 1))
           OR (state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= $1)))"
     };
@@ -148,7 +158,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Claims the next due run for `owner` with a lease of `lease`: a queued run, a
+    /// Claims the next due run for `owner` with a lease of `lease`: a queued run (unless another
+    /// run of its job is being cancelled), a
     /// `waiting_retry` run whose `next_attempt_at` has come (or that an operator cancelled), or
     /// a `running` run whose lease expired or was released. Oldest `scheduled_for` first.
     /// Increments `attempts`; the first claim sets `started_at` and `deadline_at`.

@@ -69,12 +69,12 @@ pub const DEFAULT_PAGE_SIZE: u32 = 1000;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    #[error("server {server}: cannot read caFile {path}: {source}")]
+    // The cause is part of the message (not a `#[source]`) so `{err:#}` prints it once.
+    #[error("server {server}: cannot read caFile {path}: {cause}")]
     CaFileRead {
         server: String,
         path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("server {server}: caFile {path}: {message}")]
     CaFileInvalid {
@@ -82,11 +82,10 @@ pub enum ClientError {
         path: std::path::PathBuf,
         message: String,
     },
-    #[error("server {server}: cannot set up the HTTP client: {source}")]
+    #[error("server {server}: cannot set up the HTTP client: {cause}")]
     Build {
         server: String,
-        #[source]
-        source: reqwest::Error,
+        cause: reqwest::Error,
     },
 }
 
@@ -95,6 +94,9 @@ pub enum ClientError {
 pub struct Client {
     inner: Arc<Inner>,
     page_size: u32,
+    /// Where the password is looked up: per handle, not shared, so a run keeps the `secretsDir`
+    /// it started with while a reload gives the next run another one ([`Client::with_secrets`]).
+    secrets: Arc<SecretContext>,
 }
 
 struct Inner {
@@ -105,7 +107,6 @@ struct Inner {
     request_timeout: Duration,
     username: String,
     password: SecretRef,
-    secrets: SecretContext,
     tokens: TokenSlot,
 }
 
@@ -203,10 +204,10 @@ impl Client {
             // VB365 does not redirect; following one would resend bodies with secrets elsewhere.
             .redirect(reqwest::redirect::Policy::none());
         if let Some(path) = &server.ca_file {
-            let pem = std::fs::read(path).map_err(|source| ClientError::CaFileRead {
+            let pem = std::fs::read(path).map_err(|cause| ClientError::CaFileRead {
                 server: server.name.clone(),
                 path: path.clone(),
-                source,
+                cause,
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 ClientError::CaFileInvalid {
@@ -232,9 +233,9 @@ impl Client {
             );
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
-        let http = builder.build().map_err(|source| ClientError::Build {
+        let http = builder.build().map_err(|cause| ClientError::Build {
             server: server.name.clone(),
-            source,
+            cause,
         })?;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -244,11 +245,18 @@ impl Client {
                 request_timeout: server.request_timeout,
                 username: server.username.clone(),
                 password: server.password.clone(),
-                secrets: secrets.clone(),
                 tokens: TokenSlot::new(TokenState::default()),
             }),
             page_size: DEFAULT_PAGE_SIZE,
+            secrets: Arc::new(secrets.clone()),
         })
+    }
+
+    /// The same client (connection pool and tokens shared) reading the password through
+    /// `secrets` at its next password grant.
+    pub fn with_secrets(mut self, secrets: &SecretContext) -> Client {
+        self.secrets = Arc::new(secrets.clone());
+        self
     }
 
     /// The same client with another page size for paged calls (clamped to 1..=10,000).
@@ -322,19 +330,15 @@ impl Client {
     }
 
     async fn password_grant(&self) -> Result<TokenResponse, ApiError> {
-        let password = self
-            .inner
-            .password
-            .resolve(&self.inner.secrets)
-            .map_err(|e| {
-                self.error(
-                    Operation::Token,
-                    Operation::Token.path_template().to_string(),
-                    ErrorClass::Auth,
-                    ErrorKind::Secret,
-                    format!("cannot read the server password: {e}"),
-                )
-            })?;
+        let password = self.inner.password.resolve(&self.secrets).map_err(|e| {
+            self.error(
+                Operation::Token,
+                Operation::Token.path_template().to_string(),
+                ErrorClass::Auth,
+                ErrorKind::Secret,
+                format!("cannot read the server password: {e}"),
+            )
+        })?;
         self.grant(&TokenRequest::password(&self.inner.username, password))
             .await
     }

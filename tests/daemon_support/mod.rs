@@ -145,6 +145,14 @@ pub fn bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_restorectl")))
 }
 
+/// Appends `line` to the site's config file (keys go at the top level unless indented).
+pub fn append_config(site: &Site, line: &str) {
+    let mut text = std::fs::read_to_string(site.config_path()).unwrap();
+    text.push_str(line);
+    text.push('\n');
+    std::fs::write(site.config_path(), text).unwrap();
+}
+
 /// Whether `path` exists (for readability in polls).
 pub fn exists(path: &Path) -> bool {
     path.exists()
@@ -159,12 +167,18 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(site: &Site) -> Daemon {
+        Daemon::start_with_env(site, &[])
+    }
+
+    /// Starts the daemon with extra environment variables (e.g. the test fault injection).
+    pub fn start_with_env(site: &Site, env: &[(&str, &str)]) -> Daemon {
         let log = site.path(&format!("daemon-{}.log", uuid::Uuid::new_v4()));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin())
             .args(["daemon", "--config"])
             .arg(site.config_path())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
             .spawn()
@@ -174,6 +188,11 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What the daemon logged so far (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn signal(&self, sig: &str) {
