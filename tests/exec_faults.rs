@@ -110,6 +110,59 @@ async fn a_5xx_while_listing_the_mailboxes_is_retried_before_the_steps_exist() {
     w.assert_all_sessions_stopped();
 }
 
+/// A 429 on page 3 of the mailbox list: after the server's `Retry-After` only that page is asked
+/// for again; the two pages already read are kept, not listed again from offset 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_page_of_the_mailbox_list_is_retried_alone_after_retry_after() {
+    let w = World::start_with(
+        sim(),
+        Setup {
+            extra: "pageSize: 5\n".into(),
+            ..Setup::default()
+        },
+    )
+    .await;
+    w.sim
+        .add_fault(
+            FaultRule::on(
+                Endpoint::Mailboxes,
+                FaultAction::TooManyRequests {
+                    retry_after_seconds: 1,
+                },
+            )
+            .calls(CallRange::only(3)),
+        )
+        .unwrap();
+    w.job(
+        "r",
+        &restore_job(
+            "r",
+            "alice@contoso.com",
+            "  retry: { maxAttempts: 5, initialBackoff: 50ms, maxBackoff: 5s }\n",
+        ),
+    );
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    let listings = w.calls("GET", MAILBOXES);
+    let offsets: Vec<(String, Option<u16>)> = listings
+        .iter()
+        .map(|e| (e.query_param("offset").unwrap_or_default(), e.status))
+        .collect();
+    // The demo organisation has 36 mailboxes (archives included): 7 full pages and a short one.
+    let mut want: Vec<(String, Option<u16>)> =
+        (0..8).map(|p| ((p * 5).to_string(), Some(200))).collect();
+    want.insert(2, ("10".into(), Some(429)));
+    assert_eq!(offsets, want);
+    // The job's backoff (50–100 ms here) is raised to the server's `Retry-After`.
+    let waited = listings[3].time - listings[2].time;
+    assert!(
+        waited >= chrono::Duration::seconds(1),
+        "retried after {waited:?}"
+    );
+    assert_eq!(w.sim.restore_calls(w.mailbox_id("alice@contoso.com")), 1);
+    w.assert_all_sessions_stopped();
+}
+
 /// The free-space check needs the size of the mailbox's largest previous export; when the state
 /// database cannot tell it, the attempt fails (retryable) before any export request instead of
 /// downloading without the check.
