@@ -912,11 +912,12 @@ async fn next_links_to_another_host_or_collection_are_not_followed() {
     let server = MockServer::start().await;
     let elsewhere = MockServer::start().await;
     let list = format!("/v8/RestoreSessions/{RS}/organization/mailboxes");
+    // Each link carries a marker, so a request that took its query would show it.
     for href in [
-        format!("{}{list}?offset=2&limit=2", elsewhere.uri()),
-        format!("//{}{list}?offset=2&limit=2", elsewhere.address()),
-        "/v8/Organizations?offset=2&limit=2".to_owned(),
-        format!("/v8/RestoreSessions/{MB}/organization/mailboxes?offset=2&limit=2"),
+        format!("{}{list}?offset=2&limit=2&via=link", elsewhere.uri()),
+        format!("//{}{list}?offset=2&limit=2&via=link", elsewhere.address()),
+        "/v8/Organizations?offset=2&limit=2&via=link".to_owned(),
+        format!("/v8/RestoreSessions/{MB}/organization/mailboxes?offset=2&limit=2&via=link"),
     ] {
         server.reset().await;
         mount_tokens(&server, 3600).await;
