@@ -347,6 +347,194 @@ async fn lost_restore_session_is_reported_as_such() {
     assert_eq!(row.bytes_durable, 100_000);
 }
 
+fn reframe_rule(call: u64, status: u16, range: Option<&str>, length: Option<u64>) -> FaultRule {
+    FaultRule::on(
+        Endpoint::ExportPst,
+        FaultAction::Reframe {
+            status,
+            content_range: range.map(str::to_owned),
+            content_length: length,
+        },
+    )
+    .calls(CallRange::only(call))
+}
+
+/// One `download` call of Alice's export into `target`, as one attempt of the run engine.
+async fn one_attempt(
+    w: &World,
+    target: &restorectl::download::SafePath,
+    seeded: &download_support::SeededStep,
+    opts: &DownloadOptions,
+) -> Result<Published, DownloadError> {
+    let progress = StoreProgress::new(w.store.clone(), seeded.step_id);
+    let info = manifest_info(JOB, seeded, &w.alice, w.session);
+    download(
+        &w.source(ExportToPstOptions::default()),
+        &progress,
+        target,
+        None,
+        info,
+        opts,
+    )
+    .await
+}
+
+/// Hostile `Content-Range` answers to a resume from byte 300,000 — values near `u64::MAX`,
+/// ranges that do not match the request — are permanent errors naming the value. None of them
+/// panics, wraps, or moves the recorded progress; the next sound answer resumes from the same
+/// byte and the digest is right.
+#[tokio::test]
+async fn hostile_content_ranges_on_a_resume_are_errors_that_keep_the_progress() {
+    let len: u64 = 900_000;
+    let max = u64::MAX;
+    let hostile = [
+        (
+            format!("bytes 300000-{max}/*"),
+            "past the end of any possible file",
+        ),
+        (
+            format!("bytes 300000-{}/{max}", max - 1),
+            "more than any file can hold",
+        ),
+        (
+            "bytes 300001-899999/900000".to_owned(),
+            "starts at byte 300001 instead of 300000",
+        ),
+        (
+            "bytes 600000-300000/900000".to_owned(),
+            "is before the first 600000",
+        ),
+        (
+            "bytes 300000-900000/900000".to_owned(),
+            "not below the complete length 900000",
+        ),
+    ];
+    let mut config = sim_config(len);
+    config.faults.push(drop_rule(1, 300_000));
+    for (k, (value, _)) in hostile.iter().enumerate() {
+        config
+            .faults
+            .push(reframe_rule(k as u64 + 2, 206, Some(value), None));
+    }
+    let w = World::start(config).await;
+    let (digest, _) = w.digest(None);
+    let target = resolve_inside(w.root.path(), Path::new("legal-hold/run-1/alice.pst")).unwrap();
+    let seeded = seed_step(&w.store, JOB, &w.alice, target.absolute()).await;
+    let mut opts = options();
+    opts.max_immediate_resumes = 0;
+
+    let err = one_attempt(&w, &target, &seeded, &opts).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Retryable, "{err}");
+    for (value, want) in &hostile {
+        let err = one_attempt(&w, &target, &seeded, &opts).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DownloadError::ContentRange { .. }), "{msg}");
+        assert_eq!(err.class(), ErrorClass::Permanent, "{msg}");
+        assert!(
+            msg.contains(value.as_str()) && msg.contains(want) && msg.contains(ALICE),
+            "{value}: {msg}"
+        );
+        let row = w.store.get_download(seeded.step_id).await.unwrap();
+        assert_eq!(
+            (row.bytes_durable, row.expected_bytes, row.restarts),
+            (300_000, Some(len as i64), 0),
+            "{value}"
+        );
+        assert_eq!(
+            std::fs::metadata(target.partial_path()).unwrap().len(),
+            300_000
+        );
+    }
+    let published = one_attempt(&w, &target, &seeded, &opts).await.unwrap();
+    assert_eq!(sha256_file(&published.path), digest);
+    assert_eq!(published.manifest.restarts, 0);
+    assert_eq!(
+        published.manifest.resumed_from,
+        vec![300_000; hostile.len() + 1]
+    );
+    let ranges = w.export_ranges();
+    assert_eq!(ranges.len(), hostile.len() + 2);
+    assert!(
+        ranges[1..]
+            .iter()
+            .all(|r| r.as_deref() == Some("bytes=300000-")),
+        "{ranges:?}"
+    );
+}
+
+/// A resume answered with the whole export (200) but of another length than the one the partial
+/// file was downloaded from: the export changed on the server. The attempt fails retryable with
+/// a message saying so, the partial file and the recorded total are discarded (restart
+/// recorded), and the next attempt starts over from byte 0 without `Range` — and succeeds.
+#[tokio::test]
+async fn a_resume_answered_for_an_export_of_another_length_starts_over() {
+    let len: u64 = 900_000;
+    let mut config = sim_config(len);
+    config.faults.push(drop_rule(1, 300_000));
+    config
+        .faults
+        .push(reframe_rule(2, 200, None, Some(500_000)));
+    let w = World::start(config).await;
+    let (digest, _) = w.digest(None);
+    let target = resolve_inside(w.root.path(), Path::new("legal-hold/run-1/alice.pst")).unwrap();
+    let seeded = seed_step(&w.store, JOB, &w.alice, target.absolute()).await;
+    let mut opts = options();
+    opts.max_immediate_resumes = 0;
+
+    let err = one_attempt(&w, &target, &seeded, &opts).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Retryable, "{err}");
+    let err = one_attempt(&w, &target, &seeded, &opts).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            DownloadError::ExportChanged {
+                offset: 300_000,
+                known: 900_000,
+                announced: 500_000,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert_eq!(err.class(), ErrorClass::Retryable, "{msg}");
+    assert!(
+        msg.contains(ALICE)
+            && msg.contains("HTTP 200 with Content-Length 500000")
+            && msg.contains("starts over from byte 0"),
+        "{msg}"
+    );
+    let row = w.store.get_download(seeded.step_id).await.unwrap();
+    assert_eq!(
+        (row.bytes_durable, row.expected_bytes, row.restarts),
+        (0, None, 1)
+    );
+    assert_eq!(std::fs::metadata(target.partial_path()).unwrap().len(), 0);
+    let restarted: Vec<String> = w
+        .store
+        .list_run_events(seeded.run)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "download_restarted")
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(restarted.len(), 1, "{restarted:?}");
+    assert!(
+        restarted[0].contains("500000") && restarted[0].contains("900000"),
+        "{restarted:?}"
+    );
+
+    let published = one_attempt(&w, &target, &seeded, &opts).await.unwrap();
+    assert_eq!(sha256_file(&published.path), digest);
+    assert_eq!(published.manifest.bytes, len);
+    assert_eq!(published.manifest.restarts, 1);
+    assert_eq!(
+        w.export_ranges(),
+        vec![None, Some("bytes=300000-".to_owned()), None]
+    );
+}
+
 /// Templates that escape `exportRoot` (`..`, absolute, a symlink out) are refused before any
 /// export request reaches the server.
 #[tokio::test]

@@ -112,6 +112,106 @@ async fn a_5xx_while_listing_the_mailboxes_is_retried_before_the_steps_exist() {
     w.assert_all_sessions_stopped();
 }
 
+/// A 429 on page 3 of the mailbox list: after the server's `Retry-After` only that page is asked
+/// for again; the two pages already read are kept, not listed again from offset 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_page_of_the_mailbox_list_is_retried_alone_after_retry_after() {
+    let w = World::start_with(
+        sim(),
+        Setup {
+            extra: "pageSize: 5\n".into(),
+            ..Setup::default()
+        },
+    )
+    .await;
+    w.sim
+        .add_fault(
+            FaultRule::on(
+                Endpoint::Mailboxes,
+                FaultAction::TooManyRequests {
+                    retry_after_seconds: 1,
+                },
+            )
+            .calls(CallRange::only(3)),
+        )
+        .unwrap();
+    w.job(
+        "r",
+        &restore_job(
+            "r",
+            "alice@contoso.com",
+            "  retry: { maxAttempts: 5, initialBackoff: 50ms, maxBackoff: 5s }\n",
+        ),
+    );
+    let out = w.run("r").await;
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    let listings = w.calls("GET", MAILBOXES);
+    let offsets: Vec<(String, Option<u16>)> = listings
+        .iter()
+        .map(|e| (e.query_param("offset").unwrap_or_default(), e.status))
+        .collect();
+    // The demo organisation has 36 mailboxes (archives included): 7 full pages and a short one.
+    let mut want: Vec<(String, Option<u16>)> =
+        (0..8).map(|p| ((p * 5).to_string(), Some(200))).collect();
+    want.insert(2, ("10".into(), Some(429)));
+    assert_eq!(offsets, want);
+    // The job's backoff (50–100 ms here) is raised to the server's `Retry-After`.
+    let waited = listings[3].time - listings[2].time;
+    assert!(
+        waited >= chrono::Duration::seconds(1),
+        "retried after {waited:?}"
+    );
+    assert_eq!(w.sim.restore_calls(w.mailbox_id("alice@contoso.com")), 1);
+    w.assert_all_sessions_stopped();
+}
+
+/// The free-space check needs the size of the mailbox's largest previous export; when the state
+/// database cannot tell it, the attempt fails (retryable) before any export request instead of
+/// downloading without the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_error_in_the_free_space_check_fails_the_step_retryable() {
+    use sqlx::Connection;
+    let w = World::start(sim()).await;
+    w.job(
+        "e",
+        &job_yaml(
+            "ExportPst",
+            "e",
+            "  mailboxes: [alice@contoso.com]\n  archives: exclude\n  retry: { maxAttempts: 2, initialBackoff: 50ms, maxBackoff: 100ms }\n  export:\n    path: \"{job}/{run}/{mailbox}.pst\"\n",
+        ),
+    );
+    // Break the table the check reads, through a connection of the test's own.
+    let mut conn = sqlx::sqlite::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(w.config.database_path()),
+    )
+    .await
+    .unwrap();
+    sqlx::query("DROP TABLE exports")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let out = w.run("e").await;
+    assert_eq!(out.state, RunState::Failed, "{out:?}");
+    let step = &w.steps(out.run).await[0];
+    assert_eq!(step.attempts, 2, "retried: {step:?}");
+    assert_eq!(step.error_class, Some(ErrorClass::Retryable), "{step:?}");
+    let msg = step.error_message.as_deref().unwrap_or_default();
+    assert!(
+        msg.contains("alice@contoso.com")
+            && msg.contains("cannot check the free space before the download")
+            && msg.contains("state database error"),
+        "{msg}"
+    );
+    assert!(
+        w.calls("POST", &format!("{MAILBOXES}/{{mailboxId}}/exportToPst"))
+            .is_empty(),
+        "nothing was downloaded without the check"
+    );
+    w.assert_all_sessions_stopped();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_error_while_listing_the_mailboxes_fails_the_run_at_once() {
     let w = World::start(sim()).await;

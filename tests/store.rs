@@ -1497,6 +1497,10 @@ async fn downloads_progress_and_exports_retention() {
         (d.restarts, d.bytes_durable, d.hasher_state.clone()),
         (1, 0, None)
     );
+    assert_eq!(
+        d.expected_bytes, None,
+        "the old total is not held against the download that starts over"
+    );
     assert_eq!(d.restore_session_id.as_deref(), Some("s2"));
     assert_eq!(
         d.resumed_from.len(),

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use uuid::Uuid;
-use wiremock::matchers::{body_string_contains, header, method, path, path_regex};
+use wiremock::matchers::{body_string_contains, header, method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const PASSWORD: &str = "restorectl-dev-PASSWORD";
@@ -924,6 +924,148 @@ async fn mailboxes_are_listed_across_pages() {
         .map(|o| (o.to_string(), "7".to_string(), None))
         .collect();
     assert_eq!(pages, want);
+}
+
+/// A page's `_links.next` is followed: here page 2 exists only at the address page 1's link
+/// gives (a cursor offset arithmetic cannot know).
+#[tokio::test]
+async fn mailbox_listing_follows_the_next_link() {
+    let server = MockServer::start().await;
+    mount_tokens(&server, 3600).await;
+    let list = format!("/v8/RestoreSessions/{RS}/organization/mailboxes");
+    Mock::given(method("GET"))
+        .and(path(list.clone()))
+        .and(query_param("cursor", "c2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "offset": 2, "limit": 2, "results": [mailbox_item(2)],
+            "_links": {"self": {"href": format!("{list}?offset=2&limit=2&cursor=c2")}}})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(list.clone()))
+        .and(query_param("offset", "0"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "offset": 0, "limit": 2, "results": [mailbox_item(0), mailbox_item(1)],
+            "_links": {"self": {"href": format!("{list}?offset=0&limit=2")},
+                       "next": {"href": format!("{list}?offset=2&limit=2&cursor=c2")}}})))
+        .mount(&server)
+        .await;
+    let (client, _dir) = client_for(&server.uri());
+    let all = client
+        .with_page_size(2)
+        .mailboxes(RS.parse().unwrap())
+        .await
+        .expect("the linked page is found");
+    let emails: Vec<&str> = all.iter().map(|m| m.email.as_str()).collect();
+    assert_eq!(
+        emails,
+        [
+            "user0000@fabrikam.com",
+            "user0001@fabrikam.com",
+            "user0002@fabrikam.com"
+        ]
+    );
+    let pages: Vec<Option<String>> = requests(&server)
+        .await
+        .iter()
+        .filter(|r| r.url.path() == list)
+        .map(|r| r.url.query().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            Some("offset=0&limit=2".to_owned()),
+            Some("offset=2&limit=2&cursor=c2".to_owned())
+        ]
+    );
+}
+
+/// A `_links.next` that leaves the server, or the collection being listed, is not followed (no
+/// request, no token goes there); offset arithmetic reads the rest of the list.
+#[tokio::test]
+async fn next_links_to_another_host_or_collection_are_not_followed() {
+    let server = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    let list = format!("/v8/RestoreSessions/{RS}/organization/mailboxes");
+    // Each link carries a marker, so a request that took its query would show it.
+    for href in [
+        format!("{}{list}?offset=2&limit=2&via=link", elsewhere.uri()),
+        format!("//{}{list}?offset=2&limit=2&via=link", elsewhere.address()),
+        "/v8/Organizations?offset=2&limit=2&via=link".to_owned(),
+        format!("/v8/RestoreSessions/{MB}/organization/mailboxes?offset=2&limit=2&via=link"),
+    ] {
+        server.reset().await;
+        mount_tokens(&server, 3600).await;
+        Mock::given(method("GET"))
+            .and(path(list.clone()))
+            .and(query_param("offset", "0"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "offset": 0, "limit": 2, "results": [mailbox_item(0), mailbox_item(1)],
+                "_links": {"next": {"href": href.clone()}}})))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(list.clone()))
+            .and(query_param("offset", "2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "offset": 2, "limit": 2, "results": [mailbox_item(2)]})))
+            .mount(&server)
+            .await;
+        let (client, _dir) = client_for(&server.uri());
+        let all = client
+            .with_page_size(2)
+            .mailboxes(RS.parse().unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("{href}: {e}"));
+        assert_eq!(all.len(), 3, "{href}");
+        let paths: Vec<String> = requests(&server)
+            .await
+            .iter()
+            .filter(|r| r.url.path() != "/v8/token")
+            .map(|r| format!("{}?{}", r.url.path(), r.url.query().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                format!("{list}?offset=0&limit=2"),
+                format!("{list}?offset=2&limit=2")
+            ],
+            "{href}"
+        );
+        assert!(requests(&elsewhere).await.is_empty(), "{href}");
+    }
+}
+
+/// A server that ignores `offset` keeps sending full pages: the listing stops at the page cap
+/// with a message that tells the operator what to change (`pageSize`).
+#[tokio::test]
+async fn a_listing_that_hits_the_page_cap_names_page_size() {
+    let server = MockServer::start().await;
+    mount_tokens(&server, 3600).await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/v8/RestoreSessions/{RS}/organization/mailboxes"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "offset": 0, "limit": 1, "results": [mailbox_item(0)]})))
+        .mount(&server)
+        .await;
+    let (client, _dir) = client_for(&server.uri());
+    let e = client
+        .with_page_size(1)
+        .mailboxes(RS.parse().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    let msg = e.to_string();
+    for part in [
+        "stopped after 10000 full pages of 1 (10000 items)",
+        "raise `pageSize` in the daemon configuration",
+        "ignores `offset`",
+        "/organization/mailboxes",
+    ] {
+        assert!(msg.contains(part), "{part}: {msg}");
+    }
 }
 
 /// Search pages: the first request has no `setId`, every later one sends back the first page's

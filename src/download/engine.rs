@@ -7,7 +7,10 @@
 //! 2. open the export with `Range: bytes=N-` (N = durable size; no header for N = 0) under the
 //!    first-byte timeout, which covers the request and the first body chunk;
 //! 3. 206 with a matching `Content-Range` → append; 200 after a `Range` request → the server
-//!    ignored it: truncate, restart from 0 and record that; 416 or a bad `Content-Range` → error;
+//!    ignored it: truncate, restart from 0 and record that; a resume answered for an export of
+//!    another length than the known one → the export changed: discard the partial file, record
+//!    the restart and fail retryable (the next attempt starts from 0); 416, a bad
+//!    `Content-Range` or a length no file can have → error (all header arithmetic is checked);
 //! 4. stream with an idle-read timeout per chunk and no total deadline. Reading, hashing and
 //!    writing are pipelined (`super::pipeline`): batches (4 MiB by default) are hashed on one
 //!    thread and written (`O_DIRECT` where possible) on another while the next ones are read; at
@@ -290,40 +293,60 @@ where
     } = opened;
 
     let mut sink = sink;
-    match check_answer(
+    let answer = check_answer(
         ctx,
         status,
         content_length,
         content_range.as_deref(),
         offset,
-    )? {
-        Answer::Append { total } => {
-            if let (Some(before), Some(now)) = (expected, total)
-                && before != now
-            {
-                return Err(DownloadError::ContentRange {
-                    subject: ctx.subject.clone(),
-                    offset,
-                    problem: format!(
-                        "the export is now {now} bytes long but was {before} when the download started"
-                    ),
-                });
-            }
-            expected = total.or(expected);
-        }
-        Answer::Restart { total } => {
-            let reason = RestartReason::RangeIgnored { offset };
-            tracing::warn!(subject = %ctx.subject, %reason, "download restarts");
-            sink = blocking(move || truncate_to_zero(sink))
-                .await
-                .map_err(ctx.io_err("truncate the partial file"))?;
-            progress
-                .record_restart(&reason)
-                .await
-                .map_err(ctx.progress_err("record a restart of"))?;
-            restarts += 1;
-            expected = total;
-        }
+    )?;
+    if offset > 0
+        && let (Some(known), Some(announced)) = (expected, answer.total())
+        && known != announced
+    {
+        // The bytes on disk belong to an export of another size: appending to them, or taking
+        // this answer's length for the whole file, would publish a mix of two exports.
+        drop(body);
+        let shown = match content_range.as_deref() {
+            Some(raw) if status == 206 => format!("HTTP 206 with Content-Range `{raw}`"),
+            _ => format!("HTTP {status} with Content-Length {announced}"),
+        };
+        let reason = RestartReason::ExportChanged {
+            offset,
+            known,
+            announced,
+        };
+        tracing::warn!(subject = %ctx.subject, %reason, "download restarts");
+        blocking(move || truncate_to_zero(sink))
+            .await
+            .map_err(ctx.io_err("truncate the partial file"))?;
+        progress
+            .record_restart(&reason)
+            .await
+            .map_err(ctx.progress_err("record a restart of"))?;
+        return Err(DownloadError::ExportChanged {
+            subject: ctx.subject.clone(),
+            offset,
+            known,
+            announced,
+            answer: shown,
+        });
+    }
+    // From here this answer's length is the length: at byte 0 nothing on disk depends on an
+    // earlier answer (whose total may belong to an export the server has since rebuilt), and on
+    // a resume it was just compared with the known one where both are known.
+    expected = answer.total();
+    if let Answer::Restart { .. } = answer {
+        let reason = RestartReason::RangeIgnored { offset };
+        tracing::warn!(subject = %ctx.subject, %reason, "download restarts");
+        sink = blocking(move || truncate_to_zero(sink))
+            .await
+            .map_err(ctx.io_err("truncate the partial file"))?;
+        progress
+            .record_restart(&reason)
+            .await
+            .map_err(ctx.progress_err("record a restart of"))?;
+        restarts += 1;
     }
 
     let sink = stream_body(ctx, progress, sink, body, first, expected).await?;
@@ -356,6 +379,10 @@ where
     })
 }
 
+/// The longest file a file system can hold (`off_t` is a signed 64-bit offset): an announced
+/// length above it is not a length this download can ever reach.
+const MAX_FILE_BYTES: u64 = i64::MAX as u64;
+
 /// What to do with an answer.
 enum Answer {
     /// Append to the partial file; `total` is the announced complete size.
@@ -364,8 +391,18 @@ enum Answer {
     Restart { total: Option<u64> },
 }
 
+impl Answer {
+    fn total(&self) -> Option<u64> {
+        match self {
+            Answer::Append { total } | Answer::Restart { total } => *total,
+        }
+    }
+}
+
 /// Checks status, `Content-Range` and `Content-Length` of an answer to a request for
-/// `bytes={offset}-` (or no `Range` for offset 0).
+/// `bytes={offset}-` (or no `Range` for offset 0). Every number in them comes from the server,
+/// so all arithmetic on them is checked: a value near `u64::MAX` is an error naming it, never a
+/// wrapped length.
 fn check_answer(
     ctx: &Ctx<'_>,
     status: u16,
@@ -378,6 +415,18 @@ fn check_answer(
         offset,
         problem,
     };
+    let bad_length = |problem: String| DownloadError::BadLength {
+        subject: ctx.subject.clone(),
+        offset,
+        problem,
+    };
+    if let Some(len) = content_length
+        && len > MAX_FILE_BYTES
+    {
+        return Err(bad_length(format!(
+            "HTTP {status} with Content-Length {len}, more than any file can hold ({MAX_FILE_BYTES} bytes)"
+        )));
+    }
     match status {
         200 if offset == 0 => Ok(Answer::Append {
             total: content_length,
@@ -391,23 +440,29 @@ fn check_answer(
                     "HTTP 206 without a Content-Range header".to_owned(),
                 ));
             };
-            let Some(range) = ContentRange::parse(raw) else {
-                return Err(bad_range(format!("malformed Content-Range `{raw}`")));
-            };
+            let range = ContentRange::check(raw)
+                .map_err(|why| bad_range(format!("malformed Content-Range `{raw}`: {why}")))?;
             if range.start != offset {
                 return Err(bad_range(format!(
                     "Content-Range `{raw}` starts at byte {} instead of {offset}",
                     range.start
                 )));
             }
+            let end = range.end_exclusive();
             if let Some(total) = range.total
-                && range.end + 1 != total
+                && end != total
             {
                 return Err(bad_range(format!(
                     "Content-Range `{raw}` ends before the end of the export ({total} bytes)"
                 )));
             }
-            let piece = range.end - range.start + 1;
+            let total = range.total.unwrap_or(end);
+            if total > MAX_FILE_BYTES {
+                return Err(bad_range(format!(
+                    "Content-Range `{raw}` announces {total} bytes, more than any file can hold ({MAX_FILE_BYTES} bytes)"
+                )));
+            }
+            let piece = range.len();
             if let Some(len) = content_length
                 && len != piece
             {
@@ -415,9 +470,7 @@ fn check_answer(
                     "Content-Range `{raw}` announces {piece} bytes but Content-Length is {len}"
                 )));
             }
-            Ok(Answer::Append {
-                total: Some(range.total.unwrap_or(range.end + 1)),
-            })
+            Ok(Answer::Append { total: Some(total) })
         }
         416 => Err(DownloadError::RangeNotSatisfiable {
             subject: ctx.subject.clone(),
@@ -796,4 +849,225 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| io::Error::other(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::download::ErrorClass;
+
+    fn ctx(opts: &DownloadOptions) -> Ctx<'_> {
+        Ctx {
+            subject: "export of alice@contoso.com".into(),
+            partial: PathBuf::from("/exports/a.pst.partial"),
+            opts,
+        }
+    }
+
+    fn answer(
+        status: u16,
+        length: Option<u64>,
+        range: Option<&str>,
+        offset: u64,
+    ) -> Result<Option<u64>, DownloadError> {
+        let opts = DownloadOptions::default();
+        check_answer(&ctx(&opts), status, length, range, offset).map(|a| a.total())
+    }
+
+    /// Server-supplied numbers near `u64::MAX`, ranges that do not match the request, and
+    /// lengths no file can have are errors naming the value, of a class the run engine can act
+    /// on; none of them panics, wraps or turns into a length the body is then held against.
+    #[test]
+    fn hostile_ranges_and_lengths_are_named_errors_never_overflows() {
+        let max = u64::MAX;
+        let big = MAX_FILE_BYTES + 1;
+        // (status, Content-Length, Content-Range, requested offset, what the message says)
+        type Case = (u16, Option<u64>, Option<String>, u64, &'static str);
+        let cases: Vec<Case> = vec![
+            // `last + 1` and `last - first + 1` would overflow.
+            (
+                206,
+                None,
+                Some(format!("bytes 0-{max}/*")),
+                0,
+                "past the end of any possible file",
+            ),
+            (
+                206,
+                Some(1),
+                Some(format!("bytes 0-{max}/*")),
+                0,
+                "past the end of any possible file",
+            ),
+            (
+                206,
+                None,
+                Some(format!("bytes 100-{max}/*")),
+                100,
+                "past the end of any possible file",
+            ),
+            // Parses, but no file is that long.
+            (
+                206,
+                None,
+                Some(format!("bytes 100-{}/{max}", max - 1)),
+                100,
+                "more than any file can hold",
+            ),
+            (
+                206,
+                None,
+                Some(format!("bytes 100-{}/*", big - 1)),
+                100,
+                "more than any file can hold",
+            ),
+            (200, Some(max), None, 0, "more than any file can hold"),
+            (200, Some(big), None, 100, "more than any file can hold"),
+            (
+                206,
+                Some(big),
+                Some("bytes 100-199/200".into()),
+                100,
+                "more than any file can hold",
+            ),
+            // first > last, last >= total, not numbers.
+            (
+                206,
+                None,
+                Some("bytes 200-100/1000".into()),
+                200,
+                "before the first 200",
+            ),
+            (
+                206,
+                None,
+                Some("bytes 100-1000/1000".into()),
+                100,
+                "not below the complete length 1000",
+            ),
+            (
+                206,
+                None,
+                Some("bytes 100-999/18446744073709551616".into()),
+                100,
+                "not a number below 2^64",
+            ),
+            (
+                206,
+                None,
+                Some("bytes 100--5/1000".into()),
+                100,
+                "not a number below 2^64",
+            ),
+            (
+                206,
+                None,
+                Some("bytes */1000".into()),
+                100,
+                "names no range",
+            ),
+            // Ranges that do not match the request.
+            (
+                206,
+                None,
+                Some("bytes 101-999/1000".into()),
+                100,
+                "starts at byte 101 instead of 100",
+            ),
+            (
+                206,
+                None,
+                Some("bytes 0-999/1000".into()),
+                100,
+                "starts at byte 0 instead of 100",
+            ),
+            (
+                206,
+                None,
+                Some("bytes 100-998/1000".into()),
+                100,
+                "ends before the end of the export",
+            ),
+            (
+                206,
+                Some(899),
+                Some("bytes 100-999/1000".into()),
+                100,
+                "announces 900 bytes but Content-Length is 899",
+            ),
+            (206, None, None, 100, "without a Content-Range"),
+        ];
+        for (status, length, range, offset, want) in cases {
+            let err = answer(status, length, range.as_deref(), offset).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(
+                    err,
+                    DownloadError::ContentRange { .. } | DownloadError::BadLength { .. }
+                ),
+                "{range:?}: {msg}"
+            );
+            assert!(msg.contains(want), "{range:?}: {msg}");
+            assert!(msg.contains("alice@contoso.com"), "{msg}");
+            if let Some(raw) = &range
+                && status == 206
+                && matches!(err, DownloadError::ContentRange { .. })
+            {
+                assert!(msg.contains(raw.as_str()), "names the value: {msg}");
+            }
+            assert_eq!(err.class(), ErrorClass::Permanent, "{msg}");
+            assert!(!err.resumable_now(), "{msg}");
+        }
+    }
+
+    #[test]
+    fn sound_answers_give_the_total() {
+        let last = MAX_FILE_BYTES - 1;
+        assert_eq!(answer(200, Some(1000), None, 0).unwrap(), Some(1000));
+        assert_eq!(answer(200, None, None, 0).unwrap(), None);
+        assert_eq!(answer(200, Some(1000), None, 100).unwrap(), Some(1000));
+        assert_eq!(
+            answer(206, Some(900), Some("bytes 100-999/1000"), 100).unwrap(),
+            Some(1000)
+        );
+        assert_eq!(
+            answer(206, None, Some("bytes 100-999/*"), 100).unwrap(),
+            Some(1000)
+        );
+        // The largest length a file can have is still one.
+        assert_eq!(
+            answer(206, None, Some(&format!("bytes 100-{last}/*")), 100).unwrap(),
+            Some(MAX_FILE_BYTES)
+        );
+        assert!(matches!(
+            answer(416, None, None, 100),
+            Err(DownloadError::RangeNotSatisfiable { offset: 100, .. })
+        ));
+    }
+
+    /// The export changed on the server: retryable (a download from byte 0 may work), but not
+    /// resumed inside the same call, so the step records it.
+    #[test]
+    fn a_changed_export_is_retryable_by_the_run_engine() {
+        let err = DownloadError::ExportChanged {
+            subject: "export of alice@contoso.com".into(),
+            offset: 300_000,
+            known: 900_000,
+            announced: 500_000,
+            answer: "HTTP 200 with Content-Length 500000".into(),
+        };
+        assert_eq!(err.class(), ErrorClass::Retryable);
+        assert!(!err.resumable_now());
+        let msg = err.to_string();
+        for part in [
+            "alice@contoso.com",
+            "900000 bytes when the download started",
+            "`Range: bytes=300000-`",
+            "HTTP 200 with Content-Length 500000",
+            "announces 500000",
+            "starts over from byte 0",
+        ] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
+    }
 }

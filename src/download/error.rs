@@ -80,6 +80,26 @@ pub enum DownloadError {
         offset: u64,
         problem: String,
     },
+    /// A length in the answer no file can have (`Content-Length` above 2^63 − 1).
+    #[error("{subject}: unusable answer to the export request from byte {offset}: {problem}")]
+    BadLength {
+        subject: String,
+        offset: u64,
+        problem: String,
+    },
+    /// A resume was answered for an export of another length than the one the partial file was
+    /// downloaded from: the server's export changed. The partial file is already discarded.
+    #[error(
+        "{subject}: the export changed on the server: {known} bytes when the download started, but the answer to `Range: bytes={offset}-` ({answer}) announces {announced}; the {offset} bytes downloaded were discarded and the next attempt starts over from byte 0"
+    )]
+    ExportChanged {
+        subject: String,
+        offset: u64,
+        known: u64,
+        announced: u64,
+        /// The answer as received, e.g. `HTTP 200 with Content-Length 500000`.
+        answer: String,
+    },
     /// The connection broke (or the stream returned an error) while reading the body.
     #[error("{subject}: connection dropped after {offset} bytes: {source}")]
     Body {
@@ -190,8 +210,16 @@ impl DownloadError {
             | DownloadError::InsufficientSpace { .. }
             | DownloadError::DiskFull { .. }
             | DownloadError::Progress { .. } => ErrorClass::Retryable,
+            // The partial file belonged to the old export and is gone; a download from byte 0
+            // (no `Range` header, so no range answer to get wrong) is likely to work. Not
+            // resumed at once: the run engine's backoff gives a server rebuilding its export time,
+            // and the step records the error.
+            DownloadError::ExportChanged { .. } => ErrorClass::Retryable,
+            // A server that answers a range with nonsense will answer the same range the same way
+            // again: retrying would only repeat it, so the operator hears about it at once.
             DownloadError::RangeNotSatisfiable { .. }
             | DownloadError::ContentRange { .. }
+            | DownloadError::BadLength { .. }
             | DownloadError::LengthMismatch { .. }
             | DownloadError::Io { .. }
             | DownloadError::UnknownFormat { .. }

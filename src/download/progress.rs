@@ -33,6 +33,13 @@ pub struct Checkpoint {
 pub enum RestartReason {
     /// The server answered a `Range: bytes=N-` request with 200 and the whole body.
     RangeIgnored { offset: u64 },
+    /// A resume was answered for an export of `announced` bytes, but the partial file was
+    /// downloaded from one of `known` bytes.
+    ExportChanged {
+        offset: u64,
+        known: u64,
+        announced: u64,
+    },
     /// Progress said `durable` bytes were on disk but the partial file is gone.
     PartialMissing { durable: u64 },
     /// The partial file is shorter than the recorded durable size.
@@ -45,6 +52,14 @@ impl fmt::Display for RestartReason {
             RestartReason::RangeIgnored { offset } => write!(
                 f,
                 "the server ignored `Range: bytes={offset}-` and sent the whole export (HTTP 200); starting over from byte 0"
+            ),
+            RestartReason::ExportChanged {
+                offset,
+                known,
+                announced,
+            } => write!(
+                f,
+                "the answer to `Range: bytes={offset}-` announces an export of {announced} bytes, but it was {known} bytes when the download started; the partial file belongs to the old export; starting over from byte 0"
             ),
             RestartReason::PartialMissing { durable } => write!(
                 f,
@@ -80,7 +95,8 @@ pub trait ProgressStore: Sync {
     /// `resumed_from`).
     fn record_resume(&self, offset: u64) -> impl Future<Output = Result<(), ProgressError>> + Send;
 
-    /// Records a restart from byte 0: `bytes_durable` and the hasher state are reset, the
+    /// Records a restart from byte 0: `bytes_durable`, the hasher state and the expected total
+    /// are reset (the next answer announces the total of what is downloaded from then on), the
     /// restart counter incremented, and the reason kept for the history.
     fn record_restart(
         &self,

@@ -46,6 +46,7 @@ use crate::jobs::{self, Action, Job, ValidationContext};
 use crate::store::{
     ErrorClass, EventKind, NewEvent, Run, RunId, RunState, Step, StepState, Store, StoreError,
 };
+use crate::vb365::paging::Listing;
 use crate::vb365::{Client, Mailbox};
 
 /// What an execution of a run ended with.
@@ -136,9 +137,24 @@ pub(crate) struct RunCtx {
     /// Where secrets are looked up, from [`RunCtx::config`].
     pub(crate) secrets: SecretContext,
     /// The session's mailbox list, fetched once (selectors, bulk e-mails, search reports).
-    pub(crate) mailboxes: tokio::sync::Mutex<Option<Arc<Vec<Mailbox>>>>,
+    pub(crate) mailboxes: tokio::sync::Mutex<MailboxCache>,
     /// The server's `requestTimeout`.
     pub(crate) request_timeout: Duration,
+}
+
+/// What a run knows of its session's mailbox list.
+#[derive(Default)]
+pub(crate) enum MailboxCache {
+    /// Not read yet (or forgotten with a lost session).
+    #[default]
+    Empty,
+    /// Read up to a failed page, in `session`.
+    Partial {
+        session: Uuid,
+        listing: Listing<Mailbox>,
+    },
+    /// Read to the end.
+    Complete(Arc<Vec<Mailbox>>),
 }
 
 impl RunCtx {
@@ -159,25 +175,47 @@ impl RunCtx {
         self.request_timeout
     }
 
-    /// The mailbox list of the current session (opened if needed), fetched once per run.
+    /// The mailbox list of the current session (opened if needed), fetched once per run. A
+    /// failed page is kept as the place to go on from: the next call (after the caller's
+    /// backoff) asks for that page again, in the same session, instead of for the whole list.
     pub(crate) async fn mailboxes(&self) -> Result<Arc<Vec<Mailbox>>, StepFailure> {
         let mut cached = self.mailboxes.lock().await;
-        if let Some(list) = cached.as_ref() {
+        if let MailboxCache::Complete(list) = &*cached {
             return Ok(Arc::clone(list));
         }
         let open = self.session.get(&self.stop.token).await?;
-        let list = match self.client.mailboxes(open.id).await {
-            Ok(l) => Arc::new(l),
+        // Offsets and links of another session (lost and reopened since) mean nothing here.
+        let mut listing = match std::mem::take(&mut *cached) {
+            MailboxCache::Partial { session, listing } if session == open.id => listing,
+            _ => self.client.mailbox_listing(),
+        };
+        match self.client.continue_mailboxes(open.id, &mut listing).await {
+            Ok(()) => {
+                let list = Arc::new(listing.into_items());
+                *cached = MailboxCache::Complete(Arc::clone(&list));
+                Ok(list)
+            }
             Err(e) => {
+                if listing.pages() > 0 {
+                    tracing::info!(
+                        run = %self.run.id,
+                        pages = listing.pages(),
+                        mailboxes = listing.items().len(),
+                        error = %e,
+                        "a page of the mailbox list failed; the pages read are kept"
+                    );
+                }
+                *cached = MailboxCache::Partial {
+                    session: open.id,
+                    listing,
+                };
                 let failure = StepFailure::from(&e);
                 if failure.class == crate::store::ErrorClass::SessionLost {
                     self.session.lost(open.generation, &e.to_string()).await?;
                 }
-                return Err(failure);
+                Err(failure)
             }
-        };
-        *cached = Some(Arc::clone(&list));
-        Ok(list)
+        }
     }
 
     /// Appends a note to the run's history (failures to write it are logged only).
@@ -193,10 +231,12 @@ impl RunCtx {
 }
 
 /// Opens the run's session and lists its mailboxes, retrying like a step (SPEC §5): a
-/// retryable answer (5xx, 429, `ProxyOffline`, a broken connection) waits the job's backoff and
-/// tries again up to `retry.maxAttempts` times; a lost session is re-created (within the
-/// session's reopen budget). Only a permanent or auth failure, an exhausted budget or a stop
-/// ends it. The steps do not exist yet, so the backoff is slept inside the run.
+/// retryable answer (5xx, 429, `ProxyOffline`, a broken connection) waits the job's backoff
+/// (raised to the server's `Retry-After`) and tries again up to `retry.maxAttempts` times,
+/// counted over the whole list; a failed page is asked for again, the pages before it are
+/// kept. A lost session is re-created (within the session's reopen budget) and listed from the
+/// start. Only a permanent or auth failure, an exhausted budget or a stop ends it. The steps do
+/// not exist yet, so the backoff is slept inside the run.
 async fn list_mailboxes_with_retry(ctx: &RunCtx) -> Result<Arc<Vec<Mailbox>>, StepFailure> {
     let policy = ctx.job.retry();
     let mut attempt: u32 = 0;
@@ -546,7 +586,7 @@ impl Engine {
             stop: stop.clone(),
             config,
             secrets,
-            mailboxes: tokio::sync::Mutex::new(None),
+            mailboxes: tokio::sync::Mutex::new(MailboxCache::Empty),
             request_timeout,
         });
         tracing::info!(job = %ctx.job.name(), run = %id, attempt = run.attempts, "run started");

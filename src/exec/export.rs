@@ -17,7 +17,7 @@ use crate::download::{
     self, DownloadOptions, ExportSource, ManifestInfo, StoreProgress, resolve_inside,
 };
 use crate::jobs::{ExportAction, Retention};
-use crate::store::{FileFormat, NewDownload, RunId, Step, StepFile, StepState, Store};
+use crate::store::{ErrorClass, FileFormat, NewDownload, RunId, Step, StepFile, StepState, Store};
 use crate::vb365::ExportToPstOptions;
 
 /// One attempt of an ExportPst step: download (or resume), verify, publish, record.
@@ -82,7 +82,19 @@ pub(crate) async fn attempt(
         config.downloads.first_byte_timeout,
     );
     let progress = StoreProgress::new(store.clone(), step.id);
-    let required = store.largest_export_bytes(mailbox_id).await.ok().flatten();
+    // Without this figure the free-space check cannot run; downloading anyway could fill the
+    // disk the other exports live on, so a database error fails the attempt (retryable) instead.
+    let required = store
+        .largest_export_bytes(mailbox_id)
+        .await
+        .map_err(|e| {
+            StepFailure::new(
+                ErrorClass::Retryable,
+                format!(
+                    "{email}: cannot check the free space before the download: reading the size of the largest previous export of this mailbox failed: {e}"
+                ),
+            )
+        })?;
     let organization = match ctx.session.organization().await {
         Some(o) => o.name,
         None => ctx.job.organization().to_string(),

@@ -200,7 +200,7 @@ pub(crate) async fn handle_failure(
     match class {
         ErrorClass::Permanent | ErrorClass::Auth => fail(failure).await,
         ErrorClass::SessionLost => {
-            *ctx.mailboxes.lock().await = None;
+            *ctx.mailboxes.lock().await = super::engine::MailboxCache::Empty;
             store
                 .schedule_step_retry(id, Utc::now(), &failure.to_step_error(), Utc::now())
                 .await

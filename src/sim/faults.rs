@@ -107,6 +107,18 @@ pub enum FaultAction {
         #[serde(default)]
         body: Option<String>,
     },
+    /// Handle the request, then rewrite the answer's framing as a broken server or proxy might:
+    /// status `status`, `Content-Range` set to `contentRange` verbatim (removed when absent) and
+    /// `Content-Length` set to `contentLength` (removed when absent: the body goes chunked). The
+    /// body stays the handler's; a `contentLength` shorter than it cuts it there.
+    #[serde(rename_all = "camelCase")]
+    Reframe {
+        status: u16,
+        #[serde(default)]
+        content_range: Option<String>,
+        #[serde(default)]
+        content_length: Option<u64>,
+    },
     /// Invalidate every access token issued so far (refresh tokens stay valid), then handle
     /// the request normally, which therefore gets 401.
     ExpireTokens,
@@ -134,6 +146,15 @@ impl FaultAction {
             } => format!(
                 "executeThenAnswer {status} {}",
                 error_code.as_deref().unwrap_or("-")
+            ),
+            FaultAction::Reframe {
+                status,
+                content_range,
+                content_length,
+            } => format!(
+                "reframe {status} range {} length {}",
+                content_range.as_deref().unwrap_or("-"),
+                content_length.map_or_else(|| "-".to_owned(), |l| l.to_string())
             ),
             FaultAction::ExpireTokens => "expireTokens".into(),
             FaultAction::RemoveSession => "removeSession".into(),
@@ -292,7 +313,7 @@ mod tests {
 
     #[test]
     fn path_globs_are_case_insensitive_and_rules_load_from_yaml() {
-        let yaml = "- method: get\n  path: /v8/RestoreSessions/*/events\n  action: { kind: error, status: 500, errorCode: ProxyOffline }\n- endpoint: exportPst\n  calls: { from: 2 }\n  action: { kind: dropAfterBytes, bytes: 10 }\n- action: { kind: delay, duration: 50ms }\n";
+        let yaml = "- method: get\n  path: /v8/RestoreSessions/*/events\n  action: { kind: error, status: 500, errorCode: ProxyOffline }\n- endpoint: exportPst\n  calls: { from: 2 }\n  action: { kind: dropAfterBytes, bytes: 10 }\n- action: { kind: delay, duration: 50ms }\n- endpoint: exportPst\n  action: { kind: reframe, status: 206, contentRange: 'bytes 0-18446744073709551615/*' }\n";
         let rules: Vec<FaultRule> = serde_yaml::from_str(yaml).expect("yaml");
         let faults = Faults::default();
         for r in rules {
@@ -305,6 +326,15 @@ mod tests {
         );
         assert_eq!(got.len(), 2);
         assert!(matches!(got[0], FaultAction::Error { status: 500, .. }));
+        let export = faults.take("POST", Some(Endpoint::ExportPst), "/v8/x/exportToPst");
+        assert_eq!(
+            export.last(),
+            Some(&FaultAction::Reframe {
+                status: 206,
+                content_range: Some("bytes 0-18446744073709551615/*".into()),
+                content_length: None,
+            })
+        );
         assert!(serde_yaml::from_str::<FaultRule>("action: { kind: explode }").is_err());
         assert!(
             faults

@@ -462,6 +462,17 @@ pub(crate) async fn dispatch(State(state): State<Arc<SimState>>, request: Reques
         }
         None => response,
     };
+    let response = match faults.iter().find_map(|f| match f {
+        FaultAction::Reframe {
+            status,
+            content_range,
+            content_length,
+        } => Some((*status, content_range.as_deref(), *content_length)),
+        _ => None,
+    }) {
+        Some((status, range, length)) => reframe(response, status, range, length),
+        None => response,
+    };
     entry.status = Some(response.status().as_u16());
     state.journal.record(entry);
     match faults.iter().find_map(|f| match f {
@@ -480,6 +491,47 @@ fn exception_body(error_code: &Option<String>, message: &Option<String>) -> Valu
         "errorCode": error_code,
         "stackTrace": null,
     })
+}
+
+/// Rewrites status, `Content-Range` and `Content-Length` of an answer (the `reframe` fault).
+fn reframe(response: Response, status: u16, range: Option<&str>, length: Option<u64>) -> Response {
+    let (mut parts, body) = response.into_parts();
+    parts.status = StatusCode::from_u16(status).unwrap_or(StatusCode::PARTIAL_CONTENT);
+    parts.headers.remove(header::CONTENT_RANGE);
+    if let Some(value) = range.and_then(|r| HeaderValue::from_str(r).ok()) {
+        parts.headers.insert(header::CONTENT_RANGE, value);
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    // A body with a known size would get its own Content-Length back from hyper: hand it over
+    // as a stream, cut to the announced length so the framing stays valid.
+    let cut = length.unwrap_or(u64::MAX);
+    let stream = futures_util::stream::unfold(
+        (body.into_data_stream(), 0u64),
+        move |(mut inner, sent)| async move {
+            use futures_util::StreamExt;
+            if sent >= cut {
+                return None;
+            }
+            match inner.next().await {
+                Some(Ok(mut chunk)) => {
+                    let room = usize::try_from(cut - sent).unwrap_or(usize::MAX);
+                    if chunk.len() > room {
+                        chunk = chunk.slice(..room);
+                    }
+                    let n = chunk.len() as u64;
+                    Some((Ok(chunk), (inner, sent + n)))
+                }
+                Some(Err(e)) => Some((Err(std::io::Error::other(e)), (inner, cut))),
+                None => None,
+            }
+        },
+    );
+    if let Some(len) = length {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 /// Applies the faults that act before the handler; returns an answer when one replaces it.
@@ -530,7 +582,8 @@ async fn pre_faults(
             }
             FaultAction::DropAfterBytes { .. }
             | FaultAction::LoseResponse
-            | FaultAction::ExecuteThenAnswer { .. } => {}
+            | FaultAction::ExecuteThenAnswer { .. }
+            | FaultAction::Reframe { .. } => {}
         }
     }
     None

@@ -226,8 +226,9 @@ impl Store {
         Ok(row)
     }
 
-    /// Records that the download starts over from byte 0 (server ignored `Range`, session lost):
-    /// progress and hasher state reset, `restarts` incremented, the new session recorded when
+    /// Records that the download starts over from byte 0 (server ignored `Range`, the export
+    /// changed, session lost): progress, hasher state and expected total reset (the total of the
+    /// old download must not be held against the new one), `restarts` incremented, the new session recorded when
     /// given. Appends `download_restarted`.
     #[instrument(level = "trace", skip_all, fields(step = step_id), err(level = "debug"))]
     pub async fn record_download_restart(
@@ -241,7 +242,7 @@ impl Store {
         let mut tx = self.begin_write(OP).await?;
         let row = sqlx::query_as::<_, Download>(
             "UPDATE downloads SET restarts = restarts + 1, bytes_durable = 0, hasher_state = NULL,
-                 restore_session_id = COALESCE($2, restore_session_id), state = 'downloading',
+                 expected_bytes = NULL, restore_session_id = COALESCE($2, restore_session_id), state = 'downloading',
                  updated_at = $3
              WHERE step_id = $1 RETURNING *",
         )

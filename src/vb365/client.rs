@@ -32,6 +32,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -53,7 +54,7 @@ use super::model::{
     AsyncRestoreResponse, ExchangeItem, Mailbox, Organization, Page, RestoreSession,
     RestoreSessionEvent, RestoreSessionStatistics, SessionState, timestamp,
 };
-use super::paging::{PageRequest, PagingError, collect_all};
+use super::paging::{Listing, PageRequest, PagingError, link_query};
 use super::request::{
     BulkRestoreOptions, ExploreOptions, ExportToPstOptions, OrganizationExploreOptions,
     RestoreToDifferentLocation, RestoreToOriginalLocation, SearchOptions, TokenRequest,
@@ -159,11 +160,16 @@ struct Call<'a, B: ?Sized> {
     accept: &'static str,
     range_start: Option<u64>,
     deadline: Deadline,
+    /// The query of a checked `_links.next` href, sent instead of `query`.
+    link_query: Option<String>,
 }
 
 impl<B: ?Sized> Call<'_, B> {
     /// The path as it may appear in errors and logs.
     fn display_path(&self) -> String {
+        if let Some(q) = &self.link_query {
+            return sanitise_path(&format!("{}?{q}", self.path));
+        }
         if self.query.is_empty() {
             return self.path.clone();
         }
@@ -388,6 +394,7 @@ impl Client {
             accept: "application/json",
             range_start: None,
             deadline: Deadline::Request,
+            link_query: None,
         };
         match self.send_once(&call, &token.access).await {
             Ok(resp) if resp.status().is_success() => Ok(()),
@@ -425,14 +432,17 @@ impl Client {
         call: &Call<'_, B>,
         token: &SecretString,
     ) -> Result<reqwest::Response, Failure> {
-        let url = format!("{}{}", self.inner.base, call.path);
+        let url = match &call.link_query {
+            Some(q) => format!("{}{}?{q}", self.inner.base, call.path),
+            None => format!("{}{}", self.inner.base, call.path),
+        };
         let mut rb = self
             .inner
             .http
             .request(call.op.method(), url)
             .bearer_auth(token.expose_secret())
             .header(ACCEPT, call.accept);
-        if !call.query.is_empty() {
+        if call.link_query.is_none() && !call.query.is_empty() {
             rb = rb.query(&call.query);
         }
         match call.body {
@@ -674,6 +684,7 @@ impl Client {
             accept: "application/json",
             range_start: None,
             deadline: Deadline::Request,
+            link_query: None,
         }
     }
 
@@ -693,6 +704,7 @@ impl Client {
             accept: "application/json",
             range_start: None,
             deadline: Deadline::Request,
+            link_query: None,
         }
     }
 
@@ -706,40 +718,97 @@ impl Client {
         T: DeserializeOwned,
         B: Serialize + ?Sized,
     {
-        let base = &base;
-        collect_all(self.page_size, |req: PageRequest| async move {
-            let mut query = base.query.clone();
-            query.push(("offset", req.offset.to_string()));
-            query.push(("limit", req.limit.to_string()));
-            if with_set_id && let Some(set) = req.set_id {
-                query.push(("setId", set.to_string()));
-            }
-            let call = Call {
-                op: base.op,
-                path: base.path.clone(),
-                query,
-                body: base.body,
-                session: base.session,
-                accept: base.accept,
-                range_start: None,
-                deadline: base.deadline,
-            };
-            self.call_json::<Page<T>, B>(call).await
-        })
-        .await
-        .map_err(|e| match e {
-            PagingError::Fetch(e) => e,
-            PagingError::Endless => self.error(
-                base.op,
-                base.display_path(),
-                ErrorClass::Permanent,
-                ErrorKind::Decode,
-                format!(
-                    "the server kept returning full pages ({} pages); it seems to ignore `offset`",
-                    super::paging::MAX_PAGES
+        let mut listing = Listing::new(self.page_size);
+        self.continue_pages(&base, with_set_id, &mut listing)
+            .await?;
+        Ok(listing.into_items())
+    }
+
+    /// Reads the pages of `listing` that are still missing. A failed page leaves `listing` as it
+    /// was, so calling again asks for that page, not for the collection from offset 0.
+    ///
+    /// A page's `_links.next` is followed when the call has no query of its own (a link that
+    /// dropped a filter would change what is listed) and the link stays on the same server and
+    /// collection ([`link_query`]); otherwise offset arithmetic decides the next page.
+    async fn continue_pages<T, B>(
+        &self,
+        base: &Call<'_, B>,
+        with_set_id: bool,
+        listing: &mut Listing<T>,
+    ) -> Result<(), ApiError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
+        let server = url::Url::parse(&format!("{}/", self.inner.base)).ok();
+        let collection = url::Url::parse(&format!("{}{}", self.inner.base, base.path)).ok();
+        let refused = std::sync::atomic::AtomicBool::new(false);
+        let (server, collection, refused) = (&server, &collection, &refused);
+        listing
+            .advance(|req: PageRequest, link: Option<String>| async move {
+                let followed = match (link, server, collection) {
+                    (Some(href), Some(server), Some(collection)) if base.query.is_empty() => {
+                        let query = link_query(server, collection, &href);
+                        if query.is_none() && !refused.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(
+                                server = %self.inner.server,
+                                path = %base.display_path(),
+                                link = %sanitise_path(&href),
+                                "the server's `_links.next` leaves the collection being listed; not following it (paging by offset instead)"
+                            );
+                        }
+                        query
+                    }
+                    _ => None,
+                };
+                let next_query = followed.map(|mut q| {
+                    let has_set = q
+                        .split('&')
+                        .any(|p| p.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("setId")));
+                    if with_set_id
+                        && !has_set
+                        && let Some(set) = req.set_id
+                    {
+                        q.push_str(&format!("&setId={set}"));
+                    }
+                    q
+                });
+                let mut query = base.query.clone();
+                query.push(("offset", req.offset.to_string()));
+                query.push(("limit", req.limit.to_string()));
+                if with_set_id && let Some(set) = req.set_id {
+                    query.push(("setId", set.to_string()));
+                }
+                let call = Call {
+                    op: base.op,
+                    path: base.path.clone(),
+                    query,
+                    body: base.body,
+                    session: base.session,
+                    accept: base.accept,
+                    range_start: None,
+                    deadline: base.deadline,
+                    link_query: next_query,
+                };
+                self.call_json::<Page<T>, B>(call).await
+            })
+            .await
+            .map_err(|e| match e {
+                PagingError::Fetch(e) => e,
+                PagingError::Endless {
+                    pages,
+                    page_size,
+                    items,
+                } => self.error(
+                    base.op,
+                    base.display_path(),
+                    ErrorClass::Permanent,
+                    ErrorKind::Decode,
+                    format!(
+                        "stopped after {pages} full pages of {page_size} ({items} items) without reaching the end: either the collection is larger than {pages} × `pageSize` (raise `pageSize` in the daemon configuration, at most 10000) or the server ignores `offset`"
+                    ),
                 ),
-            ),
-        })
+            })
     }
 
     // ---------------------------------------------------------------------------------------
@@ -968,12 +1037,33 @@ impl Client {
 
     /// `GET …/organization/mailboxes`, all pages (archive mailboxes are separate entries).
     pub async fn mailboxes(&self, session: Uuid) -> Result<Vec<Mailbox>, ApiError> {
+        let mut listing = self.mailbox_listing();
+        self.continue_mailboxes(session, &mut listing).await?;
+        Ok(listing.into_items())
+    }
+
+    /// An empty listing of mailboxes in this client's page size, for
+    /// [`Client::continue_mailboxes`].
+    pub fn mailbox_listing(&self) -> Listing<Mailbox> {
+        Listing::new(self.page_size)
+    }
+
+    /// `GET …/organization/mailboxes`, the pages `listing` still lacks. On an error `listing`
+    /// keeps every page read so far: after the caller's backoff, calling again with the same
+    /// session asks for the failed page instead of starting over from offset 0. (A listing of
+    /// one session must not be continued in another.)
+    ///
+    /// # Errors
+    ///
+    /// The failed page's [`ApiError`]; a permanent one when the page cap is reached.
+    pub async fn continue_mailboxes(
+        &self,
+        session: Uuid,
+        listing: &mut Listing<Mailbox>,
+    ) -> Result<(), ApiError> {
         let s = session.to_string();
-        self.all_pages(
-            self.get_call(Operation::ListMailboxes, &[&s], Some(session)),
-            false,
-        )
-        .await
+        let call = self.get_call(Operation::ListMailboxes, &[&s], Some(session));
+        self.continue_pages(&call, false, listing).await
     }
 
     /// `GET …/organization/mailboxes/{id}`.
@@ -1255,6 +1345,7 @@ mod tests {
             accept: "application/json",
             range_start: None,
             deadline: Deadline::Request,
+            link_query: None,
         };
         assert_eq!(call.display_path(), "/v8/RestoreSessions?offset=0&limit=7");
     }

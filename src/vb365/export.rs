@@ -26,26 +26,82 @@ pub struct ContentRange {
 
 impl ContentRange {
     /// Parses the header value; `None` for anything malformed (including `bytes */1000`, which
-    /// only accompanies a 416 and names no range).
+    /// only accompanies a 416 and names no range). [`ContentRange::check`] says why.
     pub fn parse(value: &str) -> Option<ContentRange> {
-        let rest = value.trim().strip_prefix("bytes")?.trim_start();
-        let (range, total) = rest.split_once('/')?;
-        let (start, end) = range.trim().split_once('-')?;
-        let start: u64 = start.trim().parse().ok()?;
-        let end: u64 = end.trim().parse().ok()?;
+        Self::check(value).ok()
+    }
+
+    /// Parses the header value, or says what is wrong with it. Every number is a server-supplied
+    /// `u64` that later arithmetic relies on, so a range is only returned when its length and its
+    /// end (`last + 1`) fit in a `u64`: `bytes 0-18446744073709551615/*` is refused here rather
+    /// than overflowing there.
+    ///
+    /// # Errors
+    ///
+    /// A short reason, e.g. `the last byte position 9 is before the first 10`.
+    pub fn check(value: &str) -> Result<ContentRange, String> {
+        let rest = value
+            .trim()
+            .strip_prefix("bytes")
+            .ok_or("the unit is not `bytes`")?
+            .trim_start();
+        let (range, total) = rest
+            .split_once('/')
+            .ok_or("no `/` before the complete length")?;
+        let range = range.trim();
+        if range == "*" {
+            return Err("it names no range (`bytes */length` only accompanies a 416)".into());
+        }
+        let (start, end) = range
+            .split_once('-')
+            .ok_or("no `first-last` byte positions")?;
+        let position = |text: &str, what: &str| {
+            text.trim().parse::<u64>().map_err(|_| {
+                format!(
+                    "the {what} byte position `{}` is not a number below 2^64",
+                    text.trim()
+                )
+            })
+        };
+        let start = position(start, "first")?;
+        let end = position(end, "last")?;
         let total = match total.trim() {
             "*" => None,
-            t => Some(t.parse::<u64>().ok()?),
+            t => Some(
+                t.parse::<u64>()
+                    .map_err(|_| format!("the complete length `{t}` is not a number below 2^64"))?,
+            ),
         };
-        if end < start || total.is_some_and(|t| end >= t) {
-            return None;
+        if end < start {
+            return Err(format!(
+                "the last byte position {end} is before the first {start}"
+            ));
         }
-        Some(ContentRange { start, end, total })
+        if let Some(t) = total
+            && end >= t
+        {
+            return Err(format!(
+                "the last byte position {end} is not below the complete length {t}"
+            ));
+        }
+        if end == u64::MAX {
+            return Err(format!(
+                "the last byte position {end} is past the end of any possible file"
+            ));
+        }
+        Ok(ContentRange { start, end, total })
+    }
+
+    /// One past the last byte position: the length of the file up to the end of this range.
+    pub fn end_exclusive(&self) -> u64 {
+        // Exact for every range `check` returns (it refuses `end == u64::MAX`); the fields are
+        // public, so a hand-built range saturates instead of wrapping.
+        self.end.saturating_add(1)
     }
 
     /// Number of bytes this range covers.
     pub fn len(&self) -> u64 {
-        self.end - self.start + 1
+        self.end.saturating_sub(self.start).saturating_add(1)
     }
 
     /// Always false: a parsed range holds at least one byte.
@@ -186,6 +242,63 @@ mod tests {
             "bytes 18446744073709551616-1/2",
         ] {
             assert_eq!(ContentRange::parse(bad), None, "{bad}");
+        }
+    }
+
+    /// Values near `u64::MAX` either parse into a range whose length and end fit in a `u64`, or
+    /// are refused with a reason; nothing a server sends can make the arithmetic wrap.
+    #[test]
+    fn hostile_values_are_refused_with_a_reason_or_fit_in_u64() {
+        let max = u64::MAX;
+        for (value, reason) in [
+            (
+                format!("bytes 0-{max}/*"),
+                "past the end of any possible file",
+            ),
+            (
+                format!("bytes {max}-{max}/*"),
+                "past the end of any possible file",
+            ),
+            (
+                format!("bytes 5-{max}/{max}"),
+                "not below the complete length",
+            ),
+            (
+                "bytes 10-9/100".to_owned(),
+                "the last byte position 9 is before the first 10",
+            ),
+            (
+                "bytes 0-100/100".to_owned(),
+                "100 is not below the complete length 100",
+            ),
+            (
+                "bytes 0-1/18446744073709551616".to_owned(),
+                "complete length `18446744073709551616`",
+            ),
+            (
+                "bytes 18446744073709551616-1/2".to_owned(),
+                "first byte position",
+            ),
+            (
+                "bytes 0-99999999999999999999/*".to_owned(),
+                "last byte position",
+            ),
+            ("bytes -1-5/10".to_owned(), "first byte position"),
+            ("bytes */1000".to_owned(), "names no range"),
+            ("items 0-1/2".to_owned(), "not `bytes`"),
+            ("bytes 0-1".to_owned(), "no `/`"),
+        ] {
+            let err = ContentRange::check(&value).unwrap_err();
+            assert!(err.contains(reason), "{value}: {err}");
+        }
+        for value in [
+            format!("bytes 0-{}/*", max - 1),
+            format!("bytes 0-{}/{max}", max - 1),
+            format!("bytes {}-{}/{max}", max - 1, max - 1),
+        ] {
+            let r = ContentRange::check(&value).unwrap();
+            assert_eq!(r.end_exclusive(), max, "{value}");
+            assert_eq!(r.len(), max - r.start, "{value}");
         }
     }
 }

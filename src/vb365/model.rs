@@ -84,6 +84,20 @@ pub struct Page<T> {
     pub set_id: Option<Uuid>,
     #[serde(default = "Vec::new")]
     pub results: Vec<T>,
+    /// `_links.next.href`: the server's own address of the next page, when it gives one. A
+    /// malformed `_links` reads as none (offset arithmetic still works without it).
+    #[serde(
+        default,
+        rename = "_links",
+        deserialize_with = "next_href",
+        skip_serializing
+    )]
+    pub next_link: Option<String>,
+}
+
+fn next_href<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let links = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(links.and_then(|l| l.get("next")?.get("href")?.as_str().map(str::to_owned)))
 }
 
 /// `RestOrganizationType`.
@@ -481,6 +495,33 @@ mod tests {
         assert_eq!(p.results.len(), 2);
         assert_eq!(p.results[1].event_type, Some(EventType::Restore));
         assert_eq!(p.results[1].status, EventStatus::Running);
+        assert_eq!(p.next_link, None, "only a `self` link");
+    }
+
+    /// `_links.next.href` is read when it is there; a `_links` of any other shape reads as no
+    /// link rather than failing the page.
+    #[test]
+    fn page_next_link_is_read_leniently() {
+        let page = |links: &str| {
+            serde_json::from_str::<Page<u32>>(&format!(
+                r#"{{"offset":0,"limit":2,"results":[1,2],"_links":{links}}}"#
+            ))
+            .unwrap()
+            .next_link
+        };
+        assert_eq!(
+            page(r#"{"self":{"href":"/v8/x?offset=0"},"next":{"href":"/v8/x?offset=2&limit=2"}}"#),
+            Some("/v8/x?offset=2&limit=2".to_owned())
+        );
+        for odd in [
+            r#""next""#,
+            r#"{"next":5}"#,
+            r#"{"next":{"href":null}}"#,
+            "[]",
+            "null",
+        ] {
+            assert_eq!(page(odd), None, "{odd}");
+        }
     }
 
     #[test]
