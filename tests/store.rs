@@ -77,6 +77,30 @@ async fn event_kinds(store: &Store, run: RunId) -> Vec<String> {
 
 // Migrations create every table on a fresh file with private permissions, re-opening is a
 // no-op, and read-only opens work on an existing database and fail clearly on a missing one.
+/// Several processes opening a new database at once (the daemon's first start and an operator
+/// command) each run the migrations; they are serialised, so none fails with "table already
+/// exists". Separate connections race the same way within one process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_opens_migrate_once() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("state{round}/restorectl.db"));
+        let opens: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { Store::open(&path).await })
+            })
+            .collect();
+        for o in opens {
+            let store = o.await.unwrap().expect("every concurrent open succeeds");
+            assert_eq!(
+                store.schema_version().await.unwrap(),
+                Some(restorectl::store::expected_schema_version())
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn migrations_apply_once_and_reopen_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();

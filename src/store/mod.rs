@@ -316,6 +316,14 @@ impl Store {
         let options = base_options(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal);
+        // SQLite has no advisory lock of its own, and sqlx's migrator checks what is applied
+        // before applying it: two processes opening a new database at once (the daemon's first
+        // start and an operator command, say) would both apply migration 1, and switching a new
+        // file to WAL while another connection writes it fails with "database is locked". An
+        // exclusive flock on the database file (independent of SQLite's own fcntl locks) held
+        // from the first connection to the end of the migrations serialises them; the second
+        // finds everything applied.
+        let lock = migration_lock(&path).await?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
@@ -324,13 +332,12 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
-        MIGRATOR
-            .run(&writer)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                path: path.clone(),
-                source,
-            })?;
+        let migrated = MIGRATOR.run(&writer).await;
+        drop(lock);
+        migrated.map_err(|source| StoreError::Migrate {
+            path: path.clone(),
+            source,
+        })?;
         let reader = reader_pool(&path).await?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -446,6 +453,23 @@ async fn reader_pool(path: &Path) -> Result<SqlitePool> {
 /// SQLite would create the file with the process umask (usually 0644); the state holds job
 /// history and file paths that only the daemon's user should read. SQLite gives the `-wal` and
 /// `-shm` files the database file's mode.
+/// Holds an exclusive `flock` on the database file until dropped (the file's descriptor closes
+/// with it). Waits for another process's migration to finish.
+async fn migration_lock(path: &Path) -> Result<std::fs::File> {
+    let owned = path.to_path_buf();
+    let locked = tokio::task::spawn_blocking(move || -> io::Result<std::fs::File> {
+        let file = std::fs::OpenOptions::new().read(true).open(&owned)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+        Ok(file)
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(e)));
+    locked.map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        source: sqlx::Error::Io(e),
+    })
+}
+
 fn create_private_file(path: &Path) -> Result<()> {
     let create_err = |source| StoreError::Create {
         path: path.to_path_buf(),
