@@ -13,7 +13,7 @@ use rand::RngCore;
 use serde_json::{Value, json};
 
 use super::config::{SimConfig, TokenDateFormat};
-use super::search::dotnet_time;
+use super::world::dotnet_time;
 
 #[derive(Debug)]
 struct Grant {

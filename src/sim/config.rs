@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::faults::FaultRule;
-use super::world::{DEV_PASSWORD, DEV_USERNAME, default_latest_backup};
+use super::world::{DEV_PASSWORD, DEV_USERNAME, ExtraMailbox, default_latest_backup};
 
 /// A user the token endpoint accepts. The password never appears in Debug output.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,19 +166,6 @@ pub struct SimConfig {
     /// Mailboxes added to the demo organisation after its own (tests of odd real-world data:
     /// a shared mailbox without an address, say).
     pub extra_mailboxes: Vec<ExtraMailbox>,
-}
-
-/// A mailbox added to the demo organisation by [`SimConfig::extra_mailboxes`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ExtraMailbox {
-    /// E-mail address; may be empty, or the address of another mailbox.
-    #[serde(default)]
-    pub email: String,
-    /// Display name.
-    pub name: String,
-    #[serde(default)]
-    pub is_archive: bool,
 }
 
 impl Default for SimConfig {

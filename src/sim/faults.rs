@@ -26,7 +26,7 @@ use std::time::Duration;
 use globset::{GlobBuilder, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
-use super::routes::Endpoint;
+use super::api::Endpoint;
 
 /// Which calls of a rule's selection are affected (1-based, inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,14 +12,14 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::SimState;
+use super::api::{ApiError, Ctx, Endpoint, HandlerResult};
 use super::auth::oauth_error;
 use super::config::{RangeMode, StoppedSessions};
 use super::export::{ExportKey, ExportLayout, data_size};
-use super::routes::{ApiError, Ctx, Endpoint, HandlerResult};
-use super::search::{dotnet_time, item_json, parse_instant, parse_query};
+use super::search::{item_json, parse_instant, parse_query};
 use super::sessions::{Data, SearchSet, Session, SessionKind};
-use super::world::{Mailbox, Organization, derive_uuid};
+use super::state::SimState;
+use super::world::{Mailbox, Organization, derive_uuid, dotnet_time};
 
 /// Default page size of the vendor's paged endpoints.
 const DEFAULT_LIMIT: usize = 30;

@@ -5,7 +5,10 @@
 //! them. It serves the endpoints restorectl uses over HTTP or HTTPS on a chosen address and is
 //! used in-process by tests and `daemon --dev`, and standalone by `restorectl simulate`.
 //!
-//! - `world`: the deterministic demo world (organisations, mailboxes, items, restore points);
+//! - `world`: the deterministic demo world (organisations, mailboxes, items, restore points)
+//!   and the .NET time format of its instants;
+//! - `state`: the shared state of a running simulator; `error`: [`SimError`];
+//! - `api`: the types the pipeline files share (endpoint kinds, handler context, API errors);
 //! - `routes`: the request pipeline (routing, journal, faults, auth, validation);
 //! - `handlers` / `restore`: the endpoints; `sessions`: restore-session state;
 //! - `auth`: tokens; `search`: the query parser; `export`: PST/ZIP bytes;
@@ -22,8 +25,10 @@
 //! # Ok(()) }
 //! ```
 
+mod api;
 mod auth;
 mod config;
+mod error;
 mod export;
 mod faults;
 mod handlers;
@@ -34,89 +39,37 @@ pub mod schema;
 mod search;
 mod server;
 mod sessions;
+mod state;
 mod world;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+pub use api::Endpoint;
 pub use config::{
-    ExtraMailbox, RangeMode, RestoreOutcome, SessionIdMode, SimConfig, SimConfigError,
-    SimConfigFile, SimUser, StoppedSessions, TlsFiles, TlsPem, TokenDateFormat,
+    RangeMode, RestoreOutcome, SessionIdMode, SimConfig, SimConfigError, SimConfigFile, SimUser,
+    StoppedSessions, TlsFiles, TlsPem, TokenDateFormat,
 };
+pub use error::SimError;
 pub use export::{PST_MAGIC, ZIP_MAGIC};
 pub use faults::{CallRange, FaultAction, FaultPatternError, FaultRule};
 pub use journal::{JournalEntry, REDACTED};
-pub use routes::Endpoint;
 pub use search::QueryError;
 pub use sessions::SessionInfo;
 pub use world::{
-    DEMO_ORG_ID, DEMO_ORG_NAME, DEV_PASSWORD, DEV_USERNAME, Mailbox, PAGING_ORG_MAILBOXES,
-    PAGING_ORG_NAME,
+    DEMO_ORG_ID, DEMO_ORG_NAME, DEV_PASSWORD, DEV_USERNAME, ExtraMailbox, Mailbox,
+    PAGING_ORG_MAILBOXES, PAGING_ORG_NAME,
 };
 
 use export::{ExportKey, ExportLayout, data_size};
 use faults::Faults;
-use journal::Journal;
-use sessions::Data;
+use state::SimState;
 use world::World;
-
-/// Errors of starting or querying the simulator.
-#[derive(Debug, thiserror::Error)]
-pub enum SimError {
-    /// The listen address could not be bound.
-    #[error("simulator: cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TLS certificate or key is unusable.
-    #[error("simulator TLS: {0}")]
-    Tls(String),
-    /// A fault rule is invalid.
-    #[error(transparent)]
-    Fault(#[from] FaultPatternError),
-    /// A mailbox or organisation id is not part of the world.
-    #[error("simulator: {0} is not part of the simulated world")]
-    UnknownId(Uuid),
-    /// A search query is malformed.
-    #[error(transparent)]
-    Query(#[from] QueryError),
-}
-
-/// Shared state of a running simulator.
-#[derive(Debug)]
-pub(crate) struct SimState {
-    pub(crate) config: SimConfig,
-    pub(crate) world: World,
-    pub(crate) journal: Journal,
-    pub(crate) faults: Faults,
-    data: Mutex<Data>,
-    seq: AtomicU64,
-    pub(crate) tasks: TaskTracker,
-    pub(crate) shutdown: CancellationToken,
-}
-
-impl SimState {
-    /// Runs `f` on the data under the lock (never held across an `.await`). A poisoned lock
-    /// (a panic elsewhere) still yields the data: the simulator keeps serving.
-    pub(crate) fn with_data<R>(&self, f: impl FnOnce(&mut Data) -> R) -> R {
-        let mut guard = self.data.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut guard)
-    }
-
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.seq.fetch_add(1, Ordering::Relaxed) + 1
-    }
-}
 
 /// Entry point: starts simulators.
 #[derive(Debug)]
@@ -164,20 +117,9 @@ impl Simulator {
         let local = listener
             .local_addr()
             .map_err(|source| SimError::Bind { addr, source })?;
-        let state = Arc::new(SimState {
-            world: World::with_extra_mailboxes(
-                config.seed,
-                config.latest_backup,
-                &config.extra_mailboxes,
-            ),
-            config,
-            journal: Journal::default(),
-            faults,
-            data: Mutex::new(Data::default()),
-            seq: AtomicU64::new(0),
-            tasks: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-        });
+        let world =
+            World::with_extra_mailboxes(config.seed, config.latest_backup, &config.extra_mailboxes);
+        let state = Arc::new(SimState::new(config, world, faults));
         let router = axum::Router::new()
             .fallback(routes::dispatch)
             .with_state(Arc::clone(&state));

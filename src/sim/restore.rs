@@ -11,11 +11,11 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::SimState;
+use super::api::{ApiError, Ctx, Endpoint, HandlerResult};
 use super::config::{RestoreOutcome, SessionIdMode};
 use super::handlers::{Use, session_mailbox, session_mut};
-use super::routes::{ApiError, Ctx, Endpoint, HandlerResult};
 use super::sessions::{Event, MailboxStat, Session, SessionKind};
+use super::state::SimState;
 use super::world::Mailbox;
 
 fn text<'a>(body: &'a Value, name: &str) -> Option<&'a str> {

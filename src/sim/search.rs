@@ -15,7 +15,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::world::{Item, ItemClass};
+use super::world::{Item, ItemClass, dotnet_time};
 
 /// A malformed query.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -588,15 +588,6 @@ impl Term {
 
 fn appointment_start(item: &Item) -> DateTime<Utc> {
     item.received + Duration::days(3)
-}
-
-/// .NET-style timestamp with seven fractional digits, as the server writes them.
-pub fn dotnet_time(t: DateTime<Utc>) -> String {
-    format!(
-        "{}.{:07}Z",
-        t.format("%Y-%m-%dT%H:%M:%S"),
-        t.timestamp_subsec_nanos() / 100
-    )
 }
 
 fn join_people(people: &[super::world::Person]) -> String {

@@ -16,9 +16,9 @@ use tokio_rustls::rustls::crypto::aws_lc_rs;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::SimError;
+use super::api::ConnKill;
 use super::config::TlsPem;
-use super::routes::ConnKill;
+use super::error::SimError;
 
 /// How long open connections may take to finish after shutdown was requested.
 const DRAIN: Duration = Duration::from_secs(5);

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::auth::Tokens;
 use super::config::RestoreOutcome;
 use super::export::{ExportKey, ExportLayout};
-use super::search::dotnet_time;
 use super::world::Mailbox;
+use super::world::dotnet_time;
 
 /// Search result sets kept per session.
 pub(crate) const MAX_SEARCH_SETS: usize = 64;

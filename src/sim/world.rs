@@ -5,6 +5,9 @@
 //! address, and each mailbox's items come from a ChaCha stream keyed by the seed and the
 //! mailbox id, so two simulators with the same seed agree on every byte and tests can compute
 //! ground truth (search hit counts, export digests) from the same world.
+//!
+//! The world's instants reach clients in one shape, the server's .NET time format
+//! ([`dotnet_time`]), which the token, session and item answers share.
 
 use std::collections::HashMap;
 
@@ -12,6 +15,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -161,6 +165,20 @@ pub struct Mailbox {
     pub is_archive: bool,
 }
 
+/// A mailbox added to the demo organisation by
+/// [`SimConfig::extra_mailboxes`](super::SimConfig::extra_mailboxes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtraMailbox {
+    /// E-mail address; may be empty, or the address of another mailbox.
+    #[serde(default)]
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    #[serde(default)]
+    pub is_archive: bool,
+}
+
 /// Kind of a mailbox item, with its Exchange message class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ItemClass {
@@ -253,6 +271,15 @@ pub fn default_latest_backup() -> DateTime<Utc> {
         .unwrap_or_else(Utc::now)
 }
 
+/// .NET-style timestamp with seven fractional digits, as the server writes them.
+pub fn dotnet_time(t: DateTime<Utc>) -> String {
+    format!(
+        "{}.{:07}Z",
+        t.format("%Y-%m-%dT%H:%M:%S"),
+        t.timestamp_subsec_nanos() / 100
+    )
+}
+
 /// 32 bytes hashed from labelled parts; the root of every derived value.
 pub(crate) fn derive(parts: &[&[u8]]) -> [u8; 32] {
     let mut hasher = Sha256::new();
@@ -290,7 +317,7 @@ impl World {
     pub fn with_extra_mailboxes(
         seed: u64,
         latest_backup: DateTime<Utc>,
-        extra: &[super::config::ExtraMailbox],
+        extra: &[ExtraMailbox],
     ) -> World {
         let seed_bytes = seed.to_le_bytes();
         let mailbox = |org_id: Uuid, email: &str, name: &str, is_archive: bool| Mailbox {
