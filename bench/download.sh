@@ -3,7 +3,7 @@
 # both fetching the same simulator export endpoint over loopback to disk, for a 1 GiB and a
 # 4 GiB export. Prints throughput of both, the ratio, and restorectl's peak RSS.
 #
-# restorectl side: examples/download_bench.rs (VB365 client → engine with checkpoints, fdatasync
+# restorectl side: examples/download_bench.rs (VB365 client → transfer with checkpoints, fdatasync
 # and SHA-256 → publish with fsync, rename and manifest; progress in a SQLite file).
 # The simulator serves PST bytes as zero-copy slices of a fixed pool, so the shared server costs
 # both clients little CPU (2-core machines: it used to take a whole core generating ChaCha8).

@@ -1,5 +1,5 @@
 //! restorectl's download through the real code path, for `bench/download.sh`: the VB365 client
-//! (`ExportSource`), durable progress in a state database on disk (`StoreProgress`), the engine
+//! (`ExportSource`), durable progress in a state database on disk (`StoreProgress`), the transfer
 //! (streaming, checkpoints with `fdatasync`, SHA-256) and the publisher (fsync, rename,
 //! manifest) — exactly what the run engine calls for an ExportPst step.
 //!

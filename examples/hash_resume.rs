@@ -34,7 +34,7 @@ fn main() -> std::io::Result<()> {
     let rehashed = hash_file_prefix(&path, len)?;
     let rehash_secs = t.elapsed().as_secs_f64();
 
-    // Restore from the serialised state (what the engine does).
+    // Restore from the serialised state (what the transfer does).
     let state = hasher_state(&rehashed);
     let rounds = 10_000u32;
     let t = Instant::now();

@@ -24,7 +24,7 @@
 //!   request journal, and [`sim::schema`], the request validator against the vendor schema.
 //! - [`panics`]: the message of a caught panic and the test fault injection that raises one.
 //! - [`telemetry`]: log subscriber setup (text or JSON) and the Prometheus recorder.
-//! - [`download`]: the download engine: resumable, verified PST/ZIP exports streamed to
+//! - [`download`]: downloading exports: resumable, verified PST/ZIP exports streamed to
 //!   `<final>.partial`, published atomically with a checksum manifest; path safety under
 //!   `exportRoot`; retention.
 //! - [`exec`]: the run engine: claims runs, opens and always stops restore sessions, resolves

@@ -4,7 +4,7 @@
 //! ignored `Range`, expired tokens, a lost restore session).
 //!
 //! Cases the simulator cannot produce (a wrong `Content-Range`, a body that ends cleanly but
-//! short, 416) are covered in `download_engine.rs` with a hand-written HTTP server.
+//! short, 416) are covered in `download_transfer.rs` with a hand-written HTTP server.
 
 mod download_support;
 
@@ -212,7 +212,7 @@ async fn dropped_connections_at_25_offsets_resume_to_the_simulators_digest() {
 }
 
 /// With a server that ignores `Range`, the resume after a drop gets the whole body again: the
-/// engine starts over, the digest is right and the restart is recorded.
+/// transfer starts over, the digest is right and the restart is recorded.
 #[tokio::test]
 async fn server_ignoring_range_restarts_the_download() {
     let mut config = sim_config(900_000);

@@ -15,11 +15,11 @@ pub use crate::vb365::ErrorClass;
 
 /// Opening the export failed before any status line was read (connection refused, TLS, token
 /// refresh failed, restore session gone). Produced by [`ByteSource`](super::ByteSource)
-/// implementations; the class decides whether the engine resumes at once.
+/// implementations; the class decides whether the transfer resumes at once.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct SourceError {
-    /// How the engine should treat it.
+    /// How the transfer should treat it.
     pub class: ErrorClass,
     /// What went wrong, without secrets.
     pub message: String,
@@ -65,7 +65,7 @@ pub enum DownloadError {
         #[source]
         source: SourceError,
     },
-    /// The server answered with a status the engine cannot use.
+    /// The server answered with a status the transfer cannot use.
     #[error("{subject}: unexpected HTTP status {status}")]
     Status { subject: String, status: u16 },
     /// 416 Range Not Satisfiable for `Range: bytes={offset}-`.
@@ -228,7 +228,7 @@ impl DownloadError {
         }
     }
 
-    /// Whether the engine resumes at once (inside the same call) after this error: a broken
+    /// Whether the transfer resumes at once (inside the same call) after this error: a broken
     /// body, an idle stall, a 5xx/429 or a retryable open failure. A first-byte timeout is not
     /// resumed at once (the server may need hours to build the PST; the run engine decides),
     /// nor is a full disk.

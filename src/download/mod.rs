@@ -1,10 +1,12 @@
-//! The download engine (SPEC §7): everything between "the server starts sending bytes" and "a
+//! Downloading exports (SPEC §7): everything between "the server starts sending bytes" and "a
 //! verified export with its manifest is published", plus retention of old exports.
 //!
-//! - [`source`]: the [`ByteSource`] seam the engine (re)opens the export through.
+//! - [`source`]: the [`ByteSource`] seam the transfer (re)opens the export through.
 //! - [`progress`]: the [`ProgressStore`] seam for durable progress (the `downloads` table).
-//! - [`engine`]: [`fetch`], streaming into `<final>.partial` with resume, timeouts, checkpoints.
+//! - [`transfer`]: [`fetch`], streaming into `<final>.partial` with resume, timeouts, checkpoints.
 //! - [`publish`](mod@publish): [`publish()`], format detection, atomic rename, manifest.
+//! - [`artefact`]: what they produce: [`Fetched`], [`Published`] with its [`Manifest`] and
+//!   [`Format`].
 //! - `pipeline`: the hashing and writing threads behind [`fetch`] (ordered SHA-256, `O_DIRECT`
 //!   writes, `fdatasync` checkpoints).
 //! - [`paths`]: [`resolve_inside`] / [`SafePath`], the proof a path stays in `exportRoot`.
@@ -16,7 +18,7 @@
 //!
 //! [`download`] chains the space check, [`fetch`] and [`publish()`] for the run engine.
 
-pub mod engine;
+pub mod artefact;
 pub mod error;
 pub mod hashing;
 pub mod paths;
@@ -27,19 +29,21 @@ pub mod retention;
 pub mod source;
 pub mod space;
 pub mod store_progress;
+pub mod transfer;
 pub mod vb365_source;
 
-pub use engine::{DownloadOptions, Fetched, fetch};
+pub use artefact::{Fetched, Format, Manifest, Published};
 pub use error::{DownloadError, ErrorClass, SourceError};
 pub use paths::{PathError, SafePath, resolve_inside, sanitize_component};
 pub use progress::{Checkpoint, ProgressError, ProgressStore, RestartReason};
-pub use publish::{Format, Manifest, ManifestInfo, Published, publish};
+pub use publish::{ManifestInfo, publish};
 pub use retention::{
     Deleted, ExportRecord, Retention, RetentionOutcome, apply_retention, delete_exports,
     select_expired,
 };
 pub use source::{BodyStream, ByteSource, OpenedBody};
 pub use store_progress::StoreProgress;
+pub use transfer::{DownloadOptions, fetch};
 pub use vb365_source::ExportSource;
 
 /// Downloads one export and publishes it: checks free space against `required_bytes` (the

@@ -2,12 +2,12 @@
 //!
 //! A rendered `export.path` is joined to `exportRoot` only through [`resolve_inside`], which
 //! returns a [`SafePath`]: the proof that the target stays inside the root after `..` has been
-//! resolved and every symlink of the existing prefix has been followed. The download engine and
-//! the publisher take a `SafePath`, so an unchecked path cannot reach them.
+//! resolved and every symlink of the existing prefix has been followed. The transfer and the
+//! publisher take a `SafePath`, so an unchecked path cannot reach them.
 //!
 //! [`sanitize_component`] turns a mailbox name (or any single placeholder value) into one file
 //! name component. The job template renderer sanitises placeholder values too; this copy exists
-//! so the download engine can name files on its own (and so both agree on the rules).
+//! so the download can name files on its own (and so both agree on the rules).
 
 use std::fs;
 use std::io;

@@ -10,14 +10,14 @@
 //!                   to N / finished or failed ───────────────────────┘
 //! ```
 //!
-//! - The async side (the engine's body loop) copies body chunks into a [`Batch`] and hands full
+//! - The async side (the transfer's body loop) copies body chunks into a [`Batch`] and hands full
 //!   batches to both threads; it waits for a free buffer when all [`POOL`] are in flight, so
 //!   memory is bounded by `POOL × batch size` whatever the file size.
 //! - The hashing thread updates the SHA-256 in file order. For a batch marked `sync` it sends
 //!   the writing thread the serialised hasher state after that batch (the state that matches
 //!   the durable offset).
 //! - The writing thread writes each batch at its offset and, for a `sync` batch, `fdatasync`s,
-//!   takes the matching hasher state and reports `Durable { bytes, state }`. The engine records
+//!   takes the matching hasher state and reports `Durable { bytes, state }`. The transfer records
 //!   progress only from that report, so what the store holds is always on disk.
 //! - A buffer goes back to the async side when both threads are done with it. Hashing and
 //!   writing a batch overlap instead of following each other, which keeps a buffer in flight
@@ -427,7 +427,7 @@ fn write_loop(
             });
         }
         if !release(batch, &events) {
-            // The engine is gone (its future was dropped); stop quietly.
+            // The transfer is gone (its future was dropped); stop quietly.
             return;
         }
     }

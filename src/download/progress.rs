@@ -1,13 +1,13 @@
-//! The seam between the download engine and durable progress (the `downloads` table).
+//! The seam between the transfer ([`fetch`](super::fetch)) and durable progress (the `downloads` table).
 //!
-//! The engine records progress only after `sync_data`, so whatever a [`ProgressStore`] holds is
+//! The transfer records progress only after `sync_data`, so whatever a [`ProgressStore`] holds is
 //! on disk: after a crash the partial file is truncated to [`Checkpoint::bytes_durable`] and the
 //! hasher restored from [`Checkpoint::hasher_state`].
 
 use std::fmt;
 use std::future::Future;
 
-use super::publish::Published;
+use super::artefact::Published;
 
 /// Boxed error of a [`ProgressStore`] implementation (a store error naming its subject).
 pub type ProgressError = Box<dyn std::error::Error + Send + Sync>;
@@ -18,7 +18,7 @@ pub struct Checkpoint {
     /// Bytes of the partial file known to be on disk.
     pub bytes_durable: u64,
     /// Serialised SHA-256 state after exactly `bytes_durable` bytes (`None` when nothing was
-    /// recorded; the engine then re-hashes the prefix).
+    /// recorded; the transfer then re-hashes the prefix).
     pub hasher_state: Option<Vec<u8>>,
     /// Total size announced by the server (`Content-Length`/`Content-Range`), when known.
     pub expected_bytes: Option<u64>,
@@ -76,7 +76,7 @@ impl fmt::Display for RestartReason {
 /// Durable progress of one download. Implemented over the state database by the run engine;
 /// every method is one short write (never held across network reads).
 ///
-/// Methods return `impl Future + Send` so the engine's future stays `Send` for generic stores;
+/// Methods return `impl Future + Send` so the transfer's future stays `Send` for generic stores;
 /// implementations may simply write `async fn`.
 pub trait ProgressStore: Sync {
     /// The last recorded checkpoint, `None` for a download that never started.

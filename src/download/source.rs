@@ -1,6 +1,6 @@
-//! The seam between the download engine and whatever serves the export bytes.
+//! The seam between the transfer ([`fetch`](super::fetch)) and whatever serves the export bytes.
 //!
-//! The engine calls [`ByteSource::open`] to (re)issue the export request, optionally with
+//! The transfer calls [`ByteSource::open`] to (re)issue the export request, optionally with
 //! `Range: bytes=N-`, and reads the answer's status, lengths and body stream. The production
 //! implementation wraps the VB365 client's `exportToPst` call (which refreshes the token before
 //! each request, so a 401 after a long stream turns into a resume with a fresh token); tests can
@@ -24,7 +24,7 @@ pub struct OpenedBody {
     pub status: u16,
     /// `Content-Length` of this answer, when sent.
     pub content_length: Option<u64>,
-    /// The `Content-Range` header value as sent (`bytes 100-999/1000`), when present. The engine
+    /// The `Content-Range` header value as sent (`bytes 100-999/1000`), when present. The transfer
     /// parses it with [`ContentRange::parse`](crate::vb365::ContentRange::parse) so a malformed
     /// value can be reported verbatim.
     pub content_range: Option<String>,
@@ -42,7 +42,7 @@ impl std::fmt::Debug for OpenedBody {
     }
 }
 
-/// Something the engine can (re)open an export from.
+/// Something the transfer can (re)open an export from.
 pub trait ByteSource: Sync {
     /// A short description for messages and logs, without secrets (e.g. `export of
     /// alice@contoso.com (restore session 1234…)`).

@@ -3,8 +3,8 @@
 
 use chrono::Utc;
 
+use super::artefact::{Format, Published};
 use super::progress::{Checkpoint, ProgressError, ProgressStore, RestartReason};
-use super::publish::{Format, Published};
 use crate::store::{FileFormat, NewExport, RunId, Store, StoreError};
 
 /// Durable progress of the download of step `step_id`. The run engine creates the `downloads`

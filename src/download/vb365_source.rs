@@ -2,7 +2,7 @@
 //! `POST …/mailboxes/{id}/exportToPst` in the restore session that built the export.
 //!
 //! The client refreshes the access token before every request, so a token that expired during a
-//! long stream becomes a resume with a fresh token. A 416 is handed to the engine as a status
+//! long stream becomes a resume with a fresh token. A 416 is handed to the transfer as a status
 //! (it names it); every other failure keeps the client's error class (retryable, permanent,
 //! auth, session lost).
 
@@ -30,7 +30,7 @@ pub struct ExportSource {
 
 impl ExportSource {
     /// The export of `mailbox` (shown as `mailbox_email`) in restore session `session`;
-    /// `first_byte_timeout` bounds the wait for the response headers (the engine also bounds the
+    /// `first_byte_timeout` bounds the wait for the response headers (the transfer also bounds the
     /// first body chunk with the same value).
     pub fn new(
         client: Client,

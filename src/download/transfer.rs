@@ -33,6 +33,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
+use super::artefact::Fetched;
 use super::error::DownloadError;
 use super::hashing::{hash_file_prefix, hasher_state, hex_digest, restore_hasher};
 use super::paths::{SafePath, create_private_dir};
@@ -42,7 +43,7 @@ use super::source::{BodyStream, ByteSource, OpenedBody};
 use super::space;
 use crate::vb365::ContentRange;
 
-/// Tunables of the engine. [`Default`] gives the SPEC §7 values.
+/// Tunables of the transfer. [`Default`] gives the SPEC §7 values.
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
     /// Time allowed for the request and the first body chunk (the server builds the PST first).
@@ -59,7 +60,7 @@ pub struct DownloadOptions {
     pub resume_min_delay: Duration,
     /// Longest backoff delay between immediate resumes.
     pub resume_max_delay: Duration,
-    /// Bytes gathered before a write (rounded up to 4 KiB); four such buffers are the engine's
+    /// Bytes gathered before a write (rounded up to 4 KiB); four such buffers are the transfer's
     /// whole memory.
     pub batch_bytes: usize,
     /// Write the page-aligned part of each batch with `O_DIRECT` (no copy into the page cache);
@@ -92,23 +93,6 @@ impl From<&crate::config::DownloadConfig> for DownloadOptions {
             ..DownloadOptions::default()
         }
     }
-}
-
-/// A complete, length-checked partial file, ready for [`publish`](super::publish).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fetched {
-    /// The partial file holding the bytes.
-    pub partial_path: PathBuf,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// Lowercase hex SHA-256 of the whole file.
-    pub sha256: String,
-    /// Offsets resumed from across all attempts (from the progress store), oldest first.
-    pub resumed_from: Vec<u64>,
-    /// Restarts from byte 0 across all attempts.
-    pub restarts: u32,
-    /// HTTP requests sent by this call (0 when the partial file was already complete).
-    pub requests: u32,
 }
 
 /// Downloads the export served by `source` into `target`'s partial file (`<final>.partial`),

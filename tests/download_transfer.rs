@@ -1,7 +1,8 @@
-//! The download engine against real HTTP on loopback (phase A of issue 5).
+//! Downloads (the transfer and the publisher) against real HTTP on loopback (phase A of
+//! issue 5).
 //!
 //! A small HTTP/1.1 server in this file serves deterministic export bytes with `Range`/206 and
-//! injects the faults the engine must survive or report: dropped connections at chosen offsets,
+//! injects the faults the transfer must survive or report: dropped connections at chosen offsets,
 //! a server that ignores `Range`, a wrong `Content-Range`, a cleanly truncated body, 416, stalls
 //! and a slow first byte. Durable progress goes to a small in-memory recorder; the real store and
 //! the real simulator replace both in phase B.
@@ -494,7 +495,7 @@ async fn manifest_has_every_field_and_modes_are_private() {
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
-/// A server that ignores `Range` after a drop makes the engine truncate and start over, and the
+/// A server that ignores `Range` after a drop makes the transfer truncate and start over, and the
 /// restart is recorded.
 #[tokio::test]
 async fn server_ignoring_range_restarts_from_zero() {
@@ -756,7 +757,7 @@ async fn non_durable_tail_is_truncated_before_resuming() {
     );
 }
 
-/// Without a usable hasher state (e.g. recorded by an incompatible version) the engine
+/// Without a usable hasher state (e.g. recorded by an incompatible version) the transfer
 /// re-hashes the durable prefix and still gets the right digest.
 #[tokio::test]
 async fn missing_hasher_state_falls_back_to_rehashing() {
