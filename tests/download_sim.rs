@@ -15,8 +15,9 @@ use chrono::Utc;
 use rand::{Rng, SeedableRng};
 use restorectl::download::{
     DownloadError, DownloadOptions, ErrorClass, ExportSource, Format, PathError, Published,
-    Retention, StoreProgress, apply_retention, download, resolve_inside,
+    StoreProgress, apply_retention, download, resolve_inside,
 };
+use restorectl::jobs::Retention;
 use restorectl::sim::{
     CallRange, DEV_PASSWORD, DEV_USERNAME, Endpoint, ExportSpec, FaultAction, FaultRule, RangeMode,
     SimConfig, SimHandle, Simulator,

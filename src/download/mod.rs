@@ -38,8 +38,7 @@ pub use paths::{PathError, SafePath, resolve_inside, sanitize_component};
 pub use progress::{Checkpoint, ProgressError, ProgressStore, RestartReason};
 pub use publish::{ManifestInfo, publish};
 pub use retention::{
-    Deleted, ExportRecord, Retention, RetentionOutcome, apply_retention, delete_exports,
-    select_expired,
+    Deleted, ExportRecord, RetentionOutcome, apply_retention, delete_exports, select_expired,
 };
 pub use source::{BodyStream, ByteSource, OpenedBody};
 pub use store_progress::StoreProgress;

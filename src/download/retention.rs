@@ -14,22 +14,13 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::error::DownloadError;
 use super::paths::ensure_inside;
 use super::publish::sync_dir;
-
-/// A job's retention policy; `None` fields do not delete anything.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Retention {
-    /// Keep this many newest exports per mailbox.
-    pub keep_last: Option<u32>,
-    /// Keep exports younger than this.
-    pub keep_for: Option<Duration>,
-}
+use crate::jobs::Retention;
 
 /// One published export as recorded in the `exports` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,24 +161,6 @@ pub struct RetentionOutcome {
     pub failed: Vec<(i64, DownloadError)>,
 }
 
-impl Retention {
-    /// A short description for events: `keepLast: 2, keepFor: 400d`.
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(n) = self.keep_last {
-            parts.push(format!("keepLast: {n}"));
-        }
-        if let Some(d) = self.keep_for {
-            parts.push(format!("keepFor: {}", humantime::format_duration(d)));
-        }
-        if parts.is_empty() {
-            "no retention".to_owned()
-        } else {
-            parts.join(", ")
-        }
-    }
-}
-
 /// Applies `policy` to the live exports of `job` recorded in the store: selects, deletes inside
 /// `export_root`, and marks each deletion in the store (which appends an `export_deleted` event).
 /// Run after a successful ExportPst run.
@@ -265,6 +238,8 @@ pub async fn apply_retention(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use chrono::TimeZone;
 

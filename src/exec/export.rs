@@ -175,15 +175,11 @@ pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<(), StepFailur
 
 /// Applies the job's retention after a successful run and records what it did.
 pub(crate) async fn apply_retention(ctx: &RunCtx, retention: Retention) {
-    let policy = download::Retention {
-        keep_last: retention.keep_last,
-        keep_for: retention.keep_for,
-    };
     match download::apply_retention(
         ctx.store(),
         &ctx.config().export_root,
         ctx.job.name(),
-        &policy,
+        &retention,
         Utc::now(),
     )
     .await
@@ -194,7 +190,7 @@ pub(crate) async fn apply_retention(ctx: &RunCtx, retention: Retention) {
                     None,
                     format!(
                         "retention ({}): {} export(s) deleted, {} could not be deleted",
-                        policy.describe(),
+                        retention.describe(),
                         outcome.deleted.len(),
                         outcome.failed.len()
                     ),

@@ -188,11 +188,33 @@ pub enum BulkCredentials {
     },
 }
 
-/// Retention of a job's exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Retention of a job's exports (`export.retention`), applied by
+/// [`download::apply_retention`](crate::download::apply_retention); `None` fields do not delete
+/// anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
+    /// Keep this many newest exports per mailbox.
     pub keep_last: Option<u32>,
+    /// Keep exports younger than this.
     pub keep_for: Option<Duration>,
+}
+
+impl Retention {
+    /// A short description for events: `keepLast: 2, keepFor: 400d`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.keep_last {
+            parts.push(format!("keepLast: {n}"));
+        }
+        if let Some(d) = self.keep_for {
+            parts.push(format!("keepFor: {}", humantime::format_duration(d)));
+        }
+        if parts.is_empty() {
+            "no retention".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 /// ExportPst: one PST per mailbox.
