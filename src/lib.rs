@@ -23,6 +23,7 @@
 //!   deterministic world, sessions, restores, PST/ZIP exports, search, fault injection, a
 //!   request journal, and [`sim::schema`], the request validator against the vendor schema.
 //! - [`panics`]: the message of a caught panic and the test fault injection that raises one.
+//! - [`private_dir`]: creating the directories restorectl writes into, mode 0700.
 //! - [`telemetry`]: log subscriber setup (text or JSON) and the Prometheus recorder.
 //! - [`download`]: downloading exports: resumable, verified PST/ZIP exports streamed to
 //!   `<final>.partial`, published atomically with a checksum manifest; path safety under
@@ -49,6 +50,7 @@ pub mod download;
 pub mod exec;
 pub mod jobs;
 pub mod panics;
+pub mod private_dir;
 pub mod schedule;
 pub mod sim;
 pub mod store;

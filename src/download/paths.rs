@@ -11,7 +11,6 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Why a path was refused.
@@ -236,14 +235,6 @@ fn resolve_existing_prefix(path: &Path) -> Result<PathBuf, PathError> {
         resolved.push(name);
     }
     Ok(resolved)
-}
-
-/// Creates `dir` and its missing parents with mode 0700 (before the umask).
-pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }
 
 /// Maximum length in bytes of a sanitised component (file systems allow 255; leave room for

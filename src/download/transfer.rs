@@ -36,11 +36,12 @@ use sha2::{Digest, Sha256};
 use super::artefact::Fetched;
 use super::error::DownloadError;
 use super::hashing::{hash_file_prefix, hasher_state, hex_digest, restore_hasher};
-use super::paths::{SafePath, create_private_dir};
+use super::paths::SafePath;
 use super::pipeline::{Batch, Event, POOL, Pipeline};
 use super::progress::{Checkpoint, ProgressStore, RestartReason};
 use super::source::{BodyStream, ByteSource, OpenedBody};
 use super::space;
+use crate::private_dir::create_private_dir;
 use crate::vb365::ContentRange;
 
 /// Tunables of the transfer. [`Default`] gives the SPEC §7 values.

@@ -161,16 +161,11 @@ pub(crate) async fn attempt(
     Ok(Next::Continue)
 }
 
-/// Creates `dir` (and parents) with mode 0700 where missing.
+/// Creates `dir` (and parents) with mode 0700 where missing; a failure fails the step for good.
 pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<(), StepFailure> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| {
-            StepFailure::permanent(format!("{}: cannot create directory: {e}", dir.display()))
-        })
+    crate::private_dir::create_private_dir(dir).map_err(|e| {
+        StepFailure::permanent(format!("{}: cannot create directory: {e}", dir.display()))
+    })
 }
 
 /// Applies the job's retention after a successful run and records what it did.

@@ -368,14 +368,11 @@ fn csv_row(out: &mut Vec<u8>, fields: &[Option<&str>]) {
 /// Writes `data` to `path` atomically: a temporary file (0600) in the same directory (created
 /// 0700), fsynced, renamed over `path`, the directory fsynced. Returns size and SHA-256.
 pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<(u64, String)> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("no parent directory"))?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    crate::private_dir::create_private_dir(dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -476,14 +476,7 @@ fn create_private_file(path: &Path) -> Result<()> {
         source,
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        builder.create(parent).map_err(create_err)?;
+        crate::private_dir::create_private_dir(parent).map_err(create_err)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
