@@ -54,7 +54,7 @@ impl SourceError {
     }
 }
 
-/// Errors of [`fetch`](super::fetch), [`publish`](super::publish) and the retention helpers.
+/// Errors of [`fetch`](super::fetch), [`publish()`](super::publish()) and the retention helpers.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DownloadError {

@@ -159,7 +159,7 @@ pub struct Mailbox {
     pub org_id: Uuid,
     /// E-mail address (archive twins share it with their primary).
     pub email: String,
-    /// Display name ("<Name> (Archive)" for archives).
+    /// Display name ("`<Name> (Archive)`" for archives).
     pub name: String,
     /// Whether this is an archive mailbox.
     pub is_archive: bool,
