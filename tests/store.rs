@@ -2164,3 +2164,57 @@ async fn run_counts_follow_every_insert_and_state_change() {
         "the sequence reached many states: {counted:?}"
     );
 }
+
+// `stats()` promises one read snapshot: while another task finishes runs one transaction at a
+// time, no read may count a job's succeeded run without its last success, or the reverse (the
+// counts and the per-job series once came from two read transactions, with commits between).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_reads_one_snapshot_while_runs_finish() {
+    const JOBS: usize = 300;
+    let (_dir, store) = open_temp().await;
+    let mut runs = Vec::with_capacity(JOBS);
+    for i in 0..JOBS {
+        let name = format!("job-{i:03}");
+        let version = seed_job(&store, &name, "h").await;
+        let run = store
+            .enqueue_run(&new_run(&name, version, "h", Trigger::Manual, 0), t(1))
+            .await
+            .unwrap()
+            .unwrap();
+        runs.push(run.id);
+    }
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for id in runs {
+                store
+                    .set_run_state(id, RunState::Succeeded, None, t(2))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() || reads == 0 {
+        let stats = store.stats().await.unwrap();
+        let counted: std::collections::BTreeSet<&str> = stats
+            .runs
+            .iter()
+            .filter(|(_, state, n)| *state == RunState::Succeeded && *n > 0)
+            .map(|(job, _, _)| job.as_str())
+            .collect();
+        let last: std::collections::BTreeSet<&str> = stats
+            .last_success
+            .iter()
+            .map(|(job, _)| job.as_str())
+            .collect();
+        assert_eq!(
+            counted, last,
+            "read {reads}: counts and per-job series disagree"
+        );
+        reads += 1;
+    }
+    writer.await.unwrap();
+    let done = store.stats().await.unwrap();
+    assert_eq!(done.last_success.len(), JOBS);
+}

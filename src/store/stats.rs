@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::sqlite::SqliteConnection;
 use tracing::instrument;
 
 use super::{
@@ -135,11 +136,15 @@ impl Store {
         .op("list_finished_runs_since")
     }
 
-    /// The counts behind `/metrics` and the status line, on one read snapshot, with the per-job
-    /// series ([`Store::stats_counts`] + [`Store::stats_per_job`]).
+    /// The counts behind `/metrics` and the status line, with the per-job series, on one read
+    /// snapshot (one read transaction for both halves, so a count and a series never disagree).
+    #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn stats(&self) -> Result<StoreStats> {
-        let mut stats = self.stats_counts().await?;
-        (stats.last_success, stats.next_fires) = self.stats_per_job().await?;
+        const OP: &str = "stats";
+        let mut conn = self.reader().begin().await.op(OP)?;
+        let mut stats = stats_counts_in(&mut conn).await?;
+        (stats.last_success, stats.next_fires) = stats_per_job_in(&mut conn).await?;
+        conn.commit().await.op(OP)?;
         Ok(stats)
     }
 
@@ -148,65 +153,9 @@ impl Store {
     pub async fn stats_counts(&self) -> Result<StoreStats> {
         const OP: &str = "stats_counts";
         let mut conn = self.reader().begin().await.op(OP)?;
-        let runs: Vec<(String, RunState, i64)> = sqlx::query_as(RUNS_PER_JOB_STATE)
-            .fetch_all(&mut *conn)
-            .await
-            .op(OP)?;
-        let step_failures: Vec<(Option<String>, i64)> = sqlx::query_as(
-            "SELECT error_class, COUNT(*) FROM steps WHERE state = 'failed'
-             GROUP BY error_class ORDER BY error_class",
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .op(OP)?;
-        let download_bytes: Option<i64> =
-            sqlx::query_scalar("SELECT SUM(bytes_durable) FROM downloads")
-                .fetch_one(&mut *conn)
-                .await
-                .op(OP)?;
-        let (running, waiting, attention): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0),
-                    COALESCE(SUM(CASE WHEN state IN ('queued', 'waiting_retry') THEN 1 ELSE 0 END), 0),
-                    COALESCE(SUM(CASE WHEN state = 'needs_attention' THEN 1 ELSE 0 END), 0)
-             FROM runs WHERE state IN ('running', 'queued', 'waiting_retry', 'needs_attention')",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .op(OP)?;
-        let open_sessions: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM restore_sessions WHERE state IN ('open', 'stopping')",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .op(OP)?;
-        let invalid_job_files: i64 = sqlx::query_scalar(INVALID_JOB_FILES)
-            .fetch_one(&mut *conn)
-            .await
-            .op(OP)?;
-        let jobs: Vec<(JobState, i64)> = sqlx::query_as(JOBS_PER_STATE)
-            .fetch_all(&mut *conn)
-            .await
-            .op(OP)?;
+        let stats = stats_counts_in(&mut conn).await?;
         conn.commit().await.op(OP)?;
-        Ok(StoreStats {
-            runs: runs
-                .into_iter()
-                .map(|(job, state, n)| (job, state, count(n)))
-                .collect(),
-            step_failures: step_failures
-                .into_iter()
-                .map(|(class, n)| (class.unwrap_or_else(|| "unknown".into()), count(n)))
-                .collect(),
-            download_bytes: count(download_bytes.unwrap_or(0)),
-            running_runs: count(running),
-            waiting_runs: count(waiting),
-            attention_runs: count(attention),
-            open_sessions: count(open_sessions),
-            invalid_job_files: count(invalid_job_files),
-            jobs: jobs.into_iter().map(|(s, n)| (s, count(n))).collect(),
-            last_success: Vec::new(),
-            next_fires: Vec::new(),
-        })
+        Ok(stats)
     }
 
     /// The per-job series (`last_success`, `next_fires`): a row per job, so with thousands of
@@ -215,22 +164,92 @@ impl Store {
     pub async fn stats_per_job(&self) -> Result<(JobTimes, JobTimes)> {
         const OP: &str = "stats_per_job";
         let mut conn = self.reader().begin().await.op(OP)?;
-        let last_success: Vec<(String, i64)> = sqlx::query_as(LAST_SUCCESSES)
-            .fetch_all(&mut *conn)
-            .await
-            .op(OP)?;
-        let next_fires: Vec<(String, i64)> = sqlx::query_as(NEXT_FIRES)
-            .fetch_all(&mut *conn)
-            .await
-            .op(OP)?;
+        let series = stats_per_job_in(&mut conn).await?;
         conn.commit().await.op(OP)?;
-        let timed = |rows: Vec<(String, i64)>| {
-            rows.into_iter()
-                .filter_map(|(name, ms)| from_millis(ms).map(|t| (name, t)))
-                .collect()
-        };
-        Ok((timed(last_success), timed(next_fires)))
+        Ok(series)
     }
+}
+
+/// [`Store::stats_counts`] inside the caller's read transaction.
+async fn stats_counts_in(conn: &mut SqliteConnection) -> Result<StoreStats> {
+    const OP: &str = "stats_counts";
+    let runs: Vec<(String, RunState, i64)> = sqlx::query_as(RUNS_PER_JOB_STATE)
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+    let step_failures: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT error_class, COUNT(*) FROM steps WHERE state = 'failed'
+         GROUP BY error_class ORDER BY error_class",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .op(OP)?;
+    let download_bytes: Option<i64> =
+        sqlx::query_scalar("SELECT SUM(bytes_durable) FROM downloads")
+            .fetch_one(&mut *conn)
+            .await
+            .op(OP)?;
+    let (running, waiting, attention): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN state IN ('queued', 'waiting_retry') THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN state = 'needs_attention' THEN 1 ELSE 0 END), 0)
+         FROM runs WHERE state IN ('running', 'queued', 'waiting_retry', 'needs_attention')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .op(OP)?;
+    let open_sessions: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM restore_sessions WHERE state IN ('open', 'stopping')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .op(OP)?;
+    let invalid_job_files: i64 = sqlx::query_scalar(INVALID_JOB_FILES)
+        .fetch_one(&mut *conn)
+        .await
+        .op(OP)?;
+    let jobs: Vec<(JobState, i64)> = sqlx::query_as(JOBS_PER_STATE)
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+    Ok(StoreStats {
+        runs: runs
+            .into_iter()
+            .map(|(job, state, n)| (job, state, count(n)))
+            .collect(),
+        step_failures: step_failures
+            .into_iter()
+            .map(|(class, n)| (class.unwrap_or_else(|| "unknown".into()), count(n)))
+            .collect(),
+        download_bytes: count(download_bytes.unwrap_or(0)),
+        running_runs: count(running),
+        waiting_runs: count(waiting),
+        attention_runs: count(attention),
+        open_sessions: count(open_sessions),
+        invalid_job_files: count(invalid_job_files),
+        jobs: jobs.into_iter().map(|(s, n)| (s, count(n))).collect(),
+        last_success: Vec::new(),
+        next_fires: Vec::new(),
+    })
+}
+
+/// [`Store::stats_per_job`] inside the caller's read transaction.
+async fn stats_per_job_in(conn: &mut SqliteConnection) -> Result<(JobTimes, JobTimes)> {
+    const OP: &str = "stats_per_job";
+    let last_success: Vec<(String, i64)> = sqlx::query_as(LAST_SUCCESSES)
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+    let next_fires: Vec<(String, i64)> = sqlx::query_as(NEXT_FIRES)
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+    let timed = |rows: Vec<(String, i64)>| {
+        rows.into_iter()
+            .filter_map(|(name, ms)| from_millis(ms).map(|t| (name, t)))
+            .collect()
+    };
+    Ok((timed(last_success), timed(next_fires)))
 }
 
 #[cfg(test)]
