@@ -1,5 +1,5 @@
-//! Aggregates for the daemon: the scheduler's compact view of every job's bookkeeping, and the
-//! counts behind `/metrics` and the systemd `STATUS=` line. Metrics are refreshed from these
+//! Aggregates for the daemon: the counts behind `/metrics` and the systemd `STATUS=` line, and
+//! the finished runs behind the run-duration histogram. Metrics are refreshed from these
 //! queries (rather than counted in memory) so that they always agree with the store, across
 //! restarts and whichever process changed the rows.
 
@@ -11,18 +11,6 @@ use tracing::instrument;
 use super::{
     JobState, Millis, OptMillis, Result, RunState, SqlxResultExt, Store, from_millis, to_millis,
 };
-
-/// The scheduling bookkeeping of one job (a narrow row of `jobs`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct ScheduleState {
-    pub name: String,
-    pub state: JobState,
-    pub active_version_id: Option<i64>,
-    /// The cron expression and time zone `next_fire_at` was computed from.
-    pub schedule_key: Option<String>,
-    #[sqlx(try_from = "OptMillis")]
-    pub next_fire_at: Option<DateTime<Utc>>,
-}
 
 /// A run that reached a final state (for the run-duration histogram).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -100,28 +88,6 @@ fn count(n: i64) -> u64 {
 }
 
 impl Store {
-    /// Every job's scheduling bookkeeping, by name (one light query for the scheduler's tick).
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
-    pub async fn list_schedule_states(&self) -> Result<Vec<ScheduleState>> {
-        sqlx::query_as::<_, ScheduleState>(
-            "SELECT name, state, active_version_id, schedule_key, next_fire_at
-             FROM jobs ORDER BY name",
-        )
-        .fetch_all(self.reader())
-        .await
-        .op("list_schedule_states")
-    }
-
-    /// Every job row, by name, without the versions and last runs [`Store::list_jobs`] adds
-    /// (the reconciler compares thousands of them on every rescan).
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
-    pub async fn list_job_rows(&self) -> Result<Vec<super::StoredJob>> {
-        sqlx::query_as::<_, super::StoredJob>("SELECT * FROM jobs ORDER BY name")
-            .fetch_all(self.reader())
-            .await
-            .op("list_job_rows")
-    }
-
     /// Runs that finished after `after` (exclusive), oldest first.
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn list_finished_runs_since(&self, after: DateTime<Utc>) -> Result<Vec<FinishedRun>> {
