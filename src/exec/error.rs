@@ -91,22 +91,10 @@ impl StepFailure {
     }
 }
 
-/// The store's error class for a client error class (the same five values).
-pub fn store_class(class: crate::vb365::ErrorClass) -> ErrorClass {
-    use crate::vb365::ErrorClass as C;
-    match class {
-        C::Retryable => ErrorClass::Retryable,
-        C::Permanent => ErrorClass::Permanent,
-        C::Auth => ErrorClass::Auth,
-        C::SessionLost => ErrorClass::SessionLost,
-        C::Ambiguous => ErrorClass::Ambiguous,
-    }
-}
-
 impl From<&ApiError> for StepFailure {
     fn from(e: &ApiError) -> Self {
         StepFailure {
-            class: store_class(e.class),
+            class: e.class,
             code: e.error_code.map(|c| c.to_string()),
             message: e.to_string(),
             retry_after: e.retry_after,
@@ -125,7 +113,7 @@ impl From<DownloadError> for StepFailure {
     fn from(e: DownloadError) -> Self {
         // `class()` keeps the source's own class (e.g. a lost session while opening the export).
         StepFailure {
-            class: store_class(e.class()),
+            class: e.class(),
             code: None,
             message: e.to_string(),
             retry_after: None,

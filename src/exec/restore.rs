@@ -797,7 +797,7 @@ pub(crate) async fn follow_step(ctx: &RunCtx, step: &Step) -> Result<Next, RunEr
                 tracing::warn!(run = %run, step = step.id, error = %e, "polling the restore failed");
                 if errors >= MAX_POLL_ERRORS || e.class == vb365::ErrorClass::Auth {
                     let error = StepError {
-                        class: super::error::store_class(e.class),
+                        class: e.class,
                         code: e.error_code.map(|c| c.to_string()),
                         message: format!("the restore's outcome could not be read: {e}"),
                     };
