@@ -14,7 +14,7 @@ use restorectl::store::{
     CancelOutcome, Decision, DownloadState, ErrorClass, EventKind, FileApply, FileChange,
     FileFormat, InstanceInfo, JobState, NewDownload, NewExport, NewJobVersion, NewRequest, NewRun,
     NewSession, NewStep, NextFire, RequestKind, RestoreCounts, RunFilter, RunId, RunState,
-    ScannedFile, SessionState, StepError, StepFile, StepState, Store, StoreError, Trigger,
+    ScannedFile, SessionState, StepErrorRecord, StepFile, StepState, Store, StoreError, Trigger,
     VersionChange, expected_schema_version,
 };
 
@@ -1145,7 +1145,7 @@ async fn steps_follow_the_at_most_once_protocol() {
             .schedule_step_retry(
                 id,
                 t(60),
-                &StepError {
+                &StepErrorRecord {
                     class: ErrorClass::Retryable,
                     code: None,
                     message: "x".into(),
@@ -1241,7 +1241,7 @@ async fn steps_follow_the_at_most_once_protocol() {
         .set_step_state(
             s1,
             StepState::Failed,
-            Some(&StepError {
+            Some(&StepErrorRecord {
                 class: ErrorClass::Permanent,
                 code: None,
                 message: "operator marked failed".into(),
@@ -1255,7 +1255,7 @@ async fn steps_follow_the_at_most_once_protocol() {
 
     let s2 = steps[2].id;
     store.begin_step_attempt(s2, t(30)).await.unwrap();
-    let error = StepError {
+    let error = StepErrorRecord {
         class: ErrorClass::Retryable,
         code: Some("ProxyOffline".into()),
         message: "proxy offline".into(),

@@ -2,7 +2,7 @@
 //! (one attempt of a step failed; recorded on the step with its class, then retried or not).
 
 use crate::download::DownloadError;
-use crate::store::{ErrorClass, RunId, StepError, StoreError};
+use crate::store::{ErrorClass, RunId, StepErrorRecord, StoreError};
 use crate::vb365::ApiError;
 
 /// Why the engine could not execute (or finish recording) a run. The run keeps its state and
@@ -82,8 +82,8 @@ impl StepFailure {
     }
 
     /// The store's form of this failure.
-    pub fn to_step_error(&self) -> StepError {
-        StepError {
+    pub fn to_step_error(&self) -> StepErrorRecord {
+        StepErrorRecord {
             class: self.class,
             code: self.code.clone(),
             message: self.message.clone(),

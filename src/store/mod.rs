@@ -82,7 +82,7 @@ pub use runs::{CancelOutcome, LeaseRenewal, NewRun, Run, RunFilter};
 pub use scan::FileApply;
 pub use sessions::{NewSession, NewSessionIntent, RestoreSession, SessionIntent};
 pub use stats::{FinishedRun, StoreStats};
-pub use steps::{NewStep, RestoreCounts, Step, StepError, StepFile};
+pub use steps::{NewStep, RestoreCounts, Step, StepErrorRecord, StepFile};
 pub use types::{
     Decision, DownloadState, ErrorClass, FileFormat, JobState, JsonText, Millis, OptJsonText,
     OptMillis, ParseEnumError, RequestKind, RunId, RunState, SessionState, StepState, Trigger,
