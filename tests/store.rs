@@ -14,7 +14,7 @@ use restorectl::store::{
     CancelOutcome, Decision, DownloadState, ErrorClass, EventKind, FileApply, FileChange,
     FileFormat, InstanceInfo, JobState, NewDownload, NewExport, NewJobVersion, NewRequest, NewRun,
     NewSession, NewStep, NextFire, RequestKind, RestoreCounts, RunFilter, RunId, RunState,
-    ScannedFile, SessionState, StepError, StepFile, StepState, Store, StoreError, Trigger,
+    ScannedFile, SessionState, StepErrorRecord, StepFile, StepState, Store, StoreError, Trigger,
     VersionChange, expected_schema_version,
 };
 
@@ -1145,7 +1145,7 @@ async fn steps_follow_the_at_most_once_protocol() {
             .schedule_step_retry(
                 id,
                 t(60),
-                &StepError {
+                &StepErrorRecord {
                     class: ErrorClass::Retryable,
                     code: None,
                     message: "x".into(),
@@ -1241,7 +1241,7 @@ async fn steps_follow_the_at_most_once_protocol() {
         .set_step_state(
             s1,
             StepState::Failed,
-            Some(&StepError {
+            Some(&StepErrorRecord {
                 class: ErrorClass::Permanent,
                 code: None,
                 message: "operator marked failed".into(),
@@ -1255,7 +1255,7 @@ async fn steps_follow_the_at_most_once_protocol() {
 
     let s2 = steps[2].id;
     store.begin_step_attempt(s2, t(30)).await.unwrap();
-    let error = StepError {
+    let error = StepErrorRecord {
         class: ErrorClass::Retryable,
         code: Some("ProxyOffline".into()),
         message: "proxy offline".into(),
@@ -2163,4 +2163,58 @@ async fn run_counts_follow_every_insert_and_state_change() {
         counted.len() > 2 * jobs.len(),
         "the sequence reached many states: {counted:?}"
     );
+}
+
+// `stats()` promises one read snapshot: while another task finishes runs one transaction at a
+// time, no read may count a job's succeeded run without its last success, or the reverse (the
+// counts and the per-job series once came from two read transactions, with commits between).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_reads_one_snapshot_while_runs_finish() {
+    const JOBS: usize = 300;
+    let (_dir, store) = open_temp().await;
+    let mut runs = Vec::with_capacity(JOBS);
+    for i in 0..JOBS {
+        let name = format!("job-{i:03}");
+        let version = seed_job(&store, &name, "h").await;
+        let run = store
+            .enqueue_run(&new_run(&name, version, "h", Trigger::Manual, 0), t(1))
+            .await
+            .unwrap()
+            .unwrap();
+        runs.push(run.id);
+    }
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for id in runs {
+                store
+                    .set_run_state(id, RunState::Succeeded, None, t(2))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() || reads == 0 {
+        let stats = store.stats().await.unwrap();
+        let counted: std::collections::BTreeSet<&str> = stats
+            .runs
+            .iter()
+            .filter(|(_, state, n)| *state == RunState::Succeeded && *n > 0)
+            .map(|(job, _, _)| job.as_str())
+            .collect();
+        let last: std::collections::BTreeSet<&str> = stats
+            .last_success
+            .iter()
+            .map(|(job, _)| job.as_str())
+            .collect();
+        assert_eq!(
+            counted, last,
+            "read {reads}: counts and per-job series disagree"
+        );
+        reads += 1;
+    }
+    writer.await.unwrap();
+    let done = store.stats().await.unwrap();
+    assert_eq!(done.last_success.len(), JOBS);
 }

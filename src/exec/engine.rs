@@ -862,7 +862,7 @@ impl Engine {
             {
                 tracing::warn!(run = %id, operation = %op, error = %e, "cannot stop the restore operation");
             }
-            let error = crate::store::StepError {
+            let error = crate::store::StepErrorRecord {
                 class: crate::store::ErrorClass::Permanent,
                 code: None,
                 message: why.to_string(),

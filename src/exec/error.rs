@@ -2,7 +2,7 @@
 //! (one attempt of a step failed; recorded on the step with its class, then retried or not).
 
 use crate::download::DownloadError;
-use crate::store::{ErrorClass, RunId, StepError, StoreError};
+use crate::store::{ErrorClass, RunId, StepErrorRecord, StoreError};
 use crate::vb365::ApiError;
 
 /// Why the engine could not execute (or finish recording) a run. The run keeps its state and
@@ -82,8 +82,8 @@ impl StepFailure {
     }
 
     /// The store's form of this failure.
-    pub fn to_step_error(&self) -> StepError {
-        StepError {
+    pub fn to_step_error(&self) -> StepErrorRecord {
+        StepErrorRecord {
             class: self.class,
             code: self.code.clone(),
             message: self.message.clone(),
@@ -91,22 +91,10 @@ impl StepFailure {
     }
 }
 
-/// The store's error class for a client error class (the same five values).
-pub fn store_class(class: crate::vb365::ErrorClass) -> ErrorClass {
-    use crate::vb365::ErrorClass as C;
-    match class {
-        C::Retryable => ErrorClass::Retryable,
-        C::Permanent => ErrorClass::Permanent,
-        C::Auth => ErrorClass::Auth,
-        C::SessionLost => ErrorClass::SessionLost,
-        C::Ambiguous => ErrorClass::Ambiguous,
-    }
-}
-
 impl From<&ApiError> for StepFailure {
     fn from(e: &ApiError) -> Self {
         StepFailure {
-            class: store_class(e.class),
+            class: e.class,
             code: e.error_code.map(|c| c.to_string()),
             message: e.to_string(),
             retry_after: e.retry_after,
@@ -125,7 +113,7 @@ impl From<DownloadError> for StepFailure {
     fn from(e: DownloadError) -> Self {
         // `class()` keeps the source's own class (e.g. a lost session while opening the export).
         StepFailure {
-            class: store_class(e.class()),
+            class: e.class(),
             code: None,
             message: e.to_string(),
             retry_after: None,

@@ -51,7 +51,7 @@ use super::engine::RunCtx;
 use super::error::{AttemptError, RunError, StepFailure};
 use super::steps::{Next, StepEnd, sleep};
 use crate::jobs::{self, Action, BulkCredentials, Credentials, TemplateValues};
-use crate::store::{ErrorClass, RestoreCounts, Step, StepError, StepState};
+use crate::store::{ErrorClass, RestoreCounts, Step, StepErrorRecord, StepState};
 use crate::vb365::{
     self, ApiError, BulkRestoreOptions, EventStatus, EventType, ItemRestoreDetails, MailboxRef,
     MailboxRestoreCredentials, RestoreCredentials, RestoreFlags, RestoreSessionEvent,
@@ -742,7 +742,7 @@ pub(crate) async fn follow_step(ctx: &RunCtx, step: &Step) -> Result<Next, RunEr
         .as_deref()
         .and_then(|s| Uuid::parse_str(s).ok());
     let (Some(op), Some(explore)) = (op, explore) else {
-        let error = StepError {
+        let error = StepErrorRecord {
             class: ErrorClass::Permanent,
             code: None,
             message: "submitted restore without a recorded operation or session id".into(),
@@ -764,7 +764,7 @@ pub(crate) async fn follow_step(ctx: &RunCtx, step: &Step) -> Result<Next, RunEr
             Err(f) => {
                 errors += 1;
                 if errors >= MAX_POLL_ERRORS {
-                    let error = StepError {
+                    let error = StepErrorRecord {
                         class: f.class,
                         code: f.code,
                         message: format!("the restore's outcome could not be read: {}", f.message),
@@ -796,8 +796,8 @@ pub(crate) async fn follow_step(ctx: &RunCtx, step: &Step) -> Result<Next, RunEr
                 errors += 1;
                 tracing::warn!(run = %run, step = step.id, error = %e, "polling the restore failed");
                 if errors >= MAX_POLL_ERRORS || e.class == vb365::ErrorClass::Auth {
-                    let error = StepError {
-                        class: super::error::store_class(e.class),
+                    let error = StepErrorRecord {
+                        class: e.class,
                         code: e.error_code.map(|c| c.to_string()),
                         message: format!("the restore's outcome could not be read: {e}"),
                     };
@@ -1046,7 +1046,7 @@ async fn record_outcome(
             .await
             .map_err(RunError::store(run))?;
     }
-    let error = outcome.message.as_ref().map(|m| StepError {
+    let error = outcome.message.as_ref().map(|m| StepErrorRecord {
         class: ErrorClass::Permanent,
         code: None,
         message: m.clone(),

@@ -23,7 +23,7 @@ use super::engine::RunCtx;
 use super::error::{AttemptError, RunError, StepFailure};
 use super::{export, restore, retry, search};
 use crate::jobs::Action;
-use crate::store::{Decision, ErrorClass, StepError, StepState};
+use crate::store::{Decision, ErrorClass, StepErrorRecord, StepState};
 
 /// How a step's loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub(crate) async fn run_step(ctx: Arc<RunCtx>, id: i64) -> Result<StepEnd, RunEr
                     Next::Continue
                 }
                 Some(Decision::MarkFailed) => {
-                    let error = StepError {
+                    let error = StepErrorRecord {
                         class: ErrorClass::Ambiguous,
                         code: None,
                         message: "marked failed by the operator after an unknown restore outcome"

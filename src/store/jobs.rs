@@ -1,12 +1,12 @@
 //! Job files, jobs and job versions (SPEC §4.2): what the watcher scanned, which version of each
-//! job is current and which is active (the last valid one), and the scheduler's next-fire
-//! bookkeeping (the stored next fire instant is the source of truth).
+//! job is current and which is active (the last valid one), recorded one at a time, and the
+//! reads of those rows. A whole scan applied in bulk is [`super::scan`]; the next-fire columns
+//! of a job are [`super::next_fire`]'s.
 //!
 //! An invalid edit records a new invalid version and sets the job `invalid`, but leaves
 //! `active_version_id` on the last valid version, which keeps being scheduled. A job whose first
 //! version is invalid has no active version and is not scheduled.
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -18,8 +18,8 @@ use tracing::instrument;
 use super::events::{self, EventKind, NewEvent};
 use super::runs::Run;
 use super::{
-    JobState, JsonText, Millis, OptMillis, Result, SqlxResultExt, Store, StoreError, json_text,
-    path_text, to_millis,
+    JobState, JsonText, Millis, OptMillis, Result, SqlxResultExt, Store, json_text, path_text,
+    to_millis,
 };
 
 /// A job file as the watcher scanned it.
@@ -33,13 +33,6 @@ pub struct ScannedFile<'a> {
     pub errors: &'a serde_json::Value,
     /// `metadata.name` of every document found in the file.
     pub job_names: &'a [String],
-}
-
-/// A scanned file and the versions of its jobs, for [`Store::apply_job_files`].
-#[derive(Debug, Clone)]
-pub struct FileApply<'a> {
-    pub file: ScannedFile<'a>,
-    pub versions: Vec<NewJobVersion<'a>>,
 }
 
 /// What recording a scanned file changed.
@@ -169,13 +162,6 @@ pub struct JobSummary {
     pub last_run: Option<Run>,
 }
 
-/// The next-fire bookkeeping of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NextFire<'a> {
-    pub schedule_key: Option<&'a str>,
-    pub next_fire_at: Option<DateTime<Utc>>,
-}
-
 impl Store {
     /// Records a scanned job file (insert or update) and says whether its content changed.
     /// A file that was marked removed and is scanned again is un-removed.
@@ -239,51 +225,6 @@ impl Store {
         let outcome = upsert_job_version_in(&mut tx, version, now).await?;
         tx.commit().await.op(OP)?;
         Ok(outcome)
-    }
-
-    /// Applies scanned files with the versions of their jobs, many per transaction: each
-    /// file's versions first, then its file row (so the file's hash is only recorded with its
-    /// jobs). Files never seen whose jobs are all new (the reconciler's first pass over
-    /// thousands of files) are inserted in bulk, a handful of statements for the whole slice;
-    /// the others go row by row. Returns each file's change and its versions' outcomes, in
-    /// order.
-    #[instrument(level = "trace", skip_all, fields(files = files.len()), err(level = "debug"))]
-    pub async fn apply_job_files(
-        &self,
-        files: &[FileApply<'_>],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(FileChange, Vec<VersionOutcome>)>> {
-        const OP: &str = "apply_job_files";
-        if files.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.begin_write(OP).await?;
-        let fresh = fresh_files(&mut tx, files).await?;
-        let fresh_files: Vec<&FileApply<'_>> = files
-            .iter()
-            .zip(&fresh)
-            .filter_map(|(f, fresh)| fresh.then_some(f))
-            .collect();
-        // One outcome per fresh file, in order.
-        let mut bulk = insert_fresh_files_in(&mut tx, &fresh_files, now)
-            .await?
-            .into_iter()
-            .peekable();
-        let mut out = Vec::with_capacity(files.len());
-        for (f, fresh) in files.iter().zip(fresh) {
-            if let Some(done) = bulk.next_if(|_| fresh) {
-                out.push(done);
-                continue;
-            }
-            let mut outcomes = Vec::with_capacity(f.versions.len());
-            for v in &f.versions {
-                outcomes.push(upsert_job_version_in(&mut tx, v, now).await?);
-            }
-            let change = record_job_file_in(&mut tx, &f.file, now).await?;
-            out.push((change, outcomes));
-        }
-        tx.commit().await.op(OP)?;
-        Ok(out)
     }
 
     /// Marks a job removed (its file or document is gone): no next fire, history kept. Returns
@@ -385,37 +326,19 @@ impl Store {
             .collect())
     }
 
-    /// Sets (or clears, with `None`) a job's next fire and the schedule it was computed from.
-    #[instrument(level = "trace", skip_all, fields(job = name), err(level = "debug"))]
-    pub async fn set_next_fire(&self, name: &str, next: NextFire<'_>) -> Result<()> {
-        const OP: &str = "set_next_fire";
-        let mut tx = self.begin_write(OP).await?;
-        update_next_fire(&mut tx, name, next, None).await?;
-        tx.commit().await.op(OP)?;
-        Ok(())
-    }
-}
-
-impl Store {
-    /// [`Store::set_next_fire`] for many jobs in one transaction (the scheduler's first pass
-    /// over thousands of new schedules would otherwise commit once per job).
-    #[instrument(level = "trace", skip_all, fields(jobs = updates.len()), err(level = "debug"))]
-    pub async fn set_next_fires(&self, updates: &[(&str, NextFire<'_>)]) -> Result<()> {
-        const OP: &str = "set_next_fires";
-        if updates.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.begin_write(OP).await?;
-        for (name, next) in updates {
-            update_next_fire(&mut tx, name, *next, None).await?;
-        }
-        tx.commit().await.op(OP)?;
-        Ok(())
+    /// Every job row, by name, without the versions and last runs [`Store::list_jobs`] adds
+    /// (the reconciler compares thousands of them on every rescan).
+    #[instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub async fn list_job_rows(&self) -> Result<Vec<StoredJob>> {
+        sqlx::query_as::<_, StoredJob>("SELECT * FROM jobs ORDER BY name")
+            .fetch_all(self.reader())
+            .await
+            .op("list_job_rows")
     }
 }
 
 /// [`Store::record_job_file`] inside the caller's transaction.
-async fn record_job_file_in(
+pub(super) async fn record_job_file_in(
     conn: &mut SqliteConnection,
     file: &ScannedFile<'_>,
     now: DateTime<Utc>,
@@ -454,7 +377,7 @@ async fn record_job_file_in(
 }
 
 /// [`Store::upsert_job_version`] inside the caller's transaction.
-async fn upsert_job_version_in(
+pub(super) async fn upsert_job_version_in(
     conn: &mut SqliteConnection,
     version: &NewJobVersion<'_>,
     now: DateTime<Utc>,
@@ -567,7 +490,7 @@ async fn upsert_job_version_in(
 }
 
 /// The `job_version_added` / `job_version_invalid` event of a recorded version.
-fn version_event(
+pub(super) fn version_event(
     version: &NewJobVersion<'_>,
     file: &str,
     change: VersionChange,
@@ -603,235 +526,4 @@ fn version_event(
         "active_version_id": active_version_id,
         "errors": if version.valid { serde_json::Value::Null } else { version.errors.clone() },
     }))
-}
-
-/// Which of `files` can be inserted in bulk: the path was never recorded, and every job name
-/// in it is unknown to the store and appears once in the whole slice.
-async fn fresh_files(conn: &mut SqliteConnection, files: &[FileApply<'_>]) -> Result<Vec<bool>> {
-    const OP: &str = "apply_job_files";
-    let paths = files
-        .iter()
-        .map(|f| path_text(f.file.path))
-        .collect::<Result<Vec<&str>>>()?;
-    let known_paths: HashSet<String> = sqlx::query_scalar(
-        "SELECT path FROM job_files WHERE path IN (SELECT value FROM json_each($1))",
-    )
-    .bind(json_text(&paths))
-    .fetch_all(&mut *conn)
-    .await
-    .op(OP)?
-    .into_iter()
-    .collect();
-    let mut name_count: HashMap<&str, usize> = HashMap::new();
-    for v in files.iter().flat_map(|f| &f.versions) {
-        *name_count.entry(v.name).or_default() += 1;
-    }
-    let names: Vec<&str> = name_count.keys().copied().collect();
-    let known_names: HashSet<String> =
-        sqlx::query_scalar("SELECT name FROM jobs WHERE name IN (SELECT value FROM json_each($1))")
-            .bind(json_text(&names))
-            .fetch_all(&mut *conn)
-            .await
-            .op(OP)?
-            .into_iter()
-            .collect();
-    Ok(files
-        .iter()
-        .zip(paths)
-        .map(|(f, path)| {
-            !known_paths.contains(path)
-                && f.versions
-                    .iter()
-                    .all(|v| name_count[v.name] == 1 && !known_names.contains(v.name))
-        })
-        .collect())
-}
-
-/// Inserts files that [`fresh_files`] found fresh, with their (new) jobs, versions and events,
-/// in five statements; the same rows as [`upsert_job_version_in`] and [`record_job_file_in`]
-/// one by one.
-async fn insert_fresh_files_in(
-    conn: &mut SqliteConnection,
-    files: &[&FileApply<'_>],
-    now: DateTime<Utc>,
-) -> Result<Vec<(FileChange, Vec<VersionOutcome>)>> {
-    const OP: &str = "apply_job_files";
-    if files.is_empty() {
-        return Ok(Vec::new());
-    }
-    let now_ms = to_millis(now);
-    let versions: Vec<(&NewJobVersion<'_>, &str, String)> = files
-        .iter()
-        .flat_map(|f| &f.versions)
-        .map(|v| {
-            let errors = if v.valid {
-                "[]".to_string()
-            } else {
-                json_text(v.errors)
-            };
-            Ok((v, path_text(v.file)?, errors))
-        })
-        .collect::<Result<_>>()?;
-    let state_of = |v: &NewJobVersion<'_>| {
-        if v.valid {
-            JobState::Active
-        } else {
-            JobState::Invalid
-        }
-    };
-    let job_rows: Vec<serde_json::Value> = versions
-        .iter()
-        .map(|(v, file, errors)| json!([v.name, v.kind, file, state_of(v).as_str(), errors]))
-        .collect();
-    insert_json_rows(
-        conn,
-        "INSERT INTO jobs (name, kind, file, state, errors, first_seen_at, last_seen_at)
-         SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, $1, $1
-         FROM json_each($2) AS r ORDER BY r.key",
-        now_ms,
-        &job_rows,
-    )
-    .await?;
-
-    let version_rows: Vec<serde_json::Value> = versions
-        .iter()
-        .map(|(v, file, errors)| {
-            json!([
-                v.name,
-                file,
-                v.spec_hash,
-                json_text(v.spec),
-                i64::from(v.valid),
-                errors
-            ])
-        })
-        .collect();
-    // RETURNING comes in no particular order: match by job name (unique in a fresh slice).
-    let ids: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
-        "INSERT INTO job_versions
-             (job_name, file, spec_hash, spec_json, valid, errors, first_seen_at, last_seen_at)
-         SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4,
-                r.value ->> 5, $1, $1
-         FROM json_each($2) AS r ORDER BY r.key
-         RETURNING job_name, id",
-    )
-    .bind(now_ms)
-    .bind(json_text(&version_rows))
-    .fetch_all(&mut *conn)
-    .await
-    .op(OP)?
-    .into_iter()
-    .collect();
-    let id_of = |name: &str| {
-        ids.get(name).copied().ok_or_else(|| StoreError::NotFound {
-            what: "inserted job version of job",
-            id: name.to_string(),
-        })
-    };
-
-    let mut pointers = Vec::with_capacity(versions.len());
-    let mut events = Vec::with_capacity(versions.len());
-    for (v, file, _) in &versions {
-        let id = id_of(v.name)?;
-        let active = v.valid.then_some(id);
-        pointers.push(json!([v.name, id, active]));
-        events.push(version_event(v, file, VersionChange::New, id, active));
-    }
-    sqlx::query(
-        "UPDATE jobs SET current_version_id = r.value ->> 1, active_version_id = r.value ->> 2
-         FROM json_each($1) AS r WHERE jobs.name = r.value ->> 0",
-    )
-    .bind(json_text(&pointers))
-    .execute(&mut *conn)
-    .await
-    .op(OP)?;
-    events::insert_many(&mut *conn, &events, now).await?;
-
-    let file_rows: Vec<serde_json::Value> = files
-        .iter()
-        .map(|f| {
-            Ok(json!([
-                path_text(f.file.path)?,
-                f.file.content_hash,
-                i64::from(f.file.valid),
-                json_text(f.file.errors),
-                json_text(&f.file.job_names),
-            ]))
-        })
-        .collect::<Result<_>>()?;
-    insert_json_rows(
-        conn,
-        "INSERT INTO job_files
-             (path, content_hash, valid, errors, job_names, first_seen_at, last_seen_at)
-         SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, $1, $1
-         FROM json_each($2) AS r ORDER BY r.key",
-        now_ms,
-        &file_rows,
-    )
-    .await?;
-
-    files
-        .iter()
-        .map(|f| {
-            let outcomes = f
-                .versions
-                .iter()
-                .map(|v| {
-                    let id = id_of(v.name)?;
-                    Ok(VersionOutcome {
-                        change: VersionChange::New,
-                        version_id: id,
-                        state: state_of(v),
-                        active_version_id: v.valid.then_some(id),
-                    })
-                })
-                .collect::<Result<_>>()?;
-            Ok((FileChange::New, outcomes))
-        })
-        .collect()
-}
-
-/// Runs a bulk `INSERT … SELECT … FROM json_each($2)` whose `$1` is the time of the change and
-/// `$2` the rows as a JSON array of arrays (one bound value, however many rows).
-async fn insert_json_rows(
-    conn: &mut SqliteConnection,
-    sql: &'static str,
-    now_ms: i64,
-    rows: &[serde_json::Value],
-) -> Result<()> {
-    sqlx::query(sql)
-        .bind(now_ms)
-        .bind(json_text(&rows))
-        .execute(conn)
-        .await
-        .op("apply_job_files")?;
-    Ok(())
-}
-
-/// Writes a job's next-fire bookkeeping; `last_fire_at` is kept when `None`.
-pub(crate) async fn update_next_fire(
-    conn: &mut SqliteConnection,
-    name: &str,
-    next: NextFire<'_>,
-    last_fire_at: Option<DateTime<Utc>>,
-) -> Result<()> {
-    let done = sqlx::query(
-        "UPDATE jobs SET schedule_key = $2, next_fire_at = $3,
-             last_fire_at = COALESCE($4, last_fire_at)
-         WHERE name = $1",
-    )
-    .bind(name)
-    .bind(next.schedule_key)
-    .bind(next.next_fire_at.map(to_millis))
-    .bind(last_fire_at.map(to_millis))
-    .execute(conn)
-    .await
-    .op("update_next_fire")?;
-    if done.rows_affected() == 0 {
-        return Err(super::StoreError::NotFound {
-            what: "job",
-            id: name.to_string(),
-        });
-    }
-    Ok(())
 }

@@ -6,7 +6,9 @@
 //! - `mod.rs` (this file): [`Store`] (open, pools, transactions), [`StoreError`], time helpers;
 //! - `types.rs`: the typed state enums ([`RunState`], [`StepState`], …), [`RunId`] and the
 //!   column codecs (times, JSON);
-//! - [`jobs`]: scanned job files, jobs and job versions, next-fire bookkeeping;
+//! - [`jobs`]: scanned job files, jobs and job versions, one at a time, and their reads;
+//! - [`scan`]: a scan of the job directory applied in bulk (many files per transaction);
+//! - [`next_fire`]: the scheduler's next-fire bookkeeping on job rows;
 //! - [`runs`]: enqueueing (with the one-shot and schedule-slot uniqueness), claiming with a lease,
 //!   state changes, cancellation;
 //! - [`steps`]: a run's steps and the transitions of the at-most-once restore protocol;
@@ -14,7 +16,7 @@
 //! - [`downloads`]: durable download progress and the published files (`exports`);
 //! - [`requests`]: operator requests and the daemon instance lock;
 //! - [`events`]: the append-only history;
-//! - [`stats`]: aggregates for the daemon's scheduler view, metrics and status line.
+//! - [`stats`]: aggregates for the daemon's metrics and status line, on one read snapshot.
 //!
 //! # Concurrency
 //!
@@ -60,8 +62,10 @@ mod types;
 pub mod downloads;
 pub mod events;
 pub mod jobs;
+pub mod next_fire;
 pub mod requests;
 pub mod runs;
+pub mod scan;
 pub mod sessions;
 pub mod stats;
 pub mod steps;
@@ -69,14 +73,16 @@ pub mod steps;
 pub use downloads::{Download, Export, NewDownload, NewExport};
 pub use events::{Event, EventKind, NewEvent};
 pub use jobs::{
-    FileApply, FileChange, JobSummary, JobVersion, NewJobVersion, NextFire, ScannedFile, StoredJob,
-    StoredJobFile, VersionChange, VersionOutcome,
+    FileChange, JobSummary, JobVersion, NewJobVersion, ScannedFile, StoredJob, StoredJobFile,
+    VersionChange, VersionOutcome,
 };
+pub use next_fire::{NextFire, ScheduleState};
 pub use requests::{DaemonInstance, InstanceInfo, NewRequest, OperatorRequest};
 pub use runs::{CancelOutcome, LeaseRenewal, NewRun, Run, RunFilter};
+pub use scan::FileApply;
 pub use sessions::{NewSession, NewSessionIntent, RestoreSession, SessionIntent};
-pub use stats::{FinishedRun, ScheduleState, StoreStats};
-pub use steps::{NewStep, RestoreCounts, Step, StepError, StepFile};
+pub use stats::{FinishedRun, StoreStats};
+pub use steps::{NewStep, RestoreCounts, Step, StepErrorRecord, StepFile};
 pub use types::{
     Decision, DownloadState, ErrorClass, FileFormat, JobState, JsonText, Millis, OptJsonText,
     OptMillis, ParseEnumError, RequestKind, RunId, RunState, SessionState, StepState, Trigger,

@@ -17,7 +17,7 @@ use sqlx::sqlite::SqliteConnection;
 use tracing::instrument;
 
 use super::events::{self, EventKind, NewEvent};
-use super::jobs::{NextFire, update_next_fire};
+use super::next_fire::{NextFire, update_next_fire_in};
 use super::{
     Millis, OptMillis, Result, RunId, RunState, SqlxResultExt, Store, StoreError, Trigger,
     duration_millis, to_millis,
@@ -153,7 +153,7 @@ impl Store {
         for run in runs {
             out.push(insert_run(&mut tx, run, now).await?);
         }
-        update_next_fire(&mut tx, job_name, next, last_fire_at).await?;
+        update_next_fire_in(&mut tx, job_name, next, last_fire_at).await?;
         tx.commit().await.op(OP)?;
         Ok(out)
     }

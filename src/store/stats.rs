@@ -1,27 +1,16 @@
-//! Aggregates for the daemon: the scheduler's compact view of every job's bookkeeping, and the
-//! counts behind `/metrics` and the systemd `STATUS=` line. Metrics are refreshed from these
+//! Aggregates for the daemon: the counts behind `/metrics` and the systemd `STATUS=` line, and
+//! the finished runs behind the run-duration histogram. Metrics are refreshed from these
 //! queries (rather than counted in memory) so that they always agree with the store, across
 //! restarts and whichever process changed the rows.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::sqlite::SqliteConnection;
 use tracing::instrument;
 
 use super::{
     JobState, Millis, OptMillis, Result, RunState, SqlxResultExt, Store, from_millis, to_millis,
 };
-
-/// The scheduling bookkeeping of one job (a narrow row of `jobs`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct ScheduleState {
-    pub name: String,
-    pub state: JobState,
-    pub active_version_id: Option<i64>,
-    /// The cron expression and time zone `next_fire_at` was computed from.
-    pub schedule_key: Option<String>,
-    #[sqlx(try_from = "OptMillis")]
-    pub next_fire_at: Option<DateTime<Utc>>,
-}
 
 /// A run that reached a final state (for the run-duration histogram).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -99,28 +88,6 @@ fn count(n: i64) -> u64 {
 }
 
 impl Store {
-    /// Every job's scheduling bookkeeping, by name (one light query for the scheduler's tick).
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
-    pub async fn list_schedule_states(&self) -> Result<Vec<ScheduleState>> {
-        sqlx::query_as::<_, ScheduleState>(
-            "SELECT name, state, active_version_id, schedule_key, next_fire_at
-             FROM jobs ORDER BY name",
-        )
-        .fetch_all(self.reader())
-        .await
-        .op("list_schedule_states")
-    }
-
-    /// Every job row, by name, without the versions and last runs [`Store::list_jobs`] adds
-    /// (the reconciler compares thousands of them on every rescan).
-    #[instrument(level = "trace", skip_all, err(level = "debug"))]
-    pub async fn list_job_rows(&self) -> Result<Vec<super::StoredJob>> {
-        sqlx::query_as::<_, super::StoredJob>("SELECT * FROM jobs ORDER BY name")
-            .fetch_all(self.reader())
-            .await
-            .op("list_job_rows")
-    }
-
     /// Runs that finished after `after` (exclusive), oldest first.
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn list_finished_runs_since(&self, after: DateTime<Utc>) -> Result<Vec<FinishedRun>> {
@@ -135,11 +102,15 @@ impl Store {
         .op("list_finished_runs_since")
     }
 
-    /// The counts behind `/metrics` and the status line, on one read snapshot, with the per-job
-    /// series ([`Store::stats_counts`] + [`Store::stats_per_job`]).
+    /// The counts behind `/metrics` and the status line, with the per-job series, on one read
+    /// snapshot (one read transaction for both halves, so a count and a series never disagree).
+    #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn stats(&self) -> Result<StoreStats> {
-        let mut stats = self.stats_counts().await?;
-        (stats.last_success, stats.next_fires) = self.stats_per_job().await?;
+        const OP: &str = "stats";
+        let mut conn = self.reader().begin().await.op(OP)?;
+        let mut stats = stats_counts_in(&mut conn).await?;
+        (stats.last_success, stats.next_fires) = stats_per_job_in(&mut conn).await?;
+        conn.commit().await.op(OP)?;
         Ok(stats)
     }
 
@@ -148,65 +119,9 @@ impl Store {
     pub async fn stats_counts(&self) -> Result<StoreStats> {
         const OP: &str = "stats_counts";
         let mut conn = self.reader().begin().await.op(OP)?;
-        let runs: Vec<(String, RunState, i64)> = sqlx::query_as(RUNS_PER_JOB_STATE)
-            .fetch_all(&mut *conn)
-            .await
-            .op(OP)?;
-        let step_failures: Vec<(Option<String>, i64)> = sqlx::query_as(
-            "SELECT error_class, COUNT(*) FROM steps WHERE state = 'failed'
-             GROUP BY error_class ORDER BY error_class",
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .op(OP)?;
-        let download_bytes: Option<i64> =
-            sqlx::query_scalar("SELECT SUM(bytes_durable) FROM downloads")
-                .fetch_one(&mut *conn)
-                .await
-                .op(OP)?;
-        let (running, waiting, attention): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0),
-                    COALESCE(SUM(CASE WHEN state IN ('queued', 'waiting_retry') THEN 1 ELSE 0 END), 0),
-                    COALESCE(SUM(CASE WHEN state = 'needs_attention' THEN 1 ELSE 0 END), 0)
-             FROM runs WHERE state IN ('running', 'queued', 'waiting_retry', 'needs_attention')",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .op(OP)?;
-        let open_sessions: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM restore_sessions WHERE state IN ('open', 'stopping')",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .op(OP)?;
-        let invalid_job_files: i64 = sqlx::query_scalar(INVALID_JOB_FILES)
-            .fetch_one(&mut *conn)
-            .await
-            .op(OP)?;
-        let jobs: Vec<(JobState, i64)> = sqlx::query_as(JOBS_PER_STATE)
-            .fetch_all(&mut *conn)
-            .await
-            .op(OP)?;
+        let stats = stats_counts_in(&mut conn).await?;
         conn.commit().await.op(OP)?;
-        Ok(StoreStats {
-            runs: runs
-                .into_iter()
-                .map(|(job, state, n)| (job, state, count(n)))
-                .collect(),
-            step_failures: step_failures
-                .into_iter()
-                .map(|(class, n)| (class.unwrap_or_else(|| "unknown".into()), count(n)))
-                .collect(),
-            download_bytes: count(download_bytes.unwrap_or(0)),
-            running_runs: count(running),
-            waiting_runs: count(waiting),
-            attention_runs: count(attention),
-            open_sessions: count(open_sessions),
-            invalid_job_files: count(invalid_job_files),
-            jobs: jobs.into_iter().map(|(s, n)| (s, count(n))).collect(),
-            last_success: Vec::new(),
-            next_fires: Vec::new(),
-        })
+        Ok(stats)
     }
 
     /// The per-job series (`last_success`, `next_fires`): a row per job, so with thousands of
@@ -215,22 +130,92 @@ impl Store {
     pub async fn stats_per_job(&self) -> Result<(JobTimes, JobTimes)> {
         const OP: &str = "stats_per_job";
         let mut conn = self.reader().begin().await.op(OP)?;
-        let last_success: Vec<(String, i64)> = sqlx::query_as(LAST_SUCCESSES)
-            .fetch_all(&mut *conn)
-            .await
-            .op(OP)?;
-        let next_fires: Vec<(String, i64)> = sqlx::query_as(NEXT_FIRES)
-            .fetch_all(&mut *conn)
-            .await
-            .op(OP)?;
+        let series = stats_per_job_in(&mut conn).await?;
         conn.commit().await.op(OP)?;
-        let timed = |rows: Vec<(String, i64)>| {
-            rows.into_iter()
-                .filter_map(|(name, ms)| from_millis(ms).map(|t| (name, t)))
-                .collect()
-        };
-        Ok((timed(last_success), timed(next_fires)))
+        Ok(series)
     }
+}
+
+/// [`Store::stats_counts`] inside the caller's read transaction.
+async fn stats_counts_in(conn: &mut SqliteConnection) -> Result<StoreStats> {
+    const OP: &str = "stats_counts";
+    let runs: Vec<(String, RunState, i64)> = sqlx::query_as(RUNS_PER_JOB_STATE)
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+    let step_failures: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT error_class, COUNT(*) FROM steps WHERE state = 'failed'
+         GROUP BY error_class ORDER BY error_class",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .op(OP)?;
+    let download_bytes: Option<i64> =
+        sqlx::query_scalar("SELECT SUM(bytes_durable) FROM downloads")
+            .fetch_one(&mut *conn)
+            .await
+            .op(OP)?;
+    let (running, waiting, attention): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN state IN ('queued', 'waiting_retry') THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN state = 'needs_attention' THEN 1 ELSE 0 END), 0)
+         FROM runs WHERE state IN ('running', 'queued', 'waiting_retry', 'needs_attention')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .op(OP)?;
+    let open_sessions: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM restore_sessions WHERE state IN ('open', 'stopping')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .op(OP)?;
+    let invalid_job_files: i64 = sqlx::query_scalar(INVALID_JOB_FILES)
+        .fetch_one(&mut *conn)
+        .await
+        .op(OP)?;
+    let jobs: Vec<(JobState, i64)> = sqlx::query_as(JOBS_PER_STATE)
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+    Ok(StoreStats {
+        runs: runs
+            .into_iter()
+            .map(|(job, state, n)| (job, state, count(n)))
+            .collect(),
+        step_failures: step_failures
+            .into_iter()
+            .map(|(class, n)| (class.unwrap_or_else(|| "unknown".into()), count(n)))
+            .collect(),
+        download_bytes: count(download_bytes.unwrap_or(0)),
+        running_runs: count(running),
+        waiting_runs: count(waiting),
+        attention_runs: count(attention),
+        open_sessions: count(open_sessions),
+        invalid_job_files: count(invalid_job_files),
+        jobs: jobs.into_iter().map(|(s, n)| (s, count(n))).collect(),
+        last_success: Vec::new(),
+        next_fires: Vec::new(),
+    })
+}
+
+/// [`Store::stats_per_job`] inside the caller's read transaction.
+async fn stats_per_job_in(conn: &mut SqliteConnection) -> Result<(JobTimes, JobTimes)> {
+    const OP: &str = "stats_per_job";
+    let last_success: Vec<(String, i64)> = sqlx::query_as(LAST_SUCCESSES)
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+    let next_fires: Vec<(String, i64)> = sqlx::query_as(NEXT_FIRES)
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+    let timed = |rows: Vec<(String, i64)>| {
+        rows.into_iter()
+            .filter_map(|(name, ms)| from_millis(ms).map(|t| (name, t)))
+            .collect()
+    };
+    Ok((timed(last_success), timed(next_fires)))
 }
 
 #[cfg(test)]

@@ -87,9 +87,10 @@ pub struct NewStep {
     pub mailbox_ids: Option<Vec<String>>,
 }
 
-/// A classified step error.
+/// The error recorded on a step (its `error_class`, `error_code` and `error_message` columns):
+/// a record of a failure, not an error type (the engine's failure is `exec::StepFailure`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepError {
+pub struct StepErrorRecord {
     pub class: ErrorClass,
     /// VB365 `errorCode` when known.
     pub code: Option<String>,
@@ -318,7 +319,7 @@ impl Store {
         &self,
         id: i64,
         state: StepState,
-        error: Option<&StepError>,
+        error: Option<&StepErrorRecord>,
         now: DateTime<Utc>,
     ) -> Result<Step> {
         const OP: &str = "set_step_state";
@@ -374,7 +375,7 @@ impl Store {
         &self,
         id: i64,
         next_attempt_at: DateTime<Utc>,
-        error: &StepError,
+        error: &StepErrorRecord,
         now: DateTime<Utc>,
     ) -> Result<Step> {
         const OP: &str = "schedule_step_retry";

@@ -475,13 +475,20 @@ text_enum! {
 }
 
 text_enum! {
-    /// How a step error is classified (SPEC §5, retries).
+    /// What a caller may do after a failed call, and so how a step's error is classified and
+    /// retried (SPEC §5). Decided for VB365 calls by one pure function, `vb365::error::classify`
+    /// (the client re-exports this type as `vb365::ErrorClass`); stored on a failed step.
     pub enum ErrorClass ("error class") {
+        /// Transient: back off and try again (5xx, 429, `ProxyOffline`, `Timeout`,
+        /// `OperationConflict`, connection failures, timeouts of idempotent calls).
         Retryable = "retryable",
+        /// Retrying cannot help (validation, unknown resource, access denied, other 4xx).
         Permanent = "permanent",
+        /// The server refused our credentials even after a token refresh and a password grant.
         Auth = "auth",
+        /// The restore session the call ran under is gone or stopped; open a new one.
         SessionLost = "session_lost",
-        /// The outcome of a request is unknown.
+        /// A restore POST may or may not have been executed; do not re-send it blindly.
         Ambiguous = "ambiguous",
     }
 }

@@ -27,40 +27,9 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 
-/// What a caller may do after a failed call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorClass {
-    /// Transient: back off and try again (5xx, 429, `ProxyOffline`, `Timeout`,
-    /// `OperationConflict`, connection failures, timeouts of idempotent calls).
-    Retryable,
-    /// Retrying cannot help (validation, unknown resource, access denied, other 4xx).
-    Permanent,
-    /// The server refused our credentials even after a token refresh and a password grant.
-    Auth,
-    /// The restore session the call ran under is gone or stopped; open a new one.
-    SessionLost,
-    /// A restore POST may or may not have been executed; do not re-send it blindly.
-    Ambiguous,
-}
-
-impl ErrorClass {
-    /// The lower-case name used in logs, metrics and the database (`retryable`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Retryable => "retryable",
-            ErrorClass::Permanent => "permanent",
-            ErrorClass::Auth => "auth",
-            ErrorClass::SessionLost => "session_lost",
-            ErrorClass::Ambiguous => "ambiguous",
-        }
-    }
-}
-
-impl fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+// One definition of the class, in the store (where `text_enum!` gives it its database codec, and
+// which this module may import but not the reverse): the step that failed records it as is.
+pub use crate::store::ErrorClass;
 
 /// The `errorCode` of a `RESTExceptionInfo` body (the ten values of the v8 enum, plus whatever a
 /// newer server may send).
