@@ -27,8 +27,7 @@
 //! panic again, taking every other job down with it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -38,15 +37,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::error::{RunError, StepFailure};
+use super::options::EngineOptions;
+use super::run_ctx::{MailboxCache, RunCtx, StepEnd, StopReason, Stopper};
 use super::session::{Limiters, SessionSlot, stop_session};
-use super::steps::{self, StepEnd};
-use super::{EngineOptions, search, select};
+use super::{export, retry, run_ctx, search, select, steps};
 use crate::config::{Config, SecretContext};
 use crate::jobs::{self, Action, Job, ValidationContext};
-use crate::store::{
-    ErrorClass, EventKind, NewEvent, Run, RunId, RunState, Step, StepState, Store, StoreError,
-};
-use crate::vb365::paging::Listing;
+use crate::store::{ErrorClass, Run, RunId, RunState, Step, StepState, Store, StoreError};
 use crate::vb365::{Client, Mailbox};
 
 /// What an execution of a run ended with.
@@ -88,148 +85,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Why a run's execution stopped early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StopReason {
-    Cancelled,
-    Timeout,
-    Shutdown,
-    LeaseLost,
-}
-
-/// The stop signal of one execution with the first reason given.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Stopper {
-    pub(crate) token: CancellationToken,
-    reason: Arc<Mutex<Option<StopReason>>>,
-}
-
-impl Stopper {
-    pub(crate) fn stop(&self, reason: StopReason) {
-        let mut r = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
-        if r.is_none() {
-            *r = Some(reason);
-        }
-        drop(r);
-        self.token.cancel();
-    }
-
-    pub(crate) fn reason(&self) -> Option<StopReason> {
-        *self.reason.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.token.is_cancelled()
-    }
-}
-
-/// Everything the steps of one run share.
-pub(crate) struct RunCtx {
-    pub(crate) engine: Engine,
-    pub(crate) run: Run,
-    pub(crate) job: Job,
-    pub(crate) client: Client,
-    pub(crate) session: SessionSlot,
-    pub(crate) stop: Stopper,
-    /// The config this execution started with: a reload (SIGHUP) reaches the next execution,
-    /// never the middle of one.
-    pub(crate) config: Arc<Config>,
-    /// Where secrets are looked up, from [`RunCtx::config`].
-    pub(crate) secrets: SecretContext,
-    /// The session's mailbox list, fetched once (selectors, bulk e-mails, search reports).
-    pub(crate) mailboxes: tokio::sync::Mutex<MailboxCache>,
-    /// The server's `requestTimeout`.
-    pub(crate) request_timeout: Duration,
-}
-
-/// What a run knows of its session's mailbox list.
-#[derive(Default)]
-pub(crate) enum MailboxCache {
-    /// Not read yet (or forgotten with a lost session).
-    #[default]
-    Empty,
-    /// Read up to a failed page, in `session`.
-    Partial {
-        session: Uuid,
-        listing: Listing<Mailbox>,
-    },
-    /// Read to the end.
-    Complete(Arc<Vec<Mailbox>>),
-}
-
-impl RunCtx {
-    pub(crate) fn store(&self) -> &Store {
-        &self.engine.inner.store
-    }
-
-    pub(crate) fn config(&self) -> &Config {
-        &self.config
-    }
-
-    pub(crate) fn options(&self) -> &EngineOptions {
-        &self.engine.inner.options
-    }
-
-    /// The server's `requestTimeout` (how long a request may still be in flight).
-    pub(crate) fn client_request_timeout(&self) -> Duration {
-        self.request_timeout
-    }
-
-    /// The mailbox list of the current session (opened if needed), fetched once per run. A
-    /// failed page is kept as the place to go on from: the next call (after the caller's
-    /// backoff) asks for that page again, in the same session, instead of for the whole list.
-    pub(crate) async fn mailboxes(&self) -> Result<Arc<Vec<Mailbox>>, StepFailure> {
-        let mut cached = self.mailboxes.lock().await;
-        if let MailboxCache::Complete(list) = &*cached {
-            return Ok(Arc::clone(list));
-        }
-        let open = self.session.get(&self.stop.token).await?;
-        // Offsets and links of another session (lost and reopened since) mean nothing here.
-        let mut listing = match std::mem::take(&mut *cached) {
-            MailboxCache::Partial { session, listing } if session == open.id => listing,
-            _ => self.client.mailbox_listing(),
-        };
-        match self.client.continue_mailboxes(open.id, &mut listing).await {
-            Ok(()) => {
-                let list = Arc::new(listing.into_items());
-                *cached = MailboxCache::Complete(Arc::clone(&list));
-                Ok(list)
-            }
-            Err(e) => {
-                if listing.pages() > 0 {
-                    tracing::info!(
-                        run = %self.run.id,
-                        pages = listing.pages(),
-                        mailboxes = listing.items().len(),
-                        error = %e,
-                        "a page of the mailbox list failed; the pages read are kept"
-                    );
-                }
-                *cached = MailboxCache::Partial {
-                    session: open.id,
-                    listing,
-                };
-                let failure = StepFailure::from(&e);
-                if failure.class == crate::store::ErrorClass::SessionLost {
-                    self.session.lost(open.generation, &e.to_string()).await?;
-                }
-                Err(failure)
-            }
-        }
-    }
-
-    /// Appends a note to the run's history (failures to write it are logged only).
-    pub(crate) async fn note(&self, step: Option<i64>, message: String, data: serde_json::Value) {
-        let mut event = NewEvent::new(EventKind::Note, message)
-            .run(self.run.id)
-            .data(data);
-        event.step_id = step;
-        if let Err(e) = self.store().append_event(&event, Utc::now()).await {
-            tracing::warn!(run = %self.run.id, error = %e, "cannot append a note");
-        }
-    }
-}
-
 /// Opens the run's session and lists its mailboxes, retrying like a step (SPEC §5): a
 /// retryable answer (5xx, 429, `ProxyOffline`, a broken connection) waits the job's backoff
 /// (raised to the server's `Retry-After`) and tries again up to `retry.maxAttempts` times,
@@ -258,9 +113,9 @@ async fn list_mailboxes_with_retry(ctx: &RunCtx) -> Result<Arc<Vec<Mailbox>>, St
             f.message = format!("{} (gave up after {attempt} attempts)", f.message);
             return Err(f);
         }
-        let delay = super::retry::delay(&policy, attempt, failure.retry_after);
+        let delay = retry::delay(&policy, attempt, failure.retry_after);
         tracing::info!(run = %ctx.run.id, attempt, delay_ms = delay.as_millis() as u64, error = %failure.message, "listing the mailboxes failed; retrying");
-        if !super::steps::sleep(ctx, delay).await {
+        if !run_ctx::sleep(ctx, delay).await {
             return Err(failure);
         }
     }
@@ -578,7 +433,8 @@ impl Engine {
             self.inner.options.max_session_reopens,
         );
         let ctx = Arc::new(RunCtx {
-            engine: self.clone(),
+            store: store.clone(),
+            options: self.inner.options.clone(),
             run: run.clone(),
             job,
             client,
@@ -670,7 +526,7 @@ impl Engine {
                 && let Action::ExportPst(action) = ctx.job.action()
                 && let Some(retention) = action.retention
             {
-                super::export::apply_retention(&ctx, retention).await;
+                export::apply_retention(&ctx, retention).await;
             }
             return Ok(outcome);
         }
@@ -883,7 +739,7 @@ impl Engine {
         state: RunState,
         reason: Option<String>,
     ) -> Result<RunOutcome, RunError> {
-        super::export::discard_partials(&self.inner.store, run.id).await?;
+        export::discard_partials(&self.inner.store, run.id).await?;
         self.inner
             .store
             .set_run_state(run.id, state, reason.as_deref(), Utc::now())
@@ -1004,9 +860,4 @@ pub(crate) fn decide(steps: &[Step], extra_failure: Option<String>) -> (RunState
         );
     }
     (RunState::Succeeded, None)
-}
-
-/// Where the search report parts of a run live (under the state directory, never exported).
-pub(crate) fn run_scratch_dir(config: &Config, run: RunId) -> PathBuf {
-    config.state_dir.join("runs").join(run.to_string())
 }

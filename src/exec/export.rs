@@ -9,10 +9,8 @@
 use chrono::Utc;
 use serde_json::json;
 
-use super::engine::RunCtx;
 use super::error::{AttemptError, RunError, StepFailure};
-use super::restore::template_values;
-use super::steps::{Next, StepEnd};
+use super::run_ctx::{Next, RunCtx, StepEnd, template_values};
 use crate::download::{
     self, DownloadOptions, ExportSource, ManifestInfo, StoreProgress, resolve_inside,
 };

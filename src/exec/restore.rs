@@ -47,10 +47,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::engine::RunCtx;
 use super::error::{AttemptError, RunError, StepFailure};
-use super::steps::{Next, StepEnd, sleep};
-use crate::jobs::{self, Action, BulkCredentials, Credentials, TemplateValues};
+use super::run_ctx::{Next, RunCtx, StepEnd, sleep, template_values};
+use crate::jobs::{self, Action, BulkCredentials, Credentials};
 use crate::store::{ErrorClass, RestoreCounts, Step, StepError, StepState};
 use crate::vb365::{
     self, ApiError, BulkRestoreOptions, EventStatus, EventType, ItemRestoreDetails, MailboxRef,
@@ -197,32 +196,6 @@ fn region(r: jobs::OfficeRegion) -> vb365::OfficeRegion {
         jobs::OfficeRegion::USDefence => vb365::OfficeRegion::USDefence,
         jobs::OfficeRegion::USGovernment => vb365::OfficeRegion::USGovernment,
     }
-}
-
-/// The template values of the run for one mailbox (`{date}`/`{time}` in the job's time zone).
-pub(crate) async fn template_values(
-    ctx: &RunCtx,
-    email: &str,
-    id: &str,
-    is_archive: bool,
-) -> TemplateValues {
-    let tz = ctx
-        .job
-        .schedule()
-        .map(|s| s.timezone())
-        .unwrap_or(ctx.config().timezone);
-    let org = match ctx.session.organization().await {
-        Some(o) => o.name,
-        None => ctx.job.organization().to_string(),
-    };
-    TemplateValues::for_run(
-        ctx.job.name(),
-        &ctx.run.id.to_string(),
-        &ctx.run.scheduled_for.with_timezone(&tz),
-        &org,
-    )
-    .with_mailbox(email, id)
-    .archive(is_archive)
 }
 
 fn parse_id(text: Option<&str>, what: &str, step: &Step) -> Result<Uuid, StepFailure> {
@@ -541,8 +514,10 @@ async fn find_evidence(
     Ok(unsure.map_or(Evidence::NoTrace, Evidence::Unsure))
 }
 
-/// Decides about a step left `submitting` (see the module doc).
-pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, RunError> {
+/// Decides about a step left `submitting` (see the module doc). A POST proven not received (or
+/// never sent) is a failed attempt: it comes back as [`AttemptError::Step`], and the step loop
+/// handles it under the retry policy like any other.
+pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, AttemptError> {
     let run = ctx.run.id;
     let store = ctx.store();
     // The row's last update is the `submitting` commit (nothing else touches it until the
@@ -559,12 +534,7 @@ pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, Ru
         .and_then(|s| Uuid::parse_str(s).ok())
     else {
         // No session was recorded, so no POST can have been sent.
-        let next = submit(ctx, step).await;
-        return match next {
-            Ok(n) => Ok(n),
-            Err(AttemptError::Step(f)) => super::steps::handle_failure(ctx, step.id, f).await,
-            Err(AttemptError::Run(e)) => Err(e),
-        };
+        return submit(ctx, step).await;
     };
     // Which mailboxes to look for, and the operations the run's other steps follow (not ours).
     let (targets, others) = loop {
@@ -681,7 +651,7 @@ pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, Ru
                         grace.as_secs()
                     ),
                 );
-                return super::steps::handle_failure(ctx, step.id, failure).await;
+                return Err(AttemptError::Step(failure));
             }
             Ok(Evidence::NoTrace) => {}
             Err(e) => {
@@ -710,7 +680,7 @@ pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, Ru
     }
 }
 
-async fn in_doubt(ctx: &RunCtx, step: &Step, why: &str) -> Result<Next, RunError> {
+async fn in_doubt(ctx: &RunCtx, step: &Step, why: &str) -> Result<Next, AttemptError> {
     let message = format!("restore POST outcome unknown: {why}");
     tracing::warn!(run = %ctx.run.id, step = step.id, mailbox = step.mailbox_email.as_deref().unwrap_or(""), "{message}");
     ctx.store()

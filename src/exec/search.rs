@@ -25,11 +25,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::engine::{RunCtx, run_scratch_dir};
 use super::error::{AttemptError, RunError, StepFailure};
 use super::export::create_private_dir;
-use super::restore::template_values;
-use super::steps::Next;
+use super::run_ctx::{Next, RunCtx, run_scratch_dir, template_values};
 use crate::download::resolve_inside;
 use crate::jobs::{ReportFormat, SearchAction};
 use crate::store::{FileFormat, NewExport, Step, StepFile, StepState, StoreError};

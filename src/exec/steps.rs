@@ -19,32 +19,11 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::json;
 
-use super::engine::RunCtx;
 use super::error::{AttemptError, RunError, StepFailure};
+use super::run_ctx::{MailboxCache, Next, RunCtx, StepEnd, sleep};
 use super::{export, restore, retry, search};
 use crate::jobs::Action;
 use crate::store::{Decision, ErrorClass, StepError, StepState};
-
-/// How a step's loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepEnd {
-    /// `done`, `warning`, `failed` or `skipped`.
-    Finished,
-    /// Waits for a backoff longer than the in-run threshold, until then.
-    Later(chrono::DateTime<Utc>),
-    /// `in_doubt` without an operator's decision.
-    Blocked,
-    /// The run was stopped (cancel, timeout, shutdown, lost lease).
-    Stopped,
-}
-
-/// What an attempt asks the loop to do next.
-pub(crate) enum Next {
-    /// Read the step again and continue.
-    Continue,
-    /// End the loop.
-    End(StepEnd),
-}
 
 /// Runs step `id` of the run until it ends (see the module doc).
 ///
@@ -90,7 +69,10 @@ pub(crate) async fn run_step(ctx: Arc<RunCtx>, id: i64) -> Result<StepEnd, RunEr
                     after_attempt(&ctx, id, result).await?
                 }
             },
-            StepState::Submitting => restore::reconcile_step(&ctx, &step).await?,
+            StepState::Submitting => {
+                let result = restore::reconcile_step(&ctx, &step).await;
+                after_attempt(&ctx, id, result).await?
+            }
             StepState::Submitted => restore::follow_step(&ctx, &step).await?,
             StepState::Pending | StepState::Downloading | StepState::Verifying => {
                 if let Some(at) = step.next_attempt_at {
@@ -151,20 +133,8 @@ async fn after_attempt(
     }
 }
 
-/// Sleeps `d` unless the run stops first; false when it stopped.
-pub(crate) async fn sleep(ctx: &RunCtx, d: std::time::Duration) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(d) => true,
-        () = ctx.stop.token.cancelled() => false,
-    }
-}
-
 /// Records a failed attempt and decides what comes next (see the module doc).
-pub(crate) async fn handle_failure(
-    ctx: &RunCtx,
-    id: i64,
-    failure: StepFailure,
-) -> Result<Next, RunError> {
+async fn handle_failure(ctx: &RunCtx, id: i64, failure: StepFailure) -> Result<Next, RunError> {
     let run = ctx.run.id;
     let store = ctx.store();
     if ctx.stop.is_stopped() {
@@ -200,7 +170,7 @@ pub(crate) async fn handle_failure(
     match class {
         ErrorClass::Permanent | ErrorClass::Auth => fail(failure).await,
         ErrorClass::SessionLost => {
-            *ctx.mailboxes.lock().await = super::engine::MailboxCache::Empty;
+            *ctx.mailboxes.lock().await = MailboxCache::Empty;
             store
                 .schedule_step_retry(id, Utc::now(), &failure.to_step_error(), Utc::now())
                 .await
