@@ -186,6 +186,11 @@ impl Engine {
         &self.inner.options.owner
     }
 
+    /// The current time, from the engine's clock ([`EngineOptions::clock`]).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.options.clock.now()
+    }
+
     /// Claims the next due run (queued, due `waiting_retry`, or `running` with an expired lease)
     /// and executes it. `None` when nothing is due.
     ///
@@ -200,7 +205,7 @@ impl Engine {
         let Some(run) = self
             .inner
             .store
-            .claim_next_run(&o.owner, o.lease, Utc::now())
+            .claim_next_run(&o.owner, o.lease, o.clock.now())
             .await?
         else {
             // Idle: a good moment to stop sessions whose explore answer was lost.
@@ -229,6 +234,7 @@ impl Engine {
                 &client,
                 &self.inner.limiters.gate(server),
                 request_timeout,
+                self.inner.options.clock.as_ref(),
             )
             .await;
         }
@@ -252,7 +258,7 @@ impl Engine {
         let claimed = self
             .inner
             .store
-            .claim_run(id, &o.owner, o.lease, Utc::now())
+            .claim_run(id, &o.owner, o.lease, o.clock.now())
             .await
             .map_err(RunError::store(id))?;
         let Some(run) = claimed else {
@@ -331,7 +337,7 @@ impl Engine {
                 self.client(&session.server, &secrets),
                 Uuid::parse_str(&session.id),
             ) {
-                stop_session(store, &client, uuid).await;
+                stop_session(store, &client, uuid, self.inner.options.clock.as_ref()).await;
             }
         }
         let reason = format!(
@@ -350,6 +356,7 @@ impl Engine {
         shutdown: &CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let store = self.inner.store.clone();
+        let clock = Arc::clone(&self.inner.options.clock);
         let owner = self.inner.options.owner.clone();
         let lease = self.inner.options.lease;
         // Every 2 s at most: the renewal is also how an operator's cancel is noticed.
@@ -366,18 +373,18 @@ impl Engine {
             }
             loop {
                 let until_deadline = deadline
-                    .map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                    .map(|d| (d - clock.now()).to_std().unwrap_or(Duration::ZERO))
                     .unwrap_or(every);
                 tokio::select! {
                     () = tokio::time::sleep(every.min(until_deadline)) => {}
                     () = shutdown.cancelled() => { stop.stop(StopReason::Shutdown); return; }
                     () = stop.token.cancelled() => return,
                 }
-                if deadline.is_some_and(|d| Utc::now() >= d) {
+                if deadline.is_some_and(|d| clock.now() >= d) {
                     stop.stop(StopReason::Timeout);
                     return;
                 }
-                match store.renew_lease(id, &owner, lease, Utc::now()).await {
+                match store.renew_lease(id, &owner, lease, clock.now()).await {
                     Ok(r) => {
                         deadline = r.deadline_at.or(deadline);
                         if r.cancel_requested {
@@ -431,6 +438,7 @@ impl Engine {
             point_in_time,
             &self.inner.limiters,
             self.inner.options.max_session_reopens,
+            Arc::clone(&self.inner.options.clock),
         );
         let ctx = Arc::new(RunCtx {
             store: store.clone(),
@@ -530,11 +538,11 @@ impl Engine {
             }
             return Ok(outcome);
         }
-        let next = waiting.unwrap_or_else(Utc::now);
+        let next = waiting.unwrap_or_else(|| ctx.now());
         ctx.session.close(false).await;
         let reason = format!("steps wait for a retry at {}", next.to_rfc3339());
         store
-            .schedule_run_retry(id, next, Some(&reason), Utc::now())
+            .schedule_run_retry(id, next, Some(&reason), ctx.now())
             .await
             .map_err(RunError::store(id))?;
         tracing::info!(run = %id, next = %next, "run waits for a retry");
@@ -581,7 +589,7 @@ impl Engine {
         let steps = self
             .inner
             .store
-            .create_steps(id, &new_steps, Utc::now())
+            .create_steps(id, &new_steps, ctx.now())
             .await
             .map_err(RunError::store(id))?;
         tracing::info!(run = %id, steps = steps.len(), "steps created");
@@ -617,7 +625,13 @@ impl Engine {
                 continue;
             }
             if Some(&s.id) != adopt.as_ref() {
-                stop_session(&self.inner.store, &ctx.client, uuid).await;
+                stop_session(
+                    &self.inner.store,
+                    &ctx.client,
+                    uuid,
+                    self.inner.options.clock.as_ref(),
+                )
+                .await;
             }
         }
         Ok(())
@@ -667,7 +681,7 @@ impl Engine {
                 let _ = self
                     .inner
                     .store
-                    .release_lease(id, &self.inner.options.owner, Utc::now())
+                    .release_lease(id, &self.inner.options.owner, ctx.now())
                     .await;
                 tracing::info!(run = %id, "run interrupted by shutdown; it resumes at the next start");
                 Ok(RunOutcome {
@@ -725,7 +739,7 @@ impl Engine {
             };
             self.inner
                 .store
-                .set_step_state(step.id, StepState::Failed, Some(&error), Utc::now())
+                .set_step_state(step.id, StepState::Failed, Some(&error), ctx.now())
                 .await
                 .map_err(RunError::store(id))?;
         }
@@ -739,10 +753,11 @@ impl Engine {
         state: RunState,
         reason: Option<String>,
     ) -> Result<RunOutcome, RunError> {
-        export::discard_partials(&self.inner.store, run.id).await?;
+        export::discard_partials(&self.inner.store, run.id, self.inner.options.clock.as_ref())
+            .await?;
         self.inner
             .store
-            .set_run_state(run.id, state, reason.as_deref(), Utc::now())
+            .set_run_state(run.id, state, reason.as_deref(), self.now())
             .await
             .map_err(RunError::store(run.id))?;
         match state {

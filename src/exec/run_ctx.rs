@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -31,7 +31,7 @@ pub enum StepEnd {
     /// `done`, `warning`, `failed` or `skipped`.
     Finished,
     /// Waits for a backoff longer than the in-run threshold, until then.
-    Later(chrono::DateTime<Utc>),
+    Later(DateTime<Utc>),
     /// `in_doubt` without an operator's decision.
     Blocked,
     /// The run was stopped (cancel, timeout, shutdown, lost lease).
@@ -130,6 +130,11 @@ impl RunCtx {
         &self.options
     }
 
+    /// The current time, from the engine's clock.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.options.clock.now()
+    }
+
     /// The server's `requestTimeout` (how long a request may still be in flight).
     pub(crate) fn client_request_timeout(&self) -> Duration {
         self.request_timeout
@@ -184,7 +189,7 @@ impl RunCtx {
             .run(self.run.id)
             .data(data);
         event.step_id = step;
-        if let Err(e) = self.store().append_event(&event, Utc::now()).await {
+        if let Err(e) = self.store().append_event(&event, self.now()).await {
             tracing::warn!(run = %self.run.id, error = %e, "cannot append a note");
         }
     }

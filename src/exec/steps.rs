@@ -16,7 +16,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use serde_json::json;
 
 use super::error::{AttemptError, RunError, StepFailure};
@@ -46,7 +45,7 @@ pub(crate) async fn run_step(ctx: Arc<RunCtx>, id: i64) -> Result<StepEnd, RunEr
                 None => return Ok(StepEnd::Blocked),
                 Some(Decision::MarkDone) => {
                     store
-                        .set_step_state(id, StepState::Done, None, Utc::now())
+                        .set_step_state(id, StepState::Done, None, ctx.now())
                         .await
                         .map_err(RunError::store(run))?;
                     Next::Continue
@@ -59,7 +58,7 @@ pub(crate) async fn run_step(ctx: Arc<RunCtx>, id: i64) -> Result<StepEnd, RunEr
                             .into(),
                     };
                     store
-                        .set_step_state(id, StepState::Failed, Some(&error), Utc::now())
+                        .set_step_state(id, StepState::Failed, Some(&error), ctx.now())
                         .await
                         .map_err(RunError::store(run))?;
                     Next::Continue
@@ -76,7 +75,7 @@ pub(crate) async fn run_step(ctx: Arc<RunCtx>, id: i64) -> Result<StepEnd, RunEr
             StepState::Submitted => restore::follow_step(&ctx, &step).await?,
             StepState::Pending | StepState::Downloading | StepState::Verifying => {
                 if let Some(at) = step.next_attempt_at {
-                    let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                    let wait = (at - ctx.now()).to_std().unwrap_or_default();
                     if wait > ctx.options().inline_backoff {
                         return Ok(StepEnd::Later(at));
                     }
@@ -85,7 +84,7 @@ pub(crate) async fn run_step(ctx: Arc<RunCtx>, id: i64) -> Result<StepEnd, RunEr
                     }
                 }
                 let step = store
-                    .begin_step_attempt(id, Utc::now())
+                    .begin_step_attempt(id, ctx.now())
                     .await
                     .map_err(RunError::store(run))?;
                 ctx.note(
@@ -148,7 +147,7 @@ async fn handle_failure(ctx: &RunCtx, id: i64, failure: StepFailure) -> Result<N
     tracing::warn!(run = %run, step = id, mailbox = step.mailbox_email.as_deref().unwrap_or(""), class = %failure.class, error = %failure.message, "step attempt failed");
     let fail = |f: StepFailure| async move {
         store
-            .set_step_state(id, StepState::Failed, Some(&f.to_step_error()), Utc::now())
+            .set_step_state(id, StepState::Failed, Some(&f.to_step_error()), ctx.now())
             .await
             .map_err(RunError::store(run))?;
         Ok::<_, RunError>(Next::End(StepEnd::Finished))
@@ -172,7 +171,7 @@ async fn handle_failure(ctx: &RunCtx, id: i64, failure: StepFailure) -> Result<N
         ErrorClass::SessionLost => {
             *ctx.mailboxes.lock().await = MailboxCache::Empty;
             store
-                .schedule_step_retry(id, Utc::now(), &failure.to_step_error(), Utc::now())
+                .schedule_step_retry(id, ctx.now(), &failure.to_step_error(), ctx.now())
                 .await
                 .map_err(RunError::store(run))?;
             Ok(Next::Continue)
@@ -184,9 +183,9 @@ async fn handle_failure(ctx: &RunCtx, id: i64, failure: StepFailure) -> Result<N
                 return fail(f).await;
             }
             let delay = retry::delay(&policy, attempts, failure.retry_after);
-            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            let at = ctx.now() + chrono::Duration::from_std(delay).unwrap_or_default();
             store
-                .schedule_step_retry(id, at, &failure.to_step_error(), Utc::now())
+                .schedule_step_retry(id, at, &failure.to_step_error(), ctx.now())
                 .await
                 .map_err(RunError::store(run))?;
             tracing::info!(run = %run, step = id, attempt = attempts, delay_ms = delay.as_millis() as u64, "step retry scheduled");

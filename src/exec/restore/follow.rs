@@ -33,7 +33,7 @@ pub(crate) async fn follow_step(ctx: &RunCtx, step: &Step) -> Result<Next, RunEr
             message: "submitted restore without a recorded operation or session id".into(),
         };
         store
-            .set_step_state(step.id, StepState::Failed, Some(&error), Utc::now())
+            .set_step_state(step.id, StepState::Failed, Some(&error), ctx.now())
             .await
             .map_err(RunError::store(run))?;
         return Ok(Next::Continue);
@@ -55,7 +55,7 @@ pub(crate) async fn follow_step(ctx: &RunCtx, step: &Step) -> Result<Next, RunEr
                         message: format!("the restore's outcome could not be read: {}", f.message),
                     };
                     store
-                        .set_step_state(step.id, StepState::Failed, Some(&error), Utc::now())
+                        .set_step_state(step.id, StepState::Failed, Some(&error), ctx.now())
                         .await
                         .map_err(RunError::store(run))?;
                     return Ok(Next::Continue);
@@ -87,7 +87,7 @@ pub(crate) async fn follow_step(ctx: &RunCtx, step: &Step) -> Result<Next, RunEr
                         message: format!("the restore's outcome could not be read: {e}"),
                     };
                     store
-                        .set_step_state(step.id, StepState::Failed, Some(&error), Utc::now())
+                        .set_step_state(step.id, StepState::Failed, Some(&error), ctx.now())
                         .await
                         .map_err(RunError::store(run))?;
                     return Ok(Next::Continue);
@@ -179,7 +179,7 @@ async fn record_outcome(
     let store = ctx.store();
     if let Some(c) = outcome.counts {
         store
-            .record_restore_counts(step.id, c, Utc::now())
+            .record_restore_counts(step.id, c, ctx.now())
             .await
             .map_err(RunError::store(run))?;
     }
@@ -189,7 +189,7 @@ async fn record_outcome(
         message: m.clone(),
     });
     store
-        .set_step_state(step.id, outcome.state, error.as_ref(), Utc::now())
+        .set_step_state(step.id, outcome.state, error.as_ref(), ctx.now())
         .await
         .map_err(RunError::store(run))?;
     tracing::info!(run = %run, step = step.id, mailbox = step.mailbox_email.as_deref().unwrap_or(""), state = %outcome.state, "restore finished");

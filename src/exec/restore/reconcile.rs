@@ -144,7 +144,7 @@ pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, At
         };
         match known.await {
             Ok(k) => break k,
-            Err(f) if Utc::now() >= decide_after => {
+            Err(f) if ctx.now() >= decide_after => {
                 return in_doubt(
                     ctx,
                     step,
@@ -167,7 +167,7 @@ pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, At
         match find_evidence(ctx, explore, since, &targets, &others).await {
             Ok(Evidence::Received(op)) => {
                 store
-                    .mark_submitted(step.id, &op.to_string(), Utc::now())
+                    .mark_submitted(step.id, &op.to_string(), ctx.now())
                     .await
                     .map_err(RunError::store(run))?;
                 ctx.note(
@@ -190,7 +190,7 @@ pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, At
                 )
                 .await;
             }
-            Ok(Evidence::Unsure(id)) if Utc::now() >= decide_after => {
+            Ok(Evidence::Unsure(id)) if ctx.now() >= decide_after => {
                 let who: Vec<&str> = targets
                     .0
                     .iter()
@@ -211,7 +211,7 @@ pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, At
                 .await;
             }
             Ok(Evidence::Unsure(_)) => {}
-            Ok(Evidence::NoTrace) if Utc::now() >= decide_after => {
+            Ok(Evidence::NoTrace) if ctx.now() >= decide_after => {
                 let alive = match ctx.client.restore_session(explore).await {
                     Ok(s) => s.state == vb365::SessionState::Working,
                     Err(_) => false,
@@ -246,7 +246,7 @@ pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, At
             }
             Ok(Evidence::NoTrace) => {}
             Err(e) => {
-                if Utc::now() >= decide_after {
+                if ctx.now() >= decide_after {
                     return in_doubt(
                         ctx,
                         step,
@@ -257,7 +257,7 @@ pub(crate) async fn reconcile_step(ctx: &RunCtx, step: &Step) -> Result<Next, At
                 last_error = Some(e.to_string());
             }
         }
-        let remaining = (decide_after - Utc::now()).to_std().unwrap_or_default();
+        let remaining = (decide_after - ctx.now()).to_std().unwrap_or_default();
         let wait = ctx
             .options()
             .poll_interval
@@ -275,7 +275,7 @@ async fn in_doubt(ctx: &RunCtx, step: &Step, why: &str) -> Result<Next, AttemptE
     let message = format!("restore POST outcome unknown: {why}");
     tracing::warn!(run = %ctx.run.id, step = step.id, mailbox = step.mailbox_email.as_deref().unwrap_or(""), "{message}");
     ctx.store()
-        .mark_in_doubt(step.id, &message, Utc::now())
+        .mark_in_doubt(step.id, &message, ctx.now())
         .await
         .map_err(RunError::store(ctx.run.id))?;
     Ok(Next::End(StepEnd::Blocked))

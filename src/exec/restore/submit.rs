@@ -2,7 +2,6 @@
 //! request body is built (secrets read) first, the step is committed `submitting`, then the POST
 //! is sent and its answer recorded.
 
-use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -129,12 +128,12 @@ pub(crate) async fn submit(ctx: &RunCtx, step: &Step) -> Result<Next, AttemptErr
         }
     };
     store
-        .set_step_session(step.id, Some(&open.id.to_string()), Utc::now())
+        .set_step_session(step.id, Some(&open.id.to_string()), ctx.now())
         .await
         .map_err(RunError::store(run))?;
     // The commit BEFORE the POST: from here on a crash leaves `submitting` for reconciliation.
     store
-        .mark_submitting(step.id, Utc::now())
+        .mark_submitting(step.id, ctx.now())
         .await
         .map_err(RunError::store(run))?;
     let answer = match &body {
@@ -145,7 +144,7 @@ pub(crate) async fn submit(ctx: &RunCtx, step: &Step) -> Result<Next, AttemptErr
     match answer {
         Ok(a) => {
             store
-                .mark_submitted(step.id, &a.session_id.to_string(), Utc::now())
+                .mark_submitted(step.id, &a.session_id.to_string(), ctx.now())
                 .await
                 .map_err(RunError::store(run))?;
             tracing::info!(run = %run, step = step.id, mailbox = step.mailbox_email.as_deref().unwrap_or(""), operation = %a.session_id, "restore submitted");
