@@ -2,8 +2,10 @@
 //!
 //! Life cycle of one execution ([`Engine::execute_run`]):
 //!
-//! 1. claim the run (lease); a background task renews the lease every third of its length,
-//!    reports an operator's cancel and notices a lost lease; a timer enforces the run's deadline;
+//! 1. claim the run (lease); a background task on the engine's tracker renews the lease every
+//!    third of its length, reports an operator's cancel, notices a lost lease and enforces the
+//!    run's deadline (read on the engine's clock); it ends before the execution returns,
+//!    whichever way the execution ends, and when the execution's future is dropped;
 //! 2. rebuild the job from the version the run was queued with (`job_versions.spec_json` is a
 //!    complete normalised document, re-validated by [`jobs::parse_str`]);
 //! 3. adopt a session a crashed predecessor left open if a step still needs it, else stop it;
@@ -34,6 +36,7 @@ use chrono::{DateTime, Utc};
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::error::{RunError, StepFailure};
@@ -74,6 +77,9 @@ pub(crate) struct Inner {
     clients: BTreeMap<String, Client>,
     pub(crate) limiters: Limiters,
     pub(crate) options: EngineOptions,
+    /// The engine's background tasks (the lease renewer of each run in progress): none is
+    /// detached, and each ends before the execution that started it returns.
+    tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for Engine {
@@ -159,6 +165,7 @@ impl Engine {
                 clients,
                 limiters,
                 options,
+                tasks: TaskTracker::new(),
             }),
         })
     }
@@ -184,6 +191,13 @@ impl Engine {
     /// The lease owner this engine claims runs as.
     pub fn owner(&self) -> &str {
         &self.inner.options.owner
+    }
+
+    /// How many background tasks of this engine are alive: a lease renewer per run being
+    /// executed, none once every execution returned (or its future was dropped and the renewer
+    /// saw it).
+    pub fn background_tasks(&self) -> usize {
+        self.inner.tasks.len()
     }
 
     /// The current time, from the engine's clock ([`EngineOptions::clock`]).
@@ -284,9 +298,12 @@ impl Engine {
     async fn drive(&self, run: Run, shutdown: &CancellationToken) -> Result<RunOutcome, RunError> {
         let id = run.id;
         let stop = Stopper::default();
-        // Aborted on every way out, this future being dropped included: a renewer that outlives
-        // the execution would keep the lease of a run nobody drives alive forever.
-        let renewer = AbortOnDrop(self.spawn_lease_renewal(&run, &stop, shutdown));
+        // The renewer stops on every way out, this future being dropped included (the guard
+        // cancels its token): a renewer that outlives the execution would keep the lease of a run
+        // nobody drives alive forever. A child of the stop token, so a stop ends it too.
+        let renewal = stop.token.child_token();
+        let stop_renewal = renewal.clone().drop_guard();
+        let renewer = self.spawn_lease_renewal(&run, &stop, shutdown, renewal);
         // Unwind safety: the execution's own state dies with it; what it shares with other
         // runs is the store (transactions roll back), tokio locks and semaphores (no poisoning;
         // permits and guards are released as the future is dropped) and std mutexes that are
@@ -294,7 +311,12 @@ impl Engine {
         let caught = std::panic::AssertUnwindSafe(self.drive_claimed(run.clone(), &stop))
             .catch_unwind()
             .await;
-        drop(renewer);
+        drop(stop_renewal);
+        // Ended before the run's outcome is recorded or returned: once an execution returns, no
+        // task of it is left.
+        if let Err(e) = renewer.await {
+            tracing::error!(run = %id, error = %e, "the lease renewer of the run failed");
+        }
         let result = match caught {
             Ok(result) => result,
             Err(payload) => self.panicked(&run, crate::panics::message(&*payload)).await,
@@ -346,14 +368,17 @@ impl Engine {
         self.finish(run, RunState::Failed, Some(reason)).await
     }
 
-    /// The lease renewal task: renews every third of the lease (at most every 2 s), turns a cancel request into
-    /// [`StopReason::Cancelled`], a lost lease into [`StopReason::LeaseLost`], the deadline into
-    /// [`StopReason::Timeout`] and the caller's shutdown into [`StopReason::Shutdown`].
+    /// The lease renewal task, on the engine's tracker: renews every third of the lease (at most
+    /// every 2 s), turns a cancel request into [`StopReason::Cancelled`], a lost lease into
+    /// [`StopReason::LeaseLost`], the deadline into [`StopReason::Timeout`] and the caller's
+    /// shutdown into [`StopReason::Shutdown`]. Ends when `renewal` is cancelled, at whatever await
+    /// it is.
     fn spawn_lease_renewal(
         &self,
         run: &Run,
         stop: &Stopper,
         shutdown: &CancellationToken,
+        renewal: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let store = self.inner.store.clone();
         let clock = Arc::clone(&self.inner.options.clock);
@@ -366,7 +391,7 @@ impl Engine {
         let id = run.id;
         let mut deadline = run.deadline_at;
         let cancel_requested = run.cancel_requested;
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             if cancel_requested {
                 stop.stop(StopReason::Cancelled);
                 return;
@@ -378,13 +403,17 @@ impl Engine {
                 tokio::select! {
                     () = tokio::time::sleep(every.min(until_deadline)) => {}
                     () = shutdown.cancelled() => { stop.stop(StopReason::Shutdown); return; }
-                    () = stop.token.cancelled() => return,
+                    () = renewal.cancelled() => return,
                 }
                 if deadline.is_some_and(|d| clock.now() >= d) {
                     stop.stop(StopReason::Timeout);
                     return;
                 }
-                match store.renew_lease(id, &owner, lease, clock.now()).await {
+                let renewed = tokio::select! {
+                    r = store.renew_lease(id, &owner, lease, clock.now()) => r,
+                    () = renewal.cancelled() => return,
+                };
+                match renewed {
                     Ok(r) => {
                         deadline = r.deadline_at.or(deadline);
                         if r.cancel_requested {
@@ -774,15 +803,6 @@ impl Engine {
             reason,
             next_attempt_at: None,
         })
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
