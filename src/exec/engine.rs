@@ -466,8 +466,7 @@ impl Engine {
             job.organization().clone(),
             point_in_time,
             &self.inner.limiters,
-            self.inner.options.max_session_reopens,
-            Arc::clone(&self.inner.options.clock),
+            &self.inner.options,
         );
         let ctx = Arc::new(RunCtx {
             store: store.clone(),

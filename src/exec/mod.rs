@@ -12,7 +12,10 @@
 //! - [`restore`]: Restore / RestoreTo / BulkRestore: the at-most-once protocol, reconciliation
 //!   of unknown outcomes and following the asynchronous restore to its result;
 //! - [`export`]: ExportPst through the download engine; [`search`]: Search and its report;
-//! - [`retry`]: backoff with jitter; [`recovery`]: what the daemon does at start.
+//! - [`retry`]: backoff with jitter; [`recovery`]: what the daemon does at start;
+//! - `run_ctx`: what one execution shares with its steps (the run context, the stop signal,
+//!   what an attempt tells the step loop), imported by the engine and every step kind and
+//!   importing none of them; [`options`]: [`EngineOptions`] and the clock the engine reads.
 //!
 //! Errors: [`RunError`] is what stops the engine itself (the state database failing, a job
 //! version that cannot be rebuilt); everything that goes wrong on the VB365 side or on disk is a

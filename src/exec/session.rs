@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::error::{StepFailure, StepResult};
+use super::options::EngineOptions;
 use crate::config::Config;
 use crate::jobs::OrganizationRef;
 use crate::schedule::Clock;
@@ -99,7 +100,8 @@ pub struct SessionSlot {
 }
 
 impl SessionSlot {
-    /// A slot with no session yet.
+    /// A slot with no session yet; `options` give the reopen budget
+    /// ([`EngineOptions::max_session_reopens`]) and the clock.
     pub fn new(
         client: Client,
         store: Store,
@@ -107,8 +109,7 @@ impl SessionSlot {
         organization: OrganizationRef,
         point_in_time: Option<DateTime<Utc>>,
         limiters: &Limiters,
-        max_reopens: u32,
-        clock: Arc<dyn Clock>,
+        options: &EngineOptions,
     ) -> Self {
         SessionSlot {
             limiter: limiters.get(client.server()),
@@ -118,8 +119,8 @@ impl SessionSlot {
             run,
             organization,
             point_in_time,
-            max_reopens,
-            clock,
+            max_reopens: options.max_session_reopens,
+            clock: Arc::clone(&options.clock),
             state: Mutex::new(SlotState {
                 current: None,
                 permit: None,
