@@ -4,10 +4,10 @@
 //! | state | action |
 //! |---|---|
 //! | `pending` (due), `downloading`, `verifying` | a new attempt of the kind's action |
-//! | `pending` with a future `next_attempt_at` | sleep if short, else end with [`StepEnd::Later`] |
+//! | `pending` with a future `next_attempt_at` | sleep if short, else end with `StepEnd::Later` |
 //! | `submitting` | reconcile the unknown POST (see [`super::restore`]) |
 //! | `submitted` | follow the restore to its outcome |
-//! | `in_doubt` | act on the operator's decision, or end with [`StepEnd::Blocked`] |
+//! | `in_doubt` | act on the operator's decision, or end with `StepEnd::Blocked` |
 //!
 //! A failed attempt is handled by its class: retryable → backoff with jitter up to
 //! `retry.maxAttempts` attempts; permanent / auth → `failed`; session lost → the run's session

@@ -42,12 +42,12 @@
 //!
 //! # Files
 //!
-//! - [`submit`]: the at-most-once POST ([`submit()`]);
-//! - [`reconcile`]: deciding the outcome of a POST left `submitting` ([`reconcile_step`]);
-//! - [`follow`]: following a submitted restore to its outcome ([`follow_step`]);
-//! - [`matching`]: whose restore an event or a statistics entry is, and the step's outcome from
+//! - `submit.rs`: the at-most-once POST (`submit`);
+//! - `reconcile.rs`: deciding the outcome of a POST left `submitting` (`reconcile_step`);
+//! - `follow.rs`: following a submitted restore to its outcome (`follow_step`);
+//! - `matching.rs`: whose restore an event or a statistics entry is, and the step's outcome from
 //!   them;
-//! - [`credentials`]: the job's credentials, secrets resolved, as request credentials.
+//! - `credentials.rs`: the job's credentials, secrets resolved, as request credentials.
 
 mod credentials;
 mod follow;
