@@ -4,9 +4,12 @@
 
 mod exec_support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use exec_support::*;
+use restorectl::exec::{Engine, EngineOptions};
+use restorectl::schedule::ManualClock;
 use restorectl::sim::{
     CallRange, Endpoint, ExtraMailbox, FaultAction, FaultRule, SessionIdMode, SimConfig,
 };
@@ -510,6 +513,133 @@ async fn run_timeout_fails_the_run_with_reason_timeout() {
     assert_eq!(out.state, RunState::Failed);
     assert_eq!(out.reason.as_deref(), Some("timeout"));
     w.assert_all_sessions_stopped();
+}
+
+/// The run deadline is read on the engine's clock, not the system's: with a manual clock two
+/// hours ahead a one-hour `runTimeout` has passed, however little real time went by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_deadline_follows_the_engines_clock() {
+    let w = World::start(SimConfig {
+        restore_delay: Duration::from_secs(600),
+        ..sim()
+    })
+    .await;
+    w.job(
+        "r",
+        &restore_job("r", "ivan@contoso.com", "  runTimeout: 1h\n"),
+    );
+    let run = w.queue("r").await;
+    let clock = ManualClock::new(chrono::Utc::now());
+    let engine = Engine::new(
+        w.store.clone(),
+        w.config.clone(),
+        EngineOptions::from_config(&w.config, "test-engine").with_clock(Arc::new(clock.clone())),
+    )
+    .expect("engine");
+    let task = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.execute_run(run, &CancellationToken::new()).await })
+    };
+    let store = w.store.clone();
+    eventually(Duration::from_secs(30), || {
+        let store = store.clone();
+        async move {
+            let steps = store.list_steps(run).await.ok()?;
+            (steps.first()?.state == StepState::Submitted).then_some(())
+        }
+    })
+    .await;
+    let row = w.store.get_run(run).await.unwrap();
+    let deadline = row
+        .deadline_at
+        .expect("a run with runTimeout has a deadline");
+    clock.advance(Duration::from_secs(2 * 3600));
+    let out = tokio::time::timeout(Duration::from_secs(120), task)
+        .await
+        .expect("the run stops once the clock passed its deadline")
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.state, RunState::Failed, "{out:?}");
+    assert_eq!(out.reason.as_deref(), Some("timeout"));
+    let row = w.store.get_run(run).await.unwrap();
+    assert!(
+        row.finished_at.is_some_and(|t| t >= deadline),
+        "the finish is recorded on the engine's clock: {row:?}"
+    );
+    w.assert_all_sessions_stopped();
+}
+
+/// Each execution's lease renewer is a task of the engine that ends with the execution however
+/// it ends: a finished run, a shutdown, an operator's cancel (gone when `execute_run` returns),
+/// and the execution's future dropped mid-run (gone soon after, instead of renewing the lease of
+/// a run nobody drives for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_renewer_ends_with_every_execution() {
+    let quick = World::start(sim()).await;
+    quick.job("r", &restore_job("r", "ivan@contoso.com", ""));
+    let run = quick.queue("r").await;
+    let engine = quick.engine();
+    let out = engine
+        .execute_run(run, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    assert_eq!(engine.background_tasks(), 0, "after a finished run");
+
+    let w = World::start(SimConfig {
+        restore_delay: Duration::from_secs(600),
+        ..sim()
+    })
+    .await;
+    w.job("r", &restore_job("r", "ivan@contoso.com", ""));
+    let engine = w.engine();
+    // Starts a run and waits until its restore is being followed (its renewer is running).
+    let start = |shutdown: CancellationToken| {
+        let (w, engine) = (&w, engine.clone());
+        async move {
+            let run = w.queue("r").await;
+            let task = {
+                let engine = engine.clone();
+                tokio::spawn(async move { engine.execute_run(run, &shutdown).await })
+            };
+            let store = w.store.clone();
+            eventually(Duration::from_secs(30), || {
+                let store = store.clone();
+                async move {
+                    let steps = store.list_steps(run).await.ok()?;
+                    (steps.first()?.state == StepState::Submitted).then_some(())
+                }
+            })
+            .await;
+            assert_eq!(engine.background_tasks(), 1, "the run's renewer is tracked");
+            (run, task)
+        }
+    };
+
+    let shutdown = CancellationToken::new();
+    let (_, task) = start(shutdown.clone()).await;
+    shutdown.cancel();
+    let out = task.await.unwrap().unwrap();
+    assert_eq!(out.state, RunState::Running, "{out:?}");
+    assert_eq!(engine.background_tasks(), 0, "after a shutdown");
+
+    let (run, task) = start(CancellationToken::new()).await;
+    w.store
+        .request_cancel(run, "test", chrono::Utc::now())
+        .await
+        .unwrap();
+    let out = task.await.unwrap().unwrap();
+    assert_eq!(out.state, RunState::Cancelled, "{out:?}");
+    assert_eq!(engine.background_tasks(), 0, "after a cancel");
+
+    let (_, task) = start(CancellationToken::new()).await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    eventually(Duration::from_secs(30), || {
+        let n = engine.background_tasks();
+        async move { (n == 0).then_some(()) }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,7 +90,7 @@ pub trait RunExecutor: Send + Sync + 'static {
 impl RunExecutor for crate::exec::Engine {
     fn recover(&self) -> BoxFuture<'_, Result<String, ExecutorError>> {
         Box::pin(async move {
-            let r = crate::exec::Engine::recover(self, chrono::Utc::now()).await?;
+            let r = crate::exec::Engine::recover(self, self.now()).await?;
             Ok(format!(
                 "{} lease(s) expired, {} interrupted run(s) to resume, {} restore session(s) \
                  stopped, {} kept for resuming downloads, {} orphaned by lost explore answers \
@@ -140,10 +140,11 @@ impl RunExecutor for crate::exec::Engine {
 }
 
 /// The factory the binary uses: the run engine for the config's servers, claiming runs as the
-/// daemon instance and following the config a reload publishes.
+/// daemon instance, following the config a reload publishes, on the daemon's clock.
 pub fn engine_factory() -> super::ExecutorFactory {
-    Box::new(|store, config, owner| {
-        let options = crate::exec::EngineOptions::from_config(&config.borrow(), owner);
+    Box::new(|store, config, owner, clock| {
+        let options = crate::exec::EngineOptions::from_config(&config.borrow(), owner)
+            .with_clock(Arc::clone(clock));
         let engine = crate::exec::Engine::with_live_config(store.clone(), config.clone(), options)?;
         Ok(Arc::new(engine) as Arc<dyn RunExecutor>)
     })

@@ -68,12 +68,14 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 pub const INSTANCE_STALE_AFTER: Duration = Duration::from_secs(45);
 
 /// Builds the run engine once the store is open and the instance id (the lease owner) known.
-/// The engine reads the current config from the receiver (a reload publishes a new one there).
+/// The engine reads the current config from the receiver (a reload publishes a new one there)
+/// and its time from the daemon's clock.
 pub type ExecutorFactory = Box<
     dyn FnOnce(
             &Store,
             &channel::Receiver<Arc<Config>>,
             &str,
+            &Arc<dyn Clock>,
         ) -> Result<Arc<dyn RunExecutor>, ExecutorError>
         + Send,
 >;
@@ -337,7 +339,7 @@ async fn run_locked(
     }
     let executor = match executor_factory {
         Some(factory) => {
-            let executor = factory(&store, &app.config, &instance)?;
+            let executor = factory(&store, &app.config, &instance, &clock)?;
             let summary = executor.recover().await?;
             tracing::info!(%summary, "recovery done");
             Some(executor)

@@ -2,8 +2,10 @@
 //!
 //! Life cycle of one execution ([`Engine::execute_run`]):
 //!
-//! 1. claim the run (lease); a background task renews the lease every third of its length,
-//!    reports an operator's cancel and notices a lost lease; a timer enforces the run's deadline;
+//! 1. claim the run (lease); a background task on the engine's tracker renews the lease every
+//!    third of its length, reports an operator's cancel, notices a lost lease and enforces the
+//!    run's deadline (read on the engine's clock); it ends before the execution returns,
+//!    whichever way the execution ends, and when the execution's future is dropped;
 //! 2. rebuild the job from the version the run was queued with (`job_versions.spec_json` is a
 //!    complete normalised document, re-validated by [`jobs::parse_str`]);
 //! 3. adopt a session a crashed predecessor left open if a step still needs it, else stop it;
@@ -27,26 +29,24 @@
 //! panic again, taking every other job down with it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::error::{RunError, StepFailure};
+use super::options::EngineOptions;
+use super::run_ctx::{MailboxCache, RunCtx, StepEnd, StopReason, Stopper};
 use super::session::{Limiters, SessionSlot, stop_session};
-use super::steps::{self, StepEnd};
-use super::{EngineOptions, search, select};
+use super::{export, retry, run_ctx, search, select, steps};
 use crate::config::{Config, SecretContext};
 use crate::jobs::{self, Action, Job, ValidationContext};
-use crate::store::{
-    ErrorClass, EventKind, NewEvent, Run, RunId, RunState, Step, StepState, Store, StoreError,
-};
-use crate::vb365::paging::Listing;
+use crate::store::{ErrorClass, Run, RunId, RunState, Step, StepState, Store, StoreError};
 use crate::vb365::{Client, Mailbox};
 
 /// What an execution of a run ended with.
@@ -77,6 +77,9 @@ pub(crate) struct Inner {
     clients: BTreeMap<String, Client>,
     pub(crate) limiters: Limiters,
     pub(crate) options: EngineOptions,
+    /// The engine's background tasks (the lease renewer of each run in progress): none is
+    /// detached, and each ends before the execution that started it returns.
+    tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for Engine {
@@ -85,148 +88,6 @@ impl std::fmt::Debug for Engine {
             .field("owner", &self.inner.options.owner)
             .field("servers", &self.inner.clients.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
-    }
-}
-
-/// Why a run's execution stopped early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StopReason {
-    Cancelled,
-    Timeout,
-    Shutdown,
-    LeaseLost,
-}
-
-/// The stop signal of one execution with the first reason given.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Stopper {
-    pub(crate) token: CancellationToken,
-    reason: Arc<Mutex<Option<StopReason>>>,
-}
-
-impl Stopper {
-    pub(crate) fn stop(&self, reason: StopReason) {
-        let mut r = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
-        if r.is_none() {
-            *r = Some(reason);
-        }
-        drop(r);
-        self.token.cancel();
-    }
-
-    pub(crate) fn reason(&self) -> Option<StopReason> {
-        *self.reason.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.token.is_cancelled()
-    }
-}
-
-/// Everything the steps of one run share.
-pub(crate) struct RunCtx {
-    pub(crate) engine: Engine,
-    pub(crate) run: Run,
-    pub(crate) job: Job,
-    pub(crate) client: Client,
-    pub(crate) session: SessionSlot,
-    pub(crate) stop: Stopper,
-    /// The config this execution started with: a reload (SIGHUP) reaches the next execution,
-    /// never the middle of one.
-    pub(crate) config: Arc<Config>,
-    /// Where secrets are looked up, from [`RunCtx::config`].
-    pub(crate) secrets: SecretContext,
-    /// The session's mailbox list, fetched once (selectors, bulk e-mails, search reports).
-    pub(crate) mailboxes: tokio::sync::Mutex<MailboxCache>,
-    /// The server's `requestTimeout`.
-    pub(crate) request_timeout: Duration,
-}
-
-/// What a run knows of its session's mailbox list.
-#[derive(Default)]
-pub(crate) enum MailboxCache {
-    /// Not read yet (or forgotten with a lost session).
-    #[default]
-    Empty,
-    /// Read up to a failed page, in `session`.
-    Partial {
-        session: Uuid,
-        listing: Listing<Mailbox>,
-    },
-    /// Read to the end.
-    Complete(Arc<Vec<Mailbox>>),
-}
-
-impl RunCtx {
-    pub(crate) fn store(&self) -> &Store {
-        &self.engine.inner.store
-    }
-
-    pub(crate) fn config(&self) -> &Config {
-        &self.config
-    }
-
-    pub(crate) fn options(&self) -> &EngineOptions {
-        &self.engine.inner.options
-    }
-
-    /// The server's `requestTimeout` (how long a request may still be in flight).
-    pub(crate) fn client_request_timeout(&self) -> Duration {
-        self.request_timeout
-    }
-
-    /// The mailbox list of the current session (opened if needed), fetched once per run. A
-    /// failed page is kept as the place to go on from: the next call (after the caller's
-    /// backoff) asks for that page again, in the same session, instead of for the whole list.
-    pub(crate) async fn mailboxes(&self) -> Result<Arc<Vec<Mailbox>>, StepFailure> {
-        let mut cached = self.mailboxes.lock().await;
-        if let MailboxCache::Complete(list) = &*cached {
-            return Ok(Arc::clone(list));
-        }
-        let open = self.session.get(&self.stop.token).await?;
-        // Offsets and links of another session (lost and reopened since) mean nothing here.
-        let mut listing = match std::mem::take(&mut *cached) {
-            MailboxCache::Partial { session, listing } if session == open.id => listing,
-            _ => self.client.mailbox_listing(),
-        };
-        match self.client.continue_mailboxes(open.id, &mut listing).await {
-            Ok(()) => {
-                let list = Arc::new(listing.into_items());
-                *cached = MailboxCache::Complete(Arc::clone(&list));
-                Ok(list)
-            }
-            Err(e) => {
-                if listing.pages() > 0 {
-                    tracing::info!(
-                        run = %self.run.id,
-                        pages = listing.pages(),
-                        mailboxes = listing.items().len(),
-                        error = %e,
-                        "a page of the mailbox list failed; the pages read are kept"
-                    );
-                }
-                *cached = MailboxCache::Partial {
-                    session: open.id,
-                    listing,
-                };
-                let failure = StepFailure::from(&e);
-                if failure.class == crate::store::ErrorClass::SessionLost {
-                    self.session.lost(open.generation, &e.to_string()).await?;
-                }
-                Err(failure)
-            }
-        }
-    }
-
-    /// Appends a note to the run's history (failures to write it are logged only).
-    pub(crate) async fn note(&self, step: Option<i64>, message: String, data: serde_json::Value) {
-        let mut event = NewEvent::new(EventKind::Note, message)
-            .run(self.run.id)
-            .data(data);
-        event.step_id = step;
-        if let Err(e) = self.store().append_event(&event, Utc::now()).await {
-            tracing::warn!(run = %self.run.id, error = %e, "cannot append a note");
-        }
     }
 }
 
@@ -258,9 +119,9 @@ async fn list_mailboxes_with_retry(ctx: &RunCtx) -> Result<Arc<Vec<Mailbox>>, St
             f.message = format!("{} (gave up after {attempt} attempts)", f.message);
             return Err(f);
         }
-        let delay = super::retry::delay(&policy, attempt, failure.retry_after);
+        let delay = retry::delay(&policy, attempt, failure.retry_after);
         tracing::info!(run = %ctx.run.id, attempt, delay_ms = delay.as_millis() as u64, error = %failure.message, "listing the mailboxes failed; retrying");
-        if !super::steps::sleep(ctx, delay).await {
+        if !run_ctx::sleep(ctx, delay).await {
             return Err(failure);
         }
     }
@@ -304,6 +165,7 @@ impl Engine {
                 clients,
                 limiters,
                 options,
+                tasks: TaskTracker::new(),
             }),
         })
     }
@@ -331,6 +193,18 @@ impl Engine {
         &self.inner.options.owner
     }
 
+    /// How many background tasks of this engine are alive: a lease renewer per run being
+    /// executed, none once every execution returned (or its future was dropped and the renewer
+    /// saw it).
+    pub fn background_tasks(&self) -> usize {
+        self.inner.tasks.len()
+    }
+
+    /// The current time, from the engine's clock ([`EngineOptions::clock`]).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.options.clock.now()
+    }
+
     /// Claims the next due run (queued, due `waiting_retry`, or `running` with an expired lease)
     /// and executes it. `None` when nothing is due.
     ///
@@ -345,7 +219,7 @@ impl Engine {
         let Some(run) = self
             .inner
             .store
-            .claim_next_run(&o.owner, o.lease, Utc::now())
+            .claim_next_run(&o.owner, o.lease, o.clock.now())
             .await?
         else {
             // Idle: a good moment to stop sessions whose explore answer was lost.
@@ -374,6 +248,7 @@ impl Engine {
                 &client,
                 &self.inner.limiters.gate(server),
                 request_timeout,
+                self.inner.options.clock.as_ref(),
             )
             .await;
         }
@@ -397,7 +272,7 @@ impl Engine {
         let claimed = self
             .inner
             .store
-            .claim_run(id, &o.owner, o.lease, Utc::now())
+            .claim_run(id, &o.owner, o.lease, o.clock.now())
             .await
             .map_err(RunError::store(id))?;
         let Some(run) = claimed else {
@@ -423,9 +298,12 @@ impl Engine {
     async fn drive(&self, run: Run, shutdown: &CancellationToken) -> Result<RunOutcome, RunError> {
         let id = run.id;
         let stop = Stopper::default();
-        // Aborted on every way out, this future being dropped included: a renewer that outlives
-        // the execution would keep the lease of a run nobody drives alive forever.
-        let renewer = AbortOnDrop(self.spawn_lease_renewal(&run, &stop, shutdown));
+        // The renewer stops on every way out, this future being dropped included (the guard
+        // cancels its token): a renewer that outlives the execution would keep the lease of a run
+        // nobody drives alive forever. A child of the stop token, so a stop ends it too.
+        let renewal = stop.token.child_token();
+        let stop_renewal = renewal.clone().drop_guard();
+        let renewer = self.spawn_lease_renewal(&run, &stop, shutdown, renewal);
         // Unwind safety: the execution's own state dies with it; what it shares with other
         // runs is the store (transactions roll back), tokio locks and semaphores (no poisoning;
         // permits and guards are released as the future is dropped) and std mutexes that are
@@ -433,7 +311,12 @@ impl Engine {
         let caught = std::panic::AssertUnwindSafe(self.drive_claimed(run.clone(), &stop))
             .catch_unwind()
             .await;
-        drop(renewer);
+        drop(stop_renewal);
+        // Ended before the run's outcome is recorded or returned: once an execution returns, no
+        // task of it is left.
+        if let Err(e) = renewer.await {
+            tracing::error!(run = %id, error = %e, "the lease renewer of the run failed");
+        }
         let result = match caught {
             Ok(result) => result,
             Err(payload) => self.panicked(&run, crate::panics::message(&*payload)).await,
@@ -476,7 +359,7 @@ impl Engine {
                 self.client(&session.server, &secrets),
                 Uuid::parse_str(&session.id),
             ) {
-                stop_session(store, &client, uuid).await;
+                stop_session(store, &client, uuid, self.inner.options.clock.as_ref()).await;
             }
         }
         let reason = format!(
@@ -485,16 +368,20 @@ impl Engine {
         self.finish(run, RunState::Failed, Some(reason)).await
     }
 
-    /// The lease renewal task: renews every third of the lease (at most every 2 s), turns a cancel request into
-    /// [`StopReason::Cancelled`], a lost lease into [`StopReason::LeaseLost`], the deadline into
-    /// [`StopReason::Timeout`] and the caller's shutdown into [`StopReason::Shutdown`].
+    /// The lease renewal task, on the engine's tracker: renews every third of the lease (at most
+    /// every 2 s), turns a cancel request into [`StopReason::Cancelled`], a lost lease into
+    /// [`StopReason::LeaseLost`], the deadline into [`StopReason::Timeout`] and the caller's
+    /// shutdown into [`StopReason::Shutdown`]. Ends when `renewal` is cancelled, at whatever await
+    /// it is.
     fn spawn_lease_renewal(
         &self,
         run: &Run,
         stop: &Stopper,
         shutdown: &CancellationToken,
+        renewal: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let store = self.inner.store.clone();
+        let clock = Arc::clone(&self.inner.options.clock);
         let owner = self.inner.options.owner.clone();
         let lease = self.inner.options.lease;
         // Every 2 s at most: the renewal is also how an operator's cancel is noticed.
@@ -504,25 +391,29 @@ impl Engine {
         let id = run.id;
         let mut deadline = run.deadline_at;
         let cancel_requested = run.cancel_requested;
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             if cancel_requested {
                 stop.stop(StopReason::Cancelled);
                 return;
             }
             loop {
                 let until_deadline = deadline
-                    .map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                    .map(|d| (d - clock.now()).to_std().unwrap_or(Duration::ZERO))
                     .unwrap_or(every);
                 tokio::select! {
                     () = tokio::time::sleep(every.min(until_deadline)) => {}
                     () = shutdown.cancelled() => { stop.stop(StopReason::Shutdown); return; }
-                    () = stop.token.cancelled() => return,
+                    () = renewal.cancelled() => return,
                 }
-                if deadline.is_some_and(|d| Utc::now() >= d) {
+                if deadline.is_some_and(|d| clock.now() >= d) {
                     stop.stop(StopReason::Timeout);
                     return;
                 }
-                match store.renew_lease(id, &owner, lease, Utc::now()).await {
+                let renewed = tokio::select! {
+                    r = store.renew_lease(id, &owner, lease, clock.now()) => r,
+                    () = renewal.cancelled() => return,
+                };
+                match renewed {
                     Ok(r) => {
                         deadline = r.deadline_at.or(deadline);
                         if r.cancel_requested {
@@ -575,10 +466,11 @@ impl Engine {
             job.organization().clone(),
             point_in_time,
             &self.inner.limiters,
-            self.inner.options.max_session_reopens,
+            &self.inner.options,
         );
         let ctx = Arc::new(RunCtx {
-            engine: self.clone(),
+            store: store.clone(),
+            options: self.inner.options.clone(),
             run: run.clone(),
             job,
             client,
@@ -670,15 +562,15 @@ impl Engine {
                 && let Action::ExportPst(action) = ctx.job.action()
                 && let Some(retention) = action.retention
             {
-                super::export::apply_retention(&ctx, retention).await;
+                export::apply_retention(&ctx, retention).await;
             }
             return Ok(outcome);
         }
-        let next = waiting.unwrap_or_else(Utc::now);
+        let next = waiting.unwrap_or_else(|| ctx.now());
         ctx.session.close(false).await;
         let reason = format!("steps wait for a retry at {}", next.to_rfc3339());
         store
-            .schedule_run_retry(id, next, Some(&reason), Utc::now())
+            .schedule_run_retry(id, next, Some(&reason), ctx.now())
             .await
             .map_err(RunError::store(id))?;
         tracing::info!(run = %id, next = %next, "run waits for a retry");
@@ -725,7 +617,7 @@ impl Engine {
         let steps = self
             .inner
             .store
-            .create_steps(id, &new_steps, Utc::now())
+            .create_steps(id, &new_steps, ctx.now())
             .await
             .map_err(RunError::store(id))?;
         tracing::info!(run = %id, steps = steps.len(), "steps created");
@@ -761,7 +653,13 @@ impl Engine {
                 continue;
             }
             if Some(&s.id) != adopt.as_ref() {
-                stop_session(&self.inner.store, &ctx.client, uuid).await;
+                stop_session(
+                    &self.inner.store,
+                    &ctx.client,
+                    uuid,
+                    self.inner.options.clock.as_ref(),
+                )
+                .await;
             }
         }
         Ok(())
@@ -811,7 +709,7 @@ impl Engine {
                 let _ = self
                     .inner
                     .store
-                    .release_lease(id, &self.inner.options.owner, Utc::now())
+                    .release_lease(id, &self.inner.options.owner, ctx.now())
                     .await;
                 tracing::info!(run = %id, "run interrupted by shutdown; it resumes at the next start");
                 Ok(RunOutcome {
@@ -869,7 +767,7 @@ impl Engine {
             };
             self.inner
                 .store
-                .set_step_state(step.id, StepState::Failed, Some(&error), Utc::now())
+                .set_step_state(step.id, StepState::Failed, Some(&error), ctx.now())
                 .await
                 .map_err(RunError::store(id))?;
         }
@@ -883,10 +781,11 @@ impl Engine {
         state: RunState,
         reason: Option<String>,
     ) -> Result<RunOutcome, RunError> {
-        super::export::discard_partials(&self.inner.store, run.id).await?;
+        export::discard_partials(&self.inner.store, run.id, self.inner.options.clock.as_ref())
+            .await?;
         self.inner
             .store
-            .set_run_state(run.id, state, reason.as_deref(), Utc::now())
+            .set_run_state(run.id, state, reason.as_deref(), self.now())
             .await
             .map_err(RunError::store(run.id))?;
         match state {
@@ -903,15 +802,6 @@ impl Engine {
             reason,
             next_attempt_at: None,
         })
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -1004,9 +894,4 @@ pub(crate) fn decide(steps: &[Step], extra_failure: Option<String>) -> (RunState
         );
     }
     (RunState::Succeeded, None)
-}
-
-/// Where the search report parts of a run live (under the state directory, never exported).
-pub(crate) fn run_scratch_dir(config: &Config, run: RunId) -> PathBuf {
-    config.state_dir.join("runs").join(run.to_string())
 }

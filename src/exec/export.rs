@@ -6,17 +6,15 @@
 //! session when it is still open (the server-side export lives in it). A stopped run (cancel,
 //! timeout, shutdown) drops the transfer and keeps the partial file for a later attempt.
 
-use chrono::Utc;
 use serde_json::json;
 
-use super::engine::RunCtx;
 use super::error::{AttemptError, RunError, StepFailure};
-use super::restore::template_values;
-use super::steps::{Next, StepEnd};
+use super::run_ctx::{Next, RunCtx, StepEnd, template_values};
 use crate::download::{
     self, DownloadOptions, ExportSource, ManifestInfo, StoreProgress, resolve_inside,
 };
 use crate::jobs::{ExportAction, Retention};
+use crate::schedule::Clock;
 use crate::store::{ErrorClass, FileFormat, NewDownload, RunId, Step, StepFile, StepState, Store};
 use crate::vb365::ExportToPstOptions;
 
@@ -40,7 +38,7 @@ pub(crate) async fn attempt(
         .map_err(|_| StepFailure::permanent(format!("{email}: bad mailbox id {mailbox_id}")))?;
     let open = ctx.session.get(&ctx.stop.token).await?;
     store
-        .set_step_session(step.id, Some(&open.id.to_string()), Utc::now())
+        .set_step_session(step.id, Some(&open.id.to_string()), ctx.now())
         .await
         .map_err(RunError::store(run))?;
 
@@ -57,18 +55,18 @@ pub(crate) async fn attempt(
                 partial_path: &target.partial_path(),
                 restore_session_id: Some(&open.id.to_string()),
             },
-            Utc::now(),
+            ctx.now(),
         )
         .await
         .map_err(RunError::store(run))?;
     // A crash from here on must not stop the session: the server-side export lives in it.
     store
-        .set_session_keep_for_resume(&open.id.to_string(), true, Utc::now())
+        .set_session_keep_for_resume(&open.id.to_string(), true, ctx.now())
         .await
         .map_err(RunError::store(run))?;
     if step.state != StepState::Downloading {
         store
-            .set_step_state(step.id, StepState::Downloading, None, Utc::now())
+            .set_step_state(step.id, StepState::Downloading, None, ctx.now())
             .await
             .map_err(RunError::store(run))?;
     }
@@ -115,7 +113,7 @@ pub(crate) async fn attempt(
         restore_session_id: open.id.to_string(),
         keyword: action.keyword.clone(),
         pst_size_limit_bytes: action.pst_size_limit,
-        started_at: step.started_at.unwrap_or_else(Utc::now),
+        started_at: step.started_at.unwrap_or_else(|| ctx.now()),
         attempts: u32::try_from(step.attempts).unwrap_or(u32::MAX),
         job_file: ctx.job.file().display().to_string(),
         job_spec_hash: ctx.job.spec_hash().to_string(),
@@ -149,12 +147,12 @@ pub(crate) async fn attempt(
                 sha256: &published.manifest.sha256,
                 format,
             },
-            Utc::now(),
+            ctx.now(),
         )
         .await
         .map_err(RunError::store(run))?;
     store
-        .set_step_state(step.id, StepState::Done, None, Utc::now())
+        .set_step_state(step.id, StepState::Done, None, ctx.now())
         .await
         .map_err(RunError::store(run))?;
     tracing::info!(run = %run, mailbox = email, path = %published.path.display(), bytes = published.manifest.bytes, sha256 = %published.manifest.sha256, "export published");
@@ -175,7 +173,7 @@ pub(crate) async fn apply_retention(ctx: &RunCtx, retention: Retention) {
         &ctx.config().export_root,
         ctx.job.name(),
         &retention,
-        Utc::now(),
+        ctx.now(),
     )
     .await
     {
@@ -202,7 +200,11 @@ pub(crate) async fn apply_retention(ctx: &RunCtx, retention: Retention) {
 /// publish can never be resumed (a new run writes a new path), so it is removed and the
 /// download recorded `failed` with what was discarded. Runs before the run's terminal state
 /// is written, so a crash in between repeats it at the next execution.
-pub(crate) async fn discard_partials(store: &Store, run: RunId) -> Result<(), RunError> {
+pub(crate) async fn discard_partials(
+    store: &Store,
+    run: RunId,
+    clock: &dyn Clock,
+) -> Result<(), RunError> {
     for d in store
         .list_unfinished_downloads(run)
         .await
@@ -226,7 +228,7 @@ pub(crate) async fn discard_partials(store: &Store, run: RunId) -> Result<(), Ru
             }
         };
         store
-            .mark_download_failed(d.step_id, &message, Utc::now())
+            .mark_download_failed(d.step_id, &message, clock.now())
             .await
             .map_err(RunError::store(run))?;
         tracing::info!(run = %run, step = d.step_id, "{message}");

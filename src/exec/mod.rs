@@ -12,7 +12,10 @@
 //! - [`restore`]: Restore / RestoreTo / BulkRestore: the at-most-once protocol, reconciliation
 //!   of unknown outcomes and following the asynchronous restore to its result;
 //! - [`export`]: ExportPst through the download engine; [`search`]: Search and its report;
-//! - [`retry`]: backoff with jitter; [`recovery`]: what the daemon does at start.
+//! - [`retry`]: backoff with jitter; [`recovery`]: what the daemon does at start;
+//! - `run_ctx`: what one execution shares with its steps (the run context, the stop signal,
+//!   what an attempt tells the step loop), imported by the engine and every step kind and
+//!   importing none of them; [`options`]: [`EngineOptions`] and the clock the engine reads.
 //!
 //! Errors: [`RunError`] is what stops the engine itself (the state database failing, a job
 //! version that cannot be rebuilt); everything that goes wrong on the VB365 side or on disk is a
@@ -21,48 +24,17 @@
 pub mod engine;
 pub mod error;
 pub mod export;
+pub mod options;
 pub mod recovery;
 pub mod restore;
 pub mod retry;
+pub(crate) mod run_ctx;
 pub mod search;
 pub mod select;
 pub mod session;
 pub mod steps;
 
-use std::time::Duration;
-
 pub use engine::{Engine, RunOutcome};
 pub use error::RunError;
+pub use options::EngineOptions;
 pub use recovery::{RecoveryReport, Resolution};
-
-/// Tunables of the engine. [`EngineOptions::from_config`] takes them from the daemon config.
-#[derive(Debug, Clone)]
-pub struct EngineOptions {
-    /// The lease owner written on claimed runs (the daemon instance id).
-    pub owner: String,
-    /// Lease length; renewed every third of it.
-    pub lease: Duration,
-    /// Poll interval of a submitted restore (config `engine.pollInterval`).
-    pub poll_interval: Duration,
-    /// Wait after an unknown restore outcome before "no trace" counts as "not received"
-    /// (config `engine.reconcileGrace`, at least the server's `requestTimeout`).
-    pub reconcile_grace: Duration,
-    /// Backoffs up to this are slept inside the run, longer ones park it in `waiting_retry`.
-    pub inline_backoff: Duration,
-    /// Restore sessions one run may re-open after losing them before its steps fail.
-    pub max_session_reopens: u32,
-}
-
-impl EngineOptions {
-    /// Options from the daemon config for lease owner `owner`.
-    pub fn from_config(config: &crate::config::Config, owner: impl Into<String>) -> Self {
-        EngineOptions {
-            owner: owner.into(),
-            lease: Duration::from_secs(60),
-            poll_interval: config.engine.poll_interval.max(Duration::from_millis(10)),
-            reconcile_grace: config.engine.reconcile_grace,
-            inline_backoff: config.engine.inline_backoff,
-            max_session_reopens: 3,
-        }
-    }
-}

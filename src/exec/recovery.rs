@@ -82,7 +82,7 @@ impl Engine {
                 continue;
             };
             if let Ok(id) = Uuid::parse_str(&session.id) {
-                stop_session(store, &client, id).await;
+                stop_session(store, &client, id, self.inner.options.clock.as_ref()).await;
                 report.stopped_sessions.push(session.id.clone());
             }
         }
@@ -123,7 +123,7 @@ impl Engine {
         let mut decided = Vec::new();
         for s in steps.iter().filter(|s| s.state == StepState::InDoubt) {
             store
-                .record_operator_decision(s.id, decision, Utc::now())
+                .record_operator_decision(s.id, decision, self.now())
                 .await
                 .map_err(RunError::store(run))?;
             decided.push(s.id);
@@ -139,7 +139,7 @@ impl Engine {
                 run,
                 RunState::Queued,
                 Some(&format!("operator decided {decision}")),
-                Utc::now(),
+                self.now(),
             )
             .await
             .map_err(RunError::store(run))?;

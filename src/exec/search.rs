@@ -20,16 +20,13 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::engine::{RunCtx, run_scratch_dir};
 use super::error::{AttemptError, RunError, StepFailure};
 use super::export::create_private_dir;
-use super::restore::template_values;
-use super::steps::Next;
+use super::run_ctx::{Next, RunCtx, run_scratch_dir, template_values};
 use crate::download::resolve_inside;
 use crate::jobs::{ReportFormat, SearchAction};
 use crate::store::{FileFormat, NewExport, Step, StepFile, StepState, StoreError};
@@ -89,7 +86,7 @@ pub(crate) async fn attempt(
     let run = ctx.run.id;
     let open = ctx.session.get(&ctx.stop.token).await?;
     ctx.store()
-        .set_step_session(step.id, Some(&open.id.to_string()), Utc::now())
+        .set_step_session(step.id, Some(&open.id.to_string()), ctx.now())
         .await
         .map_err(RunError::store(run))?;
     let options = SearchOptions::query(action.query.clone());
@@ -149,11 +146,11 @@ pub(crate) async fn attempt(
     .map_err(|e| StepFailure::permanent(format!("search part file: {e}")))?;
     write.map_err(|e| StepFailure::permanent(format!("search part file: {e}")))?;
     ctx.store()
-        .record_search_count(step.id, n as u64, Utc::now())
+        .record_search_count(step.id, n as u64, ctx.now())
         .await
         .map_err(RunError::store(run))?;
     ctx.store()
-        .set_step_state(step.id, StepState::Done, None, Utc::now())
+        .set_step_state(step.id, StepState::Done, None, ctx.now())
         .await
         .map_err(RunError::store(run))?;
     tracing::info!(run = %run, mailbox = step.mailbox_email.as_deref().unwrap_or("organization"), items = n, "search step done");
@@ -226,7 +223,7 @@ pub(crate) async fn publish_report(
         bytes,
         sha256: &sha256,
     };
-    match ctx.store().record_export(&export, Utc::now()).await {
+    match ctx.store().record_export(&export, ctx.now()).await {
         Ok(_) | Err(StoreError::Conflict { .. }) => {}
         Err(e) => return Err(e.into()),
     }
@@ -240,7 +237,7 @@ pub(crate) async fn publish_report(
                     sha256: &sha256,
                     format: file_format,
                 },
-                Utc::now(),
+                ctx.now(),
             )
             .await?;
     }

@@ -16,8 +16,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::error::{StepFailure, StepResult};
+use super::options::EngineOptions;
 use crate::config::Config;
 use crate::jobs::OrganizationRef;
+use crate::schedule::Clock;
 use crate::store::{ErrorClass, NewSession, NewSessionIntent, RunId, SessionIntent, Store};
 use crate::vb365::{self, Client, Organization, OrganizationExploreOptions};
 
@@ -92,11 +94,14 @@ pub struct SessionSlot {
     limiter: Arc<Semaphore>,
     gate: Arc<Mutex<()>>,
     max_reopens: u32,
+    /// The engine's clock: every timestamp the slot records.
+    clock: Arc<dyn Clock>,
     state: Mutex<SlotState>,
 }
 
 impl SessionSlot {
-    /// A slot with no session yet.
+    /// A slot with no session yet; `options` give the reopen budget
+    /// ([`EngineOptions::max_session_reopens`]) and the clock.
     pub fn new(
         client: Client,
         store: Store,
@@ -104,7 +109,7 @@ impl SessionSlot {
         organization: OrganizationRef,
         point_in_time: Option<DateTime<Utc>>,
         limiters: &Limiters,
-        max_reopens: u32,
+        options: &EngineOptions,
     ) -> Self {
         SessionSlot {
             limiter: limiters.get(client.server()),
@@ -114,7 +119,8 @@ impl SessionSlot {
             run,
             organization,
             point_in_time,
-            max_reopens,
+            max_reopens: options.max_session_reopens,
+            clock: Arc::clone(&options.clock),
             state: Mutex::new(SlotState {
                 current: None,
                 permit: None,
@@ -189,7 +195,7 @@ impl SessionSlot {
                     organization_name: &org.name,
                     run_id: Some(self.run),
                 },
-                Utc::now(),
+                self.clock.now(),
             )
             .await
             .map_err(store_failure)?;
@@ -205,7 +211,7 @@ impl SessionSlot {
                     point_in_time: pit.as_deref(),
                     run_id: Some(self.run),
                 },
-                Utc::now(),
+                self.clock.now(),
             )
             .await
             .map_err(store_failure)?;
@@ -243,7 +249,7 @@ impl SessionSlot {
                     .mark_session_lost(
                         &id.to_string(),
                         "not working any more when the run resumed",
-                        Utc::now(),
+                        self.clock.now(),
                     )
                     .await;
                 return false;
@@ -302,7 +308,7 @@ impl SessionSlot {
         };
         let _ = self
             .store
-            .mark_session_lost(&open.id.to_string(), reason, Utc::now())
+            .mark_session_lost(&open.id.to_string(), reason, self.clock.now())
             .await;
         st.lost.insert(open.id);
         st.reopens += 1;
@@ -325,14 +331,14 @@ impl SessionSlot {
             if keep {
                 if let Err(e) = self
                     .store
-                    .set_session_keep_for_resume(&id, true, Utc::now())
+                    .set_session_keep_for_resume(&id, true, self.clock.now())
                     .await
                 {
                     tracing::warn!(session = %id, error = %e, "cannot mark the session for resume");
                 }
                 tracing::info!(run = %self.run, session = %id, "restore session kept open for resume");
             } else {
-                stop_session(&self.store, &self.client, open.id).await;
+                stop_session(&self.store, &self.client, open.id, self.clock.as_ref()).await;
             }
         }
         st.permit = None;
@@ -342,20 +348,20 @@ impl SessionSlot {
 /// Stops a restore session on the server and records it: `stopping` first (so a crash in
 /// between is retried at the next start), then `stopped`; a session the server no longer knows
 /// is recorded `lost`. Failures are logged; the row stays `stopping` for the next recovery.
-pub async fn stop_session(store: &Store, client: &Client, id: Uuid) {
+pub async fn stop_session(store: &Store, client: &Client, id: Uuid, clock: &dyn Clock) {
     let text = id.to_string();
-    if let Err(e) = store.mark_session_stopping(&text, Utc::now()).await {
+    if let Err(e) = store.mark_session_stopping(&text, clock.now()).await {
         tracing::warn!(session = %text, error = %e, "cannot record the session as stopping");
     }
     match client.stop_restore_session(id).await {
         Ok(()) => {
-            if let Err(e) = store.mark_session_stopped(&text, Utc::now()).await {
+            if let Err(e) = store.mark_session_stopped(&text, clock.now()).await {
                 tracing::warn!(session = %text, error = %e, "cannot record the session as stopped");
             }
         }
         Err(e) if e.is_gone() => {
             let _ = store
-                .mark_session_lost(&text, "the server no longer knows it", Utc::now())
+                .mark_session_lost(&text, "the server no longer knows it", clock.now())
                 .await;
         }
         Err(e) => {
@@ -391,6 +397,7 @@ pub async fn sweep_orphans(
     client: &Client,
     gate: &Mutex<()>,
     request_timeout: std::time::Duration,
+    clock: &dyn Clock,
 ) -> usize {
     let server = client.server();
     let _gate = gate.lock().await;
@@ -401,7 +408,7 @@ pub async fn sweep_orphans(
             return 0;
         }
     };
-    let now = Utc::now();
+    let now = clock.now();
     let settled = chrono::Duration::from_std(request_timeout + ORPHAN_GRACE).unwrap_or_default();
     let due: Vec<&SessionIntent> = intents
         .iter()
@@ -485,7 +492,7 @@ pub async fn sweep_orphans(
             return stopped;
         }
         tracing::warn!(server, session = %id, organization = %intent.organization_name, "stopping a restore session whose explore answer was lost");
-        stop_session(store, client, s.id).await;
+        stop_session(store, client, s.id, clock).await;
         stopped += 1;
     }
     for i in due {

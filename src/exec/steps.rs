@@ -4,10 +4,10 @@
 //! | state | action |
 //! |---|---|
 //! | `pending` (due), `downloading`, `verifying` | a new attempt of the kind's action |
-//! | `pending` with a future `next_attempt_at` | sleep if short, else end with [`StepEnd::Later`] |
+//! | `pending` with a future `next_attempt_at` | sleep if short, else end with `StepEnd::Later` |
 //! | `submitting` | reconcile the unknown POST (see [`super::restore`]) |
 //! | `submitted` | follow the restore to its outcome |
-//! | `in_doubt` | act on the operator's decision, or end with [`StepEnd::Blocked`] |
+//! | `in_doubt` | act on the operator's decision, or end with `StepEnd::Blocked` |
 //!
 //! A failed attempt is handled by its class: retryable → backoff with jitter up to
 //! `retry.maxAttempts` attempts; permanent / auth → `failed`; session lost → the run's session
@@ -16,35 +16,13 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use serde_json::json;
 
-use super::engine::RunCtx;
 use super::error::{AttemptError, RunError, StepFailure};
+use super::run_ctx::{MailboxCache, Next, RunCtx, StepEnd, sleep};
 use super::{export, restore, retry, search};
 use crate::jobs::Action;
 use crate::store::{Decision, ErrorClass, StepErrorRecord, StepState};
-
-/// How a step's loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepEnd {
-    /// `done`, `warning`, `failed` or `skipped`.
-    Finished,
-    /// Waits for a backoff longer than the in-run threshold, until then.
-    Later(chrono::DateTime<Utc>),
-    /// `in_doubt` without an operator's decision.
-    Blocked,
-    /// The run was stopped (cancel, timeout, shutdown, lost lease).
-    Stopped,
-}
-
-/// What an attempt asks the loop to do next.
-pub(crate) enum Next {
-    /// Read the step again and continue.
-    Continue,
-    /// End the loop.
-    End(StepEnd),
-}
 
 /// Runs step `id` of the run until it ends (see the module doc).
 ///
@@ -67,7 +45,7 @@ pub(crate) async fn run_step(ctx: Arc<RunCtx>, id: i64) -> Result<StepEnd, RunEr
                 None => return Ok(StepEnd::Blocked),
                 Some(Decision::MarkDone) => {
                     store
-                        .set_step_state(id, StepState::Done, None, Utc::now())
+                        .set_step_state(id, StepState::Done, None, ctx.now())
                         .await
                         .map_err(RunError::store(run))?;
                     Next::Continue
@@ -80,7 +58,7 @@ pub(crate) async fn run_step(ctx: Arc<RunCtx>, id: i64) -> Result<StepEnd, RunEr
                             .into(),
                     };
                     store
-                        .set_step_state(id, StepState::Failed, Some(&error), Utc::now())
+                        .set_step_state(id, StepState::Failed, Some(&error), ctx.now())
                         .await
                         .map_err(RunError::store(run))?;
                     Next::Continue
@@ -90,11 +68,14 @@ pub(crate) async fn run_step(ctx: Arc<RunCtx>, id: i64) -> Result<StepEnd, RunEr
                     after_attempt(&ctx, id, result).await?
                 }
             },
-            StepState::Submitting => restore::reconcile_step(&ctx, &step).await?,
+            StepState::Submitting => {
+                let result = restore::reconcile_step(&ctx, &step).await;
+                after_attempt(&ctx, id, result).await?
+            }
             StepState::Submitted => restore::follow_step(&ctx, &step).await?,
             StepState::Pending | StepState::Downloading | StepState::Verifying => {
                 if let Some(at) = step.next_attempt_at {
-                    let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                    let wait = (at - ctx.now()).to_std().unwrap_or_default();
                     if wait > ctx.options().inline_backoff {
                         return Ok(StepEnd::Later(at));
                     }
@@ -103,7 +84,7 @@ pub(crate) async fn run_step(ctx: Arc<RunCtx>, id: i64) -> Result<StepEnd, RunEr
                     }
                 }
                 let step = store
-                    .begin_step_attempt(id, Utc::now())
+                    .begin_step_attempt(id, ctx.now())
                     .await
                     .map_err(RunError::store(run))?;
                 ctx.note(
@@ -151,20 +132,8 @@ async fn after_attempt(
     }
 }
 
-/// Sleeps `d` unless the run stops first; false when it stopped.
-pub(crate) async fn sleep(ctx: &RunCtx, d: std::time::Duration) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(d) => true,
-        () = ctx.stop.token.cancelled() => false,
-    }
-}
-
 /// Records a failed attempt and decides what comes next (see the module doc).
-pub(crate) async fn handle_failure(
-    ctx: &RunCtx,
-    id: i64,
-    failure: StepFailure,
-) -> Result<Next, RunError> {
+async fn handle_failure(ctx: &RunCtx, id: i64, failure: StepFailure) -> Result<Next, RunError> {
     let run = ctx.run.id;
     let store = ctx.store();
     if ctx.stop.is_stopped() {
@@ -178,7 +147,7 @@ pub(crate) async fn handle_failure(
     tracing::warn!(run = %run, step = id, mailbox = step.mailbox_email.as_deref().unwrap_or(""), class = %failure.class, error = %failure.message, "step attempt failed");
     let fail = |f: StepFailure| async move {
         store
-            .set_step_state(id, StepState::Failed, Some(&f.to_step_error()), Utc::now())
+            .set_step_state(id, StepState::Failed, Some(&f.to_step_error()), ctx.now())
             .await
             .map_err(RunError::store(run))?;
         Ok::<_, RunError>(Next::End(StepEnd::Finished))
@@ -200,9 +169,9 @@ pub(crate) async fn handle_failure(
     match class {
         ErrorClass::Permanent | ErrorClass::Auth => fail(failure).await,
         ErrorClass::SessionLost => {
-            *ctx.mailboxes.lock().await = super::engine::MailboxCache::Empty;
+            *ctx.mailboxes.lock().await = MailboxCache::Empty;
             store
-                .schedule_step_retry(id, Utc::now(), &failure.to_step_error(), Utc::now())
+                .schedule_step_retry(id, ctx.now(), &failure.to_step_error(), ctx.now())
                 .await
                 .map_err(RunError::store(run))?;
             Ok(Next::Continue)
@@ -214,9 +183,9 @@ pub(crate) async fn handle_failure(
                 return fail(f).await;
             }
             let delay = retry::delay(&policy, attempts, failure.retry_after);
-            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            let at = ctx.now() + chrono::Duration::from_std(delay).unwrap_or_default();
             store
-                .schedule_step_retry(id, at, &failure.to_step_error(), Utc::now())
+                .schedule_step_retry(id, at, &failure.to_step_error(), ctx.now())
                 .await
                 .map_err(RunError::store(run))?;
             tracing::info!(run = %run, step = id, attempt = attempts, delay_ms = delay.as_millis() as u64, "step retry scheduled");
