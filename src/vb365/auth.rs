@@ -1,10 +1,10 @@
 //! Bearer tokens of one VB365 server: password grant, refresh ahead of expiry, refresh after a
 //! 401, the fallback from a failed refresh to a new password grant, and logout.
 //!
-//! [`Login`] owns the whole flow: the username, the password's secret reference and the token
-//! slot. The client's calls ([`super::execute`]) ask it for a bearer token and, after a 401, for
+//! `Login` owns the whole flow: the username, the password's secret reference and the token
+//! slot. The client's calls (`vb365/execute.rs`) ask it for a bearer token and, after a 401, for
 //! a new one; it sends its own requests (`POST /v8/token`, `POST /v8/token/logout`) through the
-//! server's [`Connection`].
+//! server's `Connection` (`vb365/connection.rs`).
 //!
 //! Only `expires_in` is trusted for the lifetime: `.issued`/`.expires` are opaque strings whose
 //! format is not settled (API.md §1.1). A token is refreshed when less than

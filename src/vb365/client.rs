@@ -4,11 +4,11 @@
 //! The client is spread over files by responsibility, each adding an `impl Client` block or a
 //! part the client holds:
 //!
-//! - [`super::connection`]: a request as a `Call`, sent once; decoding; building `ApiError`s;
+//! - `connection.rs`: a request as a `Call`, sent once; decoding; building `ApiError`s;
 //! - [`super::auth`]: bearer tokens (password grant, refresh, logout);
-//! - [`super::execute`]: sending a call with a token, the resend after a 401, classifying a
-//!   failure, lost-session probes, paged collections;
-//! - [`super::endpoints`]: one public method per endpoint, grouped by resource.
+//! - `execute.rs`: sending a call with a token, the resend after a 401, classifying a failure,
+//!   lost-session probes, paged collections;
+//! - `endpoints/`: one public method per endpoint, grouped by resource.
 
 use std::fmt;
 use std::sync::Arc;

@@ -13,7 +13,7 @@ use crate::vb365::request::{
 
 impl Client {
     /// `POST …/organization/mailboxes/restore` (bulk). At most once: an unknown outcome is
-    /// [`ErrorClass::Ambiguous`].
+    /// [`crate::vb365::ErrorClass::Ambiguous`].
     pub async fn restore_mailboxes(
         &self,
         session: Uuid,
