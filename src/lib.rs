@@ -3,19 +3,24 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the daemon config file (`restorectl.yaml`) and secret references.
+//! - [`config`]: the daemon config file (`restorectl.yaml`): raw YAML shapes, validation into
+//!   [`config::Config`], secret references and their resolution, the retry policy.
 //! - [`jobs`]: job files: discovery in the job directory, parsing (YAML → raw spec), validation
-//!   (raw spec → [`jobs::Job`]) with located error codes, schedules, mailbox selection, path
-//!   templates, the normalised spec hash and the JSON Schema.
-//! - [`schedule`]: when scheduled jobs fire: cron parsing, DST-correct next fire instants with
-//!   Debian cron's rules, the catch-up plan after downtime, `concurrencyPolicy`, the injectable
-//!   clock, and [`schedule::explain()`] (what daylight saving does to a fire, for `plan`).
+//!   (raw spec → [`jobs::Job`]) with located error codes, the validated `schedule:` section
+//!   ([`jobs::schedule_spec`]), mailbox selection, path templates, the normalised spec hash and
+//!   the JSON Schema.
+//! - [`schedule`]: when scheduled jobs fire (pure time arithmetic): cron parsing, DST-correct
+//!   next fire instants with Debian cron's rules, the catch-up plan after downtime,
+//!   `concurrencyPolicy`, the injectable clock, and [`schedule::explain()`] (what daylight
+//!   saving does to a fire, for `plan`).
 //! - [`daemon`]: the daemon's lifecycle (docs/daemon.md): single-instance lock, job-directory
-//!   watcher and reconciliation, the scheduler, operator requests, the executor seam to
-//!   [`exec`], health/metrics HTTP, systemd notification, signals, `--dev`.
-//! - [`vb365`]: the VB365 REST API v8 client: tokens, typed requests and responses, paging,
-//!   the PST export stream and the error classes (retryable, permanent, auth, session lost,
-//!   ambiguous) that drive retries.
+//!   watcher and reconciliation, the scheduler task that turns due fires into runs
+//!   ([`daemon::fires`]), operator requests, the executor seam to [`exec`], health/metrics
+//!   HTTP, systemd notification, signals, `--dev`.
+//! - [`vb365`]: the VB365 REST API v8 client: tokens, typed requests and responses, the call
+//!   and its classification, one method per endpoint grouped by resource, paging, the PST
+//!   export stream and the error classes (retryable, permanent, auth, session lost, ambiguous)
+//!   that drive retries.
 //! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads and
 //!   published files, operator requests, the daemon instance lock and the append-only event
 //!   log. All SQL lives here.

@@ -6,8 +6,8 @@ mod daemon_support;
 
 use chrono::{DateTime, Utc};
 use daemon_support::*;
+use restorectl::daemon::fires::{Scheduler, TickReport};
 use restorectl::daemon::reconcile::Reconciler;
-use restorectl::daemon::scheduler::{Scheduler, TickReport};
 use restorectl::schedule::ManualClock;
 use restorectl::store::{Run, RunFilter, RunState, Store, Trigger};
 

@@ -22,7 +22,8 @@
 //!
 //! - [`watch`]: the job-directory watcher ("rescan needed" signals);
 //! - [`reconcile`]: a scan applied to the store; the table of active job versions;
-//! - [`scheduler`]: the one task that queues scheduled and one-shot runs;
+//! - [`fires`]: the scheduler task, which turns due fires (and new one-shot specs) into queued
+//!   runs and `missed`/`skipped` history (the fire arithmetic itself is [`crate::schedule`]);
 //! - [`requests`]: operator requests (`run`, `cancel`, `resolve`);
 //! - [`executor`]: the seam to the run engine and the bounded claim loops;
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: the series, from the store;
@@ -32,12 +33,12 @@
 
 pub mod dev;
 pub mod executor;
+pub mod fires;
 pub mod http;
 pub mod metrics;
 pub mod reconcile;
 pub mod reload;
 pub mod requests;
-pub mod scheduler;
 pub mod signals;
 pub mod systemd;
 pub mod tasks;
@@ -377,7 +378,7 @@ async fn run_locked(
     );
     tasks.spawn(
         "scheduler",
-        scheduler::Scheduler::new(store.clone(), Arc::clone(&clock)).run(
+        fires::Scheduler::new(store.clone(), Arc::clone(&clock)).run(
             table_rx.clone(),
             Arc::clone(&app.wake),
             cancel.child_token(),

@@ -12,6 +12,10 @@
 //!    validation passed;
 //! 4. directory-level rules (duplicate `metadata.name`) run over all files of a scan.
 //!
+//! A job's `schedule:` section validates into a [`Schedule`] ([`schedule_spec`]); when it fires
+//! is [`crate::schedule`]'s arithmetic, and the daemon's scheduler task (`daemon::fires`) turns
+//! due fires into runs.
+//!
 //! Every problem is a [`JobError`] with file, line, column, a stable [`ErrorCode`], the job and
 //! field it concerns, a message and a hint. Semantic errors are located through [`locate`],
 //! which indexes the YAML events of a file by key path.
@@ -27,7 +31,7 @@ pub mod locate;
 pub mod parse;
 pub mod raw;
 pub mod scan;
-pub mod schedule;
+pub mod schedule_spec;
 pub mod selector;
 pub mod template;
 pub mod validate;
@@ -51,7 +55,7 @@ pub use raw::{
 pub use scan::{
     ScanCache, ScanReport, collect_job_files, scan_paths, scan_paths_cached, scan_paths_if_changed,
 };
-pub use schedule::Schedule;
+pub use schedule_spec::Schedule;
 pub use selector::{MailboxSelection, Selector};
 pub use template::{PathTemplate, Placeholder, TemplateUse, TemplateValues, sanitize};
 

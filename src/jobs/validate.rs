@@ -14,7 +14,7 @@ use super::error::{ErrorCode, JobError};
 use super::hash::{canonical_json, sha256_hex};
 use super::locate::{Locator, Pos, join_key};
 use super::raw::{self, API_VERSION, JobDocument, JobKind};
-use super::schedule::{Schedule, parse_cron};
+use super::schedule_spec::{Schedule, parse_cron};
 use super::selector::{MailboxSelection, Selector, check_email};
 use super::template::{PathTemplate, TemplateError, TemplateUse};
 use super::{

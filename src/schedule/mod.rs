@@ -14,6 +14,10 @@
 //! - [`ConcurrencyPolicy`]: what to do with a fire while a run of the job is active.
 //! - [`Clock`], [`SystemClock`], [`ManualClock`], [`sleep_until_next`]: time, injectable.
 //! - [`explain()`]: what daylight saving does to a fire instant (for `restorectl plan`).
+//!
+//! Not to be confused with a job's validated `schedule:` section (`jobs::Schedule`, in
+//! `jobs/schedule_spec.rs`, built with [`parse_cron`]) or with the daemon's scheduler task
+//! (`daemon::fires`, which applies [`plan()`] to every job and writes the runs).
 
 pub mod clock;
 pub mod explain;

@@ -1,5 +1,10 @@
 //! Bearer tokens of one VB365 server: password grant, refresh ahead of expiry, refresh after a
-//! 401, and the fallback from a failed refresh to a new password grant.
+//! 401, the fallback from a failed refresh to a new password grant, and logout.
+//!
+//! `Login` owns the whole flow: the username, the password's secret reference and the token
+//! slot. The client's calls (`vb365/execute.rs`) ask it for a bearer token and, after a 401, for
+//! a new one; it sends its own requests (`POST /v8/token`, `POST /v8/token/logout`) through the
+//! server's `Connection` (`vb365/connection.rs`).
 //!
 //! Only `expires_in` is trusted for the lifetime: `.issued`/`.expires` are opaque strings whose
 //! format is not settled (API.md §1.1). A token is refreshed when less than
@@ -14,10 +19,20 @@
 use std::fmt;
 use std::time::Duration;
 
+use reqwest::StatusCode;
+use reqwest::header::ACCEPT;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+
+use super::connection::{
+    Call, Connection, Deadline, Failure, NoBody, error_body, render, retry_after,
+};
+use super::error::{ApiError, ErrorClass, ErrorKind, Transport, transport_message};
+use super::operation::Operation;
+use super::request::TokenRequest;
+use crate::config::{SecretContext, SecretRef};
 
 /// How long before expiry a token is refreshed: 10 % of its lifetime, at most 60 s.
 pub fn refresh_margin(lifetime: Duration) -> Duration {
@@ -27,7 +42,7 @@ pub fn refresh_margin(lifetime: Duration) -> Duration {
 /// `OAuthTokenResponse`, as far as this client reads it. `Debug` is hand-written: it never
 /// shows a token.
 #[derive(Deserialize)]
-pub(crate) struct TokenResponse {
+struct TokenResponse {
     pub access_token: SecretString,
     #[serde(default)]
     pub refresh_token: Option<SecretString>,
@@ -49,7 +64,7 @@ impl fmt::Debug for TokenResponse {
 }
 
 /// A token in use.
-pub(crate) struct Token {
+struct Token {
     pub access: SecretString,
     pub refresh: Option<SecretString>,
     /// When a refresh becomes due (expiry minus the margin).
@@ -94,14 +109,186 @@ impl Token {
 
 /// The token slot of one server. See the module doc for the locking rule.
 #[derive(Debug, Default)]
-pub(crate) struct TokenState {
+struct TokenState {
     pub token: Option<Token>,
     /// Generation of the last token handed out (survives logout so numbers never repeat).
     pub last_generation: u64,
 }
 
 /// The shared, lockable token state.
-pub(crate) type TokenSlot = Mutex<TokenState>;
+type TokenSlot = Mutex<TokenState>;
+
+/// The login of one server: who logs in, where the password is, and the token slot. See the
+/// module doc for the locking rule.
+pub(super) struct Login {
+    pub(super) username: String,
+    pub(super) password: SecretRef,
+    tokens: TokenSlot,
+}
+
+impl Login {
+    /// A login that has no token yet: the first call makes a password grant.
+    pub(super) fn new(username: String, password: SecretRef) -> Login {
+        Login {
+            username,
+            password,
+            tokens: TokenSlot::new(TokenState::default()),
+        }
+    }
+
+    /// A usable access token and its generation: the current one while fresh, else a refreshed
+    /// one (refresh grant, falling back to a password grant).
+    pub(super) async fn bearer(
+        &self,
+        conn: &Connection,
+        secrets: &SecretContext,
+    ) -> Result<(SecretString, u64), ApiError> {
+        let mut state = self.tokens.lock().await;
+        let now = tokio::time::Instant::now();
+        if let Some(t) = &state.token
+            && t.is_fresh(now)
+        {
+            return Ok((t.access.clone(), t.generation));
+        }
+        self.renew(conn, secrets, &mut state).await
+    }
+
+    /// Called after a 401 with the generation of the token that was refused. If nobody has
+    /// replaced that token meanwhile, renew it; otherwise reuse the newer one.
+    pub(super) async fn reauthenticate(
+        &self,
+        conn: &Connection,
+        secrets: &SecretContext,
+        refused: u64,
+    ) -> Result<(SecretString, u64), ApiError> {
+        let mut state = self.tokens.lock().await;
+        if let Some(t) = &state.token
+            && t.generation != refused
+        {
+            return Ok((t.access.clone(), t.generation));
+        }
+        self.renew(conn, secrets, &mut state).await
+    }
+
+    /// Gets a new token while holding the lock (so there is one renewal at a time).
+    async fn renew(
+        &self,
+        conn: &Connection,
+        secrets: &SecretContext,
+        state: &mut TokenState,
+    ) -> Result<(SecretString, u64), ApiError> {
+        let refresh = state.token.take().and_then(|t| t.refresh);
+        let response = match refresh {
+            Some(rt) => match grant(conn, &TokenRequest::refresh(rt)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::info!(
+                        server = %conn.server,
+                        error = %e,
+                        "token refresh failed; trying a password grant"
+                    );
+                    self.password_grant(conn, secrets).await?
+                }
+            },
+            None => self.password_grant(conn, secrets).await?,
+        };
+        state.last_generation += 1;
+        let token =
+            Token::from_response(response, state.last_generation, tokio::time::Instant::now());
+        let out = (token.access.clone(), token.generation);
+        state.token = Some(token);
+        Ok(out)
+    }
+
+    async fn password_grant(
+        &self,
+        conn: &Connection,
+        secrets: &SecretContext,
+    ) -> Result<TokenResponse, ApiError> {
+        let password = self.password.resolve(secrets).map_err(|e| {
+            conn.error(
+                Operation::Token,
+                Operation::Token.path_template().to_string(),
+                ErrorClass::Auth,
+                ErrorKind::Secret,
+                format!("cannot read the server password: {e}"),
+            )
+        })?;
+        grant(conn, &TokenRequest::password(&self.username, password)).await
+    }
+
+    /// Revokes the current token (`POST /v8/token/logout`) and forgets it. Does nothing when no
+    /// token was obtained.
+    pub(super) async fn logout(&self, conn: &Connection) -> Result<(), ApiError> {
+        let mut state = self.tokens.lock().await;
+        let Some(token) = state.token.take() else {
+            return Ok(());
+        };
+        let call: Call<NoBody> = Call {
+            op: Operation::Logout,
+            path: render(Operation::Logout, &[]),
+            query: Vec::new(),
+            body: None,
+            session: None,
+            accept: "application/json",
+            range_start: None,
+            deadline: Deadline::Request,
+            link_query: None,
+        };
+        match conn.send_once(&call, &token.access).await {
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            // The token was already invalid: the goal, no valid token left, is reached.
+            Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => Ok(()),
+            Ok(resp) => {
+                let status = resp.status();
+                let ra = retry_after(&resp);
+                let body = error_body(resp).await;
+                Err(conn.status_error(
+                    call.op,
+                    call.display_path(),
+                    status,
+                    &body,
+                    ra,
+                    false,
+                    false,
+                ))
+            }
+            Err(Failure::Transport(t, m)) => {
+                Err(conn.transport_error(call.op, call.display_path(), t, m))
+            }
+            Err(Failure::Error(e)) => Err(e),
+            Err(Failure::Status { .. }) => Ok(()),
+        }
+    }
+}
+
+/// `POST /v8/token` (form-encoded, anonymous).
+async fn grant(conn: &Connection, form: &TokenRequest) -> Result<TokenResponse, ApiError> {
+    let op = Operation::Token;
+    let path = op.path_template().to_string();
+    let sent = conn
+        .http
+        .post(format!("{}{path}", conn.base))
+        .header(ACCEPT, "application/json")
+        .form(form)
+        .timeout(conn.request_timeout)
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            let t = Transport::from_reqwest(&e);
+            return Err(conn.transport_error(op, path, t, transport_message(t, &e)));
+        }
+    };
+    let status = resp.status();
+    if !status.is_success() {
+        let retry_after = retry_after(&resp);
+        let body = error_body(resp).await;
+        return Err(conn.status_error(op, path, status, &body, retry_after, true, false));
+    }
+    conn.decode(op, path, resp).await
+}
 
 #[cfg(test)]
 mod tests {

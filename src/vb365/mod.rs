@@ -1,223 +1,41 @@
 //! The VB365 REST API v8 client: one [`Client`] per configured server.
 //!
-//! - [`client`]: the client, its TLS/timeout setup and one method per endpoint.
-//! - [`auth`]: bearer tokens (password grant, refresh ahead of expiry and after a 401).
+//! - [`client`]: the client, its TLS/timeout setup and the handle every call hangs on.
+//! - [`auth`]: bearer tokens (password grant, refresh ahead of expiry and after a 401, logout).
+//! - `connection`: a request described as a call, sent once; decoding; building [`ApiError`]s.
+//! - `execute`: sending a call with a token, the one resend after a 401, classifying a failure
+//!   (with the lost-session probe), paged collections.
+//! - `endpoints`: one public method per endpoint, grouped by resource (organisations and
+//!   explore, restore sessions, mailboxes, restore, export, search).
 //! - [`error`]: [`ApiError`], the retry classes and the one function that decides them.
 //! - [`model`]: response wire types; [`request`]: request bodies and restore credentials.
 //! - [`paging`]: following paged collections (offset/limit, `setId`).
 //! - [`export`]: the PST export stream handle and `Content-Range` parsing.
+//! - [`operation`]: every endpoint the client can call is an [`Operation`]; [`all_operations`]
+//!   lists them with the exact OpenAPI path templates so a contract test can check them against
+//!   the vendor schema.
 //!
-//! Every endpoint the client can call is an [`Operation`]; [`all_operations`] lists them with
-//! the exact OpenAPI path templates so a contract test can check them against the vendor schema.
+//! Dependencies between the client's files run one way: `endpoints` and `execute` import
+//! `client`, which imports `auth` and `connection`; `auth` imports `connection`; all of them
+//! import the leaves (`operation`, `error`, `model`, `request`, `paging`, `export`), which import
+//! none of them. This file only declares and re-exports.
 
 pub mod auth;
 pub mod client;
+mod connection;
+mod endpoints;
 pub mod error;
+mod execute;
 pub mod export;
 pub mod model;
+pub mod operation;
 pub mod paging;
 pub mod request;
 
-pub use client::{Client, ClientError, RestoreSessionFilter, SessionOrder};
+pub use client::{Client, ClientError};
+pub use endpoints::{RestoreSessionFilter, SessionOrder};
 pub use error::{ApiError, ErrorClass, ErrorCode, ErrorKind, Replay, Transport};
 pub use export::{ContentRange, PstExport};
 pub use model::*;
+pub use operation::{Operation, all_operations};
 pub use request::*;
-
-use reqwest::Method;
-
-/// Every VB365 operation this client calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    Token,
-    Logout,
-    ListOrganizations,
-    GetOrganization,
-    ExploreOrganization,
-    ExploreJob,
-    ListRestoreSessions,
-    GetRestoreSession,
-    StopRestoreSession,
-    ListRestoreSessionEvents,
-    GetRestoreSessionStatistics,
-    ListMailboxes,
-    GetMailbox,
-    RestoreMailboxes,
-    RestoreMailbox,
-    RestoreMailboxTo,
-    ExportMailboxToPst,
-    SearchMailbox,
-    SearchMailboxes,
-}
-
-impl Operation {
-    /// All operations, in a stable order.
-    pub const ALL: [Operation; 19] = [
-        Operation::Token,
-        Operation::Logout,
-        Operation::ListOrganizations,
-        Operation::GetOrganization,
-        Operation::ExploreOrganization,
-        Operation::ExploreJob,
-        Operation::ListRestoreSessions,
-        Operation::GetRestoreSession,
-        Operation::StopRestoreSession,
-        Operation::ListRestoreSessionEvents,
-        Operation::GetRestoreSessionStatistics,
-        Operation::ListMailboxes,
-        Operation::GetMailbox,
-        Operation::RestoreMailboxes,
-        Operation::RestoreMailbox,
-        Operation::RestoreMailboxTo,
-        Operation::ExportMailboxToPst,
-        Operation::SearchMailbox,
-        Operation::SearchMailboxes,
-    ];
-
-    /// HTTP method.
-    pub fn method(self) -> Method {
-        use Operation::*;
-        match self {
-            ListOrganizations
-            | GetOrganization
-            | ListRestoreSessions
-            | GetRestoreSession
-            | ListRestoreSessionEvents
-            | GetRestoreSessionStatistics
-            | ListMailboxes
-            | GetMailbox => Method::GET,
-            Token | Logout | ExploreOrganization | ExploreJob | StopRestoreSession
-            | RestoreMailboxes | RestoreMailbox | RestoreMailboxTo | ExportMailboxToPst
-            | SearchMailbox | SearchMailboxes => Method::POST,
-        }
-    }
-
-    /// The path template exactly as in the vendor OpenAPI document.
-    pub fn path_template(self) -> &'static str {
-        use Operation::*;
-        match self {
-            Token => "/v8/token",
-            Logout => "/v8/token/logout",
-            ListOrganizations => "/v8/Organizations",
-            GetOrganization => "/v8/Organizations/{organizationId}",
-            ExploreOrganization => "/v8/Organizations/{organizationId}/explore",
-            ExploreJob => "/v8/Jobs/{jobId}/explore",
-            ListRestoreSessions => "/v8/RestoreSessions",
-            GetRestoreSession => "/v8/RestoreSessions/{restoreSessionId}",
-            StopRestoreSession => "/v8/RestoreSessions/{restoreSessionId}/Stop",
-            ListRestoreSessionEvents => "/v8/RestoreSessions/{restoreSessionId}/Events",
-            GetRestoreSessionStatistics => "/v8/RestoreSessions/{restoreSessionId}/Statistics",
-            ListMailboxes => "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes",
-            GetMailbox => {
-                "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes/{mailboxId}"
-            }
-            RestoreMailboxes => {
-                "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes/restore"
-            }
-            RestoreMailbox => {
-                "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes/{mailboxId}/restore"
-            }
-            RestoreMailboxTo => {
-                "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes/{mailboxId}/restoreTo"
-            }
-            ExportMailboxToPst => {
-                "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes/{mailboxId}/exportToPst"
-            }
-            SearchMailbox => {
-                "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes/{mailboxId}/search"
-            }
-            SearchMailboxes => {
-                "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes/search"
-            }
-        }
-    }
-
-    /// Whether the operation may be repeated when its outcome is unknown. Only the three
-    /// restore POSTs are at-most-once; explore and stop are POSTs too, but a duplicate explore
-    /// only opens a session that gets stopped, and stopping twice is harmless.
-    pub fn replay(self) -> Replay {
-        match self {
-            Operation::RestoreMailboxes
-            | Operation::RestoreMailbox
-            | Operation::RestoreMailboxTo => Replay::AtMostOnce,
-            _ => Replay::Safe,
-        }
-    }
-
-    /// The request body schema name in the OpenAPI document, for operations with a JSON body
-    /// (the token request is form-encoded with an inline schema).
-    pub fn request_schema(self) -> Option<&'static str> {
-        use Operation::*;
-        match self {
-            ExploreOrganization => Some("RESTOrganizationExploreOptions"),
-            ExploreJob => Some("RESTExploreOptions"),
-            RestoreMailboxes => Some("RestBulkRestoreOptions"),
-            RestoreMailbox => Some("RESTRestoreToOriginalLocation"),
-            RestoreMailboxTo => Some("RESTRestoreToDifferentLocation"),
-            ExportMailboxToPst => Some("RESTExportFolderToPst"),
-            SearchMailbox | SearchMailboxes => Some("RESTSearchOptions"),
-            _ => None,
-        }
-    }
-
-    /// The concrete path: each `{placeholder}` of the template replaced, in order, by `params`.
-    /// Returns `None` when the number of parameters does not match the template.
-    pub fn path(self, params: &[&str]) -> Option<String> {
-        let mut out = String::new();
-        let mut rest = self.path_template();
-        let mut values = params.iter();
-        while let Some(open) = rest.find('{') {
-            let close = rest[open..].find('}')? + open;
-            out.push_str(&rest[..open]);
-            out.push_str(values.next()?);
-            rest = &rest[close + 1..];
-        }
-        out.push_str(rest);
-        if values.next().is_some() {
-            return None;
-        }
-        Some(out)
-    }
-}
-
-/// Every method + OpenAPI path template the client can call.
-pub fn all_operations() -> Vec<(Method, &'static str)> {
-    Operation::ALL
-        .iter()
-        .map(|op| (op.method(), op.path_template()))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_render_from_templates() {
-        assert_eq!(
-            Operation::ExportMailboxToPst
-                .path(&["rs1", "mb2"])
-                .as_deref(),
-            Some("/v8/RestoreSessions/rs1/organization/mailboxes/mb2/exportToPst")
-        );
-        assert_eq!(Operation::Token.path(&[]).as_deref(), Some("/v8/token"));
-        assert_eq!(Operation::GetMailbox.path(&["only-one"]), None);
-        assert_eq!(Operation::Token.path(&["extra"]), None);
-    }
-
-    #[test]
-    fn operation_list_is_complete_and_unique() {
-        let ops = all_operations();
-        assert_eq!(ops.len(), 19);
-        let mut seen = std::collections::HashSet::new();
-        for (m, p) in &ops {
-            assert!(seen.insert((m.clone(), *p)), "duplicate {m} {p}");
-            assert!(p.starts_with("/v8/"), "{p}");
-        }
-        let at_most_once: Vec<_> = Operation::ALL
-            .iter()
-            .filter(|o| o.replay() == Replay::AtMostOnce)
-            .collect();
-        assert_eq!(at_most_once.len(), 3);
-    }
-}

@@ -1,5 +1,9 @@
-//! A validated schedule (SPEC §4.3): the cron expression parsed by croner, the job's time
-//! zone, `startingDeadline` and `concurrencyPolicy`.
+//! A job file's `schedule:` section, validated (SPEC §4.3): the cron expression parsed by
+//! croner, the job's time zone, `startingDeadline` and `concurrencyPolicy`, as a [`Schedule`].
+//!
+//! Three places carry the word "schedule"; this is the one about what a job file says. When a
+//! schedule fires is [`crate::schedule`] (pure time arithmetic); the daemon task that turns due
+//! fires into runs is `daemon::fires`.
 //!
 //! Parsing and fire times are delegated to [`crate::schedule`], so validation, `plan` and the
 //! daemon's scheduler agree on every instant: computed in the job's own time zone for every
@@ -75,7 +79,7 @@ impl Schedule {
         crate::schedule::next_fire(&self.cron, self.timezone, after)
     }
 
-    /// The parsed expression, for the scheduler's catch-up plan ([`crate::schedule::plan`]).
+    /// The parsed expression, for the scheduler's catch-up plan ([`crate::schedule::plan()`]).
     pub fn parsed(&self) -> &Cron {
         &self.cron
     }

@@ -1,5 +1,7 @@
-//! The scheduler (SPEC §4.3): one task that turns the job table and the stored next fires into
-//! queued runs, `missed` and `skipped` history rows.
+//! The scheduler task (SPEC §4.3; named `scheduler` in logs and task supervision): one task that
+//! turns the job table and the stored next fires into queued runs, `missed` and `skipped`
+//! history rows. It decides nothing about time itself: fire instants and the catch-up plan come
+//! from [`crate::schedule`], a job's validated `schedule:` section from [`crate::jobs::Schedule`].
 //!
 //! The stored next fire of each job is the source of truth (CRATES.md §3, approach B). The task
 //! sleeps until the earliest next fire but never longer than [`MAX_SLEEP`] (tokio timers ignore
