@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Long chaos run (issue 8): the real `restorectl daemon` against the in-process simulator with
-# random faults and `kill -9` at random instants (see tests/chaos.rs), with at least 100 kills.
+# random faults and `kill -9` at random instants (see tests/daemon/chaos.rs), with at least 100 kills.
 # Prints the invariant table (seed, kills, faults injected by kind, runs by state, steps,
 # duplicates found, corrupt files, leaked sessions) and fails when an invariant is violated.
 #
@@ -11,5 +11,5 @@ set -euo pipefail
 kills=${1:-100}
 cd "$(dirname "$0")/.."
 export CARGO_INCREMENTAL=0
-CHAOS_KILLS=$kills cargo test --quiet --test chaos -- --nocapture --test-threads 1 2>&1 \
+CHAOS_KILLS=$kills cargo test --quiet --test daemon chaos -- --nocapture --test-threads 1 2>&1 \
   | grep -v '^running \|^test result\|^$'

@@ -29,6 +29,8 @@
 //!   request journal, and [`sim::schema`], the request validator against the vendor schema.
 //! - [`panics`]: the message of a caught panic and the test fault injection that raises one.
 //! - [`private_dir`]: creating the directories restorectl writes into, mode 0700.
+//! - `house` (tests only): the house rules the compiler does not check — no import circles
+//!   between the files of a module, no upward import across the layering above.
 //! - [`telemetry`]: log subscriber setup (text or JSON) and the Prometheus recorder.
 //! - [`download`]: downloading exports: resumable, verified PST/ZIP exports streamed to
 //!   `<final>.partial`, published atomically with a checksum manifest; path safety under
@@ -53,6 +55,7 @@ pub mod config;
 pub mod daemon;
 pub mod download;
 pub mod exec;
+mod house;
 pub mod jobs;
 pub mod panics;
 pub mod private_dir;

@@ -8,6 +8,20 @@ use restorectl::config::Config;
 
 pub mod ops;
 
+/// An ExportPst job document over alice (the one shape every area's tests use). `schedule` is the
+/// YAML of `spec.schedule` (`None`: a one-shot job), `extra` is appended to `spec` (e.g.
+/// `  suspend: true\n`), `path` is the export path template.
+pub fn export_job_yaml(name: &str, schedule: Option<&str>, extra: &str, path: &str) -> String {
+    let schedule = schedule
+        .map(|s| format!("  schedule: {s}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: restorectl/v1\nkind: ExportPst\nmetadata:\n  name: {name}\nspec:\n\
+         \x20 organization: contoso.onmicrosoft.com\n  mailboxes: [alice@contoso.com]\n\
+         {schedule}{extra}  export:\n    path: \"{path}\"\n"
+    )
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -469,7 +469,7 @@ async fn make_history() -> History {
     );
     sim.clear_faults();
 
-    // The lost restore answer whose trace cannot be read (as in tests/exec_faults.rs). Alone:
+    // The lost restore answer whose trace cannot be read (as in tests/engine/exec_faults.rs). Alone:
     // the history faults would hit every run's session.
     sim.add_fault(
         fault_on(
@@ -617,15 +617,11 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
 pub const PLAN_CONFIG: &str = "jobsDir: jobs\nstateDir: state\nexportRoot: exports\ntimezone: UTC\n\
 servers:\n  primary:\n    url: https://vb365.example.test:4443\n    username: CONTOSO\\svc-restore\n    password: { secret: vb365-password }\n";
 
-pub fn export_job(name: &str, schedule: Option<&str>) -> String {
-    let schedule = schedule
-        .map(|cron| format!("  schedule:\n    cron: \"{cron}\"\n    timezone: Europe/Berlin\n"))
-        .unwrap_or_default();
-    format!(
-        "apiVersion: restorectl/v1\nkind: ExportPst\nmetadata:\n  name: {name}\nspec:\n  \
-         organization: contoso.onmicrosoft.com\n  mailboxes: [alice@contoso.com]\n{schedule}  \
-         export:\n    path: \"{{job}}/{{date}}/{{mailbox}}.pst\"\n"
-    )
+/// An ExportPst job of the plan scenario: a Berlin cron schedule and a per-day path (see
+/// [`super::export_job_yaml`]).
+pub fn export_job(name: &str, cron: Option<&str>) -> String {
+    let schedule = cron.map(|c| format!("{{ cron: \"{c}\", timezone: Europe/Berlin }}"));
+    super::export_job_yaml(name, schedule.as_deref(), "", "{job}/{date}/{mailbox}.pst")
 }
 
 pub fn write(dir: &Path, file: &str, text: &str) {

@@ -79,17 +79,9 @@ impl Site {
     }
 }
 
-/// An ExportPst job document. `schedule` is the YAML of `spec.schedule` (or `None` for a
-/// one-shot job); `extra` is appended to `spec` (e.g. `  suspend: true\n`).
+/// An ExportPst job document with a per-run path (see [`crate::common::export_job_yaml`]).
 pub fn export_job(name: &str, schedule: Option<&str>, extra: &str) -> String {
-    let schedule = schedule
-        .map(|s| format!("  schedule: {s}\n"))
-        .unwrap_or_default();
-    format!(
-        "apiVersion: restorectl/v1\nkind: ExportPst\nmetadata:\n  name: {name}\nspec:\n\
-         \x20 organization: contoso.onmicrosoft.com\n  mailboxes: [alice@contoso.com]\n\
-         {schedule}{extra}  export:\n    path: \"{{job}}/{{run}}/{{mailbox}}.pst\"\n"
-    )
+    crate::common::export_job_yaml(name, schedule, extra, "{job}/{run}/{mailbox}.pst")
 }
 
 /// Scans the site's job directory and applies it through `reconciler` at `now`.

@@ -1,0 +1,183 @@
+//! jobs.example/ must stay valid: every file parses and validates against the directory's own
+//! restorectl.yaml, every document validates against `restorectl schema`'s JSON Schema, and the
+//! secrets the examples reference exist in dev-secrets/ so they run against the simulator.
+
+use std::collections::BTreeSet;
+
+use crate::common::repo;
+use restorectl::config::{Config, SecretContext};
+use restorectl::jobs::{
+    Action, BulkCredentials, Credentials, JobKind, ValidationContext, json_schema, scan_paths,
+};
+use serde::Deserialize;
+
+fn example_config() -> Config {
+    Config::load(&repo().join("jobs.example/restorectl.yaml")).unwrap()
+}
+
+/// Every YAML document of every example job file, as JSON.
+fn example_documents() -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(repo().join("jobs.example")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.ends_with(".yaml") || name == "restorectl.yaml" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (i, de) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let v = serde_yaml::Value::deserialize(de).unwrap();
+            out.push((format!("{name}#{i}"), serde_json::to_value(v).unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn examples_validate_against_the_dev_config() {
+    let config = example_config();
+    assert_eq!(config.servers.keys().collect::<Vec<_>>(), ["sim"]);
+    assert_eq!(config.servers["sim"].username, "CONTOSO\\svc-restore");
+    let report = scan_paths(
+        &[repo().join("jobs.example")],
+        &ValidationContext::new(&config),
+    );
+    let errors: Vec<String> = report.errors().map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let jobs: Vec<_> = report.jobs().collect();
+    assert!(jobs.len() >= 7, "{}", jobs.len());
+    let kinds: BTreeSet<JobKind> = jobs.iter().map(|j| j.kind()).collect();
+    assert_eq!(kinds.len(), 5, "every kind has an example: {kinds:?}");
+    assert!(jobs.iter().all(|j| j.server() == Some("sim")));
+    // At least one scheduled and one one-shot ExportPst (so `--dev` publishes files at once).
+    let exports: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.kind() == JobKind::ExportPst)
+        .collect();
+    assert!(exports.iter().any(|j| j.schedule().is_some()));
+    assert!(exports.iter().any(|j| j.schedule().is_none()));
+    let weekly = jobs
+        .iter()
+        .find(|j| j.name() == "legal-hold-weekly")
+        .unwrap();
+    assert_eq!(
+        weekly.summary(),
+        "legal-hold-weekly: ExportPst, weekly 0 2 * * SUN Europe/Berlin"
+    );
+}
+
+#[test]
+fn example_secrets_exist_in_dev_secrets() {
+    let config = example_config();
+    let ctx = SecretContext {
+        credentials_dir: None,
+        secrets_dir: Some(config.secrets_dir.clone()),
+        base_dir: config.base_dir.clone(),
+    };
+    use secrecy::ExposeSecret;
+    let vb = config.servers["sim"].password.resolve(&ctx).unwrap();
+    assert_eq!(vb.expose_secret(), "restorectl-dev");
+    let report = scan_paths(
+        &[repo().join("jobs.example")],
+        &ValidationContext::new(&config),
+    );
+    let mut refs = Vec::new();
+    for job in report.jobs() {
+        match job.action() {
+            Action::Restore(r) => refs.extend(credential_refs(&r.credentials)),
+            Action::RestoreTo(r) => refs.extend(credential_refs(&r.credentials)),
+            Action::BulkRestore(b) => match &b.credentials {
+                BulkCredentials::Application(a) => {
+                    refs.push(a.certificate.clone());
+                    refs.extend(a.certificate_password.clone());
+                }
+                BulkCredentials::Office365 { password, .. }
+                | BulkCredentials::OnPremises { password, .. } => refs.push(password.clone()),
+            },
+            _ => {}
+        }
+    }
+    assert!(refs.len() >= 4, "{refs:?}");
+    for r in refs {
+        r.resolve(&ctx).unwrap_or_else(|e| panic!("{r}: {e}"));
+    }
+}
+
+fn credential_refs(c: &Credentials) -> Vec<restorectl::config::SecretRef> {
+    match c {
+        Credentials::Application(a) => {
+            let mut v = vec![a.certificate.clone()];
+            v.extend(a.certificate_password.clone());
+            v
+        }
+        Credentials::User { password, .. } => vec![password.clone()],
+    }
+}
+
+#[test]
+fn examples_validate_against_the_json_schema() {
+    let schema = json_schema();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let docs = example_documents();
+    assert!(docs.len() >= 7);
+    for (name, doc) in &docs {
+        let errors: Vec<String> = validator
+            .iter_errors(doc)
+            .map(|e| format!("{}: {e}", e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:#?}");
+    }
+}
+
+#[test]
+fn the_schema_rejects_unknown_keys_and_plain_secrets() {
+    let validator = jsonschema::validator_for(&json_schema()).unwrap();
+    let docs = example_documents();
+    let (_, base) = docs
+        .iter()
+        .find(|(n, _)| n.starts_with("restore.yaml"))
+        .unwrap();
+    assert!(validator.is_valid(base));
+    let mutate = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut d = base.clone();
+        f(&mut d);
+        validator.is_valid(&d)
+    };
+    assert!(
+        !mutate(&|d| d["spec"]["mailboxs"] = serde_json::json!([])),
+        "unknown key in spec"
+    );
+    assert!(
+        !mutate(&|d| d["extra"] = serde_json::json!(1)),
+        "unknown key at the top"
+    );
+    assert!(!mutate(
+        &|d| d["spec"]["restore"]["credentials"]["user"]["pasword"] = serde_json::json!("x")
+    ));
+    assert!(
+        !mutate(
+            &|d| d["spec"]["restore"]["credentials"]["user"]["password"] =
+                serde_json::json!("hunter2")
+        ),
+        "plain-string secret"
+    );
+    assert!(
+        !mutate(
+            &|d| d["spec"]["restore"]["credentials"]["user"]["password"] =
+                serde_json::json!({"secret": "a", "env": "B"})
+        ),
+        "two secret forms"
+    );
+    assert!(
+        !mutate(&|d| d["kind"] = serde_json::json!("Backup")),
+        "unknown kind"
+    );
+    assert!(
+        !mutate(&|d| d["spec"]["mailboxes"] = serde_json::json!([{"email": "a@b.c"}])),
+        "unknown selector form"
+    );
+    assert!(mutate(
+        &|d| d["spec"]["mailboxes"] =
+            serde_json::json!([{"all": true}, {"id": "7a619cf6-b7e1-4141-951b-960a2fca061d"}])
+    ));
+}
