@@ -46,7 +46,7 @@ mod tests {
     fn strip(text: &str) -> String {
         let text = match text.find("#[cfg(test)]\nmod ") {
             Some(at) => &text[..at],
-            None => &text[..],
+            None => text,
         };
         text.lines()
             .map(|l| match l.find("//") {
@@ -60,9 +60,8 @@ mod tests {
     /// Expands `prefix::{a, b::{c, d}}` into `prefix::a prefix::b::c prefix::b::d`.
     fn expand_groups(src: &str) -> String {
         let mut s = src.to_string();
-        loop {
-            // The innermost group: a `{` followed by no other brace before its `}`.
-            let Some(close) = s.find('}') else { break };
+        // The innermost group: a `{` followed by no other brace before its `}`.
+        while let Some(close) = s.find('}') {
             let Some(open) = s[..close].rfind('{') else {
                 break;
             };
