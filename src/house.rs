@@ -1,7 +1,7 @@
 //! The house rules the compiler does not check, checked by a unit test over the crate's own
 //! sources: no two files of one module import each other in a circle (STYLE.md "Leaf modules for
 //! shared types"), and no module imports a module above it in the layering
-//! cli → daemon → exec → download → vb365/jobs → store/sim/schedule.
+//! cli → daemon → exec → download/notify → vb365/jobs → store/sim/schedule.
 //!
 //! A file's imports are read from its `use` declarations and inline paths (`super::x::…`,
 //! `crate::module::x::…`, groups `{a, b::c}` expanded), outside comments and `#[cfg(test)]`
@@ -283,7 +283,7 @@ mod tests {
             &["cli"],
             &["daemon"],
             &["exec"],
-            &["download"],
+            &["download", "notify"],
             &["vb365", "jobs"],
             &["store", "sim", "schedule", "config"],
         ];

@@ -35,6 +35,8 @@
 //! - [`download`]: downloading exports: resumable, verified PST/ZIP exports streamed to
 //!   `<final>.partial`, published atomically with a checksum manifest; path safety under
 //!   `exportRoot`; retention.
+//! - [`notify`]: notifications (webhook, Teams, e-mail) delivered from the outbox the store
+//!   writes with each state change, and the per-run heartbeat pings.
 //! - [`exec`]: the run engine: claims runs, opens and always stops restore sessions, resolves
 //!   mailbox selectors, runs the steps of every job kind with retries, the at-most-once restore
 //!   protocol with reconciliation, asynchronous restore following, recovery after a crash.
@@ -57,6 +59,7 @@ pub mod download;
 pub mod exec;
 mod house;
 pub mod jobs;
+pub mod notify;
 pub mod panics;
 pub mod private_dir;
 pub mod schedule;

@@ -514,7 +514,7 @@ async fn apply_in_bulk(
     now: DateTime<Utc>,
 ) -> Vec<(FileChange, Vec<(VersionChange, JobState, bool)>)> {
     let applies: Vec<FileApply<'_>> = files.iter().map(TestFile::apply).collect();
-    let out = store.apply_job_files(&applies, now).await.unwrap();
+    let out = store.apply_job_files(&applies, &restorectl::store::Routing::none(), now).await.unwrap();
     // The outcome last returned for each job is what its row now says.
     let mut last = std::collections::HashMap::new();
     for ((_, outcomes), f) in out.iter().zip(files) {
@@ -735,6 +735,7 @@ async fn runs_enqueue_claim_lease_and_finish() {
                 next_fire_at: Some(t(0)),
             },
             Some(t(-3600)),
+            &restorectl::store::Routing::none(),
             t(1),
         )
         .await
@@ -759,6 +760,7 @@ async fn runs_enqueue_claim_lease_and_finish() {
                 next_fire_at: Some(t(3600)),
             },
             Some(t(0)),
+            &restorectl::store::Routing::none(),
             t(2),
         )
         .await
@@ -783,6 +785,7 @@ async fn runs_enqueue_claim_lease_and_finish() {
                     next_fire_at: None
                 },
                 None,
+                &restorectl::store::Routing::none(),
                 t(2)
             )
             .await
@@ -2124,6 +2127,7 @@ async fn run_counts_follow_every_insert_and_state_change() {
                             next_fire_at: None,
                         },
                         None,
+                        &restorectl::store::Routing::none(),
                         t(step),
                     )
                     .await

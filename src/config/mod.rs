@@ -13,10 +13,12 @@
 //! - `raw`: the serde shapes of the file and reading YAML into them;
 //! - `validate`: raw → [`Config`] (defaults, paths, bounds);
 //! - [`secrets`]: [`SecretRef`], [`SecretContext`] and resolving a reference;
+//! - [`notifications`]: the notification targets and the default routing of events;
 //! - [`retry`]: [`RetryPolicy`] and the partial [`RetrySpec`] of YAML;
 //! - [`error`]: [`ConfigError`], what loading a config or resolving a secret can fail with.
 
 pub mod error;
+pub mod notifications;
 mod raw;
 pub mod retry;
 pub mod secrets;
@@ -32,6 +34,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use error::ConfigError;
+pub use notifications::{EmailTarget, NotificationConfig, NotifyTarget, SmtpConfig, SmtpTls};
 pub use retry::{RetryPolicy, RetrySpec};
 pub use secrets::{PLAIN_SECRET_MESSAGE, SecretContext, SecretRef};
 
@@ -138,6 +141,8 @@ pub struct Config {
     pub downloads: DownloadConfig,
     pub watch: WatchConfig,
     pub engine: EngineConfig,
+    /// `notifications:` (SPEC §11).
+    pub notifications: NotificationConfig,
 }
 
 /// Resolves `p` against `base` unless it is absolute.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::LogFormat;
 use super::error::ConfigError;
+use super::notifications::RawNotifications;
 use super::retry::RetrySpec;
 use super::secrets::SecretRef;
 
@@ -34,6 +35,7 @@ pub(super) struct RawConfig {
     pub(super) downloads: Option<RawDownloads>,
     pub(super) watch: Option<RawWatch>,
     pub(super) engine: Option<RawEngine>,
+    pub(super) notifications: Option<RawNotifications>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -163,6 +163,8 @@ pub(super) fn from_raw(
             "must be between 1 and 10000 (the server's maximum)".into(),
         ));
     }
+    let notifications = super::notifications::from_raw(raw.notifications.unwrap_or_default())
+        .map_err(|(key, message)| invalid(&key, message))?;
     let dl = raw.downloads.unwrap_or_default();
     let watch = raw.watch.unwrap_or_default();
     Ok(Config {
@@ -197,5 +199,6 @@ pub(super) fn from_raw(
             reconcile_grace: engine.reconcile_grace.unwrap_or(Duration::from_secs(120)),
             inline_backoff: engine.inline_backoff.unwrap_or(Duration::from_secs(300)),
         },
+        notifications,
     })
 }

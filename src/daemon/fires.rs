@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use super::reconcile::{ActiveJob, JobTable};
 use crate::schedule::{Clock, FireAction, MAX_SLEEP, Plan, plan, schedule_key, time_to_sleep};
 use crate::store::{
+    Routing,
     EventKind, JobState, NewEvent, NewRun, NextFire, Run, RunState, ScheduleState, Store,
     StoreError, Trigger,
 };
@@ -63,6 +64,8 @@ pub struct Scheduler {
     /// (job, spec hash) of one-shot versions already queued or found queued: saves a write
     /// transaction per one-shot job per tick (the store's unique index is the real guard).
     one_shot_done: HashSet<(String, String)>,
+    /// The live config, for the routing of `missed` notifications (none without it).
+    config: Option<watch::Receiver<Arc<crate::config::Config>>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -80,7 +83,18 @@ impl Scheduler {
             store,
             clock,
             one_shot_done: HashSet::new(),
+            config: None,
         }
+    }
+
+    /// Notifies missed and skipped fires with the routing of `config` (the job's `spec.notify`,
+    /// else `notifications.defaults`).
+    pub fn with_notifications(
+        mut self,
+        config: watch::Receiver<Arc<crate::config::Config>>,
+    ) -> Self {
+        self.config = Some(config);
+        self
     }
 
     /// Runs until `cancel`: tick, sleep until the earliest next fire (at most [`MAX_SLEEP`]) or
@@ -336,6 +350,13 @@ impl Scheduler {
             last.reason = Some(skip_reason.as_str());
         }
         let last_fire = p.run.or_else(|| p.missed.last().copied());
+        let routing = match &self.config {
+            Some(config) => config
+                .borrow()
+                .notifications
+                .routing_for(active.job.notify()),
+            None => Routing::none(),
+        };
         let written = self
             .store
             .record_fires(
@@ -346,6 +367,7 @@ impl Scheduler {
                     next_fire_at: p.next_fire,
                 },
                 last_fire,
+                &routing,
                 now,
             )
             .await?;

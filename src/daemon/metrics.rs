@@ -15,6 +15,9 @@
 //! | `restorectl_jobs` | gauge | `state` |
 //! | `restorectl_job_last_success_timestamp_seconds` | gauge | `job` |
 //! | `restorectl_job_next_fire_timestamp_seconds` | gauge | `job` |
+//! | `restorectl_notifications_delivered_total` | counter | `target`, `event` (set by `notify::deliverer`) |
+//! | `restorectl_notifications_failed_total` | counter | `target`, `event` (failed attempts) |
+//! | `restorectl_notifications_pending` | gauge | `target` (undelivered rows) |
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -70,6 +73,18 @@ pub fn describe() {
         "Job files present and invalid"
     );
     describe_gauge!("restorectl_jobs", "Jobs by state");
+    describe_counter!(
+        "restorectl_notifications_delivered_total",
+        "Notifications delivered, by target and event"
+    );
+    describe_counter!(
+        "restorectl_notifications_failed_total",
+        "Failed notification delivery attempts, by target and event"
+    );
+    describe_gauge!(
+        "restorectl_notifications_pending",
+        "Notifications not delivered yet, by target"
+    );
     describe_gauge!(
         "restorectl_job_last_success_timestamp_seconds",
         Unit::Seconds,

@@ -378,7 +378,9 @@ async fn run_locked(
     );
     tasks.spawn(
         "scheduler",
-        fires::Scheduler::new(store.clone(), Arc::clone(&clock)).run(
+        fires::Scheduler::new(store.clone(), Arc::clone(&clock))
+            .with_notifications(app.config.clone())
+            .run(
             table_rx.clone(),
             Arc::clone(&app.wake),
             cancel.child_token(),
@@ -403,6 +405,11 @@ async fn run_locked(
             &tasks,
         );
     }
+    tasks.spawn(
+        "notifications",
+        crate::notify::Deliverer::new(store.clone(), app.config.clone(), Arc::clone(&clock))
+            .run(cancel.child_token()),
+    );
     metrics::describe();
     let handle = crate::telemetry::metrics_handle();
     if let Some(listener) = listener {

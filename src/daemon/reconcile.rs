@@ -334,7 +334,10 @@ impl Reconciler {
         // Many files per transaction: thousands of new files commit in a few transactions.
         for chunk in pending.chunks(APPLY_CHUNK) {
             let applies: Vec<FileApply<'_>> = chunk.iter().map(PendingFile::as_apply).collect();
-            let results = self.store.apply_job_files(&applies, now).await?;
+            let results = self
+                .store
+                .apply_job_files(&applies, &config.notifications.defaults, now)
+                .await?;
             for (file, (change, outcomes)) in chunk.iter().zip(results) {
                 known
                     .files

@@ -45,7 +45,8 @@ use super::run_ctx::{MailboxCache, RunCtx, StepEnd, StopReason, Stopper};
 use super::session::{Limiters, SessionSlot, stop_session};
 use super::{export, retry, run_ctx, search, select, steps};
 use crate::config::{Config, SecretContext};
-use crate::jobs::{self, Action, Job, ValidationContext};
+use crate::jobs::{self, Action, Job, PointInTime, ValidationContext};
+use crate::notify::heartbeat::{self, Ping, Pinger};
 use crate::store::{ErrorClass, Run, RunId, RunState, Step, StepState, Store, StoreError};
 use crate::vb365::{Client, Mailbox};
 
@@ -80,6 +81,15 @@ pub(crate) struct Inner {
     /// The engine's background tasks (the lease renewer of each run in progress): none is
     /// detached, and each ends before the execution that started it returns.
     tasks: TaskTracker,
+    /// The heartbeat pingers (`spec.heartbeat`) of the runs in progress, by run; a pinger's
+    /// task sends its pings in order and ends when the pinger is dropped (bounded: at most
+    /// three pings of [`heartbeat::TIMEOUT`] each).
+    heartbeats: std::sync::Mutex<std::collections::HashMap<RunId, Pinger>>,
+    /// Where the pinger tasks run: apart from `tasks`, which must be empty once an execution
+    /// returned, while a last ping may still be on its way.
+    pings: TaskTracker,
+    /// The HTTP client of heartbeats (no redirects, [`heartbeat::TIMEOUT`]).
+    http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Engine {
@@ -166,6 +176,9 @@ impl Engine {
                 limiters,
                 options,
                 tasks: TaskTracker::new(),
+                heartbeats: std::sync::Mutex::default(),
+                pings: TaskTracker::new(),
+                http: crate::notify::http_client(heartbeat::TIMEOUT),
             }),
         })
     }
@@ -321,6 +334,8 @@ impl Engine {
             Ok(result) => result,
             Err(payload) => self.panicked(&run, crate::panics::message(&*payload)).await,
         };
+        // A run interrupted (shutdown, lost lease) sends no final ping: it is not over.
+        self.take_pinger(id);
         match result {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
@@ -442,6 +457,7 @@ impl Engine {
             Ok(job) => job,
             Err(reason) => return self.finish(&run, RunState::Failed, Some(reason)).await,
         };
+        self.start_heartbeat(&run, &job, &secrets);
         let server = job.server().or_else(|| {
             (self.inner.clients.len() == 1)
                 .then(|| self.inner.clients.keys().next().map(String::as_str))
@@ -774,20 +790,50 @@ impl Engine {
         Ok(())
     }
 
-    /// Records the run's final (or `needs_attention`) state.
+    /// Records the run's final (or `needs_attention`) state, with the notifications it raises
+    /// (same transaction), and queues the run's last heartbeat ping.
     async fn finish(
         &self,
         run: &Run,
         state: RunState,
         reason: Option<String>,
     ) -> Result<RunOutcome, RunError> {
+        self.finish_as(run, state, reason, false).await
+    }
+
+    /// [`Engine::finish`]; `stale`: the freshness guard refused the run (a `stale` event
+    /// instead of `failed`).
+    async fn finish_as(
+        &self,
+        run: &Run,
+        state: RunState,
+        reason: Option<String>,
+        stale: bool,
+    ) -> Result<RunOutcome, RunError> {
         export::discard_partials(&self.inner.store, run.id, self.inner.options.clock.as_ref())
             .await?;
+        // The job's `spec.notify` when its version still loads, else the config's defaults.
+        let config = self.config();
+        let job = self.load_job(run, &config).await.ok();
+        let routing = config
+            .notifications
+            .routing_for(job.as_ref().and_then(Job::notify));
         self.inner
             .store
-            .set_run_state(run.id, state, reason.as_deref(), self.now())
+            .set_run_state_notifying(run.id, state, reason.as_deref(), &routing, stale, self.now())
             .await
             .map_err(RunError::store(run.id))?;
+        if let Some(pinger) = self.take_pinger(run.id) {
+            pinger.send(match state {
+                RunState::Succeeded | RunState::SucceededWithWarnings => Ping::Success,
+                _ => Ping::Fail(format!(
+                    "run {} of job {} is {state}: {}",
+                    run.id,
+                    run.job_name,
+                    reason.as_deref().unwrap_or("no reason recorded")
+                )),
+            });
+        }
         match state {
             RunState::Succeeded | RunState::SucceededWithWarnings => {
                 tracing::info!(run = %run.id, job = %run.job_name, state = %state, "run finished");
@@ -802,6 +848,43 @@ impl Engine {
             reason,
             next_attempt_at: None,
         })
+    }
+
+    /// Starts the heartbeat of an execution of `run` when its job has `spec.heartbeat`: the
+    /// pinger sends `URL/start` now and the final ping when the run finishes. A URL that cannot
+    /// be read is a warning, never a failure of the run.
+    fn start_heartbeat(&self, run: &Run, job: &Job, secrets: &SecretContext) {
+        let Some(reference) = job.heartbeat() else {
+            return;
+        };
+        let url = match reference.resolve(secrets) {
+            Ok(url) => url,
+            Err(e) => {
+                tracing::warn!(run = %run.id, job = %job.name(), error = %e, "heartbeat URL unreadable; no pings for this run");
+                return;
+            }
+        };
+        let pinger = Pinger::start(
+            &self.inner.pings,
+            self.inner.http.clone(),
+            url,
+            job.name().to_string(),
+        );
+        pinger.send(Ping::Start);
+        self.inner
+            .heartbeats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(run.id, pinger);
+    }
+
+    /// Removes the run's pinger (its task ends once its pings are out).
+    fn take_pinger(&self, id: RunId) -> Option<Pinger> {
+        self.inner
+            .heartbeats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id)
     }
 }
 

@@ -298,6 +298,9 @@ pub struct Job {
     retry: RetryPolicy,
     run_timeout: Duration,
     action: Action,
+    notify: Option<crate::store::Routing>,
+    heartbeat: Option<crate::config::SecretRef>,
+    max_restore_point_age: Option<Duration>,
     spec_hash: String,
     spec_json: String,
 }
@@ -363,6 +366,21 @@ impl Job {
     /// `spec.runTimeout`, else the config's `defaults.runTimeout`.
     pub fn run_timeout(&self) -> Duration {
         self.run_timeout
+    }
+
+    /// `spec.notify` as a routing (it replaces `notifications.defaults`), when given.
+    pub fn notify(&self) -> Option<&crate::store::Routing> {
+        self.notify.as_ref()
+    }
+
+    /// `spec.heartbeat.url`, the secret reference of the ping URL.
+    pub fn heartbeat(&self) -> Option<&crate::config::SecretRef> {
+        self.heartbeat.as_ref()
+    }
+
+    /// `spec.maxRestorePointAge` (only on jobs exploring `latest`).
+    pub fn max_restore_point_age(&self) -> Option<Duration> {
+        self.max_restore_point_age
     }
 
     pub fn action(&self) -> &Action {

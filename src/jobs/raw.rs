@@ -20,6 +20,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use crate::config::{RetrySpec, SecretRef};
+pub use crate::store::NotifyEvent;
 
 /// The only `apiVersion` this version understands.
 pub const API_VERSION: &str = "restorectl/v1";
@@ -159,6 +160,40 @@ pub struct Spec {
     /// Search section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<SearchSpec>,
+    /// Who gets this job's notifications; replaces the config's `notifications.defaults`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifySpec>,
+    /// Dead-man's switch pinged at run start, success and failure (healthchecks.io style).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<HeartbeatSpec>,
+    /// Freshness guard: a run exploring `latest` fails when the organisation's newest restore
+    /// point is older than this (e.g. `26h`).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub max_restore_point_age: Option<Duration>,
+}
+
+/// `spec.notify`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotifySpec {
+    /// Names under the config's `notifications.targets`; empty: no notifications for this job.
+    pub targets: Vec<String>,
+    /// Default: failed, needs_attention, missed, invalid, recovered, stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<NotifyEvent>>,
+}
+
+/// `spec.heartbeat`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeartbeatSpec {
+    /// The ping URL, a secret reference (it usually embeds a token).
+    pub url: SecretRef,
 }
 
 impl Spec {

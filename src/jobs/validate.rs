@@ -244,6 +244,53 @@ pub fn validate(
     }
 
     let action = check_action(doc, ctx, dc, &mut errors);
+    let notify = spec.notify.as_ref().map(|n| {
+        let known = &ctx.config.notifications;
+        for (i, t) in n.targets.iter().enumerate() {
+            if !known.targets.contains_key(t) {
+                errors.push(dc.error_hint(
+                    ErrorCode::InvalidValue,
+                    &format!("spec.notify.targets[{i}]"),
+                    At::Value,
+                    format!("`{t}` is not a notification target of the daemon config"),
+                    format!(
+                        "use one of the names under notifications.targets (configured: {})",
+                        known.target_names()
+                    ),
+                ));
+            }
+        }
+        crate::store::Routing {
+            targets: n.targets.clone(),
+            events: n
+                .events
+                .clone()
+                .unwrap_or_else(|| crate::config::notifications::DEFAULT_EVENTS.to_vec()),
+        }
+    });
+    let max_restore_point_age = match spec.max_restore_point_age {
+        Some(d) if d.is_zero() => {
+            errors.push(dc.error_hint(
+                ErrorCode::InvalidValue,
+                "spec.maxRestorePointAge",
+                At::Value,
+                "maxRestorePointAge must be greater than zero",
+                "write a duration such as 26h (a day's backup plus slack)",
+            ));
+            None
+        }
+        Some(_) if point_in_time != PointInTime::Latest => {
+            errors.push(dc.error_hint(
+                ErrorCode::InvalidValue,
+                "spec.maxRestorePointAge",
+                At::Key,
+                "maxRestorePointAge only applies to jobs that explore the latest restore point",
+                "remove maxRestorePointAge, or remove pointInTime (latest is the default)",
+            ));
+            None
+        }
+        d => d,
+    };
 
     if !errors.is_empty() {
         return Err(errors);
@@ -273,6 +320,9 @@ pub fn validate(
         retry,
         run_timeout,
         action,
+        notify,
+        heartbeat: spec.heartbeat.as_ref().map(|h| h.url.clone()),
+        max_restore_point_age,
         spec_hash: sha256_hex(&spec_json),
         spec_json,
     })

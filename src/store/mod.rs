@@ -16,6 +16,7 @@
 //! - [`downloads`]: durable download progress and the published files (`exports`);
 //! - [`requests`]: operator requests and the daemon instance lock;
 //! - [`events`]: the append-only history;
+//! - [`notifications`]: the notification outbox, written with the state changes it reports;
 //! - [`stats`]: aggregates for the daemon's metrics and status line, on one read snapshot.
 //!
 //! # Concurrency
@@ -63,6 +64,7 @@ pub mod downloads;
 pub mod events;
 pub mod jobs;
 pub mod next_fire;
+pub mod notifications;
 pub mod requests;
 pub mod runs;
 pub mod scan;
@@ -77,6 +79,7 @@ pub use jobs::{
     VersionChange, VersionOutcome,
 };
 pub use next_fire::{NextFire, ScheduleState};
+pub use notifications::{Notification, NotifyEvent, Payload, Routing};
 pub use requests::{DaemonInstance, InstanceInfo, NewRequest, OperatorRequest};
 pub use runs::{CancelOutcome, LeaseRenewal, NewRun, Run, RunFilter};
 pub use scan::FileApply;

@@ -18,6 +18,7 @@ use tracing::instrument;
 
 use super::events::{self, EventKind, NewEvent};
 use super::next_fire::{NextFire, update_next_fire_in};
+use super::notifications::{self, Routing};
 use super::{
     Millis, OptMillis, Result, RunId, RunState, SqlxResultExt, Store, StoreError, Trigger,
     duration_millis, to_millis,
@@ -138,6 +139,8 @@ impl Store {
     /// The scheduler's tick for one job, in ONE write transaction: records every fire in `runs`
     /// (queued, missed, skipped; duplicates ignored, `None` in the result) and advances the job's
     /// next fire (`last_fire_at` set when given). A crash leaves either all of it or none.
+    /// A missed or skipped fire enqueues the `missed` notifications of `routing` in the same
+    /// transaction.
     #[instrument(level = "trace", skip_all, fields(job = job_name), err(level = "debug"))]
     pub async fn record_fires(
         &self,
@@ -145,13 +148,18 @@ impl Store {
         runs: &[NewRun<'_>],
         next: NextFire<'_>,
         last_fire_at: Option<DateTime<Utc>>,
+        routing: &Routing,
         now: DateTime<Utc>,
     ) -> Result<Vec<Option<Run>>> {
         const OP: &str = "record_fires";
         let mut tx = self.begin_write(OP).await?;
         let mut out = Vec::with_capacity(runs.len());
         for run in runs {
-            out.push(insert_run(&mut tx, run, now).await?);
+            let inserted = insert_run(&mut tx, run, now).await?;
+            if let Some(r) = inserted.as_ref().filter(|r| r.state != RunState::Queued) {
+                notifications::notify_run_in(&mut tx, routing, r, false, now).await?;
+            }
+            out.push(inserted);
         }
         update_next_fire_in(&mut tx, job_name, next, last_fire_at).await?;
         tx.commit().await.op(OP)?;
@@ -320,6 +328,23 @@ impl Store {
         reason: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Run> {
+        self.set_run_state_notifying(id, state, reason, &Routing::none(), false, now)
+            .await
+    }
+
+    /// [`Store::set_run_state`], and in the same transaction the notifications the new state
+    /// raises for `routing` (`failed`, `needs_attention`, `recovered`, `succeeded`; `stale`
+    /// instead of `failed` when `stale` is set: the freshness guard refused the run).
+    #[instrument(level = "trace", skip_all, fields(run = %id, state = %state), err(level = "debug"))]
+    pub async fn set_run_state_notifying(
+        &self,
+        id: RunId,
+        state: RunState,
+        reason: Option<&str>,
+        routing: &Routing,
+        stale: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Run> {
         const OP: &str = "set_run_state";
         let mut tx = self.begin_write(OP).await?;
         let before = get_run_in(&mut tx, id).await?;
@@ -332,6 +357,7 @@ impl Store {
             return Err(transition(id, before.state, state));
         }
         let run = update_state(&mut tx, &before, state, reason, None, now).await?;
+        notifications::notify_run_in(&mut tx, routing, &run, stale, now).await?;
         tx.commit().await.op(OP)?;
         Ok(run)
     }

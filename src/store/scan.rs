@@ -15,6 +15,7 @@ use super::jobs::{
     FileChange, NewJobVersion, ScannedFile, VersionChange, VersionOutcome, record_job_file_in,
     upsert_job_version_in, version_event,
 };
+use super::notifications::{NotifyEvent, Routing, notify_invalid_in};
 use super::{JobState, Result, SqlxResultExt, Store, StoreError, json_text, path_text, to_millis};
 
 /// A scanned file and the versions of its jobs, for [`Store::apply_job_files`].
@@ -32,9 +33,14 @@ impl Store {
     /// the others go row by row. Returns each file's change and its versions' outcomes, in
     /// order.
     #[instrument(level = "trace", skip_all, fields(files = files.len()), err(level = "debug"))]
+    ///
+    /// A job or file that became invalid (new, or changed, and invalid now) enqueues the
+    /// `invalid` notifications of `routing` (the config's defaults: an invalid job's own
+    /// `spec.notify` cannot be trusted) in the same transaction.
     pub async fn apply_job_files(
         &self,
         files: &[FileApply<'_>],
+        routing: &Routing,
         now: DateTime<Utc>,
     ) -> Result<Vec<(FileChange, Vec<VersionOutcome>)>> {
         const OP: &str = "apply_job_files";
@@ -66,8 +72,52 @@ impl Store {
             let change = record_job_file_in(&mut tx, &f.file, now).await?;
             out.push((change, outcomes));
         }
+        if routing.wants(NotifyEvent::Invalid) {
+            for (f, (change, outcomes)) in files.iter().zip(&out) {
+                notify_invalid(&mut tx, routing, f, *change, outcomes, now).await?;
+            }
+        }
         tx.commit().await.op(OP)?;
         Ok(out)
+    }
+}
+
+/// The `invalid` notifications of one applied file: one per job version that is invalid and
+/// new or changed, or one for the file when it is invalid without any job (a syntax error).
+async fn notify_invalid(
+    conn: &mut SqliteConnection,
+    routing: &Routing,
+    f: &FileApply<'_>,
+    change: FileChange,
+    outcomes: &[VersionOutcome],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let file = path_text(f.file.path)?;
+    for (v, outcome) in f.versions.iter().zip(outcomes) {
+        if outcome.state == JobState::Invalid && outcome.change != VersionChange::Unchanged {
+            let reason = first_error(v.errors);
+            notify_invalid_in(conn, routing, Some(v.name), file, &reason, now).await?;
+        }
+    }
+    if !f.file.valid && f.versions.is_empty() && change != FileChange::Unchanged {
+        let reason = first_error(f.file.errors);
+        notify_invalid_in(conn, routing, None, file, &reason, now).await?;
+    }
+    Ok(())
+}
+
+/// `LINE:COLUMN: message` of the first located error of a JSON error list.
+fn first_error(errors: &serde_json::Value) -> String {
+    let Some(first) = errors.as_array().and_then(|a| a.first()) else {
+        return "the job file is invalid".into();
+    };
+    let message = first
+        .get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or("invalid");
+    match (first.get("line"), first.get("column")) {
+        (Some(l), Some(c)) => format!("line {l}, column {c}: {message}"),
+        _ => message.to_string(),
     }
 }
 

@@ -366,6 +366,7 @@ async fn queue(store: &Store, config: &Config, name: &str, trigger: Trigger) -> 
                     next_fire_at: Some(next_fire_instant()),
                 },
                 Some(fire_instant()),
+                &restorectl::store::Routing::none(),
                 Utc::now(),
             )
             .await
