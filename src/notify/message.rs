@@ -6,7 +6,7 @@ use crate::store::{NotifyEvent, Payload};
 /// A rendered notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    /// One line: `restorectl: run failed — job weekly-legal-export`.
+    /// One line: `restorectl: run failed - job weekly-legal-export` (ASCII: an e-mail subject).
     pub title: String,
     /// (name, value) pairs in display order.
     pub facts: Vec<(String, String)>,
@@ -26,7 +26,7 @@ pub fn render(p: &Payload) -> Message {
         NotifyEvent::Stale => "run refused: backups look stale",
     };
     let title = match &p.job {
-        Some(job) => format!("restorectl: {what} — job {job}"),
+        Some(job) => format!("restorectl: {what} - job {job}"),
         None => format!("restorectl: {what}"),
     };
     let mut facts = Vec::new();

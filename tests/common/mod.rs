@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: job-file fixtures here, the operator-command
-//! installation and store history in [`ops`].
+//! installation and store history in [`ops`], loopback notification receivers in [`receivers`].
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use restorectl::config::Config;
 
 pub mod ops;
+pub mod receivers;
 
 /// An ExportPst job document over alice (the one shape every area's tests use). `schedule` is the
 /// YAML of `spec.schedule` (`None`: a one-shot job), `extra` is appended to `spec` (e.g.

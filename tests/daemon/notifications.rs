@@ -1,0 +1,283 @@
+//! Notifications and heartbeats through the real daemon binary (SPEC §11): a webhook target
+//! whose receiver answers 500 while the daemon is killed with `kill -9` after the run failed,
+//! so the message is delivered by the next daemon, once per delivery key, signed; Teams and
+//! e-mail targets through a loopback HTTP receiver and a loopback SMTP sink; heartbeat pings in
+//! order. Durations are bounded by polls, never asserted.
+
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::common::receivers::{HttpReceiver, SmtpSink};
+use crate::daemon_support::*;
+use restorectl::sim::{SimConfig, SimHandle, Simulator};
+use restorectl::store::{Notification, RunFilter, RunState, Store};
+
+const SIGNING_KEY: &str = "test-signing-key-0123456789";
+const SLOW: Duration = Duration::from_secs(60);
+
+async fn simulator() -> SimHandle {
+    Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < SLOW, "{what}: not within {SLOW:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn secret(site: &Site, name: &str, value: &str) {
+    std::fs::write(site.path(&format!("secrets/{name}")), format!("{value}\n")).unwrap();
+}
+
+/// A one-shot export job whose selector matches nobody: the run fails at once.
+fn failing_job(name: &str, extra: &str) -> String {
+    export_job(name, None, extra).replace("alice@contoso.com", "nobody@contoso.com")
+}
+
+async fn notifications(store: &Store) -> Vec<Notification> {
+    store.list_notifications(None).await.unwrap_or_default()
+}
+
+fn hmac_hex(body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(SIGNING_KEY.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_survives_kill_9_and_a_failing_receiver_and_arrives_once() {
+    let sim = simulator().await;
+    let hook = HttpReceiver::start().await;
+    hook.set_failing(true);
+    let site = Site::new(&sim.base_url(), "off");
+    secret(&site, "ops-url", &hook.url("/hook"));
+    secret(&site, "ops-key", SIGNING_KEY);
+    append_config(
+        &site,
+        "notifications:\n  initialBackoff: 200ms\n  maxBackoff: 1s\n  targets:\n    \
+         ops: { type: webhook, url: { secret: ops-url }, signingKey: { secret: ops-key } }\n  \
+         defaults: { targets: [ops] }",
+    );
+    site.write_job("broken.yaml", &failing_job("nomatch", ""));
+
+    let daemon = Daemon::start(&site);
+    let store = open_when_ready(&site).await;
+    // The run failed and its notification is in the outbox; the receiver refused it (500).
+    let row = until("the failed run's notification was attempted", || async {
+        let rows = notifications(&store).await;
+        (rows.len() == 1 && rows[0].attempts >= 1).then(|| rows[0].clone())
+    })
+    .await;
+    assert!(hook.received().iter().all(|r| r.status == 500));
+    drop(daemon); // kill -9 (SIGKILL), between the state change and the delivery
+    let row_after_kill = notifications(&store).await.remove(0);
+    assert_eq!(row_after_kill.delivered_at, None, "not delivered before the kill");
+
+    // The receiver keeps failing for two more requests after the restart, then accepts.
+    hook.set_failing(false);
+    hook.fail_next(2);
+    let daemon = Daemon::start(&site);
+    let delivered = until("the notification was delivered after the restart", || async {
+        let rows = notifications(&store).await;
+        rows.first()
+            .filter(|r| r.delivered_at.is_some())
+            .cloned()
+    })
+    .await;
+    drop(daemon);
+
+    let run = store
+        .list_runs(&RunFilter {
+            job: Some("nomatch"),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(run.state, RunState::Failed);
+    let received = hook.received();
+    println!(
+        "{} requests ({} answered 500) for one notification; {} attempts recorded",
+        received.len(),
+        received.iter().filter(|r| r.status == 500).count(),
+        delivered.attempts
+    );
+    // Every attempt carries the same delivery key, the same body and a valid signature.
+    for r in &received {
+        assert_eq!(r.path, "/hook");
+        assert_eq!(r.header("x-restorectl-delivery"), Some(row.delivery.as_str()));
+        assert_eq!(r.header("x-restorectl-event"), Some("failed"));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("x-restorectl-signature"), Some(hmac_hex(&r.body).as_str()));
+        assert_eq!(r.body, received[0].body);
+    }
+    let accepted: Vec<_> = received.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(accepted.len(), 1, "delivered once per delivery key");
+    let body = accepted[0].json();
+    assert_eq!(body["version"], 1);
+    assert_eq!(body["event"], "failed");
+    assert_eq!(body["delivery"], row.delivery.as_str());
+    assert_eq!(body["job"], "nomatch");
+    assert_eq!(body["run"], run.id.to_string().as_str());
+    assert_eq!(body["state"], "failed");
+    assert!(
+        body["reason"].as_str().unwrap().contains("matched nothing"),
+        "{body}"
+    );
+    assert!(body["mailboxes"].is_array());
+    assert_eq!(body["command"], format!("restorectl show {}", run.id).as_str());
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(body["occurredAt"].as_str().unwrap()).is_ok()
+    );
+    let text = String::from_utf8_lossy(&accepted[0].body);
+    assert!(!text.contains(SIGNING_KEY), "no secret in the body");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn teams_email_and_heartbeats_report_failure_and_success() {
+    let sim = simulator().await;
+    let http = HttpReceiver::start().await;
+    let smtp = SmtpSink::start().await;
+    let site = Site::new(&sim.base_url(), "off");
+    secret(&site, "teams-url", &http.url("/teams"));
+    secret(&site, "hb-bad", &http.url("/hb/bad"));
+    secret(&site, "hb-good", &http.url("/hb/good/"));
+    append_config(
+        &site,
+        &format!(
+            "notifications:\n  initialBackoff: 200ms\n  maxBackoff: 1s\n  targets:\n    \
+             legal: {{ type: teams, url: {{ secret: teams-url }} }}\n    \
+             mail: {{ type: email, from: restorectl@contoso.com, to: [backup-team@contoso.com],\n            \
+             smtp: {{ host: 127.0.0.1, port: {}, tls: none }} }}\n  \
+             defaults: {{ targets: [legal, mail], events: [failed, succeeded] }}",
+            smtp.addr.port()
+        ),
+    );
+    site.write_job(
+        "bad.yaml",
+        &failing_job("bad", "  heartbeat: { url: { secret: hb-bad } }\n"),
+    );
+    site.write_job(
+        "good.yaml",
+        &export_job("good", None, "  heartbeat: { url: { secret: hb-good } }\n"),
+    );
+    let daemon = Daemon::start(&site);
+    let store = open_when_ready(&site).await;
+    until("both runs' notifications were delivered to both targets", || async {
+        let rows = notifications(&store).await;
+        (rows.len() == 4 && rows.iter().all(|r| r.delivered_at.is_some())).then_some(())
+    })
+    .await;
+    until("the heartbeats arrived", || async {
+        let n = http
+            .received()
+            .iter()
+            .filter(|r| r.path.starts_with("/hb/"))
+            .count();
+        (n == 4).then_some(())
+    })
+    .await;
+    let log = daemon.log();
+    drop(daemon);
+
+    let run_of = |job: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .list_runs(&RunFilter {
+                    job: Some(job),
+                    ..RunFilter::default()
+                })
+                .await
+                .unwrap()
+                .remove(0)
+        }
+    };
+    let (bad, good) = (run_of("bad").await, run_of("good").await);
+    assert_eq!(bad.state, RunState::Failed);
+    assert!(matches!(
+        good.state,
+        RunState::Succeeded | RunState::SucceededWithWarnings
+    ));
+
+    // Teams: an Adaptive Card naming the job, the run, the first error and the command.
+    let cards: Vec<serde_json::Value> = http
+        .received()
+        .iter()
+        .filter(|r| r.path == "/teams")
+        .map(|r| r.json())
+        .collect();
+    assert_eq!(cards.len(), 2);
+    let card_of = |run: &restorectl::store::Run| {
+        cards
+            .iter()
+            .find(|c| c.to_string().contains(&run.id.to_string()))
+            .unwrap_or_else(|| panic!("no card for run {}", run.id))
+            .clone()
+    };
+    let card = card_of(&bad);
+    assert_eq!(card["type"], "message");
+    let attachment = &card["attachments"][0];
+    assert_eq!(
+        attachment["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    assert_eq!(attachment["content"]["type"], "AdaptiveCard");
+    let text = card.to_string();
+    assert!(text.contains("run failed - job bad"), "{text}");
+    assert!(text.contains("matched nothing"), "{text}");
+    assert!(text.contains(&format!("restorectl show {}", bad.id)), "{text}");
+    assert!(card_of(&good).to_string().contains("run succeeded - job good"));
+
+    // E-mail: one message per run, to the configured recipient, with the command to run.
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    let mail = mails
+        .iter()
+        .find(|m| m.data.contains(&bad.id.to_string()))
+        .expect("the failed run's mail");
+    assert_eq!(mail.from, "restorectl@contoso.com");
+    assert_eq!(mail.to, ["backup-team@contoso.com"]);
+    assert!(mail.data.contains("Subject: restorectl: run failed - job bad"), "{}", mail.data);
+    assert!(mail.data.contains(&format!("restorectl show {}", bad.id)), "{}", mail.data);
+    assert!(mail.data.contains("First error: "), "{}", mail.data);
+    assert!(mail.data.contains("Message-ID: <"), "{}", mail.data);
+
+    // Heartbeats: start then the outcome, in order, per run; the failure's reason as the body.
+    let pings = |prefix: &str| -> Vec<(String, String)> {
+        http.received()
+            .iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .map(|r| (r.path.clone(), String::from_utf8_lossy(&r.body).into_owned()))
+            .collect()
+    };
+    let bad_pings = pings("/hb/bad");
+    assert_eq!(
+        bad_pings.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+        ["/hb/bad/start", "/hb/bad/fail"]
+    );
+    assert!(bad_pings[1].1.contains("matched nothing"), "{bad_pings:?}");
+    assert_eq!(
+        pings("/hb/good")
+            .iter()
+            .map(|p| p.0.as_str())
+            .collect::<Vec<_>>(),
+        ["/hb/good/start", "/hb/good"]
+    );
+    // The secret URLs are not logged.
+    assert!(!log.contains(&http.url("/hb")), "a heartbeat URL in the log");
+    assert!(!log.contains(&http.url("/teams")), "the Teams URL in the log");
+}
