@@ -71,6 +71,12 @@ pub struct Manifest {
     pub mailbox: String,
     pub mailbox_id: String,
     pub point_in_time: String,
+    /// The restore point the export shows (`GET /v8/RestorePoints`), when it was read.
+    #[serde(default)]
+    pub restore_point_id: Option<String>,
+    /// Its `backupTime`.
+    #[serde(default)]
+    pub backup_time: Option<DateTime<Utc>>,
     pub restore_session_id: String,
     pub keyword: Option<String>,
     pub pst_size_limit_bytes: Option<u64>,

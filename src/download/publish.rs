@@ -48,6 +48,10 @@ pub struct ManifestInfo {
     pub pst_size_limit_bytes: Option<u64>,
     /// When the step started downloading.
     pub started_at: DateTime<Utc>,
+    /// The restore point the export shows (id), when the run read it.
+    pub restore_point_id: Option<String>,
+    /// Its `backupTime`.
+    pub backup_time: Option<DateTime<Utc>>,
     /// Attempts of the step (1 for a first-time success).
     pub attempts: u32,
     /// The job file the job came from.
@@ -215,6 +219,8 @@ fn publish_blocking(
         mailbox: info.mailbox,
         mailbox_id: info.mailbox_id,
         point_in_time: info.point_in_time,
+        restore_point_id: info.restore_point_id,
+        backup_time: info.backup_time,
         restore_session_id: info.restore_session_id,
         keyword: info.keyword,
         pst_size_limit_bytes: info.pst_size_limit_bytes,

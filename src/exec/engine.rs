@@ -43,9 +43,10 @@ use super::error::{RunError, StepFailure};
 use super::options::EngineOptions;
 use super::run_ctx::{MailboxCache, RunCtx, StepEnd, StopReason, Stopper};
 use super::session::{Limiters, SessionSlot, stop_session};
+use super::freshness::{self, Freshness};
 use super::{export, retry, run_ctx, search, select, steps};
 use crate::config::{Config, SecretContext};
-use crate::jobs::{self, Action, Job, PointInTime, ValidationContext};
+use crate::jobs::{self, Action, Job, ValidationContext};
 use crate::notify::heartbeat::{self, Ping, Pinger};
 use crate::store::{ErrorClass, Run, RunId, RunState, Step, StepState, Store, StoreError};
 use crate::vb365::{Client, Mailbox};
@@ -475,6 +476,23 @@ impl Engine {
             .server(Some(client.server()))
             .map_or(Duration::from_secs(60), |s| s.request_timeout);
         let point_in_time = job.point_in_time().resolve(run.scheduled_for);
+        // The freshness guard only before the first execution: a resumed run already started
+        // from a restore point the guard accepted.
+        let existing = store.list_steps(id).await.map_err(RunError::store(id))?;
+        let restore_point =
+            match freshness::check(&client, &job, point_in_time, existing.is_empty(), self.now())
+                .await
+            {
+                Freshness::Fresh(point) => point,
+                Freshness::Stale(reason) => {
+                    return self
+                        .finish_as(&run, RunState::Failed, Some(reason), true)
+                        .await;
+                }
+                Freshness::Failed(reason) => {
+                    return self.finish(&run, RunState::Failed, Some(reason)).await;
+                }
+            };
         let session = SessionSlot::new(
             client.clone(),
             store.clone(),
@@ -496,10 +514,10 @@ impl Engine {
             secrets,
             mailboxes: tokio::sync::Mutex::new(MailboxCache::Empty),
             request_timeout,
+            restore_point,
         });
         tracing::info!(job = %ctx.job.name(), run = %id, attempt = run.attempts, "run started");
 
-        let existing = store.list_steps(id).await.map_err(RunError::store(id))?;
         self.adopt_or_stop_sessions(&ctx, &existing).await?;
 
         let steps = if existing.is_empty() {

@@ -114,6 +114,8 @@ pub(crate) async fn attempt(
         keyword: action.keyword.clone(),
         pst_size_limit_bytes: action.pst_size_limit,
         started_at: step.started_at.unwrap_or_else(|| ctx.now()),
+        restore_point_id: ctx.restore_point.as_ref().map(|p| p.id.clone()),
+        backup_time: ctx.restore_point.as_ref().map(|p| p.backup_time),
         attempts: u32::try_from(step.attempts).unwrap_or(u32::MAX),
         job_file: ctx.job.file().display().to_string(),
         job_spec_hash: ctx.job.spec_hash().to_string(),

@@ -12,6 +12,7 @@
 //! - [`restore`]: Restore / RestoreTo / BulkRestore: the at-most-once protocol, reconciliation
 //!   of unknown outcomes and following the asynchronous restore to its result;
 //! - [`export`]: ExportPst through the download engine; [`search`]: Search and its report;
+//! - `freshness`: the freshness guard (`maxRestorePointAge`) and the restore point a run shows;
 //! - [`retry`]: backoff with jitter; [`recovery`]: what the daemon does at start;
 //! - `run_ctx`: what one execution shares with its steps (the run context, the stop signal,
 //!   what an attempt tells the step loop), imported by the engine and every step kind and
@@ -24,6 +25,7 @@
 pub mod engine;
 pub mod error;
 pub mod export;
+pub(crate) mod freshness;
 pub mod options;
 pub mod recovery;
 pub mod restore;

@@ -100,6 +100,9 @@ pub(crate) struct RunCtx {
     pub(crate) mailboxes: tokio::sync::Mutex<MailboxCache>,
     /// The server's `requestTimeout`.
     pub(crate) request_timeout: Duration,
+    /// The restore point the run's session shows, when it was read (exports, the freshness
+    /// guard); recorded in export manifests.
+    pub(crate) restore_point: Option<crate::vb365::RestorePoint>,
 }
 
 /// What a run knows of its session's mailbox list.

@@ -38,6 +38,7 @@ pub enum Endpoint {
     ExportPst,
     MailboxSearch,
     OrganizationSearch,
+    RestorePoints,
 }
 
 /// A matched route.

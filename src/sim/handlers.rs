@@ -244,6 +244,54 @@ pub(crate) fn organizations(state: &SimState, ctx: &Ctx) -> HandlerResult {
     ok(page(all, offset, limit, "/v8/Organizations", None))
 }
 
+/// `GET /v8/RestorePoints`: one Exchange restore point per day from the newest
+/// (`SimConfig::latest_backup`, so a test sets the age of the newest point) back to the first
+/// backup, per organisation; `organizationId` filters, `orderAsc=false` puts the newest first.
+pub(crate) fn restore_points(state: &SimState, ctx: &Ctx) -> HandlerResult {
+    let (offset, limit) = paging(ctx)?;
+    let ascending = ctx
+        .query("orderAsc")
+        .is_none_or(|v| !v.eq_ignore_ascii_case("false"));
+    let wanted = match ctx.query("organizationId") {
+        Some(id) => Some(parse_id(id, "Organization")?),
+        None => None,
+    };
+    let to = match ctx.query("to") {
+        Some(t) => Some(crate::vb365::timestamp::parse(t).ok_or_else(|| {
+            ApiError::invalid(format!("`to` is not a date-time: {t}"))
+        })?),
+        None => None,
+    };
+    let latest = state.world.latest_backup();
+    let days = (latest - state.world.first_backup()).num_days().max(0);
+    let mut all = Vec::new();
+    for org in state
+        .world
+        .organizations()
+        .iter()
+        .filter(|o| wanted.is_none_or(|w| w == o.id))
+    {
+        for day in 0..=days {
+            let time = latest - chrono::Duration::days(day);
+            if to.is_some_and(|to| time > to) {
+                continue;
+            }
+            let id = derive_uuid(&[b"restore-point", org.id.as_bytes(), &day.to_le_bytes()]);
+            all.push((time, json!({
+                "id": id.to_string(), "backupTime": dotnet_time(time), "organizationId": org.id,
+                "isExchange": true, "isOneDrive": false, "isSharePoint": false, "isTeams": false,
+                "isCopy": false, "isLongTermCopy": false, "isRetrieved": false, "isDeleted": false,
+            })));
+        }
+    }
+    all.sort_by_key(|(t, _)| *t);
+    if !ascending {
+        all.reverse();
+    }
+    let all = all.into_iter().map(|(_, v)| v).collect();
+    ok(page(all, offset, limit, "/v8/RestorePoints", None))
+}
+
 pub(crate) fn organization(state: &SimState, ctx: &Ctx) -> HandlerResult {
     let id = parse_id(ctx.param("organizationId"), "Organization")?;
     let org = state

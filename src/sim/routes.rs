@@ -36,6 +36,7 @@ pub(crate) const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("GET", "/v8/Jobs", Endpoint::Jobs),
     ("POST", "/v8/Jobs/{jobId}/explore", Endpoint::JobExplore),
     ("GET", "/v8/Organizations", Endpoint::Organizations),
+    ("GET", "/v8/RestorePoints", Endpoint::RestorePoints),
     (
         "GET",
         "/v8/Organizations/{organizationId}",
@@ -545,6 +546,7 @@ async fn handle(state: &Arc<SimState>, ctx: &Ctx) -> HandlerResult {
         E::BulkRestore | E::MailboxRestore | E::MailboxRestoreTo => restore::restore(state, ctx),
         E::ExportPst => handlers::export(state, ctx).await,
         E::MailboxSearch | E::OrganizationSearch => handlers::search(state, ctx),
+        E::RestorePoints => handlers::restore_points(state, ctx),
     }
 }
 

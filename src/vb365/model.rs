@@ -110,6 +110,18 @@ pub enum OrganizationType {
     Unknown,
 }
 
+/// `RESTRestorePoint`: the fields the freshness guard and the export manifest use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestorePoint {
+    #[serde(default)]
+    pub id: String,
+    #[serde(with = "timestamp")]
+    pub backup_time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<Uuid>,
+}
+
 /// `RestOrganizationComposed`: the fields the daemon uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -28,11 +28,12 @@ pub enum Operation {
     ExportMailboxToPst,
     SearchMailbox,
     SearchMailboxes,
+    ListRestorePoints,
 }
 
 impl Operation {
     /// All operations, in a stable order.
-    pub const ALL: [Operation; 19] = [
+    pub const ALL: [Operation; 20] = [
         Operation::Token,
         Operation::Logout,
         Operation::ListOrganizations,
@@ -52,6 +53,7 @@ impl Operation {
         Operation::ExportMailboxToPst,
         Operation::SearchMailbox,
         Operation::SearchMailboxes,
+        Operation::ListRestorePoints,
     ];
 
     /// HTTP method.
@@ -65,7 +67,8 @@ impl Operation {
             | ListRestoreSessionEvents
             | GetRestoreSessionStatistics
             | ListMailboxes
-            | GetMailbox => Method::GET,
+            | GetMailbox
+            | ListRestorePoints => Method::GET,
             Token | Logout | ExploreOrganization | ExploreJob | StopRestoreSession
             | RestoreMailboxes | RestoreMailbox | RestoreMailboxTo | ExportMailboxToPst
             | SearchMailbox | SearchMailboxes => Method::POST,
@@ -109,6 +112,7 @@ impl Operation {
             SearchMailboxes => {
                 "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes/search"
             }
+            ListRestorePoints => "/v8/RestorePoints",
         }
     }
 
@@ -188,7 +192,7 @@ mod tests {
     #[test]
     fn operation_list_is_complete_and_unique() {
         let ops = all_operations();
-        assert_eq!(ops.len(), 19);
+        assert_eq!(ops.len(), 20);
         let mut seen = std::collections::HashSet::new();
         for (m, p) in &ops {
             assert!(seen.insert((m.clone(), *p)), "duplicate {m} {p}");

@@ -281,3 +281,105 @@ async fn teams_email_and_heartbeats_report_failure_and_success() {
     assert!(!log.contains(&http.url("/hb")), "a heartbeat URL in the log");
     assert!(!log.contains(&http.url("/teams")), "the Teams URL in the log");
 }
+
+/// Every `*.manifest.json` under `dir`.
+fn manifests(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(".manifest.json") {
+                out.push(serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_restore_point_fails_the_run_and_manifests_name_the_restore_point() {
+    let newest = chrono::Utc::now() - chrono::Duration::hours(75);
+    let sim = Simulator::start(
+        SimConfig {
+            latest_backup: newest,
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let hook = HttpReceiver::start().await;
+    let site = Site::new(&sim.base_url(), "off");
+    secret(&site, "ops-url", &hook.url("/hook"));
+    secret(&site, "ops-key", SIGNING_KEY);
+    append_config(
+        &site,
+        "notifications:\n  initialBackoff: 200ms\n  targets:\n    \
+         ops: { type: webhook, url: { secret: ops-url }, signingKey: { secret: ops-key } }\n  \
+         defaults: { targets: [ops] }",
+    );
+    site.write_job("stale.yaml", &export_job("stale", None, "  maxRestorePointAge: 26h\n"));
+    site.write_job("fresh.yaml", &export_job("fresh", None, "  maxRestorePointAge: 4d\n"));
+    let daemon = Daemon::start(&site);
+    let store = open_when_ready(&site).await;
+    let finished = |job: &'static str| {
+        let store = store.clone();
+        async move {
+            let runs = store
+                .list_runs(&RunFilter {
+                    job: Some(job),
+                    ..RunFilter::default()
+                })
+                .await
+                .ok()?;
+            runs.into_iter().find(|r| r.finished_at.is_some())
+        }
+    };
+    let stale = until("the stale run finished", || finished("stale")).await;
+    let fresh = until("the fresh run finished", || finished("fresh")).await;
+    until("the stale notification was delivered", || async {
+        hook.received()
+            .iter()
+            .any(|r| r.header("x-restorectl-event") == Some("stale"))
+            .then_some(())
+    })
+    .await;
+    drop(daemon);
+
+    assert_eq!(stale.state, RunState::Failed);
+    let reason = stale.reason.clone().unwrap();
+    assert!(reason.contains("newest restore point is 3 days old"), "{reason}");
+    assert!(reason.contains("contoso.onmicrosoft.com"), "{reason}");
+    assert!(reason.contains("maxRestorePointAge 1day 2h"), "{reason}");
+    assert!(
+        store.list_steps(stale.id).await.unwrap().is_empty(),
+        "nothing was exported"
+    );
+    let stale_hook = hook
+        .received()
+        .into_iter()
+        .find(|r| r.header("x-restorectl-event") == Some("stale"))
+        .unwrap()
+        .json();
+    assert_eq!(stale_hook["run"], stale.id.to_string().as_str());
+    assert_eq!(stale_hook["reason"], reason.as_str());
+
+    assert!(
+        matches!(
+            fresh.state,
+            RunState::Succeeded | RunState::SucceededWithWarnings
+        ),
+        "{fresh:?}"
+    );
+    let all = manifests(&site.path("exports"));
+    assert!(!all.is_empty(), "the fresh run published its exports");
+    for m in &all {
+        let backup_time = m["backupTime"].as_str().expect("backupTime");
+        let recorded = chrono::DateTime::parse_from_rfc3339(backup_time).unwrap();
+        assert_eq!(recorded.timestamp(), newest.timestamp(), "{m}");
+        assert!(m["restorePointId"].as_str().is_some_and(|s| !s.is_empty()), "{m}");
+    }
+}

@@ -171,6 +171,8 @@ pub fn manifest_info(
         keyword: None,
         pst_size_limit_bytes: None,
         started_at: Utc::now(),
+        restore_point_id: None,
+        backup_time: None,
         attempts: 1,
         job_file: "jobs/legal.yaml".into(),
         job_spec_hash: "h1".into(),

@@ -350,6 +350,8 @@ fn info() -> ManifestInfo {
         keyword: None,
         pst_size_limit_bytes: Some(10 * (1 << 30)),
         started_at: Utc::now(),
+        restore_point_id: None,
+        backup_time: None,
         attempts: 1,
         job_file: "jobs/legal.yaml".into(),
         job_spec_hash: "ab".repeat(32),

@@ -7,7 +7,8 @@
 //! - [`mailboxes`]: the mailboxes of a session;
 //! - [`restore`]: the three at-most-once restore POSTs;
 //! - [`export`]: the PST export stream;
-//! - [`search`]: item search.
+//! - [`search`]: item search;
+//! - [`restore_points`]: the newest restore point of an organisation (the freshness guard).
 //!
 //! The token endpoints (`/v8/token`, `/v8/token/logout`) belong to [`super::auth`].
 
@@ -15,6 +16,7 @@ mod export;
 mod mailboxes;
 mod organizations;
 mod restore;
+mod restore_points;
 mod search;
 mod sessions;
 
