@@ -2222,3 +2222,222 @@ async fn stats_reads_one_snapshot_while_runs_finish() {
     let done = store.stats().await.unwrap();
     assert_eq!(done.last_success.len(), JOBS);
 }
+
+// ===== notifications: the outbox is written with the state change that raises it =====
+
+fn routing(events: &[restorectl::store::NotifyEvent]) -> restorectl::store::Routing {
+    restorectl::store::Routing {
+        targets: vec!["ops".into(), "mail".into()],
+        events: events.to_vec(),
+    }
+}
+
+/// Queues and claims a run of `job`, with one step per e-mail in `mailboxes`.
+async fn claimed_run(store: &Store, job: &str, v: i64, at: i64, mailboxes: &[&str]) -> RunId {
+    let run = store
+        .enqueue_run(&new_run(job, v, &format!("h{at}"), Trigger::Manual, at), t(at))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .claim_run(run.id, "daemon-a", Duration::from_secs(60), t(at))
+        .await
+        .unwrap()
+        .unwrap();
+    let steps: Vec<NewStep> = mailboxes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| NewStep {
+            seq: i64::try_from(i).unwrap(),
+            mailbox_email: Some((*m).to_string()),
+            ..Default::default()
+        })
+        .collect();
+    store.create_steps(run.id, &steps, t(at)).await.unwrap();
+    run.id
+}
+
+#[tokio::test]
+async fn notifications_are_written_with_the_state_change_that_raises_them() {
+    use restorectl::store::NotifyEvent as E;
+    let (_dir, store) = open_temp().await;
+    let v = seed_job(&store, "weekly", "h").await;
+    let all = routing(&[E::Failed, E::NeedsAttention, E::Missed, E::Recovered, E::Stale]);
+
+    // A failed run: one row per target, each with its own delivery key, naming the failed
+    // mailboxes and the command.
+    let r1 = claimed_run(&store, "weekly", v, 1, &["alice@contoso.com", "bob@contoso.com"]).await;
+    let steps = store.list_steps(r1).await.unwrap();
+    store
+        .set_step_state(steps[0].id, StepState::Done, None, t(2))
+        .await
+        .unwrap();
+    let error = StepErrorRecord {
+        class: ErrorClass::Permanent,
+        code: None,
+        message: "mailbox not found".into(),
+    };
+    store
+        .set_step_state(steps[1].id, StepState::Failed, Some(&error), t(2))
+        .await
+        .unwrap();
+    store
+        .set_run_state_notifying(r1, RunState::Failed, Some("1 of 2 steps failed"), &all, false, t(3))
+        .await
+        .unwrap();
+    let rows = store.list_notifications(Some(r1)).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows.iter().map(|r| r.target.as_str()).collect::<Vec<_>>(),
+        ["ops", "mail"]
+    );
+    assert_ne!(rows[0].delivery, rows[1].delivery);
+    for row in &rows {
+        let body = row.body().unwrap();
+        assert_eq!(body.version, 1);
+        assert_eq!(body.event, E::Failed);
+        assert_eq!(body.delivery, row.delivery);
+        assert_eq!(body.job.as_deref(), Some("weekly"));
+        assert_eq!(body.run, Some(r1.to_string()));
+        assert_eq!(body.state, "failed");
+        assert_eq!(body.reason.as_deref(), Some("1 of 2 steps failed"));
+        assert_eq!(body.mailboxes, ["bob@contoso.com"]);
+        assert_eq!(body.command, format!("restorectl show {r1}"));
+        assert_eq!((row.attempts, row.delivered_at), (0, None));
+        assert_eq!(row.next_attempt_at, t(3));
+    }
+
+    // The next success is a recovery; the one after it a plain success nobody asked for.
+    let r2 = claimed_run(&store, "weekly", v, 10, &["alice@contoso.com"]).await;
+    store
+        .set_run_state_notifying(r2, RunState::Succeeded, None, &all, false, t(11))
+        .await
+        .unwrap();
+    let rows = store.list_notifications(Some(r2)).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.event == E::Recovered));
+    assert_eq!(rows[0].body().unwrap().mailboxes, ["alice@contoso.com"]);
+    let r3 = claimed_run(&store, "weekly", v, 20, &["alice@contoso.com"]).await;
+    store
+        .set_run_state_notifying(r3, RunState::Succeeded, None, &all, false, t(21))
+        .await
+        .unwrap();
+    assert!(store.list_notifications(Some(r3)).await.unwrap().is_empty());
+
+    // The freshness guard's refusal is `stale`; a state change without a routing writes none.
+    let r4 = claimed_run(&store, "weekly", v, 30, &[]).await;
+    store
+        .set_run_state_notifying(r4, RunState::Failed, Some("too old"), &all, true, t(31))
+        .await
+        .unwrap();
+    let rows = store.list_notifications(Some(r4)).await.unwrap();
+    assert!(rows.iter().all(|r| r.event == E::Stale) && rows.len() == 2);
+    let r5 = claimed_run(&store, "weekly", v, 40, &[]).await;
+    store
+        .set_run_state(r5, RunState::Failed, Some("x"), t(41))
+        .await
+        .unwrap();
+    assert!(store.list_notifications(Some(r5)).await.unwrap().is_empty());
+
+    // A missed fire, in the scheduler's transaction.
+    let missed = NewRun {
+        state: RunState::Missed,
+        reason: Some("past startingDeadline"),
+        ..new_run("weekly", v, "h", Trigger::Schedule, 50)
+    };
+    let written = store
+        .record_fires(
+            "weekly",
+            &[missed],
+            NextFire {
+                schedule_key: None,
+                next_fire_at: None,
+            },
+            None,
+            &all,
+            t(51),
+        )
+        .await
+        .unwrap();
+    let missed_id = written[0].as_ref().unwrap().id;
+    let rows = store.list_notifications(Some(missed_id)).await.unwrap();
+    assert!(rows.iter().all(|r| r.event == E::Missed) && rows.len() == 2);
+
+    // Delivery bookkeeping: due rows oldest first, a failure postpones, a success ends it.
+    let due = store.due_notifications(t(100), 100).await.unwrap();
+    assert_eq!(due.len(), 8);
+    assert_eq!(due[0].run_id, Some(r1));
+    store
+        .mark_notification_failed(due[0].id, "target ops: answered HTTP 500", t(200))
+        .await
+        .unwrap();
+    store
+        .mark_notification_delivered(due[1].id, t(100))
+        .await
+        .unwrap();
+    let due_again = store.due_notifications(t(100), 100).await.unwrap();
+    assert_eq!(due_again.len(), 6);
+    assert!(due_again.iter().all(|r| r.id != due[0].id && r.id != due[1].id));
+    assert_eq!(store.due_notifications(t(200), 100).await.unwrap().len(), 7);
+    let failed = &store.list_notifications(Some(r1)).await.unwrap()[0];
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(failed.last_error.as_deref(), Some("target ops: answered HTTP 500"));
+    assert_eq!(
+        store.pending_notifications().await.unwrap(),
+        [("mail".to_string(), 3), ("ops".to_string(), 4)]
+    );
+}
+
+#[tokio::test]
+async fn a_job_file_that_becomes_invalid_is_notified_once() {
+    use restorectl::store::NotifyEvent as E;
+    let (_dir, store) = open_temp().await;
+    let defaults = routing(&[E::Invalid]);
+    let spec = json!({ "kind": "ExportPst" });
+    let errors = json!([{ "line": 7, "column": 3, "message": "unknown key `bogusKey`" }]);
+    let names = vec!["weekly".to_string()];
+    let apply = |valid: bool, hash: &'static str| FileApply {
+        file: ScannedFile {
+            path: Path::new("/jobs/weekly.yaml"),
+            content_hash: hash,
+            valid,
+            errors: if valid { &EMPTY_ERRORS } else { &errors },
+            job_names: &names,
+        },
+        versions: vec![NewJobVersion {
+            name: "weekly",
+            kind: "ExportPst",
+            file: Path::new("/jobs/weekly.yaml"),
+            spec_hash: hash,
+            spec: &spec,
+            valid,
+            errors: if valid { &EMPTY_ERRORS } else { &errors },
+        }],
+    };
+    store
+        .apply_job_files(&[apply(true, "h1")], &defaults, t(0))
+        .await
+        .unwrap();
+    assert!(store.list_notifications(None).await.unwrap().is_empty());
+    for at in [1, 2] {
+        // The second scan of the same invalid file changes nothing and notifies nobody.
+        store
+            .apply_job_files(&[apply(false, "h2")], &defaults, t(at))
+            .await
+            .unwrap();
+    }
+    let rows = store.list_notifications(None).await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let body = rows[0].body().unwrap();
+    assert_eq!(body.event, E::Invalid);
+    assert_eq!((body.job.as_deref(), body.run.as_deref()), (Some("weekly"), None));
+    assert_eq!(body.state, "invalid");
+    assert_eq!(
+        body.reason.as_deref(),
+        Some("line 7, column 3: unknown key `bogusKey`")
+    );
+    assert_eq!(body.command, "restorectl validate /jobs/weekly.yaml");
+}
+
+static EMPTY_ERRORS: std::sync::LazyLock<serde_json::Value> =
+    std::sync::LazyLock::new(|| json!([]));
