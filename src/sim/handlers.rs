@@ -257,9 +257,11 @@ pub(crate) fn restore_points(state: &SimState, ctx: &Ctx) -> HandlerResult {
         None => None,
     };
     let to = match ctx.query("to") {
-        Some(t) => Some(crate::vb365::timestamp::parse(t).ok_or_else(|| {
-            ApiError::invalid(format!("`to` is not a date-time: {t}"))
-        })?),
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| ApiError::invalid(format!("`to` is not a date-time: {t}")))?,
+        ),
         None => None,
     };
     let latest = state.world.latest_backup();

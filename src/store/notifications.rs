@@ -16,7 +16,6 @@ use sqlx::sqlite::SqliteConnection;
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::runs::Run;
 use super::{
     Millis, OptMillis, Result, RunId, RunState, SqlxResultExt, Store, json_text, to_millis,
 };
@@ -127,6 +126,15 @@ impl Notification {
     }
 }
 
+/// A run's new state, as the state change wrote it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunChange<'a> {
+    pub(crate) id: RunId,
+    pub(crate) job: &'a str,
+    pub(crate) state: RunState,
+    pub(crate) reason: Option<&'a str>,
+}
+
 /// The facts of one event, before it is fanned out to the targets.
 struct Facts<'a> {
     event: NotifyEvent,
@@ -189,7 +197,7 @@ async fn insert_in(
 async fn run_event(
     conn: &mut SqliteConnection,
     routing: &Routing,
-    run: &Run,
+    run: RunChange<'_>,
     stale: bool,
 ) -> Result<Option<NotifyEvent>> {
     Ok(match run.state {
@@ -204,7 +212,7 @@ async fn run_event(
                      AND state IN ('succeeded', 'succeeded_with_warnings', 'failed')
                  ORDER BY finished_at DESC, id DESC LIMIT 1",
             )
-            .bind(&run.job_name)
+            .bind(run.job)
             .bind(run.id)
             .fetch_optional(&mut *conn)
             .await
@@ -223,7 +231,7 @@ async fn run_event(
 pub(crate) async fn notify_run_in(
     conn: &mut SqliteConnection,
     routing: &Routing,
-    run: &Run,
+    run: RunChange<'_>,
     stale: bool,
     now: DateTime<Utc>,
 ) -> Result<()> {
@@ -262,10 +270,10 @@ pub(crate) async fn notify_run_in(
         .op("enqueue_notification")?;
     let facts = Facts {
         event,
-        job: Some(&run.job_name),
+        job: Some(run.job),
         run: Some(run.id),
         state: run.state.as_str(),
-        reason: run.reason.as_deref(),
+        reason: run.reason,
         mailboxes,
         command: format!("restorectl show {}", run.id),
     };

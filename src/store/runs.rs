@@ -18,7 +18,7 @@ use tracing::instrument;
 
 use super::events::{self, EventKind, NewEvent};
 use super::next_fire::{NextFire, update_next_fire_in};
-use super::notifications::{self, Routing};
+use super::notifications::{self, Routing, RunChange};
 use super::{
     Millis, OptMillis, Result, RunId, RunState, SqlxResultExt, Store, StoreError, Trigger,
     duration_millis, to_millis,
@@ -59,6 +59,18 @@ pub struct Run {
     pub finished_at: Option<DateTime<Utc>>,
     #[sqlx(try_from = "Millis")]
     pub updated_at: DateTime<Utc>,
+}
+
+impl Run {
+    /// The run's state as a notification sees it.
+    fn change(&self) -> RunChange<'_> {
+        RunChange {
+            id: self.id,
+            job: &self.job_name,
+            state: self.state,
+            reason: self.reason.as_deref(),
+        }
+    }
 }
 
 /// A run to enqueue (or a fire time to record as `missed` / `skipped`).
@@ -157,7 +169,7 @@ impl Store {
         for run in runs {
             let inserted = insert_run(&mut tx, run, now).await?;
             if let Some(r) = inserted.as_ref().filter(|r| r.state != RunState::Queued) {
-                notifications::notify_run_in(&mut tx, routing, r, false, now).await?;
+                notifications::notify_run_in(&mut tx, routing, r.change(), false, now).await?;
             }
             out.push(inserted);
         }
@@ -357,7 +369,7 @@ impl Store {
             return Err(transition(id, before.state, state));
         }
         let run = update_state(&mut tx, &before, state, reason, None, now).await?;
-        notifications::notify_run_in(&mut tx, routing, &run, stale, now).await?;
+        notifications::notify_run_in(&mut tx, routing, run.change(), stale, now).await?;
         tx.commit().await.op(OP)?;
         Ok(run)
     }
