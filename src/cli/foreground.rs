@@ -229,6 +229,17 @@ async fn execute(
             RunState::Succeeded | RunState::SucceededWithWarnings
         );
     }
+    // No daemon delivers here: one delivery round for the run's notifications (what fails
+    // waits in the outbox for the daemon), and the heartbeat pings still on their way.
+    let config = std::sync::Arc::new(config.clone());
+    crate::notify::Deliverer::new(
+        store.clone(),
+        tokio::sync::watch::channel(config).1,
+        std::sync::Arc::new(crate::schedule::SystemClock),
+    )
+    .round()
+    .await;
+    engine.wait_heartbeats().await;
     Ok(if all_ok {
         Outcome::Ok
     } else {

@@ -896,6 +896,14 @@ impl Engine {
             .insert(run.id, pinger);
     }
 
+    /// Waits until the heartbeat pings queued so far are sent (each is bounded, see
+    /// [`heartbeat::TIMEOUT`]), for a process about to exit (`run --foreground`).
+    pub async fn wait_heartbeats(&self) {
+        self.inner.pings.close();
+        self.inner.pings.wait().await;
+        self.inner.pings.reopen();
+    }
+
     /// Removes the run's pinger (its task ends once its pings are out).
     fn take_pinger(&self, id: RunId) -> Option<Pinger> {
         self.inner

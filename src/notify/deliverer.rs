@@ -44,6 +44,9 @@ pub struct Deliverer {
     store: Store,
     config: watch::Receiver<Arc<Config>>,
     clock: Arc<dyn Clock>,
+    /// One client for every round (building one loads the trust store); each attempt is
+    /// bounded by the current `notifications.timeout` around it.
+    http: reqwest::Client,
 }
 
 impl Deliverer {
@@ -56,6 +59,7 @@ impl Deliverer {
             store,
             config,
             clock,
+            http: super::http_client(Duration::from_secs(300)),
         }
     }
 
@@ -77,7 +81,7 @@ impl Deliverer {
     /// One round: deliver what is due, then refresh the pending gauge.
     pub async fn round(&self) {
         let config = Arc::clone(&self.config.borrow());
-        let http = super::http_client(config.notifications.timeout);
+        let http = &self.http;
         match self.store.due_notifications(self.clock.now(), BATCH).await {
             Ok(due) => {
                 let mut groups: BTreeMap<String, Vec<Notification>> = BTreeMap::new();
@@ -86,7 +90,7 @@ impl Deliverer {
                 }
                 let rounds = groups
                     .into_values()
-                    .map(|rows| self.deliver_group(&config, &http, rows));
+                    .map(|rows| self.deliver_group(&config, http, rows));
                 futures_util::future::join_all(rounds).await;
             }
             Err(e) => tracing::warn!(error = %e, "cannot read due notifications; retrying"),

@@ -509,3 +509,51 @@ async fn the_journal_records_what_was_sent_without_secrets() {
     api.sim.clear_journal();
     assert!(api.sim.journal().is_empty());
 }
+
+/// `GET /v8/RestorePoints`: one point per day back from `latestBackup` (so a test sets the age
+/// of the newest one), newest first with `orderAsc=false`, `to` bounds it, an unknown
+/// organisation has none, and the shape is the vendor's; faults apply like anywhere else.
+#[tokio::test]
+async fn restore_points_follow_latest_backup() {
+    use restorectl::sim::{Endpoint, FaultAction, FaultRule};
+    let newest = chrono::Utc::now() - chrono::Duration::hours(75);
+    let api = Api::new(SimConfig {
+        latest_backup: newest,
+        faults: vec![
+            FaultRule::on(Endpoint::RestorePoints, FaultAction::Status { status: 503 })
+                .calls(restorectl::sim::CallRange::only(4)),
+        ],
+        ..fast_config()
+    })
+    .await;
+    let q = |extra: &str| {
+        format!("/v8/RestorePoints?organizationId={DEMO_ORG_ID}&orderAsc=false&limit=1{extra}")
+    };
+    let (status, page) = api.get(&q("")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    validate_response("GET", "/v8/RestorePoints", 200, &page).expect("page shape");
+    let first = &page["results"][0];
+    let time = chrono::DateTime::parse_from_rfc3339(first["backupTime"].as_str().unwrap()).unwrap();
+    assert_eq!(time.timestamp(), newest.timestamp());
+    assert_eq!(first["organizationId"], DEMO_ORG_ID.to_string().as_str());
+    let day_before = (newest - chrono::Duration::hours(30)).to_rfc3339();
+    let (_, page) = api
+        .get(&q(&format!("&to={}", day_before.replace('+', "%2B"))))
+        .await;
+    let older = chrono::DateTime::parse_from_rfc3339(
+        page["results"][0]["backupTime"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(older.timestamp(), (newest - chrono::Duration::days(2)).timestamp());
+    let (_, asc) = api
+        .get(&format!("/v8/RestorePoints?organizationId={DEMO_ORG_ID}&limit=1"))
+        .await;
+    assert_ne!(asc["results"][0]["id"], first["id"], "oldest first by default");
+    // The fourth call is the faulted one.
+    let (status, _) = api.get(&q("")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, none) = api
+        .get("/v8/RestorePoints?organizationId=00000000-0000-4000-8000-000000000000")
+        .await;
+    assert_eq!(none["results"], json!([]));
+}

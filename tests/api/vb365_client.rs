@@ -1408,6 +1408,13 @@ async fn every_endpoint_round_trips() {
             format!("{mb_path}/search"),
             ok(json!({"offset":0,"limit":1000,"results":[search_item(2)]})),
         ),
+        (
+            "GET",
+            "/v8/RestorePoints".into(),
+            ok(
+                json!({"offset":0,"limit":1,"results":[{"id":"rp-1","backupTime":"2025-01-09T22:00:00.0000000Z","organizationId":ORG,"isExchange":true}]}),
+            ),
+        ),
     ];
     for (m, p, reply) in routes {
         Mock::given(method(m))
@@ -1428,6 +1435,16 @@ async fn every_endpoint_round_trips() {
 
     assert_eq!(client.organizations().await.unwrap().len(), 1);
     assert_eq!(client.organization(org).await.unwrap().id, Some(org));
+    let point = client
+        .newest_restore_point(org, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((point.id.as_str(), point.organization_id), ("rp-1", Some(org)));
+    assert_eq!(
+        point.backup_time,
+        restorectl::vb365::timestamp::parse("2025-01-09T22:00:00Z").unwrap()
+    );
     let s = client
         .explore_organization(org, &OrganizationExploreOptions::exchange(Some(at)))
         .await
