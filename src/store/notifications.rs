@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -149,7 +149,7 @@ struct Facts<'a> {
 /// Writes one row per target of `routing` for `facts` (nothing when the routing does not want
 /// the event).
 async fn insert_in(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     routing: &Routing,
     facts: &Facts<'_>,
     now: DateTime<Utc>,
@@ -195,7 +195,7 @@ async fn insert_in(
 /// guard's refusal), a success is `recovered` when the job's previous finished run failed and
 /// the routing wants it, else `succeeded`.
 async fn run_event(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     routing: &Routing,
     run: RunChange<'_>,
     stale: bool,
@@ -229,7 +229,7 @@ async fn run_event(
 
 /// Enqueues the notifications of `run`'s new state (inside the state change's transaction).
 pub(crate) async fn notify_run_in(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     routing: &Routing,
     run: RunChange<'_>,
     stale: bool,
@@ -282,7 +282,7 @@ pub(crate) async fn notify_run_in(
 
 /// Enqueues the `invalid` notification of a job file (inside the scan's transaction).
 pub(crate) async fn notify_invalid_in(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     routing: &Routing,
     job: Option<&str>,
     file: &str,
