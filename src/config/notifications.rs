@@ -43,7 +43,9 @@ pub enum NotifyTarget {
         signing_key: SecretRef,
     },
     /// A Microsoft Teams incoming webhook (or Workflows webhook): a MessageCard.
-    Teams { url: SecretRef },
+    Teams {
+        url: SecretRef,
+    },
     Email(EmailTarget),
 }
 

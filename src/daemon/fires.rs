@@ -37,8 +37,7 @@ use tokio_util::sync::CancellationToken;
 use super::reconcile::{ActiveJob, JobTable};
 use crate::schedule::{Clock, FireAction, MAX_SLEEP, Plan, plan, schedule_key, time_to_sleep};
 use crate::store::{
-    Routing,
-    EventKind, JobState, NewEvent, NewRun, NextFire, Run, RunState, ScheduleState, Store,
+    EventKind, JobState, NewEvent, NewRun, NextFire, Routing, Run, RunState, ScheduleState, Store,
     StoreError, Trigger,
 };
 

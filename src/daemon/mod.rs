@@ -384,10 +384,10 @@ async fn run_locked(
         fires::Scheduler::new(store.clone(), Arc::clone(&clock))
             .with_notifications(app.config.clone())
             .run(
-            table_rx.clone(),
-            Arc::clone(&app.wake),
-            cancel.child_token(),
-        ),
+                table_rx.clone(),
+                Arc::clone(&app.wake),
+                cancel.child_token(),
+            ),
     );
     tasks.spawn(
         "requests",

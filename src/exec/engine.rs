@@ -40,10 +40,10 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::error::{RunError, StepFailure};
+use super::freshness::{self, Freshness};
 use super::options::EngineOptions;
 use super::run_ctx::{MailboxCache, RunCtx, StepEnd, StopReason, Stopper};
 use super::session::{Limiters, SessionSlot, stop_session};
-use super::freshness::{self, Freshness};
 use super::{export, retry, run_ctx, search, select, steps};
 use crate::config::{Config, SecretContext};
 use crate::jobs::{self, Action, Job, ValidationContext};
@@ -479,20 +479,25 @@ impl Engine {
         // The freshness guard only before the first execution: a resumed run already started
         // from a restore point the guard accepted.
         let existing = store.list_steps(id).await.map_err(RunError::store(id))?;
-        let restore_point =
-            match freshness::check(&client, &job, point_in_time, existing.is_empty(), self.now())
-                .await
-            {
-                Freshness::Fresh(point) => point,
-                Freshness::Stale(reason) => {
-                    return self
-                        .finish_as(&run, RunState::Failed, Some(reason), true)
-                        .await;
-                }
-                Freshness::Failed(reason) => {
-                    return self.finish(&run, RunState::Failed, Some(reason)).await;
-                }
-            };
+        let restore_point = match freshness::check(
+            &client,
+            &job,
+            point_in_time,
+            existing.is_empty(),
+            self.now(),
+        )
+        .await
+        {
+            Freshness::Fresh(point) => point,
+            Freshness::Stale(reason) => {
+                return self
+                    .finish_as(&run, RunState::Failed, Some(reason), true)
+                    .await;
+            }
+            Freshness::Failed(reason) => {
+                return self.finish(&run, RunState::Failed, Some(reason)).await;
+            }
+        };
         let session = SessionSlot::new(
             client.clone(),
             store.clone(),
@@ -838,7 +843,14 @@ impl Engine {
             .routing_for(job.as_ref().and_then(Job::notify));
         self.inner
             .store
-            .set_run_state_notifying(run.id, state, reason.as_deref(), &routing, stale, self.now())
+            .set_run_state_notifying(
+                run.id,
+                state,
+                reason.as_deref(),
+                &routing,
+                stale,
+                self.now(),
+            )
             .await
             .map_err(RunError::store(run.id))?;
         if let Some(pinger) = self.take_pinger(run.id) {

@@ -98,7 +98,12 @@ impl Deliverer {
         self.refresh_pending(&config).await;
     }
 
-    async fn deliver_group(&self, config: &Config, http: &reqwest::Client, rows: Vec<Notification>) {
+    async fn deliver_group(
+        &self,
+        config: &Config,
+        http: &reqwest::Client,
+        rows: Vec<Notification>,
+    ) {
         for row in rows {
             let timeout = config.notifications.timeout;
             let attempt = tokio::time::timeout(timeout, deliver(config, http, &row)).await;
@@ -174,7 +179,11 @@ impl Deliverer {
 }
 
 /// One attempt at `row` with the current config.
-async fn deliver(config: &Config, http: &reqwest::Client, row: &Notification) -> Result<(), NotifyError> {
+async fn deliver(
+    config: &Config,
+    http: &reqwest::Client,
+    row: &Notification,
+) -> Result<(), NotifyError> {
     let secrets = SecretContext::from_config(config);
     let Some(target) = config.notifications.targets.get(&row.target) else {
         return Err(NotifyError::UnknownTarget {
@@ -186,9 +195,7 @@ async fn deliver(config: &Config, http: &reqwest::Client, row: &Notification) ->
             webhook::send(http, &secrets, url, signing_key, row).await
         }
         NotifyTarget::Teams { url } => teams::send(http, &secrets, url, row).await,
-        NotifyTarget::Email(e) => {
-            email::send(&secrets, e, row, config.notifications.timeout).await
-        }
+        NotifyTarget::Email(e) => email::send(&secrets, e, row, config.notifications.timeout).await,
     }
 }
 

@@ -4,8 +4,8 @@
 //! The delivery key is the `Message-ID` (`<KEY@restorectl>`), so a message re-sent after a lost
 //! answer is recognisably the same one.
 
-use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor};
 use secrecy::ExposeSecret;
@@ -32,7 +32,10 @@ pub async fn send(
         message: e.to_string(),
     })?;
     let rendered = render(&payload);
-    let from: Mailbox = email.from.parse().map_err(|e| build(format!("from: {e}")))?;
+    let from: Mailbox = email
+        .from
+        .parse()
+        .map_err(|e| build(format!("from: {e}")))?;
     let mut builder = Mail::builder()
         .from(from)
         .subject(rendered.title.clone())

@@ -39,7 +39,12 @@ pub struct Pinger {
 
 impl Pinger {
     /// Starts the task of one run's pings on `tasks`.
-    pub fn start(tasks: &TaskTracker, http: reqwest::Client, url: SecretString, job: String) -> Pinger {
+    pub fn start(
+        tasks: &TaskTracker,
+        http: reqwest::Client,
+        url: SecretString,
+        job: String,
+    ) -> Pinger {
         let (tx, mut rx) = mpsc::unbounded_channel::<Ping>();
         tasks.spawn(async move {
             let base = url.expose_secret().trim().trim_end_matches('/').to_string();

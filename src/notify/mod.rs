@@ -33,7 +33,9 @@ pub enum NotifyError {
         source: crate::config::ConfigError,
     },
     /// The row names a target the config no longer has.
-    #[error("target {target} is not configured (any more); add it back under notifications.targets or the message waits")]
+    #[error(
+        "target {target} is not configured (any more); add it back under notifications.targets or the message waits"
+    )]
     UnknownTarget { target: String },
     /// The configured URL is not a URL (the value is not shown).
     #[error("target {target}: the configured URL is not a valid http(s) URL")]
@@ -84,7 +86,10 @@ pub(crate) fn parse_url(target: &str, url: &str) -> Result<url::Url, NotifyError
 }
 
 /// A POST of `body` to a target's URL, 2xx or an error without the URL.
-pub(crate) async fn post(target: &str, request: reqwest::RequestBuilder) -> Result<(), NotifyError> {
+pub(crate) async fn post(
+    target: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<(), NotifyError> {
     let response = request.send().await.map_err(|e| NotifyError::Http {
         target: target.to_string(),
         source: e.without_url(),

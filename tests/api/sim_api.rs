@@ -540,15 +540,22 @@ async fn restore_points_follow_latest_backup() {
     let (_, page) = api
         .get(&q(&format!("&to={}", day_before.replace('+', "%2B"))))
         .await;
-    let older = chrono::DateTime::parse_from_rfc3339(
-        page["results"][0]["backupTime"].as_str().unwrap(),
-    )
-    .unwrap();
-    assert_eq!(older.timestamp(), (newest - chrono::Duration::days(2)).timestamp());
+    let older =
+        chrono::DateTime::parse_from_rfc3339(page["results"][0]["backupTime"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(
+        older.timestamp(),
+        (newest - chrono::Duration::days(2)).timestamp()
+    );
     let (_, asc) = api
-        .get(&format!("/v8/RestorePoints?organizationId={DEMO_ORG_ID}&limit=1"))
+        .get(&format!(
+            "/v8/RestorePoints?organizationId={DEMO_ORG_ID}&limit=1"
+        ))
         .await;
-    assert_ne!(asc["results"][0]["id"], first["id"], "oldest first by default");
+    assert_ne!(
+        asc["results"][0]["id"], first["id"],
+        "oldest first by default"
+    );
     // The fourth call is the faulted one.
     let (status, _) = api.get(&q("")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

@@ -1440,7 +1440,10 @@ async fn every_endpoint_round_trips() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((point.id.as_str(), point.organization_id), ("rp-1", Some(org)));
+    assert_eq!(
+        (point.id.as_str(), point.organization_id),
+        ("rp-1", Some(org))
+    );
     assert_eq!(
         point.backup_time,
         restorectl::vb365::timestamp::parse("2025-01-09T22:00:00Z").unwrap()

@@ -84,18 +84,22 @@ async fn webhook_survives_kill_9_and_a_failing_receiver_and_arrives_once() {
     assert!(hook.received().iter().all(|r| r.status == 500));
     drop(daemon); // kill -9 (SIGKILL), between the state change and the delivery
     let row_after_kill = notifications(&store).await.remove(0);
-    assert_eq!(row_after_kill.delivered_at, None, "not delivered before the kill");
+    assert_eq!(
+        row_after_kill.delivered_at, None,
+        "not delivered before the kill"
+    );
 
     // The receiver keeps failing for two more requests after the restart, then accepts.
     hook.set_failing(false);
     hook.fail_next(2);
     let daemon = Daemon::start(&site);
-    let delivered = until("the notification was delivered after the restart", || async {
-        let rows = notifications(&store).await;
-        rows.first()
-            .filter(|r| r.delivered_at.is_some())
-            .cloned()
-    })
+    let delivered = until(
+        "the notification was delivered after the restart",
+        || async {
+            let rows = notifications(&store).await;
+            rows.first().filter(|r| r.delivered_at.is_some()).cloned()
+        },
+    )
     .await;
     drop(daemon);
 
@@ -118,10 +122,16 @@ async fn webhook_survives_kill_9_and_a_failing_receiver_and_arrives_once() {
     // Every attempt carries the same delivery key, the same body and a valid signature.
     for r in &received {
         assert_eq!(r.path, "/hook");
-        assert_eq!(r.header("x-restorectl-delivery"), Some(row.delivery.as_str()));
+        assert_eq!(
+            r.header("x-restorectl-delivery"),
+            Some(row.delivery.as_str())
+        );
         assert_eq!(r.header("x-restorectl-event"), Some("failed"));
         assert_eq!(r.header("content-type"), Some("application/json"));
-        assert_eq!(r.header("x-restorectl-signature"), Some(hmac_hex(&r.body).as_str()));
+        assert_eq!(
+            r.header("x-restorectl-signature"),
+            Some(hmac_hex(&r.body).as_str())
+        );
         assert_eq!(r.body, received[0].body);
     }
     let accepted: Vec<_> = received.iter().filter(|r| r.status == 200).collect();
@@ -138,10 +148,11 @@ async fn webhook_survives_kill_9_and_a_failing_receiver_and_arrives_once() {
         "{body}"
     );
     assert!(body["mailboxes"].is_array());
-    assert_eq!(body["command"], format!("restorectl show {}", run.id).as_str());
-    assert!(
-        chrono::DateTime::parse_from_rfc3339(body["occurredAt"].as_str().unwrap()).is_ok()
+    assert_eq!(
+        body["command"],
+        format!("restorectl show {}", run.id).as_str()
     );
+    assert!(chrono::DateTime::parse_from_rfc3339(body["occurredAt"].as_str().unwrap()).is_ok());
     let text = String::from_utf8_lossy(&accepted[0].body);
     assert!(!text.contains(SIGNING_KEY), "no secret in the body");
 }
@@ -176,10 +187,13 @@ async fn teams_email_and_heartbeats_report_failure_and_success() {
     );
     let daemon = Daemon::start(&site);
     let store = open_when_ready(&site).await;
-    until("both runs' notifications were delivered to both targets", || async {
-        let rows = notifications(&store).await;
-        (rows.len() == 4 && rows.iter().all(|r| r.delivered_at.is_some())).then_some(())
-    })
+    until(
+        "both runs' notifications were delivered to both targets",
+        || async {
+            let rows = notifications(&store).await;
+            (rows.len() == 4 && rows.iter().all(|r| r.delivered_at.is_some())).then_some(())
+        },
+    )
     .await;
     until("the heartbeats arrived", || async {
         let n = http
@@ -239,8 +253,15 @@ async fn teams_email_and_heartbeats_report_failure_and_success() {
     let text = card.to_string();
     assert!(text.contains("run failed - job bad"), "{text}");
     assert!(text.contains("matched nothing"), "{text}");
-    assert!(text.contains(&format!("restorectl show {}", bad.id)), "{text}");
-    assert!(card_of(&good).to_string().contains("run succeeded - job good"));
+    assert!(
+        text.contains(&format!("restorectl show {}", bad.id)),
+        "{text}"
+    );
+    assert!(
+        card_of(&good)
+            .to_string()
+            .contains("run succeeded - job good")
+    );
 
     // E-mail: one message per run, to the configured recipient, with the command to run.
     let mails = smtp.mails();
@@ -251,8 +272,17 @@ async fn teams_email_and_heartbeats_report_failure_and_success() {
         .expect("the failed run's mail");
     assert_eq!(mail.from, "restorectl@contoso.com");
     assert_eq!(mail.to, ["backup-team@contoso.com"]);
-    assert!(mail.data.contains("Subject: restorectl: run failed - job bad"), "{}", mail.data);
-    assert!(mail.data.contains(&format!("restorectl show {}", bad.id)), "{}", mail.data);
+    assert!(
+        mail.data
+            .contains("Subject: restorectl: run failed - job bad"),
+        "{}",
+        mail.data
+    );
+    assert!(
+        mail.data.contains(&format!("restorectl show {}", bad.id)),
+        "{}",
+        mail.data
+    );
     assert!(mail.data.contains("First error: "), "{}", mail.data);
     assert!(mail.data.contains("Message-ID: <"), "{}", mail.data);
 
@@ -261,7 +291,12 @@ async fn teams_email_and_heartbeats_report_failure_and_success() {
         http.received()
             .iter()
             .filter(|r| r.path.starts_with(prefix))
-            .map(|r| (r.path.clone(), String::from_utf8_lossy(&r.body).into_owned()))
+            .map(|r| {
+                (
+                    r.path.clone(),
+                    String::from_utf8_lossy(&r.body).into_owned(),
+                )
+            })
             .collect()
     };
     let bad_pings = pings("/hb/bad");
@@ -278,8 +313,14 @@ async fn teams_email_and_heartbeats_report_failure_and_success() {
         ["/hb/good/start", "/hb/good"]
     );
     // The secret URLs are not logged.
-    assert!(!log.contains(&http.url("/hb")), "a heartbeat URL in the log");
-    assert!(!log.contains(&http.url("/teams")), "the Teams URL in the log");
+    assert!(
+        !log.contains(&http.url("/hb")),
+        "a heartbeat URL in the log"
+    );
+    assert!(
+        !log.contains(&http.url("/teams")),
+        "the Teams URL in the log"
+    );
 }
 
 /// Every `*.manifest.json` under `dir`.
@@ -321,8 +362,14 @@ async fn a_stale_restore_point_fails_the_run_and_manifests_name_the_restore_poin
          ops: { type: webhook, url: { secret: ops-url }, signingKey: { secret: ops-key } }\n  \
          defaults: { targets: [ops] }",
     );
-    site.write_job("stale.yaml", &export_job("stale", None, "  maxRestorePointAge: 26h\n"));
-    site.write_job("fresh.yaml", &export_job("fresh", None, "  maxRestorePointAge: 4d\n"));
+    site.write_job(
+        "stale.yaml",
+        &export_job("stale", None, "  maxRestorePointAge: 26h\n"),
+    );
+    site.write_job(
+        "fresh.yaml",
+        &export_job("fresh", None, "  maxRestorePointAge: 4d\n"),
+    );
     let daemon = Daemon::start(&site);
     let store = open_when_ready(&site).await;
     let finished = |job: &'static str| {
@@ -351,7 +398,10 @@ async fn a_stale_restore_point_fails_the_run_and_manifests_name_the_restore_poin
 
     assert_eq!(stale.state, RunState::Failed);
     let reason = stale.reason.clone().unwrap();
-    assert!(reason.contains("newest restore point is 3 days old"), "{reason}");
+    assert!(
+        reason.contains("newest restore point is 3 days old"),
+        "{reason}"
+    );
     assert!(reason.contains("contoso.onmicrosoft.com"), "{reason}");
     assert!(reason.contains("maxRestorePointAge 1day 2h"), "{reason}");
     assert!(
@@ -380,6 +430,9 @@ async fn a_stale_restore_point_fails_the_run_and_manifests_name_the_restore_poin
         let backup_time = m["backupTime"].as_str().expect("backupTime");
         let recorded = chrono::DateTime::parse_from_rfc3339(backup_time).unwrap();
         assert_eq!(recorded.timestamp(), newest.timestamp(), "{m}");
-        assert!(m["restorePointId"].as_str().is_some_and(|s| !s.is_empty()), "{m}");
+        assert!(
+            m["restorePointId"].as_str().is_some_and(|s| !s.is_empty()),
+            "{m}"
+        );
     }
 }

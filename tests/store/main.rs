@@ -682,7 +682,10 @@ async fn apply_in_bulk(
     now: DateTime<Utc>,
 ) -> Vec<(FileChange, Vec<(VersionChange, JobState, bool)>)> {
     let applies: Vec<FileApply<'_>> = files.iter().map(TestFile::apply).collect();
-    let out = store.apply_job_files(&applies, &restorectl::store::Routing::none(), now).await.unwrap();
+    let out = store
+        .apply_job_files(&applies, &restorectl::store::Routing::none(), now)
+        .await
+        .unwrap();
     // The outcome last returned for each job is what its row now says.
     let mut last = std::collections::HashMap::new();
     for ((_, outcomes), f) in out.iter().zip(files) {
@@ -2442,7 +2445,10 @@ fn routing(events: &[restorectl::store::NotifyEvent]) -> restorectl::store::Rout
 /// Queues and claims a run of `job`, with one step per e-mail in `mailboxes`.
 async fn claimed_run(store: &Store, job: &str, v: i64, at: i64, mailboxes: &[&str]) -> RunId {
     let run = store
-        .enqueue_run(&new_run(job, v, &format!("h{at}"), Trigger::Manual, at), t(at))
+        .enqueue_run(
+            &new_run(job, v, &format!("h{at}"), Trigger::Manual, at),
+            t(at),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -2468,11 +2474,24 @@ async fn notifications_are_written_with_the_state_change_that_raises_them(db: &T
     use restorectl::store::NotifyEvent as E;
     let store = db.open().await;
     let v = seed_job(&store, "weekly", "h").await;
-    let all = routing(&[E::Failed, E::NeedsAttention, E::Missed, E::Recovered, E::Stale]);
+    let all = routing(&[
+        E::Failed,
+        E::NeedsAttention,
+        E::Missed,
+        E::Recovered,
+        E::Stale,
+    ]);
 
     // A failed run: one row per target, each with its own delivery key, naming the failed
     // mailboxes and the command.
-    let r1 = claimed_run(&store, "weekly", v, 1, &["alice@contoso.com", "bob@contoso.com"]).await;
+    let r1 = claimed_run(
+        &store,
+        "weekly",
+        v,
+        1,
+        &["alice@contoso.com", "bob@contoso.com"],
+    )
+    .await;
     let steps = store.list_steps(r1).await.unwrap();
     store
         .set_step_state(steps[0].id, StepState::Done, None, t(2))
@@ -2488,7 +2507,14 @@ async fn notifications_are_written_with_the_state_change_that_raises_them(db: &T
         .await
         .unwrap();
     store
-        .set_run_state_notifying(r1, RunState::Failed, Some("1 of 2 steps failed"), &all, false, t(3))
+        .set_run_state_notifying(
+            r1,
+            RunState::Failed,
+            Some("1 of 2 steps failed"),
+            &all,
+            false,
+            t(3),
+        )
         .await
         .unwrap();
     let rows = store.list_notifications(Some(r1)).await.unwrap();
@@ -2583,11 +2609,18 @@ async fn notifications_are_written_with_the_state_change_that_raises_them(db: &T
         .unwrap();
     let due_again = store.due_notifications(t(100), 100).await.unwrap();
     assert_eq!(due_again.len(), 6);
-    assert!(due_again.iter().all(|r| r.id != due[0].id && r.id != due[1].id));
+    assert!(
+        due_again
+            .iter()
+            .all(|r| r.id != due[0].id && r.id != due[1].id)
+    );
     assert_eq!(store.due_notifications(t(200), 100).await.unwrap().len(), 7);
     let failed = &store.list_notifications(Some(r1)).await.unwrap()[0];
     assert_eq!(failed.attempts, 1);
-    assert_eq!(failed.last_error.as_deref(), Some("target ops: answered HTTP 500"));
+    assert_eq!(
+        failed.last_error.as_deref(),
+        Some("target ops: answered HTTP 500")
+    );
     assert_eq!(
         store.pending_notifications().await.unwrap(),
         [("mail".to_string(), 3), ("ops".to_string(), 4)]
@@ -2635,7 +2668,10 @@ async fn a_job_file_that_becomes_invalid_is_notified_once(db: &TestDb) {
     assert_eq!(rows.len(), 2, "{rows:?}");
     let body = rows[0].body().unwrap();
     assert_eq!(body.event, E::Invalid);
-    assert_eq!((body.job.as_deref(), body.run.as_deref()), (Some("weekly"), None));
+    assert_eq!(
+        (body.job.as_deref(), body.run.as_deref()),
+        (Some("weekly"), None)
+    );
     assert_eq!(body.state, "invalid");
     assert_eq!(
         body.reason.as_deref(),

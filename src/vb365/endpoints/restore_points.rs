@@ -19,7 +19,8 @@ impl Client {
         not_after: Option<DateTime<Utc>>,
     ) -> Result<Option<RestorePoint>, ApiError> {
         let mut call = self.get_call(Operation::ListRestorePoints, &[], None);
-        call.query.push(("organizationId", organization_id.to_string()));
+        call.query
+            .push(("organizationId", organization_id.to_string()));
         if let Some(t) = not_after {
             call.query.push(("to", timestamp::format(&t)));
         }
