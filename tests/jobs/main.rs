@@ -9,6 +9,7 @@ mod common;
 
 mod hostile_fuzz;
 mod invalid_fixtures;
+mod notify_fields;
 mod parser_fuzz;
 mod secrets_redaction;
 mod spec_hash;
