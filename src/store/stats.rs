@@ -76,6 +76,11 @@ const NEXT_FIRES: &str = "SELECT name, next_fire_at FROM jobs
 // cost a row or a seek per job rather than a read of the whole history.
 const RUNS_PER_JOB_STATE: &str = "SELECT job_name, state, n FROM run_counts
      WHERE n > 0 ORDER BY job_name, state";
+/// Failed steps per error class (`unknown` without a class), kept by triggers (migration 0006).
+const STEP_FAILURES: &str = "SELECT error_class, n FROM step_failure_counts
+     WHERE n > 0 ORDER BY error_class";
+/// The sum of every download's durable bytes, kept by triggers (migration 0006).
+const DOWNLOAD_BYTES: &str = "SELECT bytes FROM download_totals WHERE id = 1";
 const LAST_SUCCESSES: &str = "SELECT name, last FROM (
          SELECT name, (SELECT MAX(finished_at) FROM runs
                        WHERE job_name = jobs.name
@@ -143,18 +148,14 @@ async fn stats_counts_in(conn: &mut AnyConnection) -> Result<StoreStats> {
         .fetch_all(&mut *conn)
         .await
         .op(OP)?;
-    let step_failures: Vec<(Option<String>, i64)> = sqlx::query_as(
-        "SELECT error_class, COUNT(*) FROM steps WHERE state = 'failed'
-         GROUP BY error_class ORDER BY error_class",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .op(OP)?;
-    let download_bytes: Option<i64> =
-        sqlx::query_scalar("SELECT CAST(SUM(bytes_durable) AS BIGINT) FROM downloads")
-            .fetch_one(&mut *conn)
-            .await
-            .op(OP)?;
+    let step_failures: Vec<(String, i64)> = sqlx::query_as(STEP_FAILURES)
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+    let download_bytes: Option<i64> = sqlx::query_scalar(DOWNLOAD_BYTES)
+        .fetch_optional(&mut *conn)
+        .await
+        .op(OP)?;
     let (running, waiting, attention): (i64, i64, i64) = sqlx::query_as(
         "SELECT COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0),
                 COALESCE(SUM(CASE WHEN state IN ('queued', 'waiting_retry') THEN 1 ELSE 0 END), 0),
@@ -185,7 +186,7 @@ async fn stats_counts_in(conn: &mut AnyConnection) -> Result<StoreStats> {
             .collect(),
         step_failures: step_failures
             .into_iter()
-            .map(|(class, n)| (class.unwrap_or_else(|| "unknown".into()), count(n)))
+            .map(|(class, n)| (class, count(n)))
             .collect(),
         download_bytes: count(download_bytes.unwrap_or(0)),
         running_runs: count(running),
@@ -231,6 +232,11 @@ mod tests {
             (INVALID_JOB_FILES, "INDEX job_files_invalid"),
             (NEXT_FIRES, "COVERING INDEX jobs_next_fire"),
             (RUNS_PER_JOB_STATE, "SCAN run_counts"),
+            (STEP_FAILURES, "SCAN step_failure_counts"),
+            (
+                DOWNLOAD_BYTES,
+                "SEARCH download_totals USING INTEGER PRIMARY KEY",
+            ),
             (
                 LAST_SUCCESSES,
                 "SEARCH runs USING COVERING INDEX runs_job_state_finished",

@@ -118,7 +118,135 @@ on_both_backends!(
     stats_reads_one_snapshot_while_runs_finish,
     a_database_migrated_by_a_newer_restorectl_is_refused,
     the_copy_covers_every_table_and_column,
+    failure_counts_and_download_bytes_follow_every_change,
 );
+
+/// The trigger-kept failure counts and download bytes as `stats_counts` reads them, checked
+/// against a count and a sum over every row.
+async fn totals_both_ways(store: &Store, conn: &mut AnyConnection) -> (Vec<(String, i64)>, i64) {
+    let stats = store.stats_counts().await.unwrap();
+    let counted: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT COALESCE(error_class, 'unknown'), COUNT(*) FROM steps
+         WHERE state = 'failed' GROUP BY COALESCE(error_class, 'unknown') ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let summed: i64 =
+        sqlx::query_scalar("SELECT CAST(COALESCE(SUM(bytes_durable), 0) AS BIGINT) FROM downloads")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    let kept: Vec<(String, i64)> = stats
+        .step_failures
+        .iter()
+        .map(|(c, n)| (c.clone(), i64::try_from(*n).unwrap()))
+        .collect();
+    assert_eq!(kept, counted);
+    assert_eq!(i64::try_from(stats.download_bytes).unwrap(), summed);
+    (kept, summed)
+}
+
+/// `/metrics` reads the failed steps per class and the downloaded bytes from trigger-kept
+/// totals (migration 0006): after inserts, failures, a retry that leaves `failed`, a class that
+/// changes, progress, a restart from zero and more progress, they equal a count and a sum over
+/// every row.
+async fn failure_counts_and_download_bytes_follow_every_change(db: &TestDb) {
+    let store = db.open().await;
+    let mut conn = db.raw().await;
+    let version = seed_job(&store, "totals", "h").await;
+    let run = store
+        .enqueue_run(&new_run("totals", version, "h", Trigger::Manual, 0), t(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let steps = store
+        .create_steps(
+            run.id,
+            &(0..4)
+                .map(|i| NewStep {
+                    seq: i,
+                    mailbox_id: Some(format!("m{i}")),
+                    ..NewStep::default()
+                })
+                .collect::<Vec<_>>(),
+            t(2),
+        )
+        .await
+        .unwrap();
+    let error = |class: ErrorClass| StepErrorRecord {
+        class,
+        code: None,
+        message: "boom".into(),
+    };
+    for step in &steps[..3] {
+        store.begin_step_attempt(step.id, t(3)).await.unwrap();
+    }
+    store
+        .set_step_state(
+            steps[0].id,
+            StepState::Failed,
+            Some(&error(ErrorClass::Permanent)),
+            t(4),
+        )
+        .await
+        .unwrap();
+    store
+        .set_step_state(
+            steps[1].id,
+            StepState::Failed,
+            Some(&error(ErrorClass::Auth)),
+            t(4),
+        )
+        .await
+        .unwrap();
+    store
+        .set_step_state(steps[2].id, StepState::Failed, None, t(4))
+        .await
+        .unwrap();
+    let (kept, _) = totals_both_ways(&store, &mut conn).await;
+    assert_eq!(kept.iter().map(|(_, n)| n).sum::<i64>(), 3, "{kept:?}");
+
+    let download = |step: i64| NewDownload {
+        step_id: step,
+        final_path: Path::new("/exports/a.pst"),
+        partial_path: Path::new("/exports/.a.pst.partial"),
+        restore_session_id: Some("s1"),
+    };
+    store
+        .create_download(&download(steps[3].id), t(5))
+        .await
+        .unwrap();
+    store
+        .record_download_progress(steps[3].id, 64 << 20, None, Some(1 << 30), t(6))
+        .await
+        .unwrap();
+    let (_, bytes) = totals_both_ways(&store, &mut conn).await;
+    assert_eq!(bytes, 64 << 20);
+    store
+        .record_download_restart(steps[3].id, "server ignored Range", Some("s2"), t(7))
+        .await
+        .unwrap();
+    store
+        .record_download_progress(steps[3].id, 1 << 20, None, Some(1 << 30), t(8))
+        .await
+        .unwrap();
+    let (_, bytes) = totals_both_ways(&store, &mut conn).await;
+    assert_eq!(bytes, 1 << 20);
+    // A class that changes on a failed row (raw: the store never does it, a future one may).
+    sqlx::query("UPDATE steps SET error_class = 'retryable' WHERE id = $1")
+        .bind(steps[0].id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE steps SET state = 'pending' WHERE id = $1")
+        .bind(steps[1].id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (kept, _) = totals_both_ways(&store, &mut conn).await;
+    assert_eq!(kept.iter().map(|(_, n)| n).sum::<i64>(), 2, "{kept:?}");
+}
 
 /// `migrate-state` copies the tables and columns `store::copy::TABLES` lists: that list must be
 /// the schema (less `run_counts`, kept by triggers, and the migrations table), so a column added
@@ -275,8 +403,8 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/state/restorectl.db");
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), Some(4));
-    assert_eq!(expected_schema_version(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), Some(6));
+    assert_eq!(expected_schema_version(), 6);
     seed_job(&store, "kept", "h1").await;
     store.close().await;
 
@@ -297,7 +425,7 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let again = Store::open_url(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    assert_eq!(again.schema_version().await.unwrap(), Some(4));
+    assert_eq!(again.schema_version().await.unwrap(), Some(6));
     assert_eq!(again.get_job("kept").await.unwrap().name, "kept");
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut raw_connection(&path).await)
@@ -310,7 +438,10 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
         .fetch_one(&mut raw_connection(&path).await)
         .await
         .unwrap();
-    assert_eq!(applied, 4, "every migration, each once");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .count();
+    assert_eq!(applied as usize, files, "every migration, each once");
     third.close().await;
 
     // Read-only after every writer closed (no -wal/-shm left behind).
