@@ -15,4 +15,5 @@ mod daemon_engine;
 mod daemon_process;
 mod daemon_scheduler;
 mod hostile_inputs;
+mod metrics_exported;
 mod secret_hygiene;
