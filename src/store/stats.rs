@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 use tracing::instrument;
 
 use super::{
@@ -87,7 +87,7 @@ const LAST_SUCCESSES: &str = "SELECT name, last FROM (
          SELECT name, (SELECT MAX(finished_at) FROM runs
                        WHERE job_name = jobs.name
                          AND state IN ('succeeded', 'succeeded_with_warnings')) AS last
-         FROM jobs)
+         FROM jobs) AS j
      WHERE last IS NOT NULL ORDER BY name";
 
 fn count(n: i64) -> u64 {
@@ -114,7 +114,7 @@ impl Store {
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn stats(&self) -> Result<StoreStats> {
         const OP: &str = "stats";
-        let mut conn = self.reader().begin().await.op(OP)?;
+        let mut conn = self.begin_read(OP).await?;
         let mut stats = stats_counts_in(&mut conn).await?;
         (stats.last_success, stats.next_fires) = stats_per_job_in(&mut conn).await?;
         conn.commit().await.op(OP)?;
@@ -125,7 +125,7 @@ impl Store {
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn stats_counts(&self) -> Result<StoreStats> {
         const OP: &str = "stats_counts";
-        let mut conn = self.reader().begin().await.op(OP)?;
+        let mut conn = self.begin_read(OP).await?;
         let stats = stats_counts_in(&mut conn).await?;
         conn.commit().await.op(OP)?;
         Ok(stats)
@@ -136,7 +136,7 @@ impl Store {
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn stats_per_job(&self) -> Result<(JobTimes, JobTimes)> {
         const OP: &str = "stats_per_job";
-        let mut conn = self.reader().begin().await.op(OP)?;
+        let mut conn = self.begin_read(OP).await?;
         let series = stats_per_job_in(&mut conn).await?;
         conn.commit().await.op(OP)?;
         Ok(series)
@@ -144,7 +144,7 @@ impl Store {
 }
 
 /// [`Store::stats_counts`] inside the caller's read transaction.
-async fn stats_counts_in(conn: &mut SqliteConnection) -> Result<StoreStats> {
+async fn stats_counts_in(conn: &mut AnyConnection) -> Result<StoreStats> {
     const OP: &str = "stats_counts";
     let runs: Vec<(String, RunState, i64)> = sqlx::query_as(RUNS_PER_JOB_STATE)
         .fetch_all(&mut *conn)
@@ -158,7 +158,7 @@ async fn stats_counts_in(conn: &mut SqliteConnection) -> Result<StoreStats> {
     .await
     .op(OP)?;
     let download_bytes: Option<i64> =
-        sqlx::query_scalar("SELECT SUM(bytes_durable) FROM downloads")
+        sqlx::query_scalar("SELECT CAST(SUM(bytes_durable) AS BIGINT) FROM downloads")
             .fetch_one(&mut *conn)
             .await
             .op(OP)?;
@@ -212,7 +212,7 @@ async fn stats_counts_in(conn: &mut SqliteConnection) -> Result<StoreStats> {
 }
 
 /// [`Store::stats_per_job`] inside the caller's read transaction.
-async fn stats_per_job_in(conn: &mut SqliteConnection) -> Result<(JobTimes, JobTimes)> {
+async fn stats_per_job_in(conn: &mut AnyConnection) -> Result<(JobTimes, JobTimes)> {
     const OP: &str = "stats_per_job";
     let last_success: Vec<(String, i64)> = sqlx::query_as(LAST_SUCCESSES)
         .fetch_all(&mut *conn)
