@@ -112,6 +112,7 @@ on_both_backends!(
     steps_follow_the_at_most_once_protocol,
     restore_sessions_bookkeeping,
     downloads_progress_and_exports_retention,
+    receiving_downloads_are_steps_downloading_with_bytes_on_disk,
     requests_and_instance_lock,
     events_are_append_only,
     run_counts_follow_every_insert_and_state_change,
@@ -2553,4 +2554,62 @@ async fn stats_reads_one_snapshot_while_runs_finish(db: &TestDb) {
     writer.await.unwrap();
     let done = store.stats().await.unwrap();
     assert_eq!(done.last_success.len(), JOBS);
+}
+
+// `/metrics` counts a download as receiving (`restorectl_downloads_receiving`, the stalled-download
+// alert) once its step is `downloading` and bytes are on disk: not while the step is pending, not
+// while it waits for the first byte, not after it started over.
+async fn receiving_downloads_are_steps_downloading_with_bytes_on_disk(db: &TestDb) {
+    let store = db.open().await;
+    let v = seed_job(&store, "legal-hold", "h1").await;
+    let run = store
+        .enqueue_run(&new_run("legal-hold", v, "h1", Trigger::Manual, 0), t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let step = store
+        .create_steps(
+            run.id,
+            &[NewStep {
+                seq: 0,
+                mailbox_id: Some("mb-1".into()),
+                ..Default::default()
+            }],
+            t(0),
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    let new = NewDownload {
+        step_id: step.id,
+        final_path: Path::new("/exports/legal-hold/alice.pst"),
+        partial_path: Path::new("/exports/legal-hold/alice.pst.partial"),
+        restore_session_id: Some("s1"),
+    };
+    store.create_download(&new, t(1)).await.unwrap();
+    let receiving = || async { store.stats_counts().await.unwrap().receiving_downloads };
+    store
+        .set_step_state(step.id, StepState::Downloading, None, t(2))
+        .await
+        .unwrap();
+    assert_eq!(receiving().await, 0, "waiting for the first byte");
+    store
+        .record_download_progress(step.id, 64 << 20, None, Some(1 << 30), t(3))
+        .await
+        .unwrap();
+    assert_eq!(receiving().await, 1);
+    store
+        .record_download_restart(step.id, "server ignored Range", None, t(4))
+        .await
+        .unwrap();
+    assert_eq!(receiving().await, 0, "started over: no byte on disk yet");
+    store
+        .record_download_progress(step.id, 1 << 20, None, None, t(5))
+        .await
+        .unwrap();
+    store
+        .set_step_state(step.id, StepState::Verifying, None, t(6))
+        .await
+        .unwrap();
+    assert_eq!(receiving().await, 0, "verifying");
 }
