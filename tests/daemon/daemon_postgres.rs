@@ -429,7 +429,7 @@ async fn the_database_restarting_mid_run_loses_nothing_and_sends_nothing_twice()
     }
     assert_eq!(sim.restore_calls(bob.id), 1, "the restore was POSTed once");
     assert_eq!(readyz(port).await, Some(200), "ready again");
-    let pst = walkdir(&site.path("exports/export-alice"));
+    let pst = published(&site.path("exports"), "export-alice");
     let primary: Vec<_> = pst
         .iter()
         .filter(|p| p.file_name().is_some_and(|n| n == "alice@contoso.com.pst"))
@@ -445,21 +445,4 @@ async fn the_database_restarting_mid_run_loses_nothing_and_sends_nothing_twice()
     assert!(daemon.wait_exit().0.success());
     store.close().await;
     sim.shutdown().await;
-}
-
-/// The `.pst` files under `dir`.
-fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "pst") {
-                out.push(path);
-            }
-        }
-    }
-    out
 }
