@@ -35,6 +35,9 @@ pub struct StoreStats {
     pub step_failures: Vec<(String, u64)>,
     /// Bytes written to disk by downloads (durable progress of every download).
     pub download_bytes: u64,
+    /// Downloads receiving bytes: the step is `downloading` and the first bytes are on disk (the
+    /// wait for the first byte, while the server builds the PST, is not counted).
+    pub receiving_downloads: u64,
     /// Runs in state `running`.
     pub running_runs: u64,
     /// Runs waiting to be claimed (`queued`) or for a retry (`waiting_retry`).
@@ -69,6 +72,10 @@ impl StoreStats {
 const JOBS_PER_STATE: &str = "SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state";
 const INVALID_JOB_FILES: &str =
     "SELECT COUNT(*) FROM job_files WHERE valid = 0 AND removed_at IS NULL";
+// Seeks the steps `downloading` (index `steps_by_state`), then their download rows by key.
+const RECEIVING_DOWNLOADS: &str = "SELECT COUNT(*) FROM steps
+     JOIN downloads ON downloads.step_id = steps.id
+     WHERE steps.state = 'downloading' AND downloads.bytes_durable > 0";
 const NEXT_FIRES: &str = "SELECT name, next_fire_at FROM jobs
      WHERE next_fire_at IS NOT NULL AND state <> 'removed' ORDER BY name";
 // The reads over every run: migration 0004 keeps the counts per job and state in a table of
@@ -76,6 +83,11 @@ const NEXT_FIRES: &str = "SELECT name, next_fire_at FROM jobs
 // cost a row or a seek per job rather than a read of the whole history.
 const RUNS_PER_JOB_STATE: &str = "SELECT job_name, state, n FROM run_counts
      WHERE n > 0 ORDER BY job_name, state";
+/// Failed steps per error class (`unknown` without a class), kept by triggers (migration 0006).
+const STEP_FAILURES: &str = "SELECT error_class, n FROM step_failure_counts
+     WHERE n > 0 ORDER BY error_class";
+/// The sum of every download's durable bytes, kept by triggers (migration 0006).
+const DOWNLOAD_BYTES: &str = "SELECT bytes FROM download_totals WHERE id = 1";
 const LAST_SUCCESSES: &str = "SELECT name, last FROM (
          SELECT name, (SELECT MAX(finished_at) FROM runs
                        WHERE job_name = jobs.name
@@ -143,18 +155,18 @@ async fn stats_counts_in(conn: &mut AnyConnection) -> Result<StoreStats> {
         .fetch_all(&mut *conn)
         .await
         .op(OP)?;
-    let step_failures: Vec<(Option<String>, i64)> = sqlx::query_as(
-        "SELECT error_class, COUNT(*) FROM steps WHERE state = 'failed'
-         GROUP BY error_class ORDER BY error_class",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .op(OP)?;
-    let download_bytes: Option<i64> =
-        sqlx::query_scalar("SELECT CAST(SUM(bytes_durable) AS BIGINT) FROM downloads")
-            .fetch_one(&mut *conn)
-            .await
-            .op(OP)?;
+    let step_failures: Vec<(String, i64)> = sqlx::query_as(STEP_FAILURES)
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+    let download_bytes: Option<i64> = sqlx::query_scalar(DOWNLOAD_BYTES)
+        .fetch_optional(&mut *conn)
+        .await
+        .op(OP)?;
+    let receiving: i64 = sqlx::query_scalar(RECEIVING_DOWNLOADS)
+        .fetch_one(&mut *conn)
+        .await
+        .op(OP)?;
     let (running, waiting, attention): (i64, i64, i64) = sqlx::query_as(
         "SELECT COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0),
                 COALESCE(SUM(CASE WHEN state IN ('queued', 'waiting_retry') THEN 1 ELSE 0 END), 0),
@@ -185,9 +197,10 @@ async fn stats_counts_in(conn: &mut AnyConnection) -> Result<StoreStats> {
             .collect(),
         step_failures: step_failures
             .into_iter()
-            .map(|(class, n)| (class.unwrap_or_else(|| "unknown".into()), count(n)))
+            .map(|(class, n)| (class, count(n)))
             .collect(),
         download_bytes: count(download_bytes.unwrap_or(0)),
+        receiving_downloads: count(receiving),
         running_runs: count(running),
         waiting_runs: count(waiting),
         attention_runs: count(attention),
@@ -230,7 +243,13 @@ mod tests {
             (JOBS_PER_STATE, "COVERING INDEX jobs_by_state"),
             (INVALID_JOB_FILES, "INDEX job_files_invalid"),
             (NEXT_FIRES, "COVERING INDEX jobs_next_fire"),
+            (RECEIVING_DOWNLOADS, "INDEX steps_by_state"),
             (RUNS_PER_JOB_STATE, "SCAN run_counts"),
+            (STEP_FAILURES, "SCAN step_failure_counts"),
+            (
+                DOWNLOAD_BYTES,
+                "SEARCH download_totals USING INTEGER PRIMARY KEY",
+            ),
             (
                 LAST_SUCCESSES,
                 "SEARCH runs USING COVERING INDEX runs_job_state_finished",

@@ -16,5 +16,6 @@ mod daemon_postgres;
 mod daemon_process;
 mod daemon_scheduler;
 mod hostile_inputs;
+mod metrics_exported;
 mod notifications;
 mod secret_hygiene;

@@ -23,8 +23,8 @@ use restorectl::store::{
     CancelOutcome, Decision, DownloadState, ErrorClass, EventKind, FileApply, FileChange,
     FileFormat, InstanceInfo, JobState, NewDownload, NewExport, NewJobVersion, NewRequest, NewRun,
     NewSession, NewStep, NextFire, RequestKind, RestoreCounts, RunFilter, RunId, RunState,
-    ScannedFile, SessionState, StepErrorRecord, StepFile, StepState, Store, StoreError, Trigger,
-    VersionChange, expected_schema_version,
+    ScannedFile, SessionState, Step, StepErrorRecord, StepFile, StepState, Store, StoreError,
+    Trigger, VersionChange, expected_schema_version,
 };
 
 /// A fixed clock: every test passes explicit instants, as the scheduler will.
@@ -112,6 +112,7 @@ on_both_backends!(
     steps_follow_the_at_most_once_protocol,
     restore_sessions_bookkeeping,
     downloads_progress_and_exports_retention,
+    receiving_downloads_are_steps_downloading_with_bytes_on_disk,
     requests_and_instance_lock,
     events_are_append_only,
     run_counts_follow_every_insert_and_state_change,
@@ -120,7 +121,135 @@ on_both_backends!(
     the_copy_covers_every_table_and_column,
     notifications_are_written_with_the_state_change_that_raises_them,
     a_job_file_that_becomes_invalid_is_notified_once,
+    failure_counts_and_download_bytes_follow_every_change,
 );
+
+/// The trigger-kept failure counts and download bytes as `stats_counts` reads them, checked
+/// against a count and a sum over every row.
+async fn totals_both_ways(store: &Store, conn: &mut AnyConnection) -> (Vec<(String, i64)>, i64) {
+    let stats = store.stats_counts().await.unwrap();
+    let counted: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT COALESCE(error_class, 'unknown'), COUNT(*) FROM steps
+         WHERE state = 'failed' GROUP BY COALESCE(error_class, 'unknown') ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let summed: i64 =
+        sqlx::query_scalar("SELECT CAST(COALESCE(SUM(bytes_durable), 0) AS BIGINT) FROM downloads")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    let kept: Vec<(String, i64)> = stats
+        .step_failures
+        .iter()
+        .map(|(c, n)| (c.clone(), i64::try_from(*n).unwrap()))
+        .collect();
+    assert_eq!(kept, counted);
+    assert_eq!(i64::try_from(stats.download_bytes).unwrap(), summed);
+    (kept, summed)
+}
+
+/// `/metrics` reads the failed steps per class and the downloaded bytes from trigger-kept
+/// totals (migration 0006): after inserts, failures, a retry that leaves `failed`, a class that
+/// changes, progress, a restart from zero and more progress, they equal a count and a sum over
+/// every row.
+async fn failure_counts_and_download_bytes_follow_every_change(db: &TestDb) {
+    let store = db.open().await;
+    let mut conn = db.raw().await;
+    let version = seed_job(&store, "totals", "h").await;
+    let run = store
+        .enqueue_run(&new_run("totals", version, "h", Trigger::Manual, 0), t(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let steps = store
+        .create_steps(
+            run.id,
+            &(0..4)
+                .map(|i| NewStep {
+                    seq: i,
+                    mailbox_id: Some(format!("m{i}")),
+                    ..NewStep::default()
+                })
+                .collect::<Vec<_>>(),
+            t(2),
+        )
+        .await
+        .unwrap();
+    let error = |class: ErrorClass| StepErrorRecord {
+        class,
+        code: None,
+        message: "boom".into(),
+    };
+    for step in &steps[..3] {
+        store.begin_step_attempt(step.id, t(3)).await.unwrap();
+    }
+    store
+        .set_step_state(
+            steps[0].id,
+            StepState::Failed,
+            Some(&error(ErrorClass::Permanent)),
+            t(4),
+        )
+        .await
+        .unwrap();
+    store
+        .set_step_state(
+            steps[1].id,
+            StepState::Failed,
+            Some(&error(ErrorClass::Auth)),
+            t(4),
+        )
+        .await
+        .unwrap();
+    store
+        .set_step_state(steps[2].id, StepState::Failed, None, t(4))
+        .await
+        .unwrap();
+    let (kept, _) = totals_both_ways(&store, &mut conn).await;
+    assert_eq!(kept.iter().map(|(_, n)| n).sum::<i64>(), 3, "{kept:?}");
+
+    let download = |step: i64| NewDownload {
+        step_id: step,
+        final_path: Path::new("/exports/a.pst"),
+        partial_path: Path::new("/exports/.a.pst.partial"),
+        restore_session_id: Some("s1"),
+    };
+    store
+        .create_download(&download(steps[3].id), t(5))
+        .await
+        .unwrap();
+    store
+        .record_download_progress(steps[3].id, 64 << 20, None, Some(1 << 30), t(6))
+        .await
+        .unwrap();
+    let (_, bytes) = totals_both_ways(&store, &mut conn).await;
+    assert_eq!(bytes, 64 << 20);
+    store
+        .record_download_restart(steps[3].id, "server ignored Range", Some("s2"), t(7))
+        .await
+        .unwrap();
+    store
+        .record_download_progress(steps[3].id, 1 << 20, None, Some(1 << 30), t(8))
+        .await
+        .unwrap();
+    let (_, bytes) = totals_both_ways(&store, &mut conn).await;
+    assert_eq!(bytes, 1 << 20);
+    // A class that changes on a failed row (raw: the store never does it, a future one may).
+    sqlx::query("UPDATE steps SET error_class = 'retryable' WHERE id = $1")
+        .bind(steps[0].id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE steps SET state = 'pending' WHERE id = $1")
+        .bind(steps[1].id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (kept, _) = totals_both_ways(&store, &mut conn).await;
+    assert_eq!(kept.iter().map(|(_, n)| n).sum::<i64>(), 2, "{kept:?}");
+}
 
 /// `migrate-state` copies the tables and columns `store::copy::TABLES` lists: that list must be
 /// the schema (less `run_counts`, kept by triggers, and the migrations table), so a column added
@@ -236,6 +365,29 @@ fn new_run<'a>(job: &'a str, version: i64, hash: &'a str, trigger: Trigger, at: 
     }
 }
 
+/// A job `job`, a manual run of it and its one step (mailbox `mb-1`), all at `t(0)`.
+async fn seed_step(store: &Store, job: &str) -> Step {
+    let v = seed_job(store, job, "h1").await;
+    let run = store
+        .enqueue_run(&new_run(job, v, "h1", Trigger::Manual, 0), t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .create_steps(
+            run.id,
+            &[NewStep {
+                seq: 0,
+                mailbox_id: Some("mb-1".into()),
+                ..Default::default()
+            }],
+            t(0),
+        )
+        .await
+        .unwrap()
+        .remove(0)
+}
+
 async fn event_kinds(store: &Store, run: RunId) -> Vec<String> {
     store
         .list_run_events(run)
@@ -277,8 +429,8 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/state/restorectl.db");
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), Some(5));
-    assert_eq!(expected_schema_version(), 5);
+    assert_eq!(store.schema_version().await.unwrap(), Some(6));
+    assert_eq!(expected_schema_version(), 6);
     seed_job(&store, "kept", "h1").await;
     store.close().await;
 
@@ -299,7 +451,7 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let again = Store::open_url(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    assert_eq!(again.schema_version().await.unwrap(), Some(5));
+    assert_eq!(again.schema_version().await.unwrap(), Some(6));
     assert_eq!(again.get_job("kept").await.unwrap().name, "kept");
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut raw_connection(&path).await)
@@ -312,7 +464,10 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
         .fetch_one(&mut raw_connection(&path).await)
         .await
         .unwrap();
-    assert_eq!(applied, 5, "every migration, each once");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .count();
+    assert_eq!(applied as usize, files, "every migration, each once");
     third.close().await;
 
     // Read-only after every writer closed (no -wal/-shm left behind).
@@ -1667,25 +1822,7 @@ async fn restore_sessions_bookkeeping(db: &TestDb) {
 // the retention listing.
 async fn downloads_progress_and_exports_retention(db: &TestDb) {
     let store = db.open().await;
-    let v = seed_job(&store, "legal-hold", "h1").await;
-    let run = store
-        .enqueue_run(&new_run("legal-hold", v, "h1", Trigger::Manual, 0), t(0))
-        .await
-        .unwrap()
-        .unwrap();
-    let step = store
-        .create_steps(
-            run.id,
-            &[NewStep {
-                seq: 0,
-                mailbox_id: Some("mb-1".into()),
-                ..Default::default()
-            }],
-            t(0),
-        )
-        .await
-        .unwrap()
-        .remove(0);
+    let step = seed_step(&store, "legal-hold").await;
     let new = NewDownload {
         step_id: step.id,
         final_path: Path::new("/exports/legal-hold/2026-03-01/alice.pst"),
@@ -1780,7 +1917,7 @@ async fn downloads_progress_and_exports_retention(db: &TestDb) {
     // A second download fails for good.
     let step2 = store
         .create_steps(
-            run.id,
+            step.run_id,
             &[NewStep {
                 seq: 1,
                 ..Default::default()
@@ -1809,7 +1946,7 @@ async fn downloads_progress_and_exports_retention(db: &TestDb) {
     assert_eq!(failed.state, DownloadState::Failed);
 
     assert_eq!(
-        event_kinds(&store, run.id).await,
+        event_kinds(&store, step.run_id).await,
         [
             "run_queued",
             "download_resumed",
@@ -1829,7 +1966,7 @@ async fn downloads_progress_and_exports_retention(db: &TestDb) {
             .record_export(
                 &NewExport {
                     job_name: "legal-hold",
-                    run_id: run.id,
+                    run_id: step.run_id,
                     step_id: Some(step.id),
                     mailbox_id: Some("mb-1"),
                     mailbox_email: Some("alice@contoso.com"),
@@ -1849,7 +1986,7 @@ async fn downloads_progress_and_exports_retention(db: &TestDb) {
         .record_export(
             &NewExport {
                 job_name: "legal-hold",
-                run_id: run.id,
+                run_id: step.run_id,
                 step_id: None,
                 mailbox_id: None,
                 mailbox_email: None,
@@ -1891,7 +2028,7 @@ async fn downloads_progress_and_exports_retention(db: &TestDb) {
     );
     let live = store.list_live_exports("legal-hold").await.unwrap();
     assert_eq!(live.iter().map(|e| e.id).collect::<Vec<_>>(), ids[1..]);
-    assert_eq!(store.list_run_exports(run.id).await.unwrap().len(), 3);
+    assert_eq!(store.list_run_exports(step.run_id).await.unwrap().len(), 3);
     assert_eq!(store.largest_export_bytes("mb-1").await.unwrap(), Some(300));
     assert_eq!(
         store.largest_export_bytes("mb-unknown").await.unwrap(),
@@ -2682,3 +2819,42 @@ async fn a_job_file_that_becomes_invalid_is_notified_once(db: &TestDb) {
 
 static EMPTY_ERRORS: std::sync::LazyLock<serde_json::Value> =
     std::sync::LazyLock::new(|| json!([]));
+// `/metrics` counts a download as receiving (`restorectl_downloads_receiving`, the stalled-download
+// alert) once its step is `downloading` and bytes are on disk: not while the step is pending, not
+// while it waits for the first byte, not after it started over.
+async fn receiving_downloads_are_steps_downloading_with_bytes_on_disk(db: &TestDb) {
+    let store = db.open().await;
+    let step = seed_step(&store, "legal-hold").await;
+    let new = NewDownload {
+        step_id: step.id,
+        final_path: Path::new("/exports/legal-hold/alice.pst"),
+        partial_path: Path::new("/exports/legal-hold/alice.pst.partial"),
+        restore_session_id: Some("s1"),
+    };
+    store.create_download(&new, t(1)).await.unwrap();
+    let receiving = || async { store.stats_counts().await.unwrap().receiving_downloads };
+    store
+        .set_step_state(step.id, StepState::Downloading, None, t(2))
+        .await
+        .unwrap();
+    assert_eq!(receiving().await, 0, "waiting for the first byte");
+    store
+        .record_download_progress(step.id, 64 << 20, None, Some(1 << 30), t(3))
+        .await
+        .unwrap();
+    assert_eq!(receiving().await, 1);
+    store
+        .record_download_restart(step.id, "server ignored Range", None, t(4))
+        .await
+        .unwrap();
+    assert_eq!(receiving().await, 0, "started over: no byte on disk yet");
+    store
+        .record_download_progress(step.id, 1 << 20, None, None, t(5))
+        .await
+        .unwrap();
+    store
+        .set_step_state(step.id, StepState::Verifying, None, t(6))
+        .await
+        .unwrap();
+    assert_eq!(receiving().await, 0, "verifying");
+}
