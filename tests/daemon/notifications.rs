@@ -62,7 +62,12 @@ async fn webhook_survives_kill_9_and_a_failing_receiver_and_arrives_once() {
     let sim = simulator().await;
     let hook = HttpReceiver::start().await;
     hook.set_failing(true);
-    let site = Site::new(&sim.base_url(), "off");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let site = Site::new(&sim.base_url(), &format!("127.0.0.1:{port}"));
     secret(&site, "ops-url", &hook.url("/hook"));
     secret(&site, "ops-key", SIGNING_KEY);
     append_config(
