@@ -12,6 +12,8 @@
 //! - [`restore`]: Restore / RestoreTo / BulkRestore: the at-most-once protocol, reconciliation
 //!   of unknown outcomes and following the asynchronous restore to its result;
 //! - [`export`]: ExportPst through the download engine; [`search`]: Search and its report;
+//! - [`sign_in`]: device-code sign-in (`credentials.deviceCode`): the code, the wait for the
+//!   operator, `resolve --continue`;
 //! - [`retry`]: backoff with jitter; [`recovery`]: what the daemon does at start;
 //! - `run_ctx`: what one execution shares with its steps (the run context, the stop signal,
 //!   what an attempt tells the step loop), imported by the engine and every step kind and
@@ -32,6 +34,7 @@ pub(crate) mod run_ctx;
 pub mod search;
 pub mod select;
 pub mod session;
+pub mod sign_in;
 pub mod steps;
 
 pub use engine::{Engine, RunOutcome};

@@ -6,7 +6,9 @@
 //!    runs are claimable at once;
 //! 2. stops every restore session the store lists as open that no unfinished run needs: a
 //!    session stays open only when its run is still `running` (the run adopts it when it is
-//!    executed again, to resume a download or follow a restore, see [`super::engine`]);
+//!    executed again, to resume a download or follow a restore, see [`super::engine`]), or when
+//!    its run waits for a device-code sign-in in it (the code belongs to the session,
+//!    [`super::sign_in`]);
 //! 3. returns the runs to execute again; executing them reconciles `submitting` steps, follows
 //!    `submitted` ones, resumes downloads with `Range` and continues.
 //!
@@ -72,7 +74,11 @@ impl Engine {
         running.sort_by_key(|r| (r.scheduled_for, r.id));
         report.runs = running.iter().map(|r| r.id).collect();
         for session in store.list_open_sessions(None).await? {
-            let needed = session.run_id.is_some_and(|r| report.runs.contains(&r));
+            let needed = match session.run_id {
+                Some(r) if report.runs.contains(&r) => true,
+                Some(r) => self.waits_for_sign_in_in(r, &session.id).await?,
+                None => false,
+            };
             if needed {
                 report.kept_sessions.push(session.id.clone());
                 continue;
@@ -97,6 +103,22 @@ impl Engine {
             "recovery done"
         );
         Ok(report)
+    }
+
+    /// Whether run `run` waits for a device-code sign-in in session `session`.
+    async fn waits_for_sign_in_in(&self, run: RunId, session: &str) -> Result<bool, RunError> {
+        let store = &self.inner.store;
+        let row = store.get_run(run).await.map_err(RunError::store(run))?;
+        if row.state != RunState::NeedsAttention {
+            return Ok(false);
+        }
+        let events = store
+            .list_run_events(run)
+            .await
+            .map_err(RunError::store(run))?;
+        Ok(super::sign_in::waits_for_sign_in(row.state, &events)
+            && super::sign_in::code_session(&events)
+                .is_some_and(|s| s.to_string().eq_ignore_ascii_case(session)))
     }
 
     /// Records `decision` on every `in_doubt` step of `run` (a `needs_attention` run) and queues

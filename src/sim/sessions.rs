@@ -384,6 +384,8 @@ pub(crate) struct Data {
     pub outcomes: BTreeMap<String, RestoreOutcome>,
     /// Built export layouts (their ZIP CRCs cost a pass over the data).
     pub layouts: HashMap<ExportKey, Arc<ExportLayout>>,
+    /// Device codes handed out, by `userCode`.
+    pub device_codes: HashMap<String, super::device_code::DeviceCode>,
 }
 
 impl Data {

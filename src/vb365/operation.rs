@@ -25,6 +25,7 @@ pub enum Operation {
     RestoreMailboxes,
     RestoreMailbox,
     RestoreMailboxTo,
+    RestoreDeviceCode,
     ExportMailboxToPst,
     SearchMailbox,
     SearchMailboxes,
@@ -32,7 +33,7 @@ pub enum Operation {
 
 impl Operation {
     /// All operations, in a stable order.
-    pub const ALL: [Operation; 19] = [
+    pub const ALL: [Operation; 20] = [
         Operation::Token,
         Operation::Logout,
         Operation::ListOrganizations,
@@ -49,6 +50,7 @@ impl Operation {
         Operation::RestoreMailboxes,
         Operation::RestoreMailbox,
         Operation::RestoreMailboxTo,
+        Operation::RestoreDeviceCode,
         Operation::ExportMailboxToPst,
         Operation::SearchMailbox,
         Operation::SearchMailboxes,
@@ -67,8 +69,8 @@ impl Operation {
             | ListMailboxes
             | GetMailbox => Method::GET,
             Token | Logout | ExploreOrganization | ExploreJob | StopRestoreSession
-            | RestoreMailboxes | RestoreMailbox | RestoreMailboxTo | ExportMailboxToPst
-            | SearchMailbox | SearchMailboxes => Method::POST,
+            | RestoreMailboxes | RestoreMailbox | RestoreMailboxTo | RestoreDeviceCode
+            | ExportMailboxToPst | SearchMailbox | SearchMailboxes => Method::POST,
         }
     }
 
@@ -100,6 +102,9 @@ impl Operation {
             RestoreMailboxTo => {
                 "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes/{mailboxId}/restoreTo"
             }
+            RestoreDeviceCode => {
+                "/v8/RestoreSessions/{restoreSessionId}/organization/restoreDeviceCode"
+            }
             ExportMailboxToPst => {
                 "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes/{mailboxId}/exportToPst"
             }
@@ -114,7 +119,8 @@ impl Operation {
 
     /// Whether the operation may be repeated when its outcome is unknown. Only the three
     /// restore POSTs are at-most-once; explore and stop are POSTs too, but a duplicate explore
-    /// only opens a session that gets stopped, and stopping twice is harmless.
+    /// only opens a session that gets stopped, stopping twice is harmless, and a second device
+    /// code only leaves the first one unused.
     pub fn replay(self) -> Replay {
         match self {
             Operation::RestoreMailboxes
@@ -134,6 +140,7 @@ impl Operation {
             RestoreMailboxes => Some("RestBulkRestoreOptions"),
             RestoreMailbox => Some("RESTRestoreToOriginalLocation"),
             RestoreMailboxTo => Some("RESTRestoreToDifferentLocation"),
+            RestoreDeviceCode => Some("RESTDeviceCodeRequestOptions"),
             ExportMailboxToPst => Some("RESTExportFolderToPst"),
             SearchMailbox | SearchMailboxes => Some("RESTSearchOptions"),
             _ => None,
@@ -188,7 +195,7 @@ mod tests {
     #[test]
     fn operation_list_is_complete_and_unique() {
         let ops = all_operations();
-        assert_eq!(ops.len(), 19);
+        assert_eq!(ops.len(), 20);
         let mut seen = std::collections::HashSet::new();
         for (m, p) in &ops {
             assert!(seen.insert((m.clone(), *p)), "duplicate {m} {p}");

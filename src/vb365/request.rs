@@ -145,6 +145,18 @@ impl ExploreOptions {
     }
 }
 
+impl From<&OrganizationExploreOptions> for ExploreOptions {
+    /// The same options for a backup job's explore (which takes no `repositoryId`).
+    fn from(o: &OrganizationExploreOptions) -> Self {
+        ExploreOptions {
+            date_time: o.date_time,
+            explore_type: o.explore_type,
+            show_deleted: o.show_deleted,
+            show_all_versions: o.show_all_versions,
+        }
+    }
+}
+
 /// Credentials a restore runs with (SPEC §4.1), already resolved from their secret references.
 /// `Debug` never shows a secret value.
 #[derive(Debug, Clone)]
@@ -169,6 +181,17 @@ pub enum RestoreCredentials {
         user_name: String,
         password: SecretString,
     },
+    /// A hybrid organization: a Microsoft 365 and an on-premises account together (bulk
+    /// restore only: `office365UserName`/… with `domainName`, `onPremisesUserName`/…).
+    Hybrid {
+        office365_user_name: String,
+        office365_password: SecretString,
+        domain_name: String,
+        on_premises_user_name: String,
+        on_premises_password: SecretString,
+    },
+    /// A device code an operator signed in with (`userCode` from `restoreDeviceCode`).
+    UserCode(SecretString),
 }
 
 impl RestoreCredentials {
@@ -240,8 +263,17 @@ impl TryFrom<&RestoreCredentials> for MailboxRestoreCredentials {
                 user_password: Some(password.clone()),
                 ..Default::default()
             },
+            RestoreCredentials::UserCode(code) => MailboxRestoreCredentials {
+                user_code: Some(code.expose_secret().to_string()),
+                ..Default::default()
+            },
             RestoreCredentials::OnPremises { .. } => {
                 return Err(UnsupportedCredentials("on-premises"));
+            }
+            RestoreCredentials::Hybrid { .. } => {
+                return Err(UnsupportedCredentials(
+                    "hybrid (Microsoft 365 + on-premises)",
+                ));
             }
         })
     }
@@ -391,6 +423,22 @@ impl BulkRestoreOptions {
                 self.on_premises_user_name = Some(user_name.clone());
                 self.on_premises_user_password = Some(password.clone());
             }
+            RestoreCredentials::Hybrid {
+                office365_user_name,
+                office365_password,
+                domain_name,
+                on_premises_user_name,
+                on_premises_password,
+            } => {
+                self.office365_user_name = Some(office365_user_name.clone());
+                self.office365_user_password = Some(office365_password.clone());
+                self.domain_name = Some(domain_name.clone());
+                self.on_premises_user_name = Some(on_premises_user_name.clone());
+                self.on_premises_user_password = Some(on_premises_password.clone());
+            }
+            RestoreCredentials::UserCode(code) => {
+                self.user_code = Some(code.expose_secret().to_string());
+            }
         }
         self
     }
@@ -419,6 +467,29 @@ impl ExportToPstOptions {
             pst_size_limit_bytes: size_limit_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
         }
     }
+
+    /// The body for an export that says explicitly that it has no size limit
+    /// (`enablePstSizeLimit: false`).
+    pub fn without_limit(keyword: Option<String>) -> Self {
+        ExportToPstOptions {
+            content_keyword: keyword,
+            enable_pst_size_limit: Some(false),
+            pst_size_limit_bytes: None,
+        }
+    }
+}
+
+/// `RESTDeviceCodeRequestOptions` (`POST …/organization/restoreDeviceCode`): what the device
+/// code is for; every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceCodeRequestOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_application_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_region: Option<OfficeRegion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_organization_name: Option<String>,
 }
 
 /// `RESTSearchOptions`.
