@@ -93,6 +93,12 @@ fn example_secrets_exist_in_dev_secrets() {
                 }
                 BulkCredentials::Office365 { password, .. }
                 | BulkCredentials::OnPremises { password, .. } => refs.push(password.clone()),
+                BulkCredentials::Hybrid {
+                    office365_password,
+                    on_premises_password,
+                    ..
+                } => refs.extend([office365_password.clone(), on_premises_password.clone()]),
+                BulkCredentials::DeviceCode(_) => {}
             },
             _ => {}
         }
@@ -111,6 +117,7 @@ fn credential_refs(c: &Credentials) -> Vec<restorectl::config::SecretRef> {
             v
         }
         Credentials::User { password, .. } => vec![password.clone()],
+        Credentials::DeviceCode(_) => vec![],
     }
 }
 

@@ -329,3 +329,122 @@ async fn explore_options_reach_the_organization_and_the_job_explore() {
     assert_eq!(out.state, RunState::Failed, "{out:?}");
     w.assert_all_sessions_stopped();
 }
+
+/// `restorectl CMD…` against the world's config.
+fn cli(w: &World, args: &[&str]) -> std::process::Output {
+    assert_cmd::Command::cargo_bin("restorectl")
+        .unwrap()
+        .env_remove("RESTORECTL_CONFIG")
+        .env_remove("RESTORECTL_NOW")
+        .env("NO_COLOR", "1")
+        .arg("--config")
+        .arg(w.config_path())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_sees_the_code_in_show_and_runs_and_continues_with_resolve() {
+    use restorectl::daemon::executor::RunExecutor;
+    use restorectl::daemon::reconcile::JobTable;
+    use restorectl::daemon::requests::RequestConsumer;
+    use std::sync::Arc;
+
+    let w = World::start(fast_sim()).await;
+    w.job(
+        "mfa",
+        &job_yaml(
+            "RestoreTo",
+            "mfa",
+            &format!(
+                "  mailboxes: [frank@contoso.com]\n  archives: exclude\n  restoreTo:\n    mailbox: legal-review@contoso.com\n{DEVICE_CREDS}"
+            ),
+        ),
+    );
+    let run = w.queue("mfa").await;
+    let engine = w.engine();
+    let out = engine
+        .execute_run(run, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.state, RunState::NeedsAttention, "{out:?}");
+    let code = w
+        .store
+        .list_run_events(run)
+        .await
+        .unwrap()
+        .iter()
+        .find(|e| e.kind == "device_code_requested")
+        .and_then(|e| e.data.as_ref()?["userCode"].as_str().map(str::to_string))
+        .unwrap();
+    let id = run.to_string();
+
+    // `show`, `runs` and their JSON name the URL, the code and what to do.
+    let show = cli(&w, &["show", &id]);
+    assert!(show.status.success());
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains(&code) && text.contains("https://microsoft.com/devicelogin"),
+        "{text}"
+    );
+    let show = cli(&w, &["show", &id, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let reason = v["run"]["reason"]
+        .as_str()
+        .or_else(|| v["reason"].as_str())
+        .unwrap_or_else(|| panic!("no reason in {v}"));
+    assert!(
+        reason.contains(&code) && reason.contains("--continue"),
+        "{reason}"
+    );
+    let runs = cli(&w, &["runs", "--json"]);
+    assert!(
+        String::from_utf8_lossy(&runs.stdout).contains(&code),
+        "{}",
+        String::from_utf8_lossy(&runs.stdout)
+    );
+    let runs = cli(&w, &["runs"]);
+    assert!(String::from_utf8_lossy(&runs.stdout).contains("needs_attention"));
+
+    // `--resend` has nothing to decide; `--continue` records a resolve request without one.
+    let resend = cli(&w, &["resolve", &id, "--resend"]);
+    assert_eq!(resend.status.code(), Some(1));
+    let cont = cli(&w, &["resolve", &id, "--continue"]);
+    assert!(
+        cont.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cont.stderr)
+    );
+    let pending = w.store.list_pending_requests().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].run_id, Some(run));
+    assert_eq!(pending[0].decision, None);
+
+    // The daemon's consumer continues the run; the operator had signed in meanwhile.
+    assert!(w.sim.sign_in_device_code(&code));
+    let executor: Arc<dyn RunExecutor> = Arc::new(engine.clone());
+    let consumer = RequestConsumer::new(
+        w.store.clone(),
+        Arc::new(restorectl::schedule::SystemClock),
+        Some(executor),
+    );
+    let report = consumer
+        .consume_pending(&JobTable::default())
+        .await
+        .unwrap();
+    assert_eq!(report.consumed, 1);
+    assert_eq!(w.store.get_run(run).await.unwrap().state, RunState::Queued);
+    let out = engine
+        .execute_run(run, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    let posts = w.calls("POST", &format!("{MAILBOXES}/{{mailboxId}}/restoreTo"));
+    assert_eq!(posts.len(), 1);
+    schema_ok(&posts[0]);
+    // Once done, `--continue` is refused.
+    let again = cli(&w, &["resolve", &id, "--continue"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("does not wait"));
+}
