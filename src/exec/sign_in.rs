@@ -10,7 +10,8 @@
 //!    the run parks in `needs_attention` with a reason naming all three; the session is kept
 //!    open, since the code belongs to it;
 //! 2. the operator signs in at the URL and runs `restorectl resolve RUN --continue`, which
-//!    records `device_code_continued` and queues the run ([`Engine::apply_continue`]);
+//!    records `device_code_continued` and queues the run
+//!    ([`Engine::apply_continue`](super::Engine::apply_continue));
 //! 3. the next execution finds the continued code and hands it to the steps: every restore
 //!    POST of the run carries it as `userCode`.
 //!
@@ -29,13 +30,10 @@ use secrecy::SecretString;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::engine::Engine;
 use super::error::RunError;
 use super::run_ctx::RunCtx;
 use crate::jobs::{self, Action, BulkCredentials, Credentials, DeviceCodeCredentials};
-use crate::store::{
-    Decision, Event, EventKind, NewEvent, RunId, RunState, Step, StepState, StoreError,
-};
+use crate::store::{Decision, Event, EventKind, NewEvent, RunId, RunState, Step, StepState};
 use crate::vb365::{self, DeviceCodeRequestOptions};
 
 /// Device codes requested per run at most: the first one and three more after a code was
@@ -227,7 +225,7 @@ pub(crate) async fn prepare(ctx: &RunCtx, steps: &[Step]) -> Result<SignIn, RunE
     }
     let body = DeviceCodeRequestOptions {
         target_application_id: options.application_id,
-        target_region: options.region.map(super::restore::region),
+        target_region: options.region.map(super::convert::office_region),
         target_organization_name: options.organization_name.clone(),
     };
     let answer = match ctx.client.restore_device_code(open.id, &body).await {
@@ -298,71 +296,6 @@ pub(crate) async fn refused(ctx: &RunCtx, step: i64, error: &str) {
     .data(json!({ "error": error }));
     if let Err(e) = ctx.store().append_event(&event, ctx.now()).await {
         tracing::warn!(run = %ctx.run.id, error = %e, "cannot record the refused device code");
-    }
-}
-
-/// What [`Engine::apply_continue`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Continued {
-    pub run: RunId,
-}
-
-impl Engine {
-    /// `restorectl resolve RUN --continue`: the operator signed in with the run's device code.
-    /// Records `device_code_continued` and queues the run.
-    ///
-    /// # Errors
-    ///
-    /// [`RunError::NotClaimable`] when the run does not wait for a sign-in;
-    /// [`RunError::Store`] when the database fails.
-    pub async fn apply_continue(&self, run: RunId) -> Result<Continued, RunError> {
-        let store = self.store();
-        let row = store.get_run(run).await.map_err(RunError::store(run))?;
-        let events = store
-            .list_run_events(run)
-            .await
-            .map_err(RunError::store(run))?;
-        let history = History::from_events(&events);
-        if row.state != RunState::NeedsAttention || !history.waiting() {
-            return Err(RunError::NotClaimable {
-                run,
-                why: format!(
-                    "it is {} and does not wait for a device-code sign-in",
-                    row.state
-                ),
-            });
-        }
-        let now = self.now();
-        let event = NewEvent::new(
-            EventKind::DeviceCodeContinued,
-            "the operator signed in with the device code; continuing",
-        )
-        .run(run)
-        .data(json!({}));
-        store
-            .append_event(&event, now)
-            .await
-            .map_err(RunError::store(run))?;
-        match store
-            .set_run_state(
-                run,
-                RunState::Queued,
-                Some("operator signed in with the device code"),
-                now,
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(StoreError::InvalidTransition { .. }) => {
-                return Err(RunError::NotClaimable {
-                    run,
-                    why: "it changed state meanwhile".into(),
-                });
-            }
-            Err(e) => return Err(RunError::store(run)(e)),
-        }
-        tracing::info!(run = %run, "operator signed in with the device code; run queued");
-        Ok(Continued { run })
     }
 }
 

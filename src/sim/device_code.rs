@@ -7,23 +7,14 @@
 
 use axum::Json;
 use axum::response::IntoResponse;
-use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use chrono::Utc;
+use serde_json::json;
 use uuid::Uuid;
 
 use super::api::{ApiError, Ctx, HandlerResult};
 use super::handlers::{Use, session_mut};
+use super::sessions::DeviceCode;
 use super::state::SimState;
-
-/// One code handed out.
-#[derive(Debug, Clone)]
-pub(crate) struct DeviceCode {
-    pub session: Uuid,
-    pub expires_at: DateTime<Utc>,
-    pub signed_in: bool,
-    /// The `RESTDeviceCodeRequestOptions` it was asked with.
-    pub request: Value,
-}
 
 /// `POST /v8/RestoreSessions/{id}/organization/restoreDeviceCode`.
 pub(crate) fn request(state: &SimState, ctx: &Ctx) -> HandlerResult {

@@ -710,6 +710,61 @@ mod tests {
     }
 
     #[test]
+    fn hybrid_device_code_and_no_limit_bodies() {
+        let hybrid = RestoreCredentials::Hybrid {
+            office365_user_name: "admin@contoso.com".into(),
+            office365_password: SecretString::from("user-pass-SECRET"),
+            domain_name: "CONTOSO".into(),
+            on_premises_user_name: "exadmin".into(),
+            on_premises_password: SecretString::from("onprem-pass-SECRET"),
+        };
+        assert_eq!(
+            to_json(&BulkRestoreOptions::default().with_credentials(&hybrid)),
+            json!({"office365UserName":"admin@contoso.com","office365UserPassword":"user-pass-SECRET",
+                   "domainName":"CONTOSO","onPremisesUserName":"exadmin","onPremisesUserPassword":"onprem-pass-SECRET"})
+        );
+        assert!(
+            MailboxRestoreCredentials::try_from(&hybrid)
+                .unwrap_err()
+                .to_string()
+                .contains("hybrid")
+        );
+        let code = RestoreCredentials::UserCode(SecretString::from("QWERTY01"));
+        assert_eq!(
+            to_json(&BulkRestoreOptions::default().with_credentials(&code)),
+            json!({"userCode":"QWERTY01"})
+        );
+        assert_eq!(
+            to_json(&RestoreToOriginalLocation::new(&code).unwrap()),
+            json!({"userCode":"QWERTY01"})
+        );
+        assert!(!format!("{code:?} {hybrid:?}").contains("QWERTY01"));
+        assert!(!format!("{hybrid:?}").contains("SECRET"));
+        assert_eq!(
+            to_json(&DeviceCodeRequestOptions {
+                target_application_id: Some(APP.parse().unwrap()),
+                target_region: Some(OfficeRegion::Germany),
+                target_organization_name: Some("contoso.onmicrosoft.com".into()),
+            }),
+            json!({"targetApplicationId":APP,"targetRegion":"Germany","targetOrganizationName":"contoso.onmicrosoft.com"})
+        );
+        assert_eq!(to_json(&DeviceCodeRequestOptions::default()), json!({}));
+        assert_eq!(
+            to_json(&ExportToPstOptions::without_limit(Some("falcon".into()))),
+            json!({"contentKeyword":"falcon","enablePstSizeLimit":false})
+        );
+        let job = ExploreOptions::from(&OrganizationExploreOptions {
+            show_deleted: Some(true),
+            repository_id: Some(APP.parse().unwrap()),
+            ..OrganizationExploreOptions::exchange(None)
+        });
+        assert_eq!(
+            to_json(&job),
+            json!({"type":"Vex","showDeleted":true,"showAllVersions":false})
+        );
+    }
+
+    #[test]
     fn export_and_search_bodies() {
         assert_eq!(to_json(&ExportToPstOptions::new(None, None)), json!({}));
         assert_eq!(

@@ -56,20 +56,5 @@ mod reconcile;
 mod submit;
 
 pub(crate) use follow::follow_step;
-
-use crate::jobs;
-use crate::vb365;
-
-/// The job's region in the client's type.
-pub(crate) fn region(r: jobs::OfficeRegion) -> vb365::OfficeRegion {
-    match r {
-        jobs::OfficeRegion::Worldwide => vb365::OfficeRegion::Worldwide,
-        jobs::OfficeRegion::Germany => vb365::OfficeRegion::Germany,
-        jobs::OfficeRegion::China => vb365::OfficeRegion::China,
-        jobs::OfficeRegion::USDefence => vb365::OfficeRegion::USDefence,
-        jobs::OfficeRegion::USGovernment => vb365::OfficeRegion::USGovernment,
-    }
-}
-
 pub(crate) use reconcile::reconcile_step;
 pub(crate) use submit::submit;

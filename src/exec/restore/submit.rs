@@ -6,7 +6,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::credentials::{resolve_bulk_credentials, resolve_credentials};
-use super::region;
+use crate::exec::convert::office_region;
 use crate::exec::error::{AttemptError, RunError, StepFailure};
 use crate::exec::run_ctx::{Next, RunCtx, StepEnd, template_values};
 use crate::exec::sign_in;
@@ -65,7 +65,7 @@ pub(crate) async fn submit(ctx: &RunCtx, step: &Step) -> Result<Next, AttemptErr
                     mailbox: a.mailbox.clone(),
                     folder: a.folder.as_ref().map(|f| f.render(&values)),
                     cas_server: a.cas_server.clone(),
-                    office_region: a.office_region.map(region),
+                    office_region: a.office_region.map(office_region),
                     office_organization_name: a.office_organization_name.clone(),
                     flags: RestoreFlags {
                         changed_items: o.changed_items,
