@@ -42,7 +42,7 @@ use uuid::Uuid;
 use super::error::{RunError, StepFailure};
 use super::options::EngineOptions;
 use super::run_ctx::{MailboxCache, RunCtx, StepEnd, StopReason, Stopper};
-use super::session::{Limiters, SessionSlot, stop_session};
+use super::session::{ExploreTarget, Limiters, SessionSlot, stop_session};
 use super::sign_in::{self, SignIn};
 use super::{export, retry, run_ctx, search, select, steps};
 use crate::config::{Config, SecretContext};
@@ -482,9 +482,11 @@ impl Engine {
             client.clone(),
             store.clone(),
             id,
-            job.organization().clone(),
-            point_in_time,
-            job.explore(),
+            ExploreTarget {
+                organization: job.organization().clone(),
+                point_in_time,
+                settings: job.explore(),
+            },
             &self.inner.limiters,
             &self.inner.options,
         );

@@ -84,6 +84,15 @@ struct SlotState {
     organization: Option<Organization>,
 }
 
+/// What a run explores: its organisation, its point in time (`None` = latest) and
+/// `spec.explore`.
+#[derive(Debug, Clone)]
+pub struct ExploreTarget {
+    pub organization: OrganizationRef,
+    pub point_in_time: Option<DateTime<Utc>>,
+    pub settings: ExploreSettings,
+}
+
 /// The restore session of one run (see the module doc).
 pub struct SessionSlot {
     client: Client,
@@ -108,12 +117,15 @@ impl SessionSlot {
         client: Client,
         store: Store,
         run: RunId,
-        organization: OrganizationRef,
-        point_in_time: Option<DateTime<Utc>>,
-        explore: ExploreSettings,
+        target: ExploreTarget,
         limiters: &Limiters,
         options: &EngineOptions,
     ) -> Self {
+        let ExploreTarget {
+            organization,
+            point_in_time,
+            settings: explore,
+        } = target;
         SessionSlot {
             limiter: limiters.get(client.server()),
             gate: limiters.gate(client.server()),
