@@ -21,9 +21,9 @@
 //!   and its classification, one method per endpoint grouped by resource, paging, the PST
 //!   export stream and the error classes (retryable, permanent, auth, session lost, ambiguous)
 //!   that drive retries.
-//! - [`store`]: the SQLite state database: jobs, runs, steps, restore sessions, downloads and
-//!   published files, operator requests, the daemon instance lock and the append-only event
-//!   log. All SQL lives here.
+//! - [`store`]: the state database on SQLite (embedded) or PostgreSQL: jobs, runs, steps, restore
+//!   sessions, downloads and published files, operator requests, the daemon instances and the
+//!   append-only event log. All SQL lives here.
 //! - [`sim`]: the built-in VB365 REST API v8 simulator (tests, `daemon --dev`, `simulate`):
 //!   deterministic world, sessions, restores, PST/ZIP exports, search, fault injection, a
 //!   request journal, and [`sim::schema`], the request validator against the vendor schema.

@@ -52,7 +52,7 @@ pub fn run(args: CancelArgs, config: &Config) -> anyhow::Result<Outcome> {
             eprintln!(
                 "note: no running daemon uses {}; the run is cancelled when `restorectl daemon` \
                  starts",
-                store.path().display()
+                store.location()
             );
         }
         Ok(Outcome::Ok)

@@ -5,14 +5,14 @@
 //! Operator commands talk to the database directly (SPEC §6): the daemon does not have to run to
 //! read history, and `run`/`cancel`/`resolve` only insert request rows that the daemon consumes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use crate::config::{self, Config, ConfigError};
-use crate::store::{self, DaemonInstance, Run, RunFilter, RunId, Store};
+use crate::store::{DaemonInstance, Location, OpenMode, Run, RunFilter, RunId, Store};
 
 /// Environment variable that fixes "now" for `plan`, `jobs` and the request timestamps: a testing
 /// aid (documented in docs/cli-json.md), never needed in production.
@@ -34,25 +34,17 @@ pub fn load_config(flag: Option<&Path>) -> Result<Config, ConfigError> {
     Config::load(&path)
 }
 
-/// The state database file of a config.
-pub fn database_path(config: &Config) -> anyhow::Result<PathBuf> {
-    store::path_from_url(&config.database).map_err(|e| {
-        anyhow::Error::new(ConfigError::Invalid {
-            path: config
-                .file
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH)),
-            key: "database".into(),
-            message: e.to_string(),
-        })
-    })
+/// Where the state database of a config is, its password read (a config problem is a
+/// config error naming the key).
+pub fn store_location(config: &Config) -> anyhow::Result<Location> {
+    Ok(config.store_location()?)
 }
 
 /// Opens the state database read-only (history commands). A missing database is an error that
 /// says the daemon has not run yet and where it looked.
 pub async fn open_read(config: &Config) -> anyhow::Result<Store> {
-    let path = database_path(config)?;
-    Store::open_read_only(&path)
+    let location = store_location(config)?;
+    Store::connect(&location, OpenMode::ReadOnly)
         .await
         .with_context(|| describe_config(config))
 }
@@ -60,8 +52,8 @@ pub async fn open_read(config: &Config) -> anyhow::Result<Store> {
 /// Opens an existing state database for writing operator requests. Never creates one: a request
 /// written to a database no daemon uses would wait forever.
 pub async fn open_write(config: &Config) -> anyhow::Result<Store> {
-    let path = database_path(config)?;
-    Store::open_existing(&path)
+    let location = store_location(config)?;
+    Store::connect(&location, OpenMode::Existing)
         .await
         .with_context(|| describe_config(config))
 }
@@ -139,7 +131,7 @@ pub async fn find_run(store: &Store, text: &str) -> anyhow::Result<Run> {
             Ok(run) => Ok(run),
             Err(e) if e.is_not_found() => Err(anyhow::anyhow!(
                 "no run {id} in {} (list runs with `restorectl runs`)",
-                store.path().display()
+                store.location()
             )),
             Err(e) => Err(e.into()),
         };

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::exec::{Engine, EngineOptions, RunOutcome};
 use crate::jobs::{self, ValidationContext};
 use crate::store::{
-    InstanceInfo, NewJobVersion, NewRun, RunId, RunState, Store, StoreError, Trigger,
+    InstanceInfo, NewJobVersion, NewRun, OpenMode, RunId, RunState, Store, StoreError, Trigger,
 };
 
 /// How long a silent instance-lock holder counts as alive.
@@ -98,10 +98,10 @@ async fn take_lock(store: &Store, me: &InstanceInfo<'_>) -> anyhow::Result<()> {
 }
 
 async fn foreground(job_name: &str, config: Config) -> anyhow::Result<Outcome> {
-    let db = config.database_path();
-    let store = Store::open(&db)
+    let location = config.store_location()?;
+    let store = Store::connect(&location, OpenMode::Create)
         .await
-        .with_context(|| format!("opening the state database {}", db.display()))?;
+        .with_context(|| format!("opening the state database {location}"))?;
     let instance = format!("foreground-{}", uuid::Uuid::new_v4());
     let host = host_name();
     let me = InstanceInfo {

@@ -22,6 +22,7 @@ pub mod context;
 pub mod daemon;
 pub mod foreground;
 pub mod jobs;
+pub mod migrate_state;
 pub mod output;
 pub mod plan;
 pub mod resolve;
@@ -30,6 +31,7 @@ pub mod runs;
 pub mod schema;
 pub mod show;
 pub mod simulate;
+pub mod status;
 pub mod validate;
 
 /// Exit code for a configuration error (sysexits `EX_CONFIG`).
@@ -83,6 +85,11 @@ pub enum Command {
     /// Decide about the in_doubt steps of a run (--resend, --mark-done, --mark-failed), or
     /// continue a run that waits for a device-code sign-in (--continue).
     Resolve(resolve::ResolveArgs),
+    /// Show the state database, the daemon instances on it and the runs each one holds.
+    Status(status::StatusArgs),
+    /// Copy a whole state database (e.g. the SQLite file) into the config's `database` (e.g. a
+    /// new PostgreSQL database); the daemon must be stopped.
+    MigrateState(migrate_state::MigrateStateArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
     /// Print the man page (or write all pages with --out-dir).
@@ -163,6 +170,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Run(args) => run::run(args, &config()?),
         Command::Cancel(args) => cancel::run(args, &config()?),
         Command::Resolve(args) => resolve::run(args, &config()?),
+        Command::MigrateState(args) => migrate_state::run(args, &config()?),
+        Command::Status(args) => status::run(args, &config()?),
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),
         Command::Simulate(args) => simulate::run(args, cli.config.as_deref()),

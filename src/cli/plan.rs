@@ -55,7 +55,7 @@ pub struct PlanJson {
     pub now: String,
     pub jobs_dir: PathBuf,
     /// The state database compared against; `null` when it does not exist.
-    pub database: Option<PathBuf>,
+    pub database: Option<String>,
     pub valid: bool,
     pub summary: Summary,
     pub added: Vec<JobRef>,
@@ -175,7 +175,7 @@ pub fn run(args: PlanArgs, config: &Config) -> anyhow::Result<Outcome> {
         ValidationContext::without_server_check(config)
     };
     let scan = scan_paths(std::slice::from_ref(&config.jobs_dir), &ctx);
-    let db_path = context::database_path(config)?;
+    let location = context::store_location(config)?;
     let stored = context::block_on(async {
         match context::open_read(config).await {
             Ok(store) => Ok(Some(store.list_jobs().await?)),
@@ -188,7 +188,7 @@ pub fn run(args: PlanArgs, config: &Config) -> anyhow::Result<Outcome> {
             Err(e) => Err(e),
         }
     })?;
-    let report = build(&scan, stored.as_deref(), config, db_path, now);
+    let report = build(&scan, stored.as_deref(), config, location.to_string(), now);
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Json => output::print_json(&mut out, &report)?,
@@ -213,7 +213,7 @@ fn build(
     scan: &ScanReport,
     stored: Option<&[JobSummary]>,
     config: &Config,
-    db_path: PathBuf,
+    database: String,
     now: DateTime<Utc>,
 ) -> PlanJson {
     let stored_by_name: BTreeMap<&str, &JobSummary> = stored
@@ -226,7 +226,7 @@ fn build(
         version: 1,
         now: output::json_time(now),
         jobs_dir: config.jobs_dir.clone(),
-        database: stored.is_some().then_some(db_path),
+        database: stored.is_some().then_some(database),
         valid: scan.is_valid(),
         summary: Summary::default(),
         added: Vec::new(),
@@ -396,7 +396,7 @@ fn print_human(out: &mut impl Write, r: &PlanJson, style: &Style) -> anyhow::Res
         s.invalid_files
     )?;
     match &r.database {
-        Some(db) => writeln!(out, "compared with {}", db.display())?,
+        Some(db) => writeln!(out, "compared with {db}")?,
         None => writeln!(
             out,
             "no state database yet: every valid job is new (the daemon has not run with this config)"

@@ -121,7 +121,7 @@ pub fn run(args: ResolveArgs, config: &Config) -> anyhow::Result<Outcome> {
             eprintln!(
                 "note: no running daemon uses {}; the decision is applied when `restorectl \
                  daemon` starts",
-                store.path().display()
+                store.location()
             );
         }
         Ok(Outcome::Ok)

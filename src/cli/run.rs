@@ -118,7 +118,7 @@ fn no_daemon_hint(store: &Store) -> String {
     format!(
         "note: no running daemon uses {} (no daemon heartbeat in the last {} s); the request \
          waits until `restorectl daemon` starts (systemd: `systemctl status restorectl`)",
-        store.path().display(),
+        store.location(),
         context::LIVE_DAEMON_HEARTBEAT.as_secs()
     )
 }

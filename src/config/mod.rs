@@ -37,6 +37,8 @@ pub use secrets::{PLAIN_SECRET_MESSAGE, SecretContext, SecretRef};
 
 use raw::RawConfig;
 
+use crate::store::Location;
+
 /// Where the config is read from when neither `--config` nor `RESTORECTL_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/restorectl/restorectl.yaml";
 /// Environment variable naming the config file.
@@ -117,8 +119,12 @@ pub struct Config {
     pub base_dir: PathBuf,
     pub jobs_dir: PathBuf,
     pub state_dir: PathBuf,
-    /// `sqlite://…` URL of the state database.
+    /// URL of the state database: `sqlite://PATH`, or `postgres://…` without a password.
     pub database: String,
+    /// The PostgreSQL password (`databasePassword`), a secret reference.
+    pub database_password: Option<SecretRef>,
+    /// CA certificate(s) that verify the PostgreSQL server (`databaseCaFile`).
+    pub database_ca_file: Option<PathBuf>,
     pub export_root: PathBuf,
     pub secrets_dir: PathBuf,
     /// Health and metrics listener; `None` when `listen: off`.
@@ -225,6 +231,34 @@ impl Config {
                 "{dir}: {e}; create the directory or correct jobsDir"
             ))),
         }
+    }
+
+    /// Where the state database is, with its password read from `databasePassword` and its CA
+    /// file: what the daemon and operator commands open.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for `database` (a URL that validation would have refused) or
+    /// `databasePassword` (a secret that cannot be read; the message names the reference, never
+    /// a value).
+    pub fn store_location(&self) -> Result<Location, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: self.shown_path(),
+            key: key.into(),
+            message,
+        };
+        let mut location =
+            Location::parse(&self.database).map_err(|e| invalid("database", e.to_string()))?;
+        if let Some(secret) = &self.database_password {
+            let password = secret
+                .resolve(&SecretContext::from_config(self))
+                .map_err(|e| invalid("databasePassword", e.to_string()))?;
+            location = location.with_password(password);
+        }
+        if let Some(ca) = &self.database_ca_file {
+            location = location.with_ca_file(ca.clone());
+        }
+        Ok(location)
     }
 
     /// Reads every server's password once and drops it: a secret the daemon will need to log

@@ -19,6 +19,8 @@ pub(super) struct RawConfig {
     pub(super) jobs_dir: Option<PathBuf>,
     pub(super) state_dir: Option<PathBuf>,
     pub(super) database: Option<String>,
+    pub(super) database_password: Option<SecretRef>,
+    pub(super) database_ca_file: Option<PathBuf>,
     pub(super) export_root: Option<PathBuf>,
     pub(super) secrets_dir: Option<PathBuf>,
     pub(super) listen: Option<String>,

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::store::{Backend, Location};
 use chrono_tz::Tz;
 
 use super::error::ConfigError;
@@ -41,25 +42,31 @@ pub(super) fn from_raw(
     let secrets_dir = r(raw.secrets_dir, "/etc/restorectl/secrets");
     let database = match raw.database {
         None => format!("sqlite://{}", state_dir.join("restorectl.db").display()),
-        Some(url) => {
-            if let Some(rest) = url.strip_prefix("sqlite://") {
-                format!(
-                    "sqlite://{}",
-                    resolve_path(&base, Path::new(rest)).display()
-                )
-            } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                return Err(invalid(
-                    "database",
-                    "PostgreSQL is not supported yet; use sqlite://PATH (or omit `database`)"
-                        .into(),
-                ));
-            } else {
-                return Err(invalid(
-                    "database",
-                    format!("`{url}` is not a sqlite:// URL"),
-                ));
-            }
-        }
+        Some(url) => match url.strip_prefix("sqlite://") {
+            Some(rest) if !rest.is_empty() => format!(
+                "sqlite://{}",
+                resolve_path(&base, Path::new(rest)).display()
+            ),
+            _ => url,
+        },
+    };
+    let location = Location::parse(&database).map_err(|e| invalid("database", e.to_string()))?;
+    let postgres_only = |key: &str| {
+        invalid(
+            key,
+            "applies to a postgres:// `database` only; remove it, or set `database` to the \
+             PostgreSQL URL"
+                .into(),
+        )
+    };
+    let is_postgres = location.backend() == Backend::Postgres;
+    if raw.database_password.is_some() && !is_postgres {
+        return Err(postgres_only("databasePassword"));
+    }
+    let database_ca_file = match raw.database_ca_file {
+        Some(_) if !is_postgres => return Err(postgres_only("databaseCaFile")),
+        Some(path) => Some(resolve_path(&base, &path)),
+        None => None,
     };
     let listen = match raw.listen.as_deref() {
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
@@ -171,6 +178,8 @@ pub(super) fn from_raw(
         jobs_dir,
         state_dir,
         database,
+        database_password: raw.database_password,
+        database_ca_file,
         export_root,
         secrets_dir,
         listen,

@@ -58,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::schedule::{Clock, SystemClock};
-use crate::store::{DaemonInstance, InstanceInfo, Store, StoreError};
+use crate::store::{DaemonInstance, InstanceInfo, OpenMode, Store, StoreError};
 use executor::{ExecutorError, RunExecutor};
 use reconcile::{JobTable, ReconcileReport, Reconciler};
 use tasks::Tasks;
@@ -158,7 +158,7 @@ pub enum DaemonError {
         INSTANCE_STALE_AFTER.as_secs()
     )]
     AlreadyRunning {
-        db: PathBuf,
+        db: String,
         holder: Box<DaemonInstance>,
     },
     /// The state database failed.
@@ -192,7 +192,10 @@ impl DaemonError {
     /// exits 78 for these, which systemd's `RestartPreventExitStatus=78` does not restart).
     pub fn is_config(&self) -> bool {
         match self {
-            DaemonError::Config(_) | DaemonError::Database { .. } => true,
+            DaemonError::Config(_) => true,
+            // A database server that cannot be reached may come back: a restart may help. A
+            // refused password, a missing database or a bad file is the config's problem.
+            DaemonError::Database { source, .. } => !source.is_unavailable(),
             DaemonError::Executor(e) => e.is_config(),
             // A busy port or another daemon on the database can go away: a restart may help.
             DaemonError::AlreadyRunning { .. }
@@ -249,18 +252,18 @@ pub async fn run(
     // 1. What the config needs before anything starts, the state database, the lock.
     config.check_jobs_dir()?;
     config.check_server_passwords()?;
-    let store =
-        Store::open_url(&config.database)
-            .await
-            .map_err(|source| DaemonError::Database {
-                file: config.shown_path(),
-                url: config.database.clone(),
-                source,
-            })?;
+    let location = config.store_location()?;
+    let store = Store::connect(&location, OpenMode::Create)
+        .await
+        .map_err(|source| DaemonError::Database {
+            file: config.shown_path(),
+            url: location.to_string(),
+            source,
+        })?;
     acquire_lock(&store, &instance, clock.now()).await?;
     tracing::info!(
         instance = %instance,
-        database = %store.path().display(),
+        database = %store.location(),
         jobs_dir = %config.jobs_dir.display(),
         "daemon starting"
     );
@@ -516,7 +519,7 @@ async fn acquire_lock(
                 return Ok(());
             }
             Err(DaemonError::AlreadyRunning {
-                db: store.path().to_path_buf(),
+                db: store.location().to_string(),
                 holder,
             })
         }

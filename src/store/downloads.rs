@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 use tracing::instrument;
 
 use super::events::{self, EventKind, NewEvent};
@@ -495,7 +495,7 @@ fn not_found(step_id: i64) -> StoreError {
     }
 }
 
-async fn get_in(conn: &mut SqliteConnection, step_id: i64) -> Result<Download> {
+async fn get_in(conn: &mut AnyConnection, step_id: i64) -> Result<Download> {
     sqlx::query_as::<_, Download>("SELECT * FROM downloads WHERE step_id = $1")
         .bind(step_id)
         .fetch_one(conn)
@@ -505,7 +505,7 @@ async fn get_in(conn: &mut SqliteConnection, step_id: i64) -> Result<Download> {
 
 /// An event about a step's download, with the step's run attached.
 async fn download_event(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     step_id: i64,
     kind: EventKind,
     message: String,

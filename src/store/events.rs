@@ -6,9 +6,10 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 use tracing::instrument;
 
+use super::dialect::{Backend, JsonRows, json_rows};
 use super::{Millis, OptJsonText, Result, RunId, SqlxResultExt, Store, json_text, to_millis};
 
 text_enum! {
@@ -123,7 +124,7 @@ pub struct Event {
 
 /// Appends `event` on `conn` (inside the caller's transaction). Returns the event id.
 pub(crate) async fn insert(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     event: &NewEvent,
     now: DateTime<Utc>,
 ) -> Result<i64> {
@@ -144,11 +145,22 @@ pub(crate) async fn insert(
     .op("append_event")
 }
 
+/// The rows of [`insert_many`]: `$1` the time, `$2` a JSON array of `[kind, job, run, step,
+/// message, data]`.
+const INSERT_MANY: JsonRows = json_rows!(
+    "INSERT INTO events (at, kind, job_name, run_id, step_id, message, data)
+     SELECT $1, r.value ->> 0,
+            COALESCE(r.value ->> 1, (SELECT job_name FROM runs WHERE id = r.value ->> 2)),
+            r.value ->> 2, CAST(r.value ->> 3 AS BIGINT), r.value ->> 4, r.value ->> 5",
+    "$2",
+    "ORDER BY r.key"
+);
+
 /// Appends `events` on `conn` in one statement, in order (the first scan of thousands of job
 /// files records an event per job; one statement each would dominate it). Same rows as
 /// [`insert`] one by one.
 pub(crate) async fn insert_many(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     events: &[NewEvent],
     now: DateTime<Utc>,
 ) -> Result<()> {
@@ -168,18 +180,12 @@ pub(crate) async fn insert_many(
             ])
         })
         .collect();
-    sqlx::query(
-        "INSERT INTO events (at, kind, job_name, run_id, step_id, message, data)
-         SELECT $1, r.value ->> 0,
-                COALESCE(r.value ->> 1, (SELECT job_name FROM runs WHERE id = r.value ->> 2)),
-                r.value ->> 2, r.value ->> 3, r.value ->> 4, r.value ->> 5
-         FROM json_each($2) AS r ORDER BY r.key",
-    )
-    .bind(to_millis(now))
-    .bind(json_text(&rows))
-    .execute(conn)
-    .await
-    .op("append_events")?;
+    sqlx::query(INSERT_MANY.sql(Backend::of(conn)))
+        .bind(to_millis(now))
+        .bind(json_text(&rows))
+        .execute(conn)
+        .await
+        .op("append_events")?;
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 use tracing::instrument;
 
 use super::events::{self, EventKind, NewEvent};
@@ -53,6 +53,7 @@ pub struct StoredJobFile {
     #[sqlx(try_from = "String")]
     pub path: PathBuf,
     pub content_hash: String,
+    #[sqlx(try_from = "super::Flag")]
     pub valid: bool,
     #[sqlx(try_from = "JsonText")]
     pub errors: serde_json::Value,
@@ -108,6 +109,7 @@ pub struct JobVersion {
     /// The normalised spec (secret references only, never values).
     #[sqlx(try_from = "JsonText")]
     pub spec_json: serde_json::Value,
+    #[sqlx(try_from = "super::Flag")]
     pub valid: bool,
     #[sqlx(try_from = "JsonText")]
     pub errors: serde_json::Value,
@@ -291,7 +293,7 @@ impl Store {
         const OP: &str = "list_jobs";
         // Three queries on one snapshot rather than one wide join: the row types stay the
         // tables' own, and the last-run lookup uses the (job_name, created_at) index.
-        let mut conn = self.reader().begin().await.op(OP)?;
+        let mut conn = self.begin_read(OP).await?;
         let jobs = sqlx::query_as::<_, StoredJob>("SELECT * FROM jobs ORDER BY name")
             .fetch_all(&mut *conn)
             .await
@@ -339,7 +341,7 @@ impl Store {
 
 /// [`Store::record_job_file`] inside the caller's transaction.
 pub(super) async fn record_job_file_in(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     file: &ScannedFile<'_>,
     now: DateTime<Utc>,
 ) -> Result<FileChange> {
@@ -362,7 +364,7 @@ pub(super) async fn record_job_file_in(
     )
     .bind(path)
     .bind(file.content_hash)
-    .bind(file.valid)
+    .bind(i64::from(file.valid))
     .bind(json_text(file.errors))
     .bind(json_text(&file.job_names))
     .bind(to_millis(now))
@@ -378,7 +380,7 @@ pub(super) async fn record_job_file_in(
 
 /// [`Store::upsert_job_version`] inside the caller's transaction.
 pub(super) async fn upsert_job_version_in(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     version: &NewJobVersion<'_>,
     now: DateTime<Utc>,
 ) -> Result<VersionOutcome> {
@@ -428,7 +430,7 @@ pub(super) async fn upsert_job_version_in(
     .bind(file)
     .bind(version.spec_hash)
     .bind(json_text(version.spec))
-    .bind(version.valid)
+    .bind(i64::from(version.valid))
     .bind(&errors)
     .bind(now_ms)
     .fetch_one(&mut *conn)

@@ -1,11 +1,15 @@
-//! The state database (SPEC §5): jobs and their versions, runs, steps, restore sessions, downloads,
-//! published files, operator requests, the daemon instance lock and the append-only event log.
+//! The state database (SPEC §5, §10): jobs and their versions, runs, steps, restore sessions,
+//! downloads, published files, operator requests, the daemon instances and the append-only event
+//! log, on SQLite (the embedded default) or PostgreSQL.
 //!
 //! All SQL of the project lives in this module, one file per table group:
 //!
 //! - `mod.rs` (this file): [`Store`] (open, pools, transactions), [`StoreError`], time helpers;
+//! - [`location`]: the `database` URL ([`Location`]: a SQLite file or a PostgreSQL server);
+//! - [`dialect`]: the few statements that differ between the backends ([`Backend`]);
+//! - [`copy`]: a whole database copied into another (SQLite to PostgreSQL);
 //! - `types.rs`: the typed state enums ([`RunState`], [`StepState`], …), [`RunId`] and the
-//!   column codecs (times, JSON);
+//!   column codecs (times, flags, JSON);
 //! - [`jobs`]: scanned job files, jobs and job versions, one at a time, and their reads;
 //! - [`scan`]: a scan of the job directory applied in bulk (many files per transaction);
 //! - [`next_fire`]: the scheduler's next-fire bookkeeping on job rows;
@@ -18,24 +22,29 @@
 //! - [`events`]: the append-only history;
 //! - [`stats`]: aggregates for the daemon's metrics and status line, on one read snapshot.
 //!
+//! # One store, two backends
+//!
+//! The store talks to both through sqlx's `Any` driver: one pool type, one set of statements.
+//! Queries use `$N` placeholders, `ON CONFLICT … DO NOTHING/UPDATE`, `RETURNING`, `COALESCE`
+//! and plain SQL; times are integer milliseconds, flags integers 0/1 (decoded through
+//! [`Flag`]), JSON is text parsed in Rust, a nullable parameter tested for NULL is cast to its
+//! type (`CAST($1 AS TEXT) IS NULL`). What differs is named in [`dialect`]. Each backend has its
+//! migrations folder (`migrations/sqlite/`, `migrations/postgres/`) with the same versions.
+//!
 //! # Concurrency
 //!
-//! SQLite allows one writer at a time. Every write goes through a one-connection writer pool and
-//! starts with `BEGIN IMMEDIATE`, which takes the write lock up front: a deferred transaction that
-//! read first and then tries to write can fail at once with `SQLITE_BUSY` ("database is locked")
-//! when another connection committed in between, and `busy_timeout` does not help there. With
-//! `BEGIN IMMEDIATE` a second writer (another `Store`, another process) simply waits up to the busy
-//! timeout. Reads go through a small read-only pool and never block writers (WAL).
+//! Write transactions are serialised on both backends, and every store function is written for
+//! that (read, decide, write in one transaction). SQLite allows one writer at a time: every
+//! write goes through a one-connection writer pool and starts with `BEGIN IMMEDIATE`, which
+//! takes the write lock up front: a deferred transaction that read first and then tries to
+//! write can fail at once with `SQLITE_BUSY` ("database is locked") when another connection
+//! committed in between, and `busy_timeout` does not help there. With `BEGIN IMMEDIATE` a
+//! second writer (another `Store`, another process) simply waits up to the busy timeout. Reads
+//! go through a small read-only pool and never block writers (WAL). On PostgreSQL a write
+//! transaction takes the store's advisory transaction lock first ([`dialect`]).
 //!
-//! Never `.await` anything but the store's own queries inside a transaction: the writer pool has
-//! one connection, so a transaction held across a download would stall every other write.
-//!
-//! # Portability
-//!
-//! Queries use `$N` placeholders, `ON CONFLICT … DO NOTHING/UPDATE`, `RETURNING`, `COALESCE` and
-//! plain SQL only; times are INTEGER milliseconds, JSON is TEXT parsed in Rust. A PostgreSQL
-//! backend will need its own migrations and small query differences (`$1 IS NULL` needs a cast),
-//! not a different design.
+//! Never `.await` anything but the store's own queries inside a transaction: a transaction
+//! held across a download would stall every other write.
 //!
 //! # Time
 //!
@@ -50,18 +59,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::migrate::Migrator;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Sqlite, Transaction};
+use sqlx::AnyPool;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::MigrateError;
+use sqlx::{Any, Executor, Transaction};
 
 // `types` first: it defines `text_enum!`, which the table-group modules use.
 #[macro_use]
 mod types;
+pub mod copy;
+pub mod dialect;
 pub mod downloads;
 pub mod events;
 pub mod jobs;
+pub mod location;
 pub mod next_fire;
 pub mod requests;
 pub mod runs;
@@ -70,12 +81,15 @@ pub mod sessions;
 pub mod stats;
 pub mod steps;
 
+pub use copy::CopyReport;
+pub use dialect::Backend;
 pub use downloads::{Download, Export, NewDownload, NewExport};
 pub use events::{Event, EventKind, NewEvent};
 pub use jobs::{
     FileChange, JobSummary, JobVersion, NewJobVersion, ScannedFile, StoredJob, StoredJobFile,
     VersionChange, VersionOutcome,
 };
+pub use location::{Location, UrlError};
 pub use next_fire::{NextFire, ScheduleState};
 pub use requests::{DaemonInstance, InstanceInfo, NewRequest, OperatorRequest};
 pub use runs::{CancelOutcome, LeaseRenewal, NewRun, Run, RunFilter};
@@ -84,21 +98,22 @@ pub use sessions::{NewSession, NewSessionIntent, RestoreSession, SessionIntent};
 pub use stats::{FinishedRun, StoreStats};
 pub use steps::{NewStep, RestoreCounts, Step, StepErrorRecord, StepFile};
 pub use types::{
-    Decision, DownloadState, ErrorClass, FileFormat, JobState, JsonText, Millis, OptJsonText,
+    Decision, DownloadState, ErrorClass, FileFormat, Flag, JobState, JsonText, Millis, OptJsonText,
     OptMillis, ParseEnumError, RequestKind, RunId, RunState, SessionState, StepState, Trigger,
 };
 
-/// The migrations in `migrations/`, embedded at compile time (`build.rs` makes cargo notice a
-/// new file).
-static MIGRATOR: Migrator = sqlx::migrate!();
-
-/// How long a connection waits for the write lock before failing with "database is locked".
+/// How long a connection waits for the write lock before failing with "database is locked"
+/// (SQLite), and for a connection from the pool (both backends).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections in the read-only pool.
+/// Connections in SQLite's read-only pool.
 const READER_CONNECTIONS: u32 = 4;
+/// Connections to a PostgreSQL server, shared by reads and writes (writes queue on the store's
+/// advisory lock, not on the pool).
+const POSTGRES_CONNECTIONS: u32 = 8;
 
-/// Errors of the state database. Each names what it was about (a path, a run, a step, an
-/// operation) so a log line or CLI message is actionable on its own.
+/// Errors of the state database. Each names what it was about (a file or server, a run, a
+/// step, an operation) so a log line or CLI message is actionable on its own. A PostgreSQL
+/// location is named by its URL, which never holds the password.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -109,43 +124,56 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    /// SQLite could not open the file (permissions, not a database, …).
-    #[error("{path}: cannot open the state database")]
+    /// The database could not be opened or reached (permissions, not a database, a server
+    /// down, a refused password, …).
+    #[error("{place}: cannot open the state database")]
     Open {
-        path: PathBuf,
+        place: String,
         #[source]
         source: sqlx::Error,
     },
-    /// A read-only open found no database file.
+    /// A read-only open found no database (no SQLite file, or a PostgreSQL database without
+    /// restorectl's tables).
     #[error(
-        "{path}: no state database: the daemon has not run yet (start `restorectl daemon`, or \
+        "{place}: no state database: the daemon has not run yet (start `restorectl daemon`, or \
          check `stateDir`/`database` in the config)"
     )]
-    Missing { path: PathBuf },
+    Missing { place: String },
     /// The embedded migrations could not be applied.
-    #[error("{path}: cannot apply the database migrations")]
+    #[error("{place}: cannot apply the database migrations")]
     Migrate {
-        path: PathBuf,
+        place: String,
         #[source]
-        source: sqlx::migrate::MigrateError,
+        source: MigrateError,
+    },
+    /// The database was migrated by a newer restorectl than this one.
+    #[error(
+        "{place}: the database schema (version {found}) is newer than this restorectl knows \
+         (up to {known}): run a restorectl at least as new as the one that migrated it (upgrade \
+         this host's binary before starting it)"
+    )]
+    SchemaTooNew {
+        place: String,
+        found: i64,
+        known: i64,
     },
     /// A read-only open found a schema this binary does not know (older or newer).
     #[error(
-        "{path}: database schema version {} does not match this restorectl (expects {expected}); \
+        "{place}: database schema version {} does not match this restorectl (expects {expected}); \
          start the matching `restorectl daemon` once to migrate it",
         found.map_or_else(|| "none".to_string(), |v| v.to_string())
     )]
     SchemaMismatch {
-        path: PathBuf,
+        place: String,
         found: Option<i64>,
         expected: i64,
     },
-    /// `database:` is not a `sqlite://` URL.
-    #[error("`{url}` is not a sqlite:// database URL")]
-    UnsupportedUrl { url: String },
+    /// `database:` is not a usable URL.
+    #[error(transparent)]
+    Url(#[from] UrlError),
     /// A write was attempted through a store opened with [`Store::open_read_only`].
-    #[error("{path}: the state database was opened read-only ({op})")]
-    ReadOnly { path: PathBuf, op: &'static str },
+    #[error("{place}: the state database was opened read-only ({op})")]
+    ReadOnly { place: String, op: &'static str },
     /// The row asked for does not exist.
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: String },
@@ -194,6 +222,25 @@ impl StoreError {
     /// True when a row was missing ([`StoreError::NotFound`]).
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// True when the database could not be reached or answered with a connection-level
+    /// failure (a PostgreSQL server restarting, a network cut, a pool timeout): the operation
+    /// may succeed later, unlike a refused statement.
+    pub fn is_unavailable(&self) -> bool {
+        let source = match self {
+            StoreError::Open { source, .. } | StoreError::Database { source, .. } => source,
+            _ => return false,
+        };
+        matches!(
+            source,
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed
+        )
     }
 }
 
@@ -244,141 +291,104 @@ pub struct Store {
 }
 
 struct Inner {
-    path: PathBuf,
-    /// One connection: SQLite has one writer at a time, and funnelling writes through one
-    /// connection means they queue in the pool instead of fighting over the file lock.
-    /// `None` for a store opened read-only.
-    writer: Option<SqlitePool>,
-    reader: SqlitePool,
+    location: Location,
+    /// SQLite: one connection, because SQLite has one writer at a time and funnelling writes
+    /// through one connection means they queue in the pool instead of fighting over the file
+    /// lock. PostgreSQL: the one pool of the store. `None` for a store opened read-only.
+    writer: Option<AnyPool>,
+    /// SQLite: a small read-only pool that never blocks the writer (WAL). PostgreSQL: the same
+    /// pool as the writer.
+    reader: AnyPool,
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.inner.path)
+            .field("location", &self.inner.location)
             .field("read_only", &self.inner.writer.is_none())
             .finish()
     }
 }
 
 /// The write transaction type of the store.
-pub(crate) type WriteTx = Transaction<'static, Sqlite>;
+pub(crate) type WriteTx = Transaction<'static, Any>;
+/// A read transaction on one snapshot ([`Store::begin_read`]).
+pub(crate) type ReadTx = Transaction<'static, Any>;
+
+/// How [`Store::connect`] opens a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read and write, creating the SQLite file (and its directory) if needed, applying
+    /// pending migrations: the daemon.
+    Create,
+    /// Read and write an existing database, applying pending migrations: operator commands
+    /// that write requests, which must not create a database no daemon uses.
+    Existing,
+    /// Read only, refusing a schema this binary does not expect: history commands.
+    ReadOnly,
+}
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` for reading and writing: creates the
-    /// parent directory (0700) and the file (0600), enables WAL, `synchronous=NORMAL`, a 10 s busy
-    /// timeout and foreign keys, and applies the embedded migrations (a no-op when up to date).
+    /// Opens (creating if needed) the SQLite database at `path` for reading and writing: creates
+    /// the parent directory (0700) and the file (0600), enables WAL, `synchronous=NORMAL`, a 10 s
+    /// busy timeout and foreign keys, and applies the embedded migrations (a no-op when up to
+    /// date).
     pub async fn open(path: impl AsRef<Path>) -> Result<Store> {
-        let path = path.as_ref().to_path_buf();
-        create_private_file(&path)?;
-        Self::open_writable(path).await
+        Store::connect(&Location::sqlite(path.as_ref()), OpenMode::Create).await
     }
 
-    /// Like [`Store::open`] for a `sqlite://PATH` URL (the config's `database`).
+    /// Like [`Store::open`] for a `database` URL without a password (`sqlite://PATH`, or a
+    /// PostgreSQL server with trust or certificate authentication).
     pub async fn open_url(url: &str) -> Result<Store> {
-        Store::open(path_from_url(url)?).await
+        Store::connect(&Location::parse(url)?, OpenMode::Create).await
     }
 
-    /// Opens an existing database for reading and writing without creating it: for operator
-    /// commands that write requests (`run`, `cancel`, `resolve`), which must not create a
-    /// database the daemon does not use. Applies pending migrations like [`Store::open`].
+    /// [`OpenMode::Existing`] on a SQLite file.
     pub async fn open_existing(path: impl AsRef<Path>) -> Result<Store> {
-        let path = path.as_ref().to_path_buf();
-        if !path.exists() {
-            return Err(StoreError::Missing { path });
-        }
-        Self::open_writable(path).await
+        Store::connect(&Location::sqlite(path.as_ref()), OpenMode::Existing).await
     }
 
-    /// Opens an existing database read-only, for operator commands that only read history.
-    /// Fails with [`StoreError::Missing`] when the file does not exist, and with
-    /// [`StoreError::SchemaMismatch`] when its schema is not the one this binary expects.
+    /// [`OpenMode::ReadOnly`] on a SQLite file.
     pub async fn open_read_only(path: impl AsRef<Path>) -> Result<Store> {
-        let path = path.as_ref().to_path_buf();
-        if !path.exists() {
-            return Err(StoreError::Missing { path });
+        Store::connect(&Location::sqlite(path.as_ref()), OpenMode::ReadOnly).await
+    }
+
+    /// Opens the database at `location`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Missing`] when `mode` is not [`OpenMode::Create`] and there is no
+    /// database (no SQLite file, no restorectl tables in the PostgreSQL database);
+    /// [`StoreError::SchemaTooNew`] when a newer restorectl migrated it;
+    /// [`StoreError::SchemaMismatch`] for a read-only open of another schema version;
+    /// [`StoreError::Open`] when it cannot be reached.
+    pub async fn connect(location: &Location, mode: OpenMode) -> Result<Store> {
+        // Registers the SQLite and PostgreSQL drivers with the `Any` driver (once per process).
+        sqlx::any::install_default_drivers();
+        match location {
+            Location::Sqlite { path } => open_sqlite(location, path, mode).await,
+            Location::Postgres(_) => open_postgres(location, mode).await,
         }
-        let reader = reader_pool(&path).await?;
-        let store = Store {
-            inner: Arc::new(Inner {
-                path: path.clone(),
-                writer: None,
-                reader,
-            }),
-        };
-        let found = store.schema_version().await?;
-        let expected = expected_schema_version();
-        if found != Some(expected) {
-            return Err(StoreError::SchemaMismatch {
-                path,
-                found,
-                expected,
-            });
-        }
-        Ok(store)
     }
 
-    async fn open_writable(path: PathBuf) -> Result<Store> {
-        let options = base_options(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        // SQLite has no advisory lock of its own, and sqlx's migrator checks what is applied
-        // before applying it: two processes opening a new database at once (the daemon's first
-        // start and an operator command, say) would both apply migration 1, and switching a new
-        // file to WAL while another connection writes it fails with "database is locked". An
-        // exclusive flock on the database file (independent of SQLite's own fcntl locks) held
-        // from the first connection to the end of the migrations serialises them; the second
-        // finds everything applied.
-        let lock = migration_lock(&path).await?;
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        let migrated = MIGRATOR.run(&writer).await;
-        drop(lock);
-        migrated.map_err(|source| StoreError::Migrate {
-            path: path.clone(),
-            source,
-        })?;
-        let reader = reader_pool(&path).await?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                path,
-                writer: Some(writer),
-                reader,
-            }),
-        })
+    /// Where the database is (safe to log: no password).
+    pub fn location(&self) -> &Location {
+        &self.inner.location
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// The backend behind the store.
+    pub fn backend(&self) -> Backend {
+        self.inner.location.backend()
     }
 
-    /// True for a store opened with [`Store::open_read_only`].
+    /// True for a store opened with [`OpenMode::ReadOnly`].
     pub fn is_read_only(&self) -> bool {
         self.inner.writer.is_none()
     }
 
     /// The highest migration version applied to the database (`None` before the first).
     pub async fn schema_version(&self) -> Result<Option<i64>> {
-        let table: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-        )
-        .fetch_optional(self.reader())
-        .await
-        .op("schema_version")?;
-        if table.is_none() {
-            return Ok(None);
-        }
-        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
-            .fetch_one(self.reader())
-            .await
-            .op("schema_version")
+        schema_version_of(self.reader(), self.backend()).await
     }
 
     /// Checks the database answers a query (for `/readyz`).
@@ -390,8 +400,8 @@ impl Store {
         Ok(())
     }
 
-    /// Closes both pools, waiting for connections to finish (checkpoints the WAL when this was
-    /// the last connection).
+    /// Closes the pools, waiting for connections to finish (SQLite checkpoints the WAL when
+    /// this was the last connection).
     pub async fn close(&self) {
         if let Some(writer) = &self.inner.writer {
             writer.close().await;
@@ -399,66 +409,208 @@ impl Store {
         self.inner.reader.close().await;
     }
 
-    /// The read-only pool.
-    pub(crate) fn reader(&self) -> &SqlitePool {
+    /// The pool for reads.
+    pub(crate) fn reader(&self) -> &AnyPool {
         &self.inner.reader
     }
 
-    /// Starts a write transaction with `BEGIN IMMEDIATE` (see the module doc for why).
+    /// Starts a read transaction that sees one snapshot of the database for all its queries
+    /// (SQLite's deferred transaction; `REPEATABLE READ` on PostgreSQL, whose default gives each
+    /// statement its own snapshot).
+    pub(crate) async fn begin_read(&self, op: &'static str) -> Result<ReadTx> {
+        self.reader()
+            .begin_with(self.backend().begin_read())
+            .await
+            .op(op)
+    }
+
+    /// Starts a write transaction: `BEGIN IMMEDIATE` on SQLite (see the module doc for why),
+    /// `BEGIN` and the store's write lock on PostgreSQL ([`dialect`]).
     pub(crate) async fn begin_write(&self, op: &'static str) -> Result<WriteTx> {
         let writer = self
             .inner
             .writer
             .as_ref()
             .ok_or_else(|| StoreError::ReadOnly {
-                path: self.inner.path.clone(),
+                place: self.inner.location.to_string(),
                 op,
             })?;
-        writer.begin_with("BEGIN IMMEDIATE").await.op(op)
+        let backend = self.backend();
+        let mut tx = writer.begin_with(backend.begin_write()).await.op(op)?;
+        if let Some((lock, key)) = backend.write_lock() {
+            sqlx::query(lock).bind(key).execute(&mut *tx).await.op(op)?;
+        }
+        Ok(tx)
     }
 }
 
-/// The schema version this binary's embedded migrations produce.
+/// The schema version this binary's embedded migrations produce (the same on both backends).
 pub fn expected_schema_version() -> i64 {
-    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+    Backend::Sqlite
+        .migrator()
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The file path of a `sqlite://PATH` URL.
 pub fn path_from_url(url: &str) -> Result<PathBuf> {
-    match url.strip_prefix("sqlite://") {
-        Some(rest) if !rest.is_empty() && !rest.contains('?') => Ok(PathBuf::from(rest)),
-        _ => Err(StoreError::UnsupportedUrl {
+    match Location::parse(url)? {
+        Location::Sqlite { path } => Ok(path),
+        Location::Postgres(_) => Err(UrlError::Scheme {
             url: url.to_string(),
+        }
+        .into()),
+    }
+}
+
+async fn open_sqlite(location: &Location, path: &Path, mode: OpenMode) -> Result<Store> {
+    let place = location.to_string();
+    if mode == OpenMode::Create {
+        create_private_file(path)?;
+    } else if !path.exists() {
+        return Err(StoreError::Missing { place });
+    }
+    let writer = if mode == OpenMode::ReadOnly {
+        None
+    } else {
+        // SQLite has no advisory lock of its own, and sqlx's migrator checks what is applied
+        // before applying it: two processes opening a new database at once (the daemon's first
+        // start and an operator command, say) would both apply migration 1, and switching a new
+        // file to WAL while another connection writes it fails with "database is locked". An
+        // exclusive flock on the database file (independent of SQLite's own fcntl locks) held
+        // from the first connection to the end of the migrations serialises them; the second
+        // finds everything applied.
+        let lock = migration_lock(path).await?;
+        let writer = pool(location, "rwc", true, 1).await?;
+        let migrated = migrate(&writer, Backend::Sqlite, &place).await;
+        drop(lock);
+        migrated?;
+        Some(writer)
+    };
+    // No journal_mode on the readers: a read-only connection cannot change it, and WAL is a
+    // property of the file once the writer has set it.
+    let reader = pool(location, "ro", false, READER_CONNECTIONS).await?;
+    finish_open(location.clone(), writer, reader, mode).await
+}
+
+async fn open_postgres(location: &Location, mode: OpenMode) -> Result<Store> {
+    let place = location.to_string();
+    let pool = pool(location, "", true, POSTGRES_CONNECTIONS).await?;
+    let found = schema_version_of(&pool, Backend::Postgres).await?;
+    if mode != OpenMode::Create && found.is_none() {
+        pool.close().await;
+        return Err(StoreError::Missing { place });
+    }
+    let writer = if mode == OpenMode::ReadOnly {
+        None
+    } else {
+        // sqlx's PostgreSQL migrator holds a session advisory lock while it applies, so two
+        // replicas starting together apply each migration once.
+        migrate(&pool, Backend::Postgres, &place).await?;
+        Some(pool.clone())
+    };
+    finish_open(location.clone(), writer, pool, mode).await
+}
+
+/// Builds the store; a read-only open checks the schema is the one this binary expects.
+async fn finish_open(
+    location: Location,
+    writer: Option<AnyPool>,
+    reader: AnyPool,
+    mode: OpenMode,
+) -> Result<Store> {
+    let store = Store {
+        inner: Arc::new(Inner {
+            location,
+            writer,
+            reader,
+        }),
+    };
+    if mode == OpenMode::ReadOnly {
+        let found = store.schema_version().await?;
+        let expected = expected_schema_version();
+        if found != Some(expected) {
+            let place = store.location().to_string();
+            store.close().await;
+            return Err(StoreError::SchemaMismatch {
+                place,
+                found,
+                expected,
+            });
+        }
+    }
+    Ok(store)
+}
+
+/// A pool on `location` whose connections run the backend's set-up statements.
+async fn pool(
+    location: &Location,
+    sqlite_mode: &str,
+    writer: bool,
+    connections: u32,
+) -> Result<AnyPool> {
+    let open_err = |source| StoreError::Open {
+        place: location.to_string(),
+        source,
+    };
+    let options: AnyConnectOptions = location.connect_options(sqlite_mode).map_err(open_err)?;
+    let setup = location
+        .backend()
+        .connection_setup(writer, BUSY_TIMEOUT.as_millis());
+    let setup = Arc::new(setup);
+    AnyPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(BUSY_TIMEOUT)
+        .after_connect(move |conn, _meta| {
+            let setup = Arc::clone(&setup);
+            Box::pin(async move {
+                for statement in setup.iter() {
+                    conn.execute(sqlx::AssertSqlSafe(statement.clone())).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(open_err)
+}
+
+/// Applies the backend's pending migrations; a database migrated by a newer binary is refused.
+async fn migrate(pool: &AnyPool, backend: Backend, place: &str) -> Result<()> {
+    match backend.migrator().run(pool).await {
+        Ok(()) => Ok(()),
+        Err(MigrateError::VersionMissing(found)) => Err(StoreError::SchemaTooNew {
+            place: place.to_string(),
+            found: schema_version_of(pool, backend)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(found),
+            known: expected_schema_version(),
+        }),
+        Err(source) => Err(StoreError::Migrate {
+            place: place.to_string(),
+            source,
         }),
     }
 }
 
-fn base_options(path: &Path) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
-        .filename(path)
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(BUSY_TIMEOUT)
-        .foreign_keys(true)
-}
-
-async fn reader_pool(path: &Path) -> Result<SqlitePool> {
-    // No journal_mode here: a read-only connection cannot change it, and WAL is a property of
-    // the file once the writer has set it.
-    let options = base_options(path).read_only(true);
-    SqlitePoolOptions::new()
-        .max_connections(READER_CONNECTIONS)
-        .connect_with(options)
+async fn schema_version_of(pool: &AnyPool, backend: Backend) -> Result<Option<i64>> {
+    let table: Option<String> = sqlx::query_scalar(backend.migrations_table_probe())
+        .fetch_optional(pool)
         .await
-        .map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })
+        .op("schema_version")?;
+    if table.is_none() {
+        return Ok(None);
+    }
+    sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
+        .fetch_one(pool)
+        .await
+        .op("schema_version")
 }
 
-/// Creates the parent directory (0700) and an empty database file (0600) unless they exist.
-/// SQLite would create the file with the process umask (usually 0644); the state holds job
-/// history and file paths that only the daemon's user should read. SQLite gives the `-wal` and
-/// `-shm` files the database file's mode.
 /// Holds an exclusive `flock` on the database file until dropped (the file's descriptor closes
 /// with it). Waits for another process's migration to finish.
 async fn migration_lock(path: &Path) -> Result<std::fs::File> {
@@ -471,11 +623,15 @@ async fn migration_lock(path: &Path) -> Result<std::fs::File> {
     .await
     .unwrap_or_else(|e| Err(io::Error::other(e)));
     locked.map_err(|e| StoreError::Open {
-        path: path.to_path_buf(),
+        place: path.display().to_string(),
         source: sqlx::Error::Io(e),
     })
 }
 
+/// Creates the parent directory (0700) and an empty database file (0600) unless they exist.
+/// SQLite would create the file with the process umask (usually 0644); the state holds job
+/// history and file paths that only the daemon's user should read. SQLite gives the `-wal` and
+/// `-shm` files the database file's mode.
 fn create_private_file(path: &Path) -> Result<()> {
     let create_err = |source| StoreError::Create {
         path: path.to_path_buf(),

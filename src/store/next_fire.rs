@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 use tracing::instrument;
 
 use super::{JobState, OptMillis, Result, SqlxResultExt, Store, StoreError, to_millis};
@@ -72,7 +72,7 @@ impl Store {
 /// Writes a job's next-fire bookkeeping inside the caller's transaction; `last_fire_at` is kept
 /// when `None`.
 pub(super) async fn update_next_fire_in(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     name: &str,
     next: NextFire<'_>,
     last_fire_at: Option<DateTime<Utc>>,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 use tracing::instrument;
 
 use super::events::{self, EventKind, NewEvent};
@@ -42,6 +42,7 @@ pub struct Run {
     pub timeout_ms: Option<i64>,
     /// How many times the run was claimed.
     pub attempts: i64,
+    #[sqlx(try_from = "super::Flag")]
     pub cancel_requested: bool,
     #[sqlx(try_from = "OptMillis")]
     pub deadline_at: Option<DateTime<Utc>>,
@@ -236,7 +237,7 @@ impl Store {
     ) -> Result<LeaseRenewal> {
         const OP: &str = "renew_lease";
         let mut tx = self.begin_write(OP).await?;
-        let renewed: Option<(bool, Option<i64>)> = sqlx::query_as(
+        let renewed: Option<(super::Flag, Option<i64>)> = sqlx::query_as(
             "UPDATE runs SET lease_expires_at = $3, updated_at = $4
              WHERE id = $1 AND lease_owner = $2 AND state = 'running'
              RETURNING cancel_requested, deadline_at",
@@ -250,7 +251,7 @@ impl Store {
         .op(OP)?;
         let result = match renewed {
             Some((cancel_requested, deadline)) => Ok(LeaseRenewal {
-                cancel_requested,
+                cancel_requested: cancel_requested.into(),
                 deadline_at: deadline.and_then(super::from_millis),
             }),
             None => {
@@ -444,13 +445,14 @@ impl Store {
         // `$N IS NULL OR …` keeps one static statement for every filter combination.
         sqlx::query_as::<_, Run>(
             "SELECT * FROM runs
-             WHERE ($1 IS NULL OR job_name = $1) AND ($2 IS NULL OR state = $2)
+             WHERE (CAST($1 AS TEXT) IS NULL OR job_name = $1)
+               AND (CAST($2 AS TEXT) IS NULL OR state = $2)
              ORDER BY created_at DESC, id DESC
              LIMIT $3",
         )
         .bind(filter.job)
         .bind(filter.state)
-        .bind(filter.limit.map_or(-1, i64::from))
+        .bind(filter.limit.map_or(i64::MAX, i64::from))
         .fetch_all(self.reader())
         .await
         .op("list_runs")
@@ -466,7 +468,7 @@ fn transition(id: RunId, from: RunState, to: RunState) -> StoreError {
     }
 }
 
-pub(crate) async fn get_run_in(conn: &mut SqliteConnection, id: RunId) -> Result<Run> {
+pub(crate) async fn get_run_in(conn: &mut AnyConnection, id: RunId) -> Result<Run> {
     sqlx::query_as::<_, Run>("SELECT * FROM runs WHERE id = $1")
         .bind(id)
         .fetch_one(conn)
@@ -475,7 +477,7 @@ pub(crate) async fn get_run_in(conn: &mut SqliteConnection, id: RunId) -> Result
 }
 
 async fn insert_run(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     run: &NewRun<'_>,
     now: DateTime<Utc>,
 ) -> Result<Option<Run>> {
@@ -537,7 +539,7 @@ async fn insert_run(
 }
 
 async fn claim(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     run: &Run,
     owner: &str,
     lease: Duration,
@@ -581,7 +583,7 @@ async fn claim(
 }
 
 async fn update_state(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     before: &Run,
     state: RunState,
     reason: Option<&str>,

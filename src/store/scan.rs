@@ -7,9 +7,10 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 use tracing::instrument;
 
+use super::dialect::{Backend, JsonRows, json_rows};
 use super::events;
 use super::jobs::{
     FileChange, NewJobVersion, ScannedFile, VersionChange, VersionOutcome, record_job_file_in,
@@ -71,36 +72,77 @@ impl Store {
     }
 }
 
+/// The paths of a JSON list (`[[path], …]`) that `job_files` knows.
+const KNOWN_PATHS: JsonRows = json_rows!(
+    "SELECT path FROM job_files WHERE path IN (SELECT r.value ->> 0",
+    "$1",
+    ")"
+);
+/// The names of a JSON list (`[[name], …]`) that `jobs` knows.
+const KNOWN_NAMES: JsonRows = json_rows!(
+    "SELECT name FROM jobs WHERE name IN (SELECT r.value ->> 0",
+    "$1",
+    ")"
+);
+const INSERT_JOBS: JsonRows = json_rows!(
+    "INSERT INTO jobs (name, kind, file, state, errors, first_seen_at, last_seen_at)
+     SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, $1, $1",
+    "$2",
+    "ORDER BY r.key"
+);
+const INSERT_VERSIONS: JsonRows = json_rows!(
+    "INSERT INTO job_versions
+         (job_name, file, spec_hash, spec_json, valid, errors, first_seen_at, last_seen_at)
+     SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3,
+            CAST(r.value ->> 4 AS BIGINT), r.value ->> 5, $1, $1",
+    "$2",
+    "ORDER BY r.key RETURNING job_name, id"
+);
+const SET_VERSION_POINTERS: JsonRows = json_rows!(
+    "UPDATE jobs SET current_version_id = CAST(r.value ->> 1 AS BIGINT),
+                     active_version_id = CAST(r.value ->> 2 AS BIGINT)",
+    "$1",
+    "WHERE jobs.name = r.value ->> 0"
+);
+const INSERT_FILES: JsonRows = json_rows!(
+    "INSERT INTO job_files
+         (path, content_hash, valid, errors, job_names, first_seen_at, last_seen_at)
+     SELECT r.value ->> 0, r.value ->> 1, CAST(r.value ->> 2 AS BIGINT), r.value ->> 3,
+            r.value ->> 4, $1, $1",
+    "$2",
+    "ORDER BY r.key"
+);
+
 /// Which of `files` can be inserted in bulk: the path was never recorded, and every job name
 /// in it is unknown to the store and appears once in the whole slice.
-async fn fresh_files(conn: &mut SqliteConnection, files: &[FileApply<'_>]) -> Result<Vec<bool>> {
+async fn fresh_files(conn: &mut AnyConnection, files: &[FileApply<'_>]) -> Result<Vec<bool>> {
     const OP: &str = "apply_job_files";
     let paths = files
         .iter()
         .map(|f| path_text(f.file.path))
         .collect::<Result<Vec<&str>>>()?;
-    let known_paths: HashSet<String> = sqlx::query_scalar(
-        "SELECT path FROM job_files WHERE path IN (SELECT value FROM json_each($1))",
-    )
-    .bind(json_text(&paths))
-    .fetch_all(&mut *conn)
-    .await
-    .op(OP)?
-    .into_iter()
-    .collect();
+    let backend = Backend::of(conn);
+    // One-element arrays, so both backends read each value as `r.value ->> 0`.
+    let path_rows: Vec<[&str; 1]> = paths.iter().map(|p| [*p]).collect();
+    let known_paths: HashSet<String> = sqlx::query_scalar(KNOWN_PATHS.sql(backend))
+        .bind(json_text(&path_rows))
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?
+        .into_iter()
+        .collect();
     let mut name_count: HashMap<&str, usize> = HashMap::new();
     for v in files.iter().flat_map(|f| &f.versions) {
         *name_count.entry(v.name).or_default() += 1;
     }
-    let names: Vec<&str> = name_count.keys().copied().collect();
-    let known_names: HashSet<String> =
-        sqlx::query_scalar("SELECT name FROM jobs WHERE name IN (SELECT value FROM json_each($1))")
-            .bind(json_text(&names))
-            .fetch_all(&mut *conn)
-            .await
-            .op(OP)?
-            .into_iter()
-            .collect();
+    let name_rows: Vec<[&str; 1]> = name_count.keys().map(|n| [*n]).collect();
+    let known_names: HashSet<String> = sqlx::query_scalar(KNOWN_NAMES.sql(backend))
+        .bind(json_text(&name_rows))
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?
+        .into_iter()
+        .collect();
     Ok(files
         .iter()
         .zip(paths)
@@ -117,7 +159,7 @@ async fn fresh_files(conn: &mut SqliteConnection, files: &[FileApply<'_>]) -> Re
 /// in five statements; the same rows as [`upsert_job_version_in`] and [`record_job_file_in`]
 /// one by one.
 async fn insert_fresh_files_in(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     files: &[&FileApply<'_>],
     now: DateTime<Utc>,
 ) -> Result<Vec<(FileChange, Vec<VersionOutcome>)>> {
@@ -149,15 +191,7 @@ async fn insert_fresh_files_in(
         .iter()
         .map(|(v, file, errors)| json!([v.name, v.kind, file, state_of(v).as_str(), errors]))
         .collect();
-    insert_json_rows(
-        conn,
-        "INSERT INTO jobs (name, kind, file, state, errors, first_seen_at, last_seen_at)
-         SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, $1, $1
-         FROM json_each($2) AS r ORDER BY r.key",
-        now_ms,
-        &job_rows,
-    )
-    .await?;
+    insert_json_rows(conn, INSERT_JOBS, now_ms, &job_rows).await?;
 
     let version_rows: Vec<serde_json::Value> = versions
         .iter()
@@ -173,21 +207,15 @@ async fn insert_fresh_files_in(
         })
         .collect();
     // RETURNING comes in no particular order: match by job name (unique in a fresh slice).
-    let ids: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
-        "INSERT INTO job_versions
-             (job_name, file, spec_hash, spec_json, valid, errors, first_seen_at, last_seen_at)
-         SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4,
-                r.value ->> 5, $1, $1
-         FROM json_each($2) AS r ORDER BY r.key
-         RETURNING job_name, id",
-    )
-    .bind(now_ms)
-    .bind(json_text(&version_rows))
-    .fetch_all(&mut *conn)
-    .await
-    .op(OP)?
-    .into_iter()
-    .collect();
+    let ids: HashMap<String, i64> =
+        sqlx::query_as::<_, (String, i64)>(INSERT_VERSIONS.sql(Backend::of(conn)))
+            .bind(now_ms)
+            .bind(json_text(&version_rows))
+            .fetch_all(&mut *conn)
+            .await
+            .op(OP)?
+            .into_iter()
+            .collect();
     let id_of = |name: &str| {
         ids.get(name).copied().ok_or_else(|| StoreError::NotFound {
             what: "inserted job version of job",
@@ -203,14 +231,11 @@ async fn insert_fresh_files_in(
         pointers.push(json!([v.name, id, active]));
         events.push(version_event(v, file, VersionChange::New, id, active));
     }
-    sqlx::query(
-        "UPDATE jobs SET current_version_id = r.value ->> 1, active_version_id = r.value ->> 2
-         FROM json_each($1) AS r WHERE jobs.name = r.value ->> 0",
-    )
-    .bind(json_text(&pointers))
-    .execute(&mut *conn)
-    .await
-    .op(OP)?;
+    sqlx::query(SET_VERSION_POINTERS.sql(Backend::of(conn)))
+        .bind(json_text(&pointers))
+        .execute(&mut *conn)
+        .await
+        .op(OP)?;
     events::insert_many(&mut *conn, &events, now).await?;
 
     let file_rows: Vec<serde_json::Value> = files
@@ -225,16 +250,7 @@ async fn insert_fresh_files_in(
             ]))
         })
         .collect::<Result<_>>()?;
-    insert_json_rows(
-        conn,
-        "INSERT INTO job_files
-             (path, content_hash, valid, errors, job_names, first_seen_at, last_seen_at)
-         SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, $1, $1
-         FROM json_each($2) AS r ORDER BY r.key",
-        now_ms,
-        &file_rows,
-    )
-    .await?;
+    insert_json_rows(conn, INSERT_FILES, now_ms, &file_rows).await?;
 
     files
         .iter()
@@ -257,15 +273,15 @@ async fn insert_fresh_files_in(
         .collect()
 }
 
-/// Runs a bulk `INSERT … SELECT … FROM json_each($2)` whose `$1` is the time of the change and
-/// `$2` the rows as a JSON array of arrays (one bound value, however many rows).
+/// Runs a bulk `INSERT … SELECT …` from JSON rows whose `$1` is the time of the change and `$2`
+/// the rows as a JSON array of arrays (one bound value, however many rows).
 async fn insert_json_rows(
-    conn: &mut SqliteConnection,
-    sql: &'static str,
+    conn: &mut AnyConnection,
+    sql: JsonRows,
     now_ms: i64,
     rows: &[serde_json::Value],
 ) -> Result<()> {
-    sqlx::query(sql)
+    sqlx::query(sql.sql(Backend::of(conn)))
         .bind(now_ms)
         .bind(json_text(&rows))
         .execute(conn)

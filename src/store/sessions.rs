@@ -12,6 +12,7 @@ use super::events::{self, EventKind, NewEvent};
 use super::{
     Millis, OptMillis, Result, RunId, SessionState, SqlxResultExt, Store, StoreError, to_millis,
 };
+use sqlx::AnyConnection;
 
 /// A row of `restore_sessions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -26,6 +27,7 @@ pub struct RestoreSession {
     pub run_id: Option<RunId>,
     pub state: SessionState,
     /// A download needs the session after a restart (the server-side export lives in it).
+    #[sqlx(try_from = "super::Flag")]
     pub keep_for_resume: bool,
     #[sqlx(try_from = "Millis")]
     pub opened_at: DateTime<Utc>,
@@ -114,7 +116,7 @@ impl Store {
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn list_session_intents(&self, server: Option<&str>) -> Result<Vec<SessionIntent>> {
         sqlx::query_as::<_, SessionIntent>(
-            "SELECT * FROM session_intents WHERE $1 IS NULL OR server = $1
+            "SELECT * FROM session_intents WHERE CAST($1 AS TEXT) IS NULL OR server = $1
              ORDER BY requested_at, id",
         )
         .bind(server)
@@ -186,7 +188,7 @@ impl Store {
              WHERE id = $1 RETURNING *",
         )
         .bind(id)
-        .bind(keep)
+        .bind(i64::from(keep))
         .bind(to_millis(now))
         .fetch_one(&mut *tx)
         .await
@@ -253,7 +255,7 @@ impl Store {
         let row = sqlx::query_as::<_, RestoreSession>(
             // A session that is no longer open has nothing left to keep for a resume.
             "UPDATE restore_sessions SET state = $2, stopped_at = $3, updated_at = $4,
-                 keep_for_resume = CASE WHEN $3 IS NULL THEN keep_for_resume ELSE 0 END
+                 keep_for_resume = CASE WHEN CAST($3 AS BIGINT) IS NULL THEN keep_for_resume ELSE 0 END
              WHERE id = $1 RETURNING *",
         )
         .bind(id)
@@ -300,7 +302,7 @@ impl Store {
     pub async fn list_open_sessions(&self, run: Option<RunId>) -> Result<Vec<RestoreSession>> {
         sqlx::query_as::<_, RestoreSession>(
             "SELECT * FROM restore_sessions
-             WHERE state IN ('open', 'stopping') AND ($1 IS NULL OR run_id = $1)
+             WHERE state IN ('open', 'stopping') AND (CAST($1 AS TEXT) IS NULL OR run_id = $1)
              ORDER BY opened_at, id",
         )
         .bind(run)
@@ -336,7 +338,7 @@ impl Store {
     }
 }
 
-async fn get_in(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<RestoreSession> {
+async fn get_in(conn: &mut AnyConnection, id: &str) -> Result<RestoreSession> {
     sqlx::query_as::<_, RestoreSession>("SELECT * FROM restore_sessions WHERE id = $1")
         .bind(id)
         .fetch_one(conn)

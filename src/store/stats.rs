@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 use tracing::instrument;
 
 use super::{
@@ -76,11 +76,16 @@ const NEXT_FIRES: &str = "SELECT name, next_fire_at FROM jobs
 // cost a row or a seek per job rather than a read of the whole history.
 const RUNS_PER_JOB_STATE: &str = "SELECT job_name, state, n FROM run_counts
      WHERE n > 0 ORDER BY job_name, state";
+/// Failed steps per error class (`unknown` without a class), kept by triggers (migration 0006).
+const STEP_FAILURES: &str = "SELECT error_class, n FROM step_failure_counts
+     WHERE n > 0 ORDER BY error_class";
+/// The sum of every download's durable bytes, kept by triggers (migration 0006).
+const DOWNLOAD_BYTES: &str = "SELECT bytes FROM download_totals WHERE id = 1";
 const LAST_SUCCESSES: &str = "SELECT name, last FROM (
          SELECT name, (SELECT MAX(finished_at) FROM runs
                        WHERE job_name = jobs.name
                          AND state IN ('succeeded', 'succeeded_with_warnings')) AS last
-         FROM jobs)
+         FROM jobs) AS j
      WHERE last IS NOT NULL ORDER BY name";
 
 fn count(n: i64) -> u64 {
@@ -107,7 +112,7 @@ impl Store {
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn stats(&self) -> Result<StoreStats> {
         const OP: &str = "stats";
-        let mut conn = self.reader().begin().await.op(OP)?;
+        let mut conn = self.begin_read(OP).await?;
         let mut stats = stats_counts_in(&mut conn).await?;
         (stats.last_success, stats.next_fires) = stats_per_job_in(&mut conn).await?;
         conn.commit().await.op(OP)?;
@@ -118,7 +123,7 @@ impl Store {
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn stats_counts(&self) -> Result<StoreStats> {
         const OP: &str = "stats_counts";
-        let mut conn = self.reader().begin().await.op(OP)?;
+        let mut conn = self.begin_read(OP).await?;
         let stats = stats_counts_in(&mut conn).await?;
         conn.commit().await.op(OP)?;
         Ok(stats)
@@ -129,7 +134,7 @@ impl Store {
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn stats_per_job(&self) -> Result<(JobTimes, JobTimes)> {
         const OP: &str = "stats_per_job";
-        let mut conn = self.reader().begin().await.op(OP)?;
+        let mut conn = self.begin_read(OP).await?;
         let series = stats_per_job_in(&mut conn).await?;
         conn.commit().await.op(OP)?;
         Ok(series)
@@ -137,24 +142,20 @@ impl Store {
 }
 
 /// [`Store::stats_counts`] inside the caller's read transaction.
-async fn stats_counts_in(conn: &mut SqliteConnection) -> Result<StoreStats> {
+async fn stats_counts_in(conn: &mut AnyConnection) -> Result<StoreStats> {
     const OP: &str = "stats_counts";
     let runs: Vec<(String, RunState, i64)> = sqlx::query_as(RUNS_PER_JOB_STATE)
         .fetch_all(&mut *conn)
         .await
         .op(OP)?;
-    let step_failures: Vec<(Option<String>, i64)> = sqlx::query_as(
-        "SELECT error_class, COUNT(*) FROM steps WHERE state = 'failed'
-         GROUP BY error_class ORDER BY error_class",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .op(OP)?;
-    let download_bytes: Option<i64> =
-        sqlx::query_scalar("SELECT SUM(bytes_durable) FROM downloads")
-            .fetch_one(&mut *conn)
-            .await
-            .op(OP)?;
+    let step_failures: Vec<(String, i64)> = sqlx::query_as(STEP_FAILURES)
+        .fetch_all(&mut *conn)
+        .await
+        .op(OP)?;
+    let download_bytes: Option<i64> = sqlx::query_scalar(DOWNLOAD_BYTES)
+        .fetch_optional(&mut *conn)
+        .await
+        .op(OP)?;
     let (running, waiting, attention): (i64, i64, i64) = sqlx::query_as(
         "SELECT COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0),
                 COALESCE(SUM(CASE WHEN state IN ('queued', 'waiting_retry') THEN 1 ELSE 0 END), 0),
@@ -185,7 +186,7 @@ async fn stats_counts_in(conn: &mut SqliteConnection) -> Result<StoreStats> {
             .collect(),
         step_failures: step_failures
             .into_iter()
-            .map(|(class, n)| (class.unwrap_or_else(|| "unknown".into()), count(n)))
+            .map(|(class, n)| (class, count(n)))
             .collect(),
         download_bytes: count(download_bytes.unwrap_or(0)),
         running_runs: count(running),
@@ -200,7 +201,7 @@ async fn stats_counts_in(conn: &mut SqliteConnection) -> Result<StoreStats> {
 }
 
 /// [`Store::stats_per_job`] inside the caller's read transaction.
-async fn stats_per_job_in(conn: &mut SqliteConnection) -> Result<(JobTimes, JobTimes)> {
+async fn stats_per_job_in(conn: &mut AnyConnection) -> Result<(JobTimes, JobTimes)> {
     const OP: &str = "stats_per_job";
     let last_success: Vec<(String, i64)> = sqlx::query_as(LAST_SUCCESSES)
         .fetch_all(&mut *conn)
@@ -231,6 +232,11 @@ mod tests {
             (INVALID_JOB_FILES, "INDEX job_files_invalid"),
             (NEXT_FIRES, "COVERING INDEX jobs_next_fire"),
             (RUNS_PER_JOB_STATE, "SCAN run_counts"),
+            (STEP_FAILURES, "SCAN step_failure_counts"),
+            (
+                DOWNLOAD_BYTES,
+                "SEARCH download_totals USING INTEGER PRIMARY KEY",
+            ),
             (
                 LAST_SUCCESSES,
                 "SEARCH runs USING COVERING INDEX runs_job_state_finished",

@@ -15,7 +15,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 use tracing::instrument;
 
 use super::events::{self, EventKind, NewEvent};
@@ -35,6 +35,7 @@ pub struct Step {
     pub mailbox_id: Option<String>,
     pub mailbox_email: Option<String>,
     pub mailbox_name: Option<String>,
+    #[sqlx(try_from = "super::Flag")]
     pub is_archive: bool,
     /// The mailboxes of a BulkRestore step.
     #[sqlx(try_from = "OptJsonText")]
@@ -140,7 +141,7 @@ impl Store {
             .bind(step.mailbox_id.as_deref())
             .bind(step.mailbox_email.as_deref())
             .bind(step.mailbox_name.as_deref())
-            .bind(step.is_archive)
+            .bind(i64::from(step.is_archive))
             .bind(step.mailbox_ids.as_ref().map(json_text))
             .bind(to_millis(now))
             .execute(&mut *tx)
@@ -537,9 +538,9 @@ impl Store {
     }
 }
 
-type StepQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Sqlite, Step, sqlx::sqlite::SqliteArguments>;
+type StepQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Any, Step, sqlx::any::AnyArguments>;
 
-async fn get_step_in(conn: &mut SqliteConnection, id: i64) -> Result<Step> {
+async fn get_step_in(conn: &mut AnyConnection, id: i64) -> Result<Step> {
     sqlx::query_as::<_, Step>("SELECT * FROM steps WHERE id = $1")
         .bind(id)
         .fetch_one(conn)
@@ -558,7 +559,7 @@ fn transition(step: &Step, from: StepState, to: impl ToString) -> StoreError {
 
 /// Appends `step_state_changed` for a transition.
 async fn step_event(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     before: &Step,
     after: &Step,
     detail: Option<&str>,

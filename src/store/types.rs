@@ -50,6 +50,43 @@ impl From<Millis> for DateTime<Utc> {
     }
 }
 
+/// Column codec: a flag stored as INTEGER 0/1 (both backends store flags as integers: the `Any`
+/// driver decodes a boolean only from a boolean column), decoded into `bool` (used through
+/// `#[sqlx(try_from = "Flag")]`). Write flags with `i64::from(flag)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Flag(bool);
+
+impl<DB: Database> Type<DB> for Flag
+where
+    i64: Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <i64 as Type<DB>>::type_info()
+    }
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <i64 as Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, DB: Database> Decode<'r, DB> for Flag
+where
+    i64: Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> std::result::Result<Self, BoxDynError> {
+        match <i64 as Decode<DB>>::decode(value)? {
+            0 => Ok(Flag(false)),
+            1 => Ok(Flag(true)),
+            n => Err(format!("{n} is not a stored flag (0 or 1)").into()),
+        }
+    }
+}
+
+impl From<Flag> for bool {
+    fn from(f: Flag) -> Self {
+        f.0
+    }
+}
+
 /// Column codec: a nullable time stored as INTEGER milliseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct OptMillis(Option<DateTime<Utc>>);

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use restorectl::config::Config;
 
 pub mod ops;
+pub mod postgres;
 
 /// An ExportPst job document over alice (the one shape every area's tests use). `schedule` is the
 /// YAML of `spec.schedule` (`None`: a one-shot job), `extra` is appended to `spec` (e.g.

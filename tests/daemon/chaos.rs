@@ -14,7 +14,8 @@
 //!
 //! Everything random comes from one seed: `CHAOS_SEED` (or a random one), printed at the start
 //! and in every failure message. `CHAOS_KILLS` sets the number of kills (default 20, the CI
-//! variant); `bench/chaos.sh` runs the long variant and prints the invariant table.
+//! variant); `bench/chaos.sh` runs the long variant and prints the invariant table. The suite runs
+//! twice: with the state on SQLite and on PostgreSQL.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -22,14 +23,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::daemon_support::{Site, bin};
+use crate::common::postgres::TestDatabase;
+use crate::daemon_support::{Site, append_config, bin};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use restorectl::sim::{
     CallRange, Endpoint, ExportSpec, FaultAction, FaultRule, JournalEntry, SimConfig, SimHandle,
     Simulator,
 };
-use restorectl::store::{Decision, FileFormat, Run, RunFilter, RunState, Step, StepState, Store};
+use restorectl::store::{
+    Decision, FileFormat, Location, OpenMode, Run, RunFilter, RunState, Step, StepState, Store,
+};
 use sha2::{Digest, Sha256};
 
 /// Bounds the final drain (only a hang guard; the figure is printed, never asserted).
@@ -586,7 +590,9 @@ async fn get_text(url: &str) -> Option<String> {
     reqwest::get(url).await.ok()?.text().await.ok()
 }
 
-async fn chaos(kills: usize) {
+/// One chaos round on `postgres` (a database of its own) or, when `None`, on the site's SQLite
+/// file.
+async fn chaos(kills: usize, postgres: Option<&TestDatabase>) {
     let seed = env_u64("CHAOS_SEED").unwrap_or_else(rand::random);
     println!("CHAOS_SEED={seed} CHAOS_KILLS={kills}");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -610,6 +616,14 @@ async fn chaos(kills: usize) {
     let port = free_port();
     let site = Site::new(&sim.base_url(), "off");
     write_config(&site, &sim, port);
+    let location = match postgres {
+        Some(db) => {
+            append_config(&site, &format!("database: {}", db.url));
+            Location::parse(&db.url).unwrap()
+        }
+        None => Location::sqlite(site.db_path()),
+    };
+    println!("CHAOS_SEED={seed}: state database {location}");
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("daemon.log");
     let kinds: HashMap<&'static str, Kind> =
@@ -638,7 +652,7 @@ async fn chaos(kills: usize) {
     let mut daemon = Some(Daemon::start(&site, &log));
     let start = Instant::now();
     let store = loop {
-        if let Ok(s) = Store::open_existing(&site.db_path()).await
+        if let Ok(s) = Store::connect(&location, OpenMode::Existing).await
             && s.list_live_instances().await.is_ok_and(|l| !l.is_empty())
         {
             break s;
@@ -1282,5 +1296,16 @@ async fn check_metrics(port: u16, store: &Store, table: &mut Table) {
 #[tokio::test(flavor = "multi_thread")]
 async fn chaos_kills_and_faults_keep_every_invariant() {
     let kills = env_u64("CHAOS_KILLS").map_or(20, |k| k.max(20) as usize);
-    chaos(kills).await;
+    chaos(kills, None).await;
+}
+
+/// The same chaos with the state on PostgreSQL (one daemon: several replicas are not built):
+/// every invariant holds on the second backend too.
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos_on_postgres_keeps_every_invariant() {
+    let Some(db) = TestDatabase::create("chaos_on_postgres_keeps_every_invariant").await else {
+        return;
+    };
+    let kills = env_u64("CHAOS_KILLS").map_or(20, |k| k.max(20) as usize);
+    chaos(kills, Some(&db)).await;
 }

@@ -12,6 +12,7 @@ mod daemon_support;
 mod chaos;
 mod daemon_dev;
 mod daemon_engine;
+mod daemon_postgres;
 mod daemon_process;
 mod daemon_scheduler;
 mod hostile_inputs;
