@@ -162,7 +162,7 @@ fn continue_run(run: &str, config: &Config) -> anyhow::Result<Outcome> {
             eprintln!(
                 "note: no running daemon uses {}; the run continues when `restorectl daemon` \
                  starts",
-                store.path().display()
+                store.location()
             );
         }
         Ok(Outcome::Ok)

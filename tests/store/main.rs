@@ -119,6 +119,7 @@ on_both_backends!(
     a_database_migrated_by_a_newer_restorectl_is_refused,
     the_copy_covers_every_table_and_column,
     failure_counts_and_download_bytes_follow_every_change,
+    continue_requests_and_device_code_events,
 );
 
 /// The trigger-kept failure counts and download bytes as `stats_counts` reads them, checked
@@ -2553,4 +2554,76 @@ async fn stats_reads_one_snapshot_while_runs_finish(db: &TestDb) {
     writer.await.unwrap();
     let done = store.stats().await.unwrap();
     assert_eq!(done.last_success.len(), JOBS);
+}
+
+// `resolve --continue` (issue 16): a `resolve` request without a decision, and the device-code
+// events the engine keeps the sign-in in (free-text kinds, no migration).
+async fn continue_requests_and_device_code_events(db: &TestDb) {
+    let store = db.open().await;
+    let v = seed_job(&store, "mfa", "h1").await;
+    let run = store
+        .enqueue_run(&new_run("mfa", v, "h1", Trigger::Manual, 0), t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    for (kind, data) in [
+        (
+            EventKind::DeviceCodeRequested,
+            serde_json::json!({"userCode": "QWERTY01", "session": "s1", "number": 1}),
+        ),
+        (
+            EventKind::DeviceCodeRefused,
+            serde_json::json!({"error": "expired"}),
+        ),
+        (EventKind::DeviceCodeContinued, serde_json::json!({})),
+    ] {
+        store
+            .append_event(
+                &restorectl::store::NewEvent::new(kind, kind.as_str())
+                    .run(run.id)
+                    .data(data),
+                t(1),
+            )
+            .await
+            .unwrap();
+    }
+    let kinds: Vec<String> = store
+        .list_run_events(run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind.starts_with("device_code"))
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "device_code_requested",
+            "device_code_refused",
+            "device_code_continued"
+        ]
+    );
+    let r = store
+        .insert_request(&NewRequest::Continue { run: run.id }, Some("carol"), t(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.kind, r.run_id, r.decision, r.requested_by.as_deref()),
+        (RequestKind::Resolve, Some(run.id), None, Some("carol"))
+    );
+    let pending = store.list_pending_requests().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].decision, None);
+    let recorded = store
+        .list_run_events(run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == "request_recorded")
+        .unwrap();
+    assert!(
+        recorded.message.contains("(continue)"),
+        "{}",
+        recorded.message
+    );
 }
