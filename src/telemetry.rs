@@ -10,12 +10,16 @@
 //! not refreshed for [`GAUGE_IDLE_TIMEOUT`] disappear from the output (a removed job stops
 //! reporting a next fire); that needs [`PrometheusHandle::run_upkeep`], which the daemon calls
 //! periodically.
+//!
+//! Durations are Prometheus histograms with [`DURATION_BUCKETS`] (every series whose name ends in
+//! `_duration_seconds`), not the exporter's default summaries: quantiles of summaries cannot be
+//! aggregated across jobs or replicas, `histogram_quantile` over summed buckets can.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use tracing_subscriber::EnvFilter;
 
@@ -23,6 +27,13 @@ use crate::config::{LogConfig, LogFormat};
 
 /// How long a gauge survives without being set again.
 pub const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Upper bounds (seconds) of the duration histograms: runs last minutes to hours (a PST export
+/// waits up to hours for the server to build the file), so 10 s up to a day.
+pub const DURATION_BUCKETS: &[f64] = &[
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
+    43200.0, 86400.0,
+];
 
 /// Installs the process's log subscriber. Returns false when one was already installed (tests
 /// that start several daemons in one process keep the first).
@@ -71,7 +82,13 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT));
+                .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_duration_seconds".into()),
+                    DURATION_BUCKETS,
+                )
+                // The only error is an empty bucket list, and the list is a non-empty constant.
+                .expect("DURATION_BUCKETS is not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {

@@ -1,5 +1,7 @@
 //! The series of `/metrics` (SPEC §8), refreshed from the store every [`REFRESH`] so that they
 //! agree with the store (which any process may have changed, and which survives restarts).
+//! [`SERIES`] is the one list of them (the alerting rules and the dashboard in `deploy/` may only
+//! use these names; a test checks it against a real daemon's `/metrics`).
 //!
 //! | series | type | labels |
 //! |---|---|---|
@@ -7,20 +9,32 @@
 //! | `restorectl_run_duration_seconds` | histogram | `job`, `result` (runs finished since start) |
 //! | `restorectl_step_failures_total` | counter | `class` (retryable, permanent, auth, …) |
 //! | `restorectl_download_bytes_total` | counter | — |
+//! | `restorectl_downloads_receiving` | gauge | — (downloads whose bytes are flowing) |
 //! | `restorectl_active_runs` | gauge | — (runs `running`) |
 //! | `restorectl_waiting_runs` | gauge | — (`queued` + `waiting_retry`) |
 //! | `restorectl_runs_needing_attention` | gauge | — |
 //! | `restorectl_open_restore_sessions` | gauge | — |
 //! | `restorectl_invalid_job_files` | gauge | — |
+//! | `restorectl_ready` | gauge | — (1 ready, 0 not: the same test as `/readyz`, less the ping) |
 //! | `restorectl_jobs` | gauge | `state` |
 //! | `restorectl_job_last_success_timestamp_seconds` | gauge | `job` |
 //! | `restorectl_job_next_fire_timestamp_seconds` | gauge | `job` |
+//! | `restorectl_job_max_success_age_seconds` | gauge | `job` (scheduled jobs, see [`max_success_age`]) |
+//! | `restorectl_notifications_delivered_total` | counter | `target`, `event` |
+//! | `restorectl_notifications_failed_total` | counter | `target`, `event` (failed attempts) |
+//! | `restorectl_notifications_pending` | gauge | `target` (outbox backlog) |
+//!
+//! Durations are histograms with [`crate::telemetry::DURATION_BUCKETS`]. The notification series
+//! are written by the notification outbox; this module only describes them.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use metrics::Unit;
 
+use crate::jobs::Job;
+use crate::schedule::next_fire;
 use crate::store::{JobState, RunState, Store, StoreError, StoreStats};
 
 /// How often the series are refreshed from the store.
@@ -31,59 +45,182 @@ pub const REFRESH: Duration = Duration::from_secs(5);
 /// changing any count).
 pub const PER_JOB_REFRESH: Duration = Duration::from_secs(60);
 
-/// Registers descriptions (once per process is enough; repeating is harmless).
-pub fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        "restorectl_runs_total",
-        "Runs that reached a result, by job and result"
-    );
-    describe_histogram!(
-        "restorectl_run_duration_seconds",
-        Unit::Seconds,
-        "Duration of finished runs, from first start to finish"
-    );
-    describe_counter!(
-        "restorectl_step_failures_total",
-        "Failed steps by error class"
-    );
-    describe_counter!(
-        "restorectl_download_bytes_total",
-        Unit::Bytes,
-        "Bytes written durably by PST downloads"
-    );
-    describe_gauge!("restorectl_active_runs", "Runs executing now");
-    describe_gauge!(
-        "restorectl_waiting_runs",
-        "Runs queued or waiting for a retry"
-    );
-    describe_gauge!(
-        "restorectl_runs_needing_attention",
-        "Runs waiting for an operator (in_doubt)"
-    );
-    describe_gauge!(
-        "restorectl_open_restore_sessions",
-        "VB365 restore sessions open"
-    );
-    describe_gauge!(
-        "restorectl_invalid_job_files",
-        "Job files present and invalid"
-    );
-    describe_gauge!("restorectl_jobs", "Jobs by state");
-    describe_gauge!(
-        "restorectl_job_last_success_timestamp_seconds",
-        Unit::Seconds,
-        "Unix time of the job's last successful run"
-    );
-    describe_gauge!(
-        "restorectl_job_next_fire_timestamp_seconds",
-        Unit::Seconds,
-        "Unix time of the job's next scheduled fire"
-    );
+/// The Prometheus type of a series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
 }
 
-fn seconds(t: DateTime<Utc>) -> f64 {
-    t.timestamp_millis() as f64 / 1000.0
+/// One series of `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct Series {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: Option<Unit>,
+    pub help: &'static str,
+}
+
+const fn series(name: &'static str, kind: Kind, unit: Option<Unit>, help: &'static str) -> Series {
+    Series {
+        name,
+        kind,
+        unit,
+        help,
+    }
+}
+
+/// Every series the daemon exports.
+pub const SERIES: &[Series] = &[
+    series(
+        "restorectl_runs_total",
+        Kind::Counter,
+        None,
+        "Runs that reached a result, by job and result",
+    ),
+    series(
+        "restorectl_run_duration_seconds",
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Duration of finished runs, from first start to finish",
+    ),
+    series(
+        "restorectl_step_failures_total",
+        Kind::Counter,
+        None,
+        "Failed steps by error class",
+    ),
+    series(
+        "restorectl_download_bytes_total",
+        Kind::Counter,
+        Some(Unit::Bytes),
+        "Bytes written durably by PST downloads",
+    ),
+    series(
+        "restorectl_downloads_receiving",
+        Kind::Gauge,
+        None,
+        "Downloads whose first bytes are on disk and that are not finished",
+    ),
+    series(
+        "restorectl_active_runs",
+        Kind::Gauge,
+        None,
+        "Runs executing now",
+    ),
+    series(
+        "restorectl_waiting_runs",
+        Kind::Gauge,
+        None,
+        "Runs queued or waiting for a retry",
+    ),
+    series(
+        "restorectl_runs_needing_attention",
+        Kind::Gauge,
+        None,
+        "Runs waiting for an operator (in_doubt)",
+    ),
+    series(
+        "restorectl_open_restore_sessions",
+        Kind::Gauge,
+        None,
+        "VB365 restore sessions open",
+    ),
+    series(
+        "restorectl_invalid_job_files",
+        Kind::Gauge,
+        None,
+        "Job files present and invalid",
+    ),
+    series(
+        "restorectl_ready",
+        Kind::Gauge,
+        None,
+        "1 when the daemon is ready (jobs loaded, state database answering, no task failed)",
+    ),
+    series("restorectl_jobs", Kind::Gauge, None, "Jobs by state"),
+    series(
+        "restorectl_job_last_success_timestamp_seconds",
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "Unix time of the job's last successful run",
+    ),
+    series(
+        "restorectl_job_next_fire_timestamp_seconds",
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "Unix time of the job's next scheduled fire",
+    ),
+    series(
+        "restorectl_job_max_success_age_seconds",
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "Oldest the job's last success may be while its schedule is kept: longest gap between fires plus runTimeout",
+    ),
+    series(
+        "restorectl_notifications_delivered_total",
+        Kind::Counter,
+        None,
+        "Notifications delivered, by target and event",
+    ),
+    series(
+        "restorectl_notifications_failed_total",
+        Kind::Counter,
+        None,
+        "Failed notification delivery attempts, by target and event",
+    ),
+    series(
+        "restorectl_notifications_pending",
+        Kind::Gauge,
+        None,
+        "Notifications in the outbox not delivered yet, by target",
+    ),
+];
+
+/// Registers descriptions (once per process is enough; repeating is harmless).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    for s in SERIES {
+        match (s.kind, s.unit) {
+            (Kind::Counter, Some(unit)) => describe_counter!(s.name, unit, s.help),
+            (Kind::Counter, None) => describe_counter!(s.name, s.help),
+            (Kind::Gauge, Some(unit)) => describe_gauge!(s.name, unit, s.help),
+            (Kind::Gauge, None) => describe_gauge!(s.name, s.help),
+            (Kind::Histogram, Some(unit)) => describe_histogram!(s.name, unit, s.help),
+            (Kind::Histogram, None) => describe_histogram!(s.name, s.help),
+        }
+    }
+}
+
+/// How many fires ahead [`max_success_age`] looks for the longest gap: a month of a daily
+/// schedule, so weekday-only and monthly schedules show their long gaps.
+const GAP_FIRES: usize = 32;
+
+/// How old the last success of a scheduled job may be while its schedule is kept: the longest
+/// gap between two of its next [`GAP_FIRES`] fires (a weekday schedule: 3 days, Friday to
+/// Monday) plus its `runTimeout` (the run of a fire may take that long). Older means at least
+/// one fire whose run should have finished brought no success. `None` for one-shot and
+/// suspended jobs (no schedule to keep).
+pub fn max_success_age(job: &Job, now: DateTime<Utc>) -> Option<Duration> {
+    let schedule = job.schedule().filter(|_| !job.suspend())?;
+    let (cron, tz) = (schedule.parsed(), schedule.timezone());
+    let mut at = next_fire(cron, tz, now)?;
+    let mut longest = Duration::ZERO;
+    for _ in 1..GAP_FIRES {
+        let Some(next) = next_fire(cron, tz, at) else {
+            break;
+        };
+        longest = longest.max((next - at).to_std().unwrap_or_default());
+        at = next;
+    }
+    // A schedule with a single fire left has no gap to keep.
+    (!longest.is_zero()).then(|| longest + job.run_timeout())
+}
+
+/// Sets `restorectl_ready`.
+pub fn publish_ready(ready: bool) {
+    metrics::gauge!("restorectl_ready").set(if ready { 1.0 } else { 0.0 });
 }
 
 /// Publishes [`StoreStats`] as metrics. Per-job gauges (thousands with a large job directory)
@@ -94,6 +231,7 @@ fn seconds(t: DateTime<Utc>) -> f64 {
 pub struct Publisher {
     last_success: HashMap<String, i64>,
     next_fire: HashMap<String, i64>,
+    max_success_age: HashMap<String, i64>,
     last_full: Option<Instant>,
 }
 
@@ -102,8 +240,13 @@ pub const FULL_REPUBLISH: Duration = Duration::from_secs(60);
 
 impl Publisher {
     /// Sets every series from `stats`; the per-job gauges only when `per_job` (the stats were
-    /// read with their per-job series).
-    pub fn publish(&mut self, stats: &StoreStats, per_job: bool) {
+    /// read with their per-job series), with `max_success_ages` (from [`max_success_age`]).
+    pub fn publish(
+        &mut self,
+        stats: &StoreStats,
+        per_job: bool,
+        max_success_ages: &[(String, Duration)],
+    ) {
         for (job, state, n) in &stats.runs {
             if state.is_terminal() {
                 metrics::counter!("restorectl_runs_total", "job" => job.clone(), "result" => state.as_str())
@@ -115,6 +258,7 @@ impl Publisher {
                 .absolute(*n);
         }
         metrics::counter!("restorectl_download_bytes_total").absolute(stats.download_bytes);
+        metrics::gauge!("restorectl_downloads_receiving").set(stats.receiving_downloads as f64);
         metrics::gauge!("restorectl_active_runs").set(stats.running_runs as f64);
         metrics::gauge!("restorectl_waiting_runs").set(stats.waiting_runs as f64);
         metrics::gauge!("restorectl_runs_needing_attention").set(stats.attention_runs as f64);
@@ -131,34 +275,53 @@ impl Publisher {
         if full {
             self.last_full = Some(Instant::now());
         }
-        publish_times(
+        let millis = |times: &[(String, DateTime<Utc>)]| -> Vec<(String, i64)> {
+            times
+                .iter()
+                .map(|(job, at)| (job.clone(), at.timestamp_millis()))
+                .collect()
+        };
+        publish_millis(
             "restorectl_job_last_success_timestamp_seconds",
-            &stats.last_success,
+            millis(&stats.last_success),
             &mut self.last_success,
             full,
         );
-        publish_times(
+        publish_millis(
             "restorectl_job_next_fire_timestamp_seconds",
-            &stats.next_fires,
+            millis(&stats.next_fires),
             &mut self.next_fire,
+            full,
+        );
+        publish_millis(
+            "restorectl_job_max_success_age_seconds",
+            max_success_ages
+                .iter()
+                .map(|(job, age)| {
+                    let ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+                    (job.clone(), ms)
+                })
+                .collect(),
+            &mut self.max_success_age,
             full,
         );
     }
 }
 
-fn publish_times(
+/// Sets a per-job gauge in seconds from milliseconds, for the jobs whose value changed (all on a
+/// `full` republish).
+fn publish_millis(
     name: &'static str,
-    values: &[(String, DateTime<Utc>)],
+    values: Vec<(String, i64)>,
     last: &mut HashMap<String, i64>,
     full: bool,
 ) {
     let mut seen = HashMap::with_capacity(values.len());
-    for (job, at) in values {
-        let ms = at.timestamp_millis();
-        if full || last.get(job) != Some(&ms) {
-            metrics::gauge!(name, "job" => job.clone()).set(seconds(*at));
+    for (job, ms) in values {
+        if full || last.get(&job) != Some(&ms) {
+            metrics::gauge!(name, "job" => job.clone()).set(ms as f64 / 1000.0);
         }
-        seen.insert(job.clone(), ms);
+        seen.insert(job, ms);
     }
     *last = seen;
 }
@@ -191,4 +354,68 @@ pub async fn record_durations(
         .record(secs);
     }
     Ok(newest)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::jobs::{ValidationContext, parse_str};
+
+    /// [`max_success_age`] of a job with `spec_lines` (schedule, runTimeout, suspend) on a
+    /// Wednesday noon, so a weekday schedule's next fires span a weekend.
+    fn age(spec_lines: &str) -> Option<Duration> {
+        let config = Config::from_yaml(
+            "exportRoot: /srv/exports\ntimezone: UTC\nservers:\n  primary:\n    \
+             url: https://vb365.example.test:4443\n    username: CONTOSO\\svc-restore\n    \
+             password: { secret: vb365-password }\n",
+            Path::new("/etc/rc/restorectl.yaml"),
+        )
+        .unwrap();
+        let text = format!(
+            "apiVersion: restorectl/v1\nkind: ExportPst\nmetadata:\n  name: j\nspec:\n  \
+             organization: contoso.onmicrosoft.com\n  mailboxes: [alice@contoso.com]\n\
+             {spec_lines}  export:\n    path: \"{{job}}/{{mailbox}}.pst\"\n"
+        );
+        let report = parse_str(
+            &text,
+            Path::new("/etc/rc/jobs/j.yaml"),
+            &ValidationContext::new(&config),
+        );
+        let errors: Vec<String> = report.all_errors().map(ToString::to_string).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        let now = Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap();
+        max_success_age(report.jobs().next().unwrap(), now)
+    }
+
+    #[test]
+    fn max_success_age_is_the_longest_gap_plus_the_run_timeout() {
+        const HOUR: u64 = 3600;
+        for (spec, want) in [
+            (
+                "  schedule: { cron: \"0 2 * * *\" }\n  runTimeout: 2h\n",
+                Some(26 * HOUR),
+            ),
+            // Friday to Monday is the longest gap of a weekday schedule.
+            (
+                "  schedule: { cron: \"0 2 * * 1-5\" }\n  runTimeout: 2h\n",
+                Some(74 * HOUR),
+            ),
+            (
+                "  schedule: { cron: \"0 * * * *\" }\n  runTimeout: 30m\n",
+                Some(HOUR + HOUR / 2),
+            ),
+            ("  runTimeout: 2h\n", None),
+            (
+                "  schedule: { cron: \"0 2 * * *\" }\n  suspend: true\n",
+                None,
+            ),
+        ] {
+            assert_eq!(age(spec), want.map(Duration::from_secs), "{spec}");
+        }
+    }
 }

@@ -394,7 +394,7 @@ async fn run_locked(
     tasks.spawn(
         "requests",
         requests::RequestConsumer::new(store.clone(), Arc::clone(&clock), executor.clone()).run(
-            table_rx,
+            table_rx.clone(),
             Arc::clone(&app.wake),
             cancel.child_token(),
         ),
@@ -424,7 +424,13 @@ async fn run_locked(
     }
     tasks.spawn(
         "metrics",
-        refresh_loop(app.clone(), handle, cancel.child_token()),
+        refresh_loop(
+            app.clone(),
+            handle,
+            table_rx,
+            tasks.clone(),
+            cancel.child_token(),
+        ),
     );
     let lock_lost = CancellationToken::new();
     tasks.spawn(
@@ -606,10 +612,13 @@ async fn reconcile_loop(
     }
 }
 
-/// Refreshes metrics and the systemd status from the store, and runs the exporter's upkeep.
+/// Refreshes metrics and the systemd status from the store (and the per-job success ages from
+/// the job table), and runs the exporter's upkeep.
 async fn refresh_loop(
     app: AppHandle,
     handle: metrics_exporter_prometheus::PrometheusHandle,
+    table: channel::Receiver<Arc<JobTable>>,
+    tasks: tasks::Tasks,
     cancel: CancellationToken,
 ) {
     let mut since = app.clock.now();
@@ -637,9 +646,25 @@ async fn refresh_loop(
             last_shape = Some(shape);
             Ok::<_, StoreError>((stats, per_job))
         };
-        match read.await {
+        let read = read.await;
+        metrics::publish_ready(
+            read.is_ok() && app.ready.load(Ordering::Acquire) && tasks.panicked().is_none(),
+        );
+        match read {
             Ok((stats, per_job)) => {
-                publisher.publish(&stats, per_job);
+                let ages = if per_job {
+                    let now = app.clock.now();
+                    let table = Arc::clone(&table.borrow());
+                    table
+                        .iter()
+                        .filter_map(|(name, active)| {
+                            metrics::max_success_age(&active.job, now).map(|a| (name.clone(), a))
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                publisher.publish(&stats, per_job, &ages);
                 // Only on change: each notification is a datagram systemd must read.
                 let line = systemd::status_line(&stats);
                 if line != last_status {

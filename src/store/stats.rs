@@ -35,6 +35,9 @@ pub struct StoreStats {
     pub step_failures: Vec<(String, u64)>,
     /// Bytes written to disk by downloads (durable progress of every download).
     pub download_bytes: u64,
+    /// Downloads receiving bytes: the step is `downloading` and the first bytes are on disk (the
+    /// wait for the first byte, while the server builds the PST, is not counted).
+    pub receiving_downloads: u64,
     /// Runs in state `running`.
     pub running_runs: u64,
     /// Runs waiting to be claimed (`queued`) or for a retry (`waiting_retry`).
@@ -69,6 +72,10 @@ impl StoreStats {
 const JOBS_PER_STATE: &str = "SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state";
 const INVALID_JOB_FILES: &str =
     "SELECT COUNT(*) FROM job_files WHERE valid = 0 AND removed_at IS NULL";
+// Seeks the steps `downloading` (index `steps_by_state`), then their download rows by key.
+const RECEIVING_DOWNLOADS: &str = "SELECT COUNT(*) FROM steps
+     JOIN downloads ON downloads.step_id = steps.id
+     WHERE steps.state = 'downloading' AND downloads.bytes_durable > 0";
 const NEXT_FIRES: &str = "SELECT name, next_fire_at FROM jobs
      WHERE next_fire_at IS NOT NULL AND state <> 'removed' ORDER BY name";
 // The reads over every run: migration 0004 keeps the counts per job and state in a table of
@@ -156,6 +163,10 @@ async fn stats_counts_in(conn: &mut AnyConnection) -> Result<StoreStats> {
         .fetch_optional(&mut *conn)
         .await
         .op(OP)?;
+    let receiving: i64 = sqlx::query_scalar(RECEIVING_DOWNLOADS)
+        .fetch_one(&mut *conn)
+        .await
+        .op(OP)?;
     let (running, waiting, attention): (i64, i64, i64) = sqlx::query_as(
         "SELECT COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0),
                 COALESCE(SUM(CASE WHEN state IN ('queued', 'waiting_retry') THEN 1 ELSE 0 END), 0),
@@ -189,6 +200,7 @@ async fn stats_counts_in(conn: &mut AnyConnection) -> Result<StoreStats> {
             .map(|(class, n)| (class, count(n)))
             .collect(),
         download_bytes: count(download_bytes.unwrap_or(0)),
+        receiving_downloads: count(receiving),
         running_runs: count(running),
         waiting_runs: count(waiting),
         attention_runs: count(attention),
@@ -231,6 +243,7 @@ mod tests {
             (JOBS_PER_STATE, "COVERING INDEX jobs_by_state"),
             (INVALID_JOB_FILES, "INDEX job_files_invalid"),
             (NEXT_FIRES, "COVERING INDEX jobs_next_fire"),
+            (RECEIVING_DOWNLOADS, "INDEX steps_by_state"),
             (RUNS_PER_JOB_STATE, "SCAN run_counts"),
             (STEP_FAILURES, "SCAN step_failure_counts"),
             (

@@ -110,6 +110,14 @@ const COVERED_ELSEWHERE: &[(&str, &str)] = &[
         "cargo run --release -- daemon --dev",
         "the `daemon --dev` tests of the daemon (issue 6)",
     ),
+    (
+        "promtool check rules deploy/prometheus/alerts.yaml",
+        "tests/cli/alerting.rs",
+    ),
+    (
+        "promtool test rules deploy/prometheus/alerts.test.yaml",
+        "tests/cli/alerting.rs",
+    ),
 ];
 
 /// A sandbox installation: the operator fixture's database (jobs and the runs made on the

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod alerting;
 mod cli_ops;
 mod cli_plan;
 mod cli_simulate;

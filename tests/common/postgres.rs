@@ -78,3 +78,145 @@ impl Drop for TestDatabase {
         .join();
     }
 }
+
+/// A PostgreSQL server of its own for one test (one that restarts the server), started from the
+/// system's binaries (`/usr/lib/postgresql/*/bin`, installed by `.ci/postgres.sh` where
+/// missing) in a temporary directory on a free port, with trust authentication. Run as the
+/// `postgres` user when the tests run as root (initdb refuses root). Stopped when dropped.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    pub port: u16,
+}
+
+impl Cluster {
+    /// Starts the cluster, or `None` (after [`super::tool_missing`]) without the binaries.
+    pub fn start(test: &str) -> Option<Cluster> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .max();
+        let Some(bin) = bin else {
+            super::tool_missing(
+                "PostgreSQL's server binaries (/usr/lib/postgresql/*/bin)",
+                test,
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = Cluster { dir, bin, port };
+        if is_root() {
+            let status = std::process::Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(cluster.dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown the cluster directory to postgres");
+        }
+        cluster.run(&[
+            "initdb",
+            "-D",
+            &cluster.data(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]);
+        cluster.pg_ctl("start");
+        Some(cluster)
+    }
+
+    /// The URL of a new database on this cluster, created now.
+    pub async fn database(&self, name: &str) -> String {
+        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let mut conn = PgConnection::connect(&admin).await.expect("connect");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("CREATE DATABASE");
+        conn.close().await.ok();
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Stops the server (fast: open sessions are ended), as a failover or a crash would.
+    pub fn stop(&self) {
+        self.run(&["pg_ctl", "-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts it again.
+    pub fn restart(&self) {
+        self.pg_ctl("start");
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {}",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-l",
+            &log,
+            "-w",
+            "-o",
+            &options,
+            action,
+        ]);
+    }
+
+    /// A PostgreSQL program run as the cluster's owner.
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let program = self.bin.join(args[0]);
+        let mut cmd = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        cmd.args(&args[1..]);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = self.command(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = self
+            .command(&["pg_ctl", "-D", &data, "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// True when the tests run as root (`/proc/self` belongs to the process's effective user).
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}

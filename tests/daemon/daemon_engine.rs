@@ -195,23 +195,6 @@ async fn finished(store: &Store, run: &Run) -> Run {
     .await
 }
 
-/// The published files under `root/<job>/`.
-fn published(root: &std::path::Path, job: &str) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.join(job)];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "pst") {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_with_a_new_export_root_reaches_the_next_run_but_not_the_running_one() {
     // The first export takes a while to build: it is still running when the config changes.

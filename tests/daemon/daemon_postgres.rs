@@ -315,3 +315,134 @@ async fn an_installation_moves_from_sqlite_to_postgres_with_migrate_state() {
     store.close().await;
     sim.shutdown().await;
 }
+
+/// Polls `/readyz` and returns its status code (`None`: no answer).
+async fn readyz(port: u16) -> Option<u16> {
+    let client = reqwest::Client::new();
+    let answer = client
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    Some(answer.status().as_u16())
+}
+
+/// The database stops in the middle of a restore and an export (a failover, a restart) and
+/// comes back 15 s later (longer than the store's 10 s wait for a connection, so store calls
+/// fail meanwhile): the daemon keeps its process, says not-ready on `/readyz` while the
+/// database is away, reconnects, and both runs finish with the restore POSTed exactly once and
+/// the export complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_restarting_mid_run_loses_nothing_and_sends_nothing_twice() {
+    let Some(cluster) =
+        crate::common::postgres::Cluster::start("the_database_restarting_mid_run_loses_nothing")
+    else {
+        return;
+    };
+    let url = cluster.database("restorectl").await;
+    let sim = Simulator::start(
+        SimConfig {
+            restore_delay: Duration::from_secs(6),
+            export_sizes: [("alice@contoso.com".to_string(), 64 << 20)].into(),
+            export_build_delay: Duration::from_secs(2),
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let site = Site::new(&sim.base_url(), &format!("127.0.0.1:{port}"));
+    std::fs::write(site.path("secrets/m365-restore-password"), "dev\n").unwrap();
+    append_config(
+        &site,
+        &format!(
+            "database: {url}\n\
+             defaults:\n  retry: {{ maxAttempts: 10, initialBackoff: 1s, maxBackoff: 3s }}"
+        ),
+    );
+    site.write_job(
+        "restore.yaml",
+        "apiVersion: restorectl/v1\nkind: Restore\nmetadata: { name: restore-bob }\nspec:\n  \
+         organization: contoso.onmicrosoft.com\n  mailboxes: [bob@contoso.com]\n  \
+         archives: exclude\n  restore:\n    credentials:\n      user:\n        \
+         userName: svc-backup@contoso.com\n        password: { secret: m365-restore-password }\n",
+    );
+    site.write_job("export.yaml", &export_job("export-alice", None, ""));
+    let bob = sim.mailbox("bob@contoso.com", false).unwrap();
+    let daemon = Daemon::start(&site);
+    let location = Location::parse(&url).unwrap();
+    let (store, _) = eventually("the restore was posted", || async {
+        let store = Store::connect(&location, OpenMode::Existing).await.ok()?;
+        let runs = store.list_runs(&RunFilter::default()).await.ok()?;
+        for run in runs.iter().filter(|r| r.job_name == "restore-bob") {
+            let steps = store.list_steps(run.id).await.ok()?;
+            if steps.iter().any(|s| s.restore_posts >= 1) {
+                return Some(store);
+            }
+        }
+        store.close().await;
+        None
+    })
+    .await;
+    store.close().await;
+
+    cluster.stop();
+    let (code, _) = eventually(
+        "/readyz says not ready while the database is away",
+        || async { readyz(port).await.filter(|c| *c == 503) },
+    )
+    .await;
+    assert_eq!(code, 503);
+    // Longer than the pool's 10 s wait for a connection: store calls fail meanwhile.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    cluster.restart();
+
+    let store = Store::connect(&location, OpenMode::Existing).await.unwrap();
+    let start = std::time::Instant::now();
+    let runs = loop {
+        let runs = store.list_runs(&RunFilter::default()).await.unwrap();
+        if runs.len() == 2 && runs.iter().all(|r| r.state.is_terminal()) {
+            break runs;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "runs not finished after the database came back: {runs:#?}\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for run in &runs {
+        assert_eq!(
+            run.state,
+            RunState::Succeeded,
+            "{}: {:?}\n{}",
+            run.job_name,
+            run.reason,
+            daemon.log()
+        );
+    }
+    assert_eq!(sim.restore_calls(bob.id), 1, "the restore was POSTed once");
+    assert_eq!(readyz(port).await, Some(200), "ready again");
+    let pst = published(&site.path("exports"), "export-alice");
+    let primary: Vec<_> = pst
+        .iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "alice@contoso.com.pst"))
+        .collect();
+    assert_eq!(primary.len(), 1, "{pst:?}");
+    assert_eq!(std::fs::metadata(primary[0]).unwrap().len(), 64 << 20);
+    let log = daemon.log();
+    assert!(
+        log.contains("state database error"),
+        "the outage was seen by the daemon (store calls failed and were retried):\n{log}"
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit().0.success());
+    store.close().await;
+    sim.shutdown().await;
+}

@@ -353,6 +353,12 @@ async fn health_readiness_and_metrics_agree_with_the_store() {
     );
     assert!(metrics.contains("restorectl_waiting_runs "), "{metrics}");
     assert!(metrics.contains("restorectl_active_runs "), "{metrics}");
+    // Ready (the store answered the refresh); no download under way against a missing server.
+    assert!(metrics.contains("restorectl_ready 1"), "{metrics}");
+    assert!(
+        metrics.contains("restorectl_downloads_receiving 0"),
+        "{metrics}"
+    );
     let store = Store::open_read_only(site.db_path()).await.unwrap();
     let finished = store
         .list_runs(&RunFilter {

@@ -16,4 +16,5 @@ mod daemon_postgres;
 mod daemon_process;
 mod daemon_scheduler;
 mod hostile_inputs;
+mod metrics_exported;
 mod secret_hygiene;

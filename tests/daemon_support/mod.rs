@@ -235,3 +235,20 @@ pub async fn open_when_ready(site: &Site) -> Store {
     .await;
     store
 }
+
+/// The published files under `root/<job>/`.
+pub fn published(root: &std::path::Path, job: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.join(job)];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "pst") {
+                out.push(path);
+            }
+        }
+    }
+    out
+}

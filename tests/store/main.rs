@@ -23,8 +23,8 @@ use restorectl::store::{
     CancelOutcome, Decision, DownloadState, ErrorClass, EventKind, FileApply, FileChange,
     FileFormat, InstanceInfo, JobState, NewDownload, NewExport, NewJobVersion, NewRequest, NewRun,
     NewSession, NewStep, NextFire, RequestKind, RestoreCounts, RunFilter, RunId, RunState,
-    ScannedFile, SessionState, StepErrorRecord, StepFile, StepState, Store, StoreError, Trigger,
-    VersionChange, expected_schema_version,
+    ScannedFile, SessionState, Step, StepErrorRecord, StepFile, StepState, Store, StoreError,
+    Trigger, VersionChange, expected_schema_version,
 };
 
 /// A fixed clock: every test passes explicit instants, as the scheduler will.
@@ -112,6 +112,7 @@ on_both_backends!(
     steps_follow_the_at_most_once_protocol,
     restore_sessions_bookkeeping,
     downloads_progress_and_exports_retention,
+    receiving_downloads_are_steps_downloading_with_bytes_on_disk,
     requests_and_instance_lock,
     events_are_append_only,
     run_counts_follow_every_insert_and_state_change,
@@ -361,6 +362,29 @@ fn new_run<'a>(job: &'a str, version: i64, hash: &'a str, trigger: Trigger, at: 
         reason: None,
         timeout: Some(Duration::from_secs(3600)),
     }
+}
+
+/// A job `job`, a manual run of it and its one step (mailbox `mb-1`), all at `t(0)`.
+async fn seed_step(store: &Store, job: &str) -> Step {
+    let v = seed_job(store, job, "h1").await;
+    let run = store
+        .enqueue_run(&new_run(job, v, "h1", Trigger::Manual, 0), t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .create_steps(
+            run.id,
+            &[NewStep {
+                seq: 0,
+                mailbox_id: Some("mb-1".into()),
+                ..Default::default()
+            }],
+            t(0),
+        )
+        .await
+        .unwrap()
+        .remove(0)
 }
 
 async fn event_kinds(store: &Store, run: RunId) -> Vec<String> {
@@ -1791,25 +1815,7 @@ async fn restore_sessions_bookkeeping(db: &TestDb) {
 // the retention listing.
 async fn downloads_progress_and_exports_retention(db: &TestDb) {
     let store = db.open().await;
-    let v = seed_job(&store, "legal-hold", "h1").await;
-    let run = store
-        .enqueue_run(&new_run("legal-hold", v, "h1", Trigger::Manual, 0), t(0))
-        .await
-        .unwrap()
-        .unwrap();
-    let step = store
-        .create_steps(
-            run.id,
-            &[NewStep {
-                seq: 0,
-                mailbox_id: Some("mb-1".into()),
-                ..Default::default()
-            }],
-            t(0),
-        )
-        .await
-        .unwrap()
-        .remove(0);
+    let step = seed_step(&store, "legal-hold").await;
     let new = NewDownload {
         step_id: step.id,
         final_path: Path::new("/exports/legal-hold/2026-03-01/alice.pst"),
@@ -1904,7 +1910,7 @@ async fn downloads_progress_and_exports_retention(db: &TestDb) {
     // A second download fails for good.
     let step2 = store
         .create_steps(
-            run.id,
+            step.run_id,
             &[NewStep {
                 seq: 1,
                 ..Default::default()
@@ -1933,7 +1939,7 @@ async fn downloads_progress_and_exports_retention(db: &TestDb) {
     assert_eq!(failed.state, DownloadState::Failed);
 
     assert_eq!(
-        event_kinds(&store, run.id).await,
+        event_kinds(&store, step.run_id).await,
         [
             "run_queued",
             "download_resumed",
@@ -1953,7 +1959,7 @@ async fn downloads_progress_and_exports_retention(db: &TestDb) {
             .record_export(
                 &NewExport {
                     job_name: "legal-hold",
-                    run_id: run.id,
+                    run_id: step.run_id,
                     step_id: Some(step.id),
                     mailbox_id: Some("mb-1"),
                     mailbox_email: Some("alice@contoso.com"),
@@ -1973,7 +1979,7 @@ async fn downloads_progress_and_exports_retention(db: &TestDb) {
         .record_export(
             &NewExport {
                 job_name: "legal-hold",
-                run_id: run.id,
+                run_id: step.run_id,
                 step_id: None,
                 mailbox_id: None,
                 mailbox_email: None,
@@ -2015,7 +2021,7 @@ async fn downloads_progress_and_exports_retention(db: &TestDb) {
     );
     let live = store.list_live_exports("legal-hold").await.unwrap();
     assert_eq!(live.iter().map(|e| e.id).collect::<Vec<_>>(), ids[1..]);
-    assert_eq!(store.list_run_exports(run.id).await.unwrap().len(), 3);
+    assert_eq!(store.list_run_exports(step.run_id).await.unwrap().len(), 3);
     assert_eq!(store.largest_export_bytes("mb-1").await.unwrap(), Some(300));
     assert_eq!(
         store.largest_export_bytes("mb-unknown").await.unwrap(),
@@ -2626,4 +2632,44 @@ async fn continue_requests_and_device_code_events(db: &TestDb) {
         "{}",
         recorded.message
     );
+}
+
+// `/metrics` counts a download as receiving (`restorectl_downloads_receiving`, the stalled-download
+// alert) once its step is `downloading` and bytes are on disk: not while the step is pending, not
+// while it waits for the first byte, not after it started over.
+async fn receiving_downloads_are_steps_downloading_with_bytes_on_disk(db: &TestDb) {
+    let store = db.open().await;
+    let step = seed_step(&store, "legal-hold").await;
+    let new = NewDownload {
+        step_id: step.id,
+        final_path: Path::new("/exports/legal-hold/alice.pst"),
+        partial_path: Path::new("/exports/legal-hold/alice.pst.partial"),
+        restore_session_id: Some("s1"),
+    };
+    store.create_download(&new, t(1)).await.unwrap();
+    let receiving = || async { store.stats_counts().await.unwrap().receiving_downloads };
+    store
+        .set_step_state(step.id, StepState::Downloading, None, t(2))
+        .await
+        .unwrap();
+    assert_eq!(receiving().await, 0, "waiting for the first byte");
+    store
+        .record_download_progress(step.id, 64 << 20, None, Some(1 << 30), t(3))
+        .await
+        .unwrap();
+    assert_eq!(receiving().await, 1);
+    store
+        .record_download_restart(step.id, "server ignored Range", None, t(4))
+        .await
+        .unwrap();
+    assert_eq!(receiving().await, 0, "started over: no byte on disk yet");
+    store
+        .record_download_progress(step.id, 1 << 20, None, None, t(5))
+        .await
+        .unwrap();
+    store
+        .set_step_state(step.id, StepState::Verifying, None, t(6))
+        .await
+        .unwrap();
+    assert_eq!(receiving().await, 0, "verifying");
 }
