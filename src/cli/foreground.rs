@@ -7,8 +7,8 @@
 //! records the job's current version, runs recovery, then executes the job's unfinished run if
 //! a previous `run --foreground` or daemon left one (so a killed run is finished, not doubled),
 //! else queues a manual run and executes it. Logs go to stderr; a summary (steps, files,
-//! SHA-256) goes to stdout. Exit code 0 when the run succeeded (with or without warnings), 1
-//! otherwise.
+//! SHA-256) goes to stdout. At the end it signs out of the VB365 server, as the daemon does at
+//! its stop. Exit code 0 when the run succeeded (with or without warnings), 1 otherwise.
 
 use std::path::Path;
 use std::time::Duration;
@@ -240,6 +240,8 @@ async fn execute(
     .round()
     .await;
     engine.wait_heartbeats().await;
+    // As the daemon does at its stop: no token of this process lingers on the server.
+    engine.logout_all(crate::daemon::LOGOUT_TIMEOUT).await;
     Ok(if all_ok {
         Outcome::Ok
     } else {

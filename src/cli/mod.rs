@@ -82,7 +82,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Cancel a run (the daemon stops it).
     Cancel(cancel::CancelArgs),
-    /// Decide about the in_doubt steps of a run: --resend, --mark-done or --mark-failed.
+    /// Decide about the in_doubt steps of a run (--resend, --mark-done, --mark-failed), or
+    /// continue a run that waits for a device-code sign-in (--continue).
     Resolve(resolve::ResolveArgs),
     /// Show the state database, the daemon instances on it and the runs each one holds.
     Status(status::StatusArgs),

@@ -84,6 +84,14 @@ pub trait RunExecutor: Send + Sync + 'static {
         run: RunId,
         decision: Decision,
     ) -> BoxFuture<'_, Result<String, ExecutorError>>;
+
+    /// Continues a run that waits for a device-code sign-in (`resolve --continue`). Returns
+    /// what was done.
+    fn apply_continue(&self, run: RunId) -> BoxFuture<'_, Result<String, ExecutorError>>;
+
+    /// Signs out of every VB365 server (`POST /v8/token/logout`) at the daemon's stop, each
+    /// bounded by `limit`; failures are logged only.
+    fn logout(&self, limit: std::time::Duration) -> BoxFuture<'_, ()>;
 }
 
 /// The run engine behind the seam.
@@ -133,6 +141,20 @@ impl RunExecutor for crate::exec::Engine {
             Ok(format!(
                 "decision {decision} recorded on {} in_doubt step(s) of run {}",
                 r.steps.len(),
+                r.run
+            ))
+        })
+    }
+
+    fn logout(&self, limit: std::time::Duration) -> BoxFuture<'_, ()> {
+        Box::pin(crate::exec::Engine::logout_all(self, limit))
+    }
+
+    fn apply_continue(&self, run: RunId) -> BoxFuture<'_, Result<String, ExecutorError>> {
+        Box::pin(async move {
+            let r = crate::exec::Engine::apply_continue(self, run).await?;
+            Ok(format!(
+                "run {} continues with the signed-in device code",
                 r.run
             ))
         })

@@ -14,7 +14,8 @@
 //! 6. tell systemd `READY=1`;
 //! 7. on the shutdown future (SIGTERM/SIGINT in the binary): `STOPPING=1`, cancel every task,
 //!    wait at most `shutdownTimeout` for them (the engine checkpoints downloads and releases its
-//!    leases), release the instance lock, close the database.
+//!    leases), sign out of every VB365 server (`POST /v8/token/logout`, at most
+//!    [`LOGOUT_TIMEOUT`] each, best effort), release the instance lock, close the database.
 //!
 //! Every task runs on one [`tasks::Tasks`] tracker with a child of one [`CancellationToken`];
 //! none is detached, and a panic in any of them stops the daemon like the shutdown future does
@@ -127,6 +128,9 @@ impl std::fmt::Debug for DaemonOptions {
             .finish_non_exhaustive()
     }
 }
+
+/// Bound of the sign-out from one VB365 server at the daemon's stop.
+pub const LOGOUT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Errors that stop the daemon (start-up failures; at run time losing the instance lock or a
 /// panicking task).
@@ -480,6 +484,10 @@ async fn run_locked(
     cancel.cancel();
     if tokio::time::timeout(timeout, tasks.wait()).await.is_err() {
         tracing::warn!(timeout = ?timeout, "some tasks did not stop within shutdownTimeout; exiting anyway (their runs are resumed at the next start)");
+    }
+    // After the work stopped (nothing uses the tokens any more): tokens must not linger.
+    if let Some(executor) = &executor {
+        executor.logout(LOGOUT_TIMEOUT).await;
     }
     // A panic while draining still means a restart is due.
     match (outcome, tasks.panicked()) {

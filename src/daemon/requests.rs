@@ -5,7 +5,9 @@
 //! - `run` queues a manual run of the job's active version now, whatever its schedule or
 //!   `suspend` (a job that is unknown, removed or has never been valid is refused);
 //! - `cancel` cancels a queued run at once, or asks the run's owner to stop a running one;
-//! - `resolve` hands the operator's decision about `in_doubt` steps to the run engine.
+//! - `resolve` hands the operator's decision about `in_doubt` steps to the run engine; a
+//!   `resolve` without a decision (`resolve --continue`) continues a run that waits for a
+//!   device-code sign-in.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,11 +190,17 @@ impl RequestConsumer {
     }
 
     async fn resolve(&self, request: &OperatorRequest) -> String {
-        let (Some(run), Some(decision)) = (request.run_id, request.decision) else {
-            return "refused: the request names no run or no decision".into();
+        let Some(run) = request.run_id else {
+            return "refused: the request names no run".into();
         };
         let Some(executor) = &self.executor else {
             return "refused: this daemon runs without a run engine".into();
+        };
+        let Some(decision) = request.decision else {
+            return match executor.apply_continue(run).await {
+                Ok(done) => done,
+                Err(e) => format!("refused: {e}"),
+            };
         };
         match executor.apply_resolution(run, decision).await {
             Ok(done) => done,

@@ -43,7 +43,8 @@ use super::error::{RunError, StepFailure};
 use super::freshness::{self, Freshness};
 use super::options::EngineOptions;
 use super::run_ctx::{MailboxCache, RunCtx, StepEnd, StopReason, Stopper};
-use super::session::{Limiters, SessionSlot, stop_session};
+use super::session::{ExploreTarget, Limiters, SessionSlot, stop_session};
+use super::sign_in::{self, SignIn};
 use super::{export, retry, run_ctx, search, select, steps};
 use crate::config::{Config, SecretContext};
 use crate::jobs::{self, Action, Job, ValidationContext};
@@ -267,6 +268,24 @@ impl Engine {
             .await;
         }
         stopped
+    }
+
+    /// Ends the VB365 sessions of every server this engine signed in to (`POST
+    /// /v8/token/logout`), so tokens do not linger on the servers; for the daemon's stop. Best
+    /// effort: each logout is bounded by `limit` and its failure only logged. A server never
+    /// signed in to is not called.
+    pub async fn logout_all(&self, limit: Duration) {
+        for (name, client) in &self.inner.clients {
+            match tokio::time::timeout(limit, client.logout()).await {
+                Ok(Ok(())) => tracing::info!(server = %name, "signed out of the VB365 server"),
+                Ok(Err(e)) => {
+                    tracing::warn!(server = %name, error = %e, "signing out of the VB365 server failed");
+                }
+                Err(_) => {
+                    tracing::warn!(server = %name, timeout = ?limit, "signing out of the VB365 server timed out");
+                }
+            }
+        }
     }
 
     /// Claims run `id` and executes it until it reaches a final state, `needs_attention`,
@@ -502,8 +521,11 @@ impl Engine {
             client.clone(),
             store.clone(),
             id,
-            job.organization().clone(),
-            point_in_time,
+            ExploreTarget {
+                organization: job.organization().clone(),
+                point_in_time,
+                settings: job.explore(),
+            },
             &self.inner.limiters,
             &self.inner.options,
         );
@@ -520,6 +542,7 @@ impl Engine {
             mailboxes: tokio::sync::Mutex::new(MailboxCache::Empty),
             request_timeout,
             restore_point,
+            user_code: std::sync::Mutex::new(None),
         });
         tracing::info!(job = %ctx.job.name(), run = %id, attempt = run.attempts, "run started");
 
@@ -540,6 +563,10 @@ impl Engine {
         } else {
             existing
         };
+
+        if let Some(outcome) = self.sign_in_gate(&ctx, &steps).await? {
+            return Ok(outcome);
+        }
 
         crate::panics::inject("run", ctx.job.name());
         let parallelism = usize::try_from(ctx.config.step_parallelism.max(1)).unwrap_or(1);
@@ -574,6 +601,12 @@ impl Engine {
             return self.stopped(&ctx, reason).await;
         }
 
+        let steps = store.list_steps(id).await.map_err(RunError::store(id))?;
+        if results.contains(&StepEnd::SignInRefused)
+            && let Some(outcome) = self.sign_in_gate(&ctx, &steps).await?
+        {
+            return Ok(outcome);
+        }
         let steps = store.list_steps(id).await.map_err(RunError::store(id))?;
         let mut search_failure = None;
         if let Action::Search(action) = ctx.job.action()
@@ -663,9 +696,46 @@ impl Engine {
         Ok(Ok(steps))
     }
 
+    /// Device-code sign-in before (or after a refusal during) the steps ([`sign_in`]): the
+    /// run's outcome when it parks for the operator; `None` to go on. When no code can be had,
+    /// the steps still waiting to send a restore fail with the reason.
+    async fn sign_in_gate(
+        &self,
+        ctx: &RunCtx,
+        steps: &[Step],
+    ) -> Result<Option<RunOutcome>, RunError> {
+        let id = ctx.run.id;
+        match sign_in::prepare(ctx, steps).await? {
+            SignIn::NotNeeded | SignIn::Ready => Ok(None),
+            SignIn::Parked(reason) => {
+                // The code belongs to this session: kept for the execution after `--continue`.
+                ctx.session.close(true).await;
+                self.finish(&ctx.run, RunState::NeedsAttention, Some(reason))
+                    .await
+                    .map(Some)
+            }
+            SignIn::Failed(reason) => {
+                tracing::warn!(run = %id, reason = %reason, "device code sign-in failed");
+                let error = crate::store::StepErrorRecord {
+                    class: ErrorClass::Auth,
+                    code: None,
+                    message: reason,
+                };
+                for step in steps.iter().filter(|s| s.state == StepState::Pending) {
+                    self.inner
+                        .store
+                        .set_step_state(step.id, StepState::Failed, Some(&error), ctx.now())
+                        .await
+                        .map_err(RunError::store(id))?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
     /// Sessions this run left open in an earlier execution: the newest one a non-finished step
-    /// works in is adopted (a download resumes in it, a restore is followed in it); the others
-    /// are stopped.
+    /// works in (or the run's device code belongs to) is adopted (a download resumes in it, a
+    /// restore is followed or sent in it); the others are stopped.
     async fn adopt_or_stop_sessions(&self, ctx: &RunCtx, steps: &[Step]) -> Result<(), RunError> {
         let id = ctx.run.id;
         let open = self
@@ -674,10 +744,24 @@ impl Engine {
             .list_open_sessions(Some(id))
             .await
             .map_err(RunError::store(id))?;
+        let code_session = if sign_in::device_code(&ctx.job).is_some() {
+            let events = self
+                .inner
+                .store
+                .list_run_events(id)
+                .await
+                .map_err(RunError::store(id))?;
+            sign_in::code_session(&events).map(|u| u.to_string())
+        } else {
+            None
+        };
         let needed = |sid: &str| {
-            steps
-                .iter()
-                .any(|s| !s.state.is_terminal() && s.restore_session_id.as_deref() == Some(sid))
+            code_session
+                .as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case(sid))
+                || steps
+                    .iter()
+                    .any(|s| !s.state.is_terminal() && s.restore_session_id.as_deref() == Some(sid))
         };
         let adopt = open
             .iter()

@@ -76,7 +76,11 @@ pub(crate) async fn attempt(
         open.id,
         mailbox,
         email,
-        ExportToPstOptions::new(action.keyword.clone(), action.pst_size_limit),
+        if action.pst_size_limit_disabled {
+            ExportToPstOptions::without_limit(action.keyword.clone())
+        } else {
+            ExportToPstOptions::new(action.keyword.clone(), action.pst_size_limit)
+        },
         config.downloads.first_byte_timeout,
     );
     let progress = StoreProgress::new(store.clone(), step.id);

@@ -13,15 +13,19 @@
 //!   of unknown outcomes and following the asynchronous restore to its result;
 //! - [`export`]: ExportPst through the download engine; [`search`]: Search and its report;
 //! - `freshness`: the freshness guard (`maxRestorePointAge`) and the restore point a run shows;
+//! - [`sign_in`]: device-code sign-in (`credentials.deviceCode`): the code, the wait for the
+//!   operator, `resolve --continue`;
 //! - [`retry`]: backoff with jitter; [`recovery`]: what the daemon does at start;
 //! - `run_ctx`: what one execution shares with its steps (the run context, the stop signal,
 //!   what an attempt tells the step loop), imported by the engine and every step kind and
-//!   importing none of them; [`options`]: [`EngineOptions`] and the clock the engine reads.
+//!   importing none of them; [`options`]: [`EngineOptions`] and the clock the engine reads;
+//!   `convert`: the job's types as the client's (a leaf).
 //!
 //! Errors: [`RunError`] is what stops the engine itself (the state database failing, a job
 //! version that cannot be rebuilt); everything that goes wrong on the VB365 side or on disk is a
 //! step failure recorded in the store with its class, never an error of the engine.
 
+mod convert;
 pub mod engine;
 pub mod error;
 pub mod export;
@@ -34,9 +38,10 @@ pub(crate) mod run_ctx;
 pub mod search;
 pub mod select;
 pub mod session;
+pub mod sign_in;
 pub mod steps;
 
 pub use engine::{Engine, RunOutcome};
 pub use error::RunError;
 pub use options::EngineOptions;
-pub use recovery::{RecoveryReport, Resolution};
+pub use recovery::{Continued, RecoveryReport, Resolution};

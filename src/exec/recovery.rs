@@ -6,9 +6,14 @@
 //!    runs are claimable at once;
 //! 2. stops every restore session the store lists as open that no unfinished run needs: a
 //!    session stays open only when its run is still `running` (the run adopts it when it is
-//!    executed again, to resume a download or follow a restore, see [`super::engine`]);
+//!    executed again, to resume a download or follow a restore, see [`super::engine`]), or when
+//!    its run waits for a device-code sign-in in it (the code belongs to the session,
+//!    [`super::sign_in`]);
 //! 3. returns the runs to execute again; executing them reconciles `submitting` steps, follows
 //!    `submitted` ones, resumes downloads with `Range` and continues.
+//!
+//! [`Engine::apply_continue`] (`resolve --continue`) queues a run that waited for a device-code
+//! sign-in ([`super::sign_in`]).
 //!
 //! [`Engine::apply_resolution`] records an operator's decision on every `in_doubt` step of a
 //! `needs_attention` run and queues the run; its next execution acts on the decisions (`resend`
@@ -17,10 +22,15 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use serde_json::json;
+
 use super::engine::Engine;
 use super::error::RunError;
 use super::session::stop_session;
-use crate::store::{Decision, RunFilter, RunId, RunState, StepState};
+use super::sign_in::History;
+use crate::store::{
+    Decision, EventKind, NewEvent, RunFilter, RunId, RunState, StepState, StoreError,
+};
 
 /// What [`Engine::recover`] found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,7 +55,70 @@ pub struct Resolution {
     pub steps: Vec<i64>,
 }
 
+/// What [`Engine::apply_continue`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continued {
+    pub run: RunId,
+}
+
 impl Engine {
+    /// `restorectl resolve RUN --continue`: the operator signed in with the run's device code.
+    /// Records `device_code_continued` and queues the run.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::NotClaimable`] when the run does not wait for a sign-in;
+    /// [`RunError::Store`] when the database fails.
+    pub async fn apply_continue(&self, run: RunId) -> Result<Continued, RunError> {
+        let store = self.store();
+        let row = store.get_run(run).await.map_err(RunError::store(run))?;
+        let events = store
+            .list_run_events(run)
+            .await
+            .map_err(RunError::store(run))?;
+        let history = History::from_events(&events);
+        if row.state != RunState::NeedsAttention || !history.waiting() {
+            return Err(RunError::NotClaimable {
+                run,
+                why: format!(
+                    "it is {} and does not wait for a device-code sign-in",
+                    row.state
+                ),
+            });
+        }
+        let now = self.now();
+        let event = NewEvent::new(
+            EventKind::DeviceCodeContinued,
+            "the operator signed in with the device code; continuing",
+        )
+        .run(run)
+        .data(json!({}));
+        store
+            .append_event(&event, now)
+            .await
+            .map_err(RunError::store(run))?;
+        match store
+            .set_run_state(
+                run,
+                RunState::Queued,
+                Some("operator signed in with the device code"),
+                now,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::InvalidTransition { .. }) => {
+                return Err(RunError::NotClaimable {
+                    run,
+                    why: "it changed state meanwhile".into(),
+                });
+            }
+            Err(e) => return Err(RunError::store(run)(e)),
+        }
+        tracing::info!(run = %run, "operator signed in with the device code; run queued");
+        Ok(Continued { run })
+    }
+
     /// Recovery at start (see the module doc). Sound only while this process holds the daemon
     /// instance lock (no other live owner can hold a lease).
     ///
@@ -72,7 +145,11 @@ impl Engine {
         running.sort_by_key(|r| (r.scheduled_for, r.id));
         report.runs = running.iter().map(|r| r.id).collect();
         for session in store.list_open_sessions(None).await? {
-            let needed = session.run_id.is_some_and(|r| report.runs.contains(&r));
+            let needed = match session.run_id {
+                Some(r) if report.runs.contains(&r) => true,
+                Some(r) => self.waits_for_sign_in_in(r, &session.id).await?,
+                None => false,
+            };
             if needed {
                 report.kept_sessions.push(session.id.clone());
                 continue;
@@ -97,6 +174,22 @@ impl Engine {
             "recovery done"
         );
         Ok(report)
+    }
+
+    /// Whether run `run` waits for a device-code sign-in in session `session`.
+    async fn waits_for_sign_in_in(&self, run: RunId, session: &str) -> Result<bool, RunError> {
+        let store = &self.inner.store;
+        let row = store.get_run(run).await.map_err(RunError::store(run))?;
+        if row.state != RunState::NeedsAttention {
+            return Ok(false);
+        }
+        let events = store
+            .list_run_events(run)
+            .await
+            .map_err(RunError::store(run))?;
+        Ok(super::sign_in::waits_for_sign_in(row.state, &events)
+            && super::sign_in::code_session(&events)
+                .is_some_and(|s| s.to_string().eq_ignore_ascii_case(session)))
     }
 
     /// Records `decision` on every `in_doubt` step of `run` (a `needs_attention` run) and queues

@@ -34,6 +34,9 @@ pub enum StepEnd {
     Later(DateTime<Utc>),
     /// `in_doubt` without an operator's decision.
     Blocked,
+    /// The server refused the run's device code; the step is `pending` again and the run
+    /// needs a new sign-in.
+    SignInRefused,
     /// The run was stopped (cancel, timeout, shutdown, lost lease).
     Stopped,
 }
@@ -103,6 +106,9 @@ pub(crate) struct RunCtx {
     /// The restore point the run's session shows, when it was read (exports, the freshness
     /// guard); recorded in export manifests.
     pub(crate) restore_point: Option<crate::vb365::RestorePoint>,
+    /// The device code an operator signed in with (`credentials.deviceCode`), set by
+    /// [`super::sign_in::prepare`] before the steps run.
+    pub(crate) user_code: Mutex<Option<secrecy::SecretString>>,
 }
 
 /// What a run knows of its session's mailbox list.
@@ -136,6 +142,14 @@ impl RunCtx {
     /// The current time, from the engine's clock.
     pub(crate) fn now(&self) -> DateTime<Utc> {
         self.options.clock.now()
+    }
+
+    /// The signed-in device code, if the run has one.
+    pub(crate) fn user_code(&self) -> Option<secrecy::SecretString> {
+        self.user_code
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The server's `requestTimeout` (how long a request may still be in flight).

@@ -18,10 +18,10 @@ use uuid::Uuid;
 use super::error::{StepFailure, StepResult};
 use super::options::EngineOptions;
 use crate::config::Config;
-use crate::jobs::OrganizationRef;
+use crate::jobs::{ExploreSettings, OrganizationRef};
 use crate::schedule::Clock;
 use crate::store::{ErrorClass, NewSession, NewSessionIntent, RunId, SessionIntent, Store};
-use crate::vb365::{self, Client, Organization, OrganizationExploreOptions};
+use crate::vb365::{self, Client, ExploreOptions, Organization, OrganizationExploreOptions};
 
 /// One semaphore per configured server, `maxConcurrentSessions` permits each, and one explore
 /// gate per server: explore requests of a server are sent one at a time, and the orphan sweep
@@ -84,6 +84,15 @@ struct SlotState {
     organization: Option<Organization>,
 }
 
+/// What a run explores: its organisation, its point in time (`None` = latest) and
+/// `spec.explore`.
+#[derive(Debug, Clone)]
+pub struct ExploreTarget {
+    pub organization: OrganizationRef,
+    pub point_in_time: Option<DateTime<Utc>>,
+    pub settings: ExploreSettings,
+}
+
 /// The restore session of one run (see the module doc).
 pub struct SessionSlot {
     client: Client,
@@ -91,6 +100,8 @@ pub struct SessionSlot {
     run: RunId,
     organization: OrganizationRef,
     point_in_time: Option<DateTime<Utc>>,
+    /// `spec.explore`: deleted items, versions, repository or backup job.
+    explore: ExploreSettings,
     limiter: Arc<Semaphore>,
     gate: Arc<Mutex<()>>,
     max_reopens: u32,
@@ -106,11 +117,15 @@ impl SessionSlot {
         client: Client,
         store: Store,
         run: RunId,
-        organization: OrganizationRef,
-        point_in_time: Option<DateTime<Utc>>,
+        target: ExploreTarget,
         limiters: &Limiters,
         options: &EngineOptions,
     ) -> Self {
+        let ExploreTarget {
+            organization,
+            point_in_time,
+            settings: explore,
+        } = target;
         SessionSlot {
             limiter: limiters.get(client.server()),
             gate: limiters.gate(client.server()),
@@ -119,6 +134,7 @@ impl SessionSlot {
             run,
             organization,
             point_in_time,
+            explore,
             max_reopens: options.max_session_reopens,
             clock: Arc::clone(&options.clock),
             state: Mutex::new(SlotState {
@@ -178,7 +194,12 @@ impl SessionSlot {
         let org_id = org.id.ok_or_else(|| {
             StepFailure::permanent(format!("organization {} has no id on the server", org.name))
         })?;
-        let options = OrganizationExploreOptions::exchange(self.point_in_time);
+        let options = OrganizationExploreOptions {
+            show_deleted: Some(self.explore.show_deleted),
+            show_all_versions: Some(self.explore.show_all_versions),
+            repository_id: self.explore.repository_id,
+            ..OrganizationExploreOptions::exchange(self.point_in_time)
+        };
         let store_failure =
             |e: crate::store::StoreError| StepFailure::new(ErrorClass::Retryable, e.to_string());
         // The intent is written before the request and cleared only once the session is
@@ -199,7 +220,14 @@ impl SessionSlot {
             )
             .await
             .map_err(store_failure)?;
-        let session = self.client.explore_organization(org_id, &options).await?;
+        let session = match self.explore.backup_job {
+            Some(job) => {
+                self.client
+                    .explore_job(job, &ExploreOptions::from(&options))
+                    .await?
+            }
+            None => self.client.explore_organization(org_id, &options).await?,
+        };
         let id = session.id.to_string();
         let pit = self.point_in_time.map(|t| t.to_rfc3339());
         self.store

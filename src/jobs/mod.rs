@@ -26,6 +26,7 @@
 //! part of it: relabelling a job is not a new intent and must not re-run a one-shot job.
 
 pub mod error;
+pub mod folder;
 pub mod hash;
 pub mod locate;
 pub mod parse;
@@ -47,6 +48,7 @@ use uuid::Uuid;
 use crate::config::{Config, RetryPolicy, SecretRef};
 
 pub use error::{ErrorCode, JobError};
+pub use folder::{FolderError, FolderTemplate};
 pub use parse::{DocumentReport, FileReport, MAX_FILE_SIZE, parse_file, parse_str};
 pub use raw::{
     API_VERSION, Archives, BulkRestoreOptions, ConcurrencyPolicy, JobKind, OfficeRegion,
@@ -167,6 +169,15 @@ pub struct ApplicationCredentials {
     pub impersonation_account_name: Option<String>,
 }
 
+/// Sign-in with a device code (`credentials.deviceCode`): what the code is requested for
+/// (VB365 `RESTDeviceCodeRequestOptions`); every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceCodeCredentials {
+    pub application_id: Option<Uuid>,
+    pub region: Option<OfficeRegion>,
+    pub organization_name: Option<String>,
+}
+
 /// Restore / RestoreTo credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credentials {
@@ -175,6 +186,7 @@ pub enum Credentials {
         user_name: String,
         password: SecretRef,
     },
+    DeviceCode(DeviceCodeCredentials),
 }
 
 /// BulkRestore credentials.
@@ -190,6 +202,27 @@ pub enum BulkCredentials {
         user_name: String,
         password: SecretRef,
     },
+    /// A hybrid organization: Microsoft 365 and on-premises accounts in one request.
+    Hybrid {
+        office365_user_name: String,
+        office365_password: SecretRef,
+        domain_name: String,
+        on_premises_user_name: String,
+        on_premises_password: SecretRef,
+    },
+    DeviceCode(DeviceCodeCredentials),
+}
+
+/// `spec.explore`: how the run's restore session is opened. The default explores the
+/// organisation without deleted items and without old versions (what restorectl always sent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExploreSettings {
+    pub show_deleted: bool,
+    pub show_all_versions: bool,
+    /// Explore the organisation in this repository (`repositoryId`).
+    pub repository_id: Option<Uuid>,
+    /// Explore this backup job (`POST /v8/Jobs/{id}/explore`) instead of the organisation.
+    pub backup_job: Option<Uuid>,
 }
 
 /// Retention of a job's exports (`export.retention`), applied by
@@ -227,6 +260,9 @@ pub struct ExportAction {
     pub keyword: Option<String>,
     /// Bytes, 1 GiB..=49 GiB.
     pub pst_size_limit: Option<u64>,
+    /// `enablePstSizeLimit: false` written in the job: sent as such (then `pst_size_limit` is
+    /// `None`).
+    pub pst_size_limit_disabled: bool,
     pub path: PathTemplate,
     pub retention: Option<Retention>,
 }
@@ -240,10 +276,10 @@ pub struct RestoreAction {
 /// RestoreTo: each mailbox into another mailbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestoreToAction {
-    /// Target mailbox e-mail.
-    pub mailbox: String,
+    /// Target mailbox e-mail; `None` leaves the target to the server.
+    pub mailbox: Option<String>,
     /// Folder in the target mailbox (placeholders rendered per source mailbox).
-    pub folder: Option<PathTemplate>,
+    pub folder: Option<FolderTemplate>,
     pub cas_server: Option<String>,
     pub office_region: Option<OfficeRegion>,
     pub office_organization_name: Option<String>,
@@ -294,6 +330,7 @@ pub struct Job {
     point_in_time: PointInTime,
     selection: MailboxSelection,
     schedule: Option<Schedule>,
+    explore: ExploreSettings,
     suspend: bool,
     retry: RetryPolicy,
     run_timeout: Duration,
@@ -352,6 +389,11 @@ impl Job {
     /// `None`: a one-shot job (runs once per distinct spec hash).
     pub fn schedule(&self) -> Option<&Schedule> {
         self.schedule.as_ref()
+    }
+
+    /// `spec.explore`: how the run's restore session is opened.
+    pub fn explore(&self) -> ExploreSettings {
+        self.explore
     }
 
     pub fn suspend(&self) -> bool {

@@ -137,6 +137,10 @@ pub struct Spec {
     /// Per-step retry policy; missing keys come from the config's `defaults.retry`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
+    /// How the run's restore session is opened: deleted items, all versions, a repository or
+    /// a backup job (default: the organisation's latest data in its primary repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explore: Option<ExploreSpec>,
     /// Bound of a whole run (default: the config's `defaults.runTimeout`).
     #[serde(
         default,
@@ -254,6 +258,28 @@ pub struct ScheduleSpec {
     pub concurrency_policy: Option<ConcurrencyPolicy>,
 }
 
+/// `spec.explore`: the options of the restore session a run opens (VB365
+/// `RESTOrganizationExploreOptions`, or `RESTExploreOptions` with `backupJob`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExploreSpec {
+    /// Show items the user had deleted before the point in time (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show_deleted: Option<bool>,
+    /// Show every backed-up version of changed items, not only the newest (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show_all_versions: Option<bool>,
+    /// Explore the organisation's backups in this repository (uuid), e.g. a backup copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<uuid::Uuid>")]
+    pub repository_id: Option<String>,
+    /// Explore the backups of this VB365 backup job (uuid) instead of the whole organisation.
+    /// Not together with `repositoryId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<uuid::Uuid>")]
+    pub backup_job: Option<String>,
+}
+
 /// What a scheduled fire does while a run of the same job is active (SPEC §4.3); one type
 /// shared with the scheduler.
 pub use crate::schedule::ConcurrencyPolicy;
@@ -265,7 +291,12 @@ pub struct ExportSpec {
     /// Only items matching this keyword (VB365 `contentKeyword`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyword: Option<String>,
-    /// Split PSTs at this size (1GiB..49GiB); the server then answers with a ZIP.
+    /// `false`: no size limit, said explicitly to the server (`enablePstSizeLimit: false`).
+    /// `true` needs `pstSizeLimit`. Absent: a limit exactly when `pstSizeLimit` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_pst_size_limit: Option<bool>,
+    /// Split PSTs at this size, 1GiB..49GiB (the vendor's "1 GB" is 1073741824 bytes, so
+    /// GB there means GiB); the server then answers with a ZIP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pst_size_limit: Option<Size>,
     /// Path template relative to `exportRoot`, ending in `.pst`.
@@ -299,7 +330,7 @@ pub struct RestoreSpec {
     pub credentials: CredentialsSpec,
 }
 
-/// Restore / RestoreTo credentials: exactly one of `application` or `user`.
+/// Restore / RestoreTo credentials: exactly one of `application`, `user` or `deviceCode`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialsSpec {
@@ -309,6 +340,27 @@ pub struct CredentialsSpec {
     /// A Microsoft 365 account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<UserCredentialsSpec>,
+    /// Sign-in by an operator with a device code (MFA-protected accounts): the run asks for a
+    /// code, waits in `needs_attention` until `restorectl resolve RUN --continue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_code: Option<DeviceCodeSpec>,
+}
+
+/// `credentials.deviceCode` (VB365 `RESTDeviceCodeRequestOptions`); every key optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceCodeSpec {
+    /// Azure AD application (uuid) to sign in to (`targetApplicationId`); default: the
+    /// server's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<uuid::Uuid>")]
+    pub application_id: Option<String>,
+    /// Microsoft 365 region of the target organization (`targetRegion`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<OfficeRegion>,
+    /// Target organization name (`targetOrganizationName`), e.g. `contoso.onmicrosoft.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_name: Option<String>,
 }
 
 /// `credentials.application`.
@@ -347,9 +399,12 @@ pub struct OnPremisesCredentialsSpec {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RestoreToSpec {
-    /// Target mailbox (e-mail).
-    pub mailbox: String,
-    /// Folder in the target mailbox; placeholders allowed.
+    /// Target mailbox (e-mail). Optional, as in the vendor's schema: without it the server
+    /// picks the target (each mailbox's namesake, e.g. in `officeOrganizationName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<String>,
+    /// Folder in the target mailbox: any text (a mailbox folder, not a file path); the known
+    /// `{placeholders}` are replaced, `{{`/`}}` write literal braces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folder: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -402,9 +457,10 @@ pub struct BulkRestoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<BulkRestoreOptions>,
     /// Days: items backed up in this recent period are restored first, then the rest (the
-    /// vendor's `recentItemRestorePeriod`; it orders the restore, it does not filter it).
-    /// 0 to 2147483647.
+    /// vendor's `recentItemRestorePeriod`, an int32; it orders the restore, it does not filter
+    /// it). 0 to 2147483647.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub recent_item_restore_period: Option<u32>,
     pub credentials: BulkCredentialsSpec,
 }
@@ -431,7 +487,8 @@ pub struct BulkRestoreOptions {
     pub exclude_litigation_hold_items: Option<bool>,
 }
 
-/// BulkRestore credentials: exactly one of `application`, `office365` or `onPremises`.
+/// BulkRestore credentials: exactly one of `application`, `office365`, `onPremises` or
+/// `deviceCode`, or `office365` together with `onPremises` (a hybrid organization).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BulkCredentialsSpec {
@@ -441,6 +498,9 @@ pub struct BulkCredentialsSpec {
     pub office365: Option<UserCredentialsSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_premises: Option<OnPremisesCredentialsSpec>,
+    /// Sign-in by an operator with a device code (see `credentials.deviceCode` of Restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_code: Option<DeviceCodeSpec>,
 }
 
 /// `spec.search` (Search).

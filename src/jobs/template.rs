@@ -1,4 +1,4 @@
-//! Path templates (`export.path`, `search.report.path`, RestoreTo `folder`): parsing with the
+//! Path templates (`export.path`, `search.report.path`): parsing with the
 //! placeholder rules of SPEC §4.1, the checks that keep exports inside `exportRoot`, and
 //! rendering for the download engine.
 //!
@@ -36,7 +36,7 @@ impl Placeholder {
     pub const NAMES: [&'static str; 7] =
         ["job", "run", "date", "time", "mailbox", "mailboxId", "org"];
 
-    fn parse(name: &str) -> Option<Placeholder> {
+    pub(crate) fn parse(name: &str) -> Option<Placeholder> {
         Some(match name {
             "job" => Placeholder::Job,
             "run" => Placeholder::Run,
@@ -70,8 +70,6 @@ pub enum TemplateUse {
     ExportFile,
     /// `search.report.path`: one file per run under `exportRoot`.
     Report,
-    /// RestoreTo `folder`: a folder inside the target mailbox.
-    MailboxFolder,
 }
 
 /// Why a template was rejected.
@@ -183,7 +181,7 @@ impl TemplateValues {
         self
     }
 
-    fn get(&self, p: Placeholder) -> &str {
+    pub(crate) fn get(&self, p: Placeholder) -> &str {
         match p {
             Placeholder::Job => &self.job,
             Placeholder::Run => &self.run,
@@ -229,10 +227,7 @@ pub fn sanitize(value: &str) -> String {
 impl PathTemplate {
     /// Parses and checks `text` for the given use.
     pub fn parse(text: &str, usage: TemplateUse) -> Result<PathTemplate, TemplateError> {
-        let root = match usage {
-            TemplateUse::MailboxFolder => "the target mailbox",
-            _ => "exportRoot",
-        };
+        let root = "exportRoot";
         if text.trim().is_empty() {
             return Err(TemplateError::Empty);
         }
@@ -273,7 +268,6 @@ impl PathTemplate {
                     }
                 }
             }
-            TemplateUse::MailboxFolder => {}
         }
         Ok(PathTemplate {
             text: text.to_string(),
@@ -521,11 +515,6 @@ mod tests {
                 "{job}/{mailbox}.jsonl",
                 TemplateUse::Report,
                 NotAvailable("mailbox"),
-            ),
-            (
-                "../x",
-                TemplateUse::MailboxFolder,
-                DotDot("the target mailbox"),
             ),
         ];
         for (text, usage, want) in cases {

@@ -11,6 +11,7 @@ use chrono_tz::Tz;
 use uuid::Uuid;
 
 use super::error::{ErrorCode, JobError};
+use super::folder::{FolderError, FolderTemplate};
 use super::hash::{canonical_json, sha256_hex};
 use super::locate::{Locator, Pos, join_key};
 use super::raw::{self, API_VERSION, JobDocument, JobKind};
@@ -18,12 +19,13 @@ use super::schedule_spec::{Schedule, parse_cron};
 use super::selector::{MailboxSelection, Selector, check_email};
 use super::template::{PathTemplate, TemplateError, TemplateUse};
 use super::{
-    Action, ApplicationCredentials, BulkCredentials, BulkRestoreAction, Credentials, ExportAction,
-    Job, OrganizationRef, PointInTime, RestoreAction, RestoreToAction, Retention, SearchAction,
-    ValidationContext,
+    Action, ApplicationCredentials, BulkCredentials, BulkRestoreAction, Credentials,
+    DeviceCodeCredentials, ExploreSettings, ExportAction, Job, OrganizationRef, PointInTime,
+    RestoreAction, RestoreToAction, Retention, SearchAction, ValidationContext,
 };
 
-/// Smallest and largest allowed `pstSizeLimit` (SPEC §4.1).
+/// Smallest and largest allowed `pstSizeLimit` (SPEC §4.1): the vendor's "1 GB to 49 GB",
+/// whose own example gives 1 GB as 1073741824 bytes, so GiB.
 pub const PST_SIZE_LIMIT_MIN: u64 = 1 << 30;
 pub const PST_SIZE_LIMIT_MAX: u64 = 49 << 30;
 
@@ -243,6 +245,12 @@ pub fn validate(
         }
     }
 
+    let explore = spec
+        .explore
+        .as_ref()
+        .map(|e| check_explore(e, dc, &mut errors))
+        .unwrap_or_default();
+
     let action = check_action(doc, ctx, dc, &mut errors);
     let notify = spec.notify.as_ref().map(|n| {
         let known = &ctx.config.notifications;
@@ -316,6 +324,7 @@ pub fn validate(
         point_in_time,
         selection,
         schedule,
+        explore,
         suspend: spec.suspend.unwrap_or(false),
         retry,
         run_timeout,
@@ -338,6 +347,72 @@ pub fn normalised_json(doc: &JobDocument) -> String {
         "spec": spec,
     });
     canonical_json(&value)
+}
+
+/// A uuid-valued key, or an `invalid-value` error at it.
+fn check_uuid(
+    text: &str,
+    field: &str,
+    what: &str,
+    hint: &str,
+    dc: &DocContext<'_>,
+    errors: &mut Vec<JobError>,
+) -> Option<Uuid> {
+    match Uuid::parse_str(text.trim()) {
+        Ok(id) => Some(id),
+        Err(_) => {
+            errors.push(dc.error_hint(
+                ErrorCode::InvalidValue,
+                field,
+                At::Value,
+                format!("`{text}` is not {what} (a uuid)"),
+                hint,
+            ));
+            None
+        }
+    }
+}
+
+fn check_explore(
+    e: &raw::ExploreSpec,
+    dc: &DocContext<'_>,
+    errors: &mut Vec<JobError>,
+) -> ExploreSettings {
+    let repository_id = e.repository_id.as_deref().and_then(|r| {
+        check_uuid(
+            r,
+            "spec.explore.repositoryId",
+            "a repository id",
+            "copy the id of the backup repository (or backup copy) from VB365",
+            dc,
+            errors,
+        )
+    });
+    let backup_job = e.backup_job.as_deref().and_then(|j| {
+        check_uuid(
+            j,
+            "spec.explore.backupJob",
+            "a backup job id",
+            "copy the id of the VB365 backup job (GET /v8/Jobs)",
+            dc,
+            errors,
+        )
+    });
+    if e.repository_id.is_some() && e.backup_job.is_some() {
+        errors.push(dc.error_hint(
+            ErrorCode::InvalidValue,
+            "spec.explore.backupJob",
+            At::Key,
+            "`backupJob` and `repositoryId` exclude each other: exploring a backup job takes no repository",
+            "remove one of the two",
+        ));
+    }
+    ExploreSettings {
+        show_deleted: e.show_deleted.unwrap_or(false),
+        show_all_versions: e.show_all_versions.unwrap_or(false),
+        repository_id,
+        backup_job,
+    }
 }
 
 fn check_server(
@@ -615,6 +690,35 @@ fn check_application(
     }
 }
 
+fn check_device_code(
+    d: &raw::DeviceCodeSpec,
+    field: &str,
+    dc: &DocContext<'_>,
+    errors: &mut Vec<JobError>,
+) -> DeviceCodeCredentials {
+    let application_id = d.application_id.as_deref().and_then(|a| {
+        check_uuid(
+            a,
+            &format!("{field}.applicationId"),
+            "an application id",
+            "copy the Application (client) ID of the Azure AD application, or remove applicationId to use the server's",
+            dc,
+            errors,
+        )
+    });
+    non_empty(
+        &d.organization_name,
+        &format!("{field}.organizationName"),
+        dc,
+        errors,
+    );
+    DeviceCodeCredentials {
+        application_id,
+        region: d.region,
+        organization_name: d.organization_name.clone(),
+    }
+}
+
 fn check_user_name(name: &str, field: &str, dc: &DocContext<'_>, errors: &mut Vec<JobError>) {
     if name.trim().is_empty() {
         errors.push(dc.error_hint(
@@ -633,34 +737,69 @@ fn check_credentials(
     dc: &DocContext<'_>,
     errors: &mut Vec<JobError>,
 ) -> Option<Credentials> {
-    match (&c.application, &c.user) {
-        (Some(a), None) => Some(Credentials::Application(check_application(
+    match (&c.application, &c.user, &c.device_code) {
+        (Some(a), None, None) => Some(Credentials::Application(check_application(
             a,
             &join_key(field, "application"),
             dc,
             errors,
         ))),
-        (None, Some(u)) => {
+        (None, Some(u), None) => {
             check_user_name(&u.user_name, &format!("{field}.user.userName"), dc, errors);
             Some(Credentials::User {
                 user_name: u.user_name.clone(),
                 password: u.password.clone(),
             })
         }
-        (a, _) => {
-            let which = if a.is_some() {
-                "both `application` and `user`"
+        (None, None, Some(d)) => Some(Credentials::DeviceCode(check_device_code(
+            d,
+            &format!("{field}.deviceCode"),
+            dc,
+            errors,
+        ))),
+        (a, u, d) => {
+            let given: Vec<&str> = [
+                (a.is_some(), "`application`"),
+                (u.is_some(), "`user`"),
+                (d.is_some(), "`deviceCode`"),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+            let which = if given.is_empty() {
+                "no credentials".to_string()
             } else {
-                "no credentials"
+                given.join(" and ")
             };
             errors.push(dc.error(
                 ErrorCode::BadCredentials,
                 field,
                 At::Key,
-                format!("credentials have {which}; give exactly one of `application` or `user`"),
+                format!(
+                    "credentials have {which}; give exactly one of `application`, `user` or `deviceCode`"
+                ),
             ));
             None
         }
+    }
+}
+
+fn check_on_premises(
+    p: &raw::OnPremisesCredentialsSpec,
+    field: &str,
+    dc: &DocContext<'_>,
+    errors: &mut Vec<JobError>,
+) {
+    check_user_name(&p.user_name, &format!("{field}.userName"), dc, errors);
+    if p.domain_name.trim().is_empty() {
+        errors.push(dc.error_hint(
+            ErrorCode::InvalidValue,
+            &format!("{field}.domainName"),
+            At::Value,
+            "the domain name is empty",
+            "write the on-premises domain, e.g. CONTOSO",
+        ));
     }
 }
 
@@ -670,66 +809,74 @@ fn check_bulk_credentials(
     dc: &DocContext<'_>,
     errors: &mut Vec<JobError>,
 ) -> Option<BulkCredentials> {
-    let count = [
-        c.application.is_some(),
-        c.office365.is_some(),
-        c.on_premises.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if count != 1 {
-        errors.push(dc.error(
-            ErrorCode::BadCredentials,
-            field,
-            At::Key,
-            format!(
-                "credentials have {count} forms; give exactly one of `application`, `office365` or `onPremises`"
-            ),
-        ));
-        return None;
-    }
-    if let Some(a) = &c.application {
-        return Some(BulkCredentials::Application(check_application(
+    let o365_field = format!("{field}.office365.userName");
+    let onprem_field = format!("{field}.onPremises");
+    match (&c.application, &c.office365, &c.on_premises, &c.device_code) {
+        (Some(a), None, None, None) => Some(BulkCredentials::Application(check_application(
             a,
             &join_key(field, "application"),
             dc,
             errors,
-        )));
-    }
-    if let Some(u) = &c.office365 {
-        check_user_name(
-            &u.user_name,
-            &format!("{field}.office365.userName"),
+        ))),
+        (None, Some(u), None, None) => {
+            check_user_name(&u.user_name, &o365_field, dc, errors);
+            Some(BulkCredentials::Office365 {
+                user_name: u.user_name.clone(),
+                password: u.password.clone(),
+            })
+        }
+        (None, None, Some(p), None) => {
+            check_on_premises(p, &onprem_field, dc, errors);
+            Some(BulkCredentials::OnPremises {
+                domain_name: p.domain_name.clone(),
+                user_name: p.user_name.clone(),
+                password: p.password.clone(),
+            })
+        }
+        (None, Some(u), Some(p), None) => {
+            check_user_name(&u.user_name, &o365_field, dc, errors);
+            check_on_premises(p, &onprem_field, dc, errors);
+            Some(BulkCredentials::Hybrid {
+                office365_user_name: u.user_name.clone(),
+                office365_password: u.password.clone(),
+                domain_name: p.domain_name.clone(),
+                on_premises_user_name: p.user_name.clone(),
+                on_premises_password: p.password.clone(),
+            })
+        }
+        (None, None, None, Some(d)) => Some(BulkCredentials::DeviceCode(check_device_code(
+            d,
+            &format!("{field}.deviceCode"),
             dc,
             errors,
-        );
-        return Some(BulkCredentials::Office365 {
-            user_name: u.user_name.clone(),
-            password: u.password.clone(),
-        });
+        ))),
+        (a, u, p, d) => {
+            let given: Vec<&str> = [
+                (a.is_some(), "`application`"),
+                (u.is_some(), "`office365`"),
+                (p.is_some(), "`onPremises`"),
+                (d.is_some(), "`deviceCode`"),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+            let which = if given.is_empty() {
+                "no credentials".to_string()
+            } else {
+                given.join(" and ")
+            };
+            errors.push(dc.error(
+                ErrorCode::BadCredentials,
+                field,
+                At::Key,
+                format!(
+                    "credentials have {which}; give exactly one of `application`, `office365`, `onPremises` or `deviceCode`, or `office365` with `onPremises` for a hybrid organization"
+                ),
+            ));
+            None
+        }
     }
-    let p = c.on_premises.as_ref()?;
-    check_user_name(
-        &p.user_name,
-        &format!("{field}.onPremises.userName"),
-        dc,
-        errors,
-    );
-    if p.domain_name.trim().is_empty() {
-        errors.push(dc.error_hint(
-            ErrorCode::InvalidValue,
-            &format!("{field}.onPremises.domainName"),
-            At::Value,
-            "the domain name is empty",
-            "write the on-premises domain, e.g. CONTOSO",
-        ));
-    }
-    Some(BulkCredentials::OnPremises {
-        domain_name: p.domain_name.clone(),
-        user_name: p.user_name.clone(),
-        password: p.password.clone(),
-    })
 }
 
 fn check_action(
@@ -757,6 +904,23 @@ fn check_action(
                 return None;
             };
             non_empty(&e.keyword, "spec.export.keyword", dc, errors);
+            match (e.enable_pst_size_limit, e.pst_size_limit) {
+                (Some(false), Some(_)) => errors.push(dc.error_hint(
+                    ErrorCode::PstSizeLimit,
+                    "spec.export.pstSizeLimit",
+                    At::Key,
+                    "pstSizeLimit is given but enablePstSizeLimit is false",
+                    "remove pstSizeLimit for exports without a size limit, or enablePstSizeLimit to split at pstSizeLimit",
+                )),
+                (Some(true), None) => errors.push(dc.error_hint(
+                    ErrorCode::PstSizeLimit,
+                    "spec.export.enablePstSizeLimit",
+                    At::Value,
+                    "enablePstSizeLimit is true but no pstSizeLimit is given (VB365 requires the size with the flag)",
+                    "add pstSizeLimit: 1GiB to 49GiB",
+                )),
+                _ => {}
+            }
             if let Some(size) = e.pst_size_limit
                 && !(PST_SIZE_LIMIT_MIN..=PST_SIZE_LIMIT_MAX).contains(&size.0)
             {
@@ -765,7 +929,7 @@ fn check_action(
                     "spec.export.pstSizeLimit",
                     At::Value,
                     format!(
-                        "pstSizeLimit is {} ({} bytes); VB365 accepts 1GiB to 49GiB",
+                        "pstSizeLimit is {} ({} bytes); VB365 accepts 1 GB to 49 GB, where its GB is 1073741824 bytes: 1GiB to 49GiB",
                         bytesize::ByteSize(size.0),
                         size.0
                     ),
@@ -815,6 +979,7 @@ fn check_action(
             Some(Action::ExportPst(ExportAction {
                 keyword: e.keyword.clone(),
                 pst_size_limit: e.pst_size_limit.map(|s| s.0),
+                pst_size_limit_disabled: e.enable_pst_size_limit == Some(false),
                 path,
                 retention,
             }))
@@ -833,7 +998,9 @@ fn check_action(
                 missing(errors);
                 return None;
             };
-            if let Err(m) = check_email(&r.mailbox) {
+            if let Some(mailbox) = &r.mailbox
+                && let Err(m) = check_email(mailbox)
+            {
                 errors.push(dc.error_hint(
                     ErrorCode::InvalidValue,
                     "spec.restoreTo.mailbox",
@@ -852,19 +1019,33 @@ fn check_action(
                 non_empty(v, f, dc, errors);
             }
             // A bad folder is already an error; `None` here only lets the other checks run.
-            let folder = r.folder.as_ref().and_then(|f| {
-                template(
-                    f,
-                    TemplateUse::MailboxFolder,
-                    "spec.restoreTo.folder",
-                    dc,
-                    errors,
-                )
+            let folder = r.folder.as_ref().and_then(|f| match FolderTemplate::parse(f) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    let (code, hint) = match e {
+                        FolderError::UnknownPlaceholder(_) => (
+                            ErrorCode::UnknownPlaceholder,
+                            "a folder is any text; {job} {run} {date} {time} {mailbox} {mailboxId} {org} are replaced, {{ and }} write literal braces",
+                        ),
+                        _ => (
+                            ErrorCode::InvalidValue,
+                            "write the folder name in the target mailbox, e.g. \"Restored/{mailbox}\"",
+                        ),
+                    };
+                    errors.push(dc.error_hint(
+                        code,
+                        "spec.restoreTo.folder",
+                        At::Value,
+                        format!("`{f}`: {e}"),
+                        hint,
+                    ));
+                    None
+                }
             });
             let credentials =
                 check_credentials(&r.credentials, "spec.restoreTo.credentials", dc, errors)?;
             Some(Action::RestoreTo(RestoreToAction {
-                mailbox: r.mailbox.trim().to_string(),
+                mailbox: r.mailbox.as_ref().map(|m| m.trim().to_string()),
                 folder,
                 cas_server: r.cas_server.clone(),
                 office_region: r.office_region,

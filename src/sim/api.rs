@@ -35,6 +35,7 @@ pub enum Endpoint {
     BulkRestore,
     MailboxRestore,
     MailboxRestoreTo,
+    DeviceCode,
     ExportPst,
     MailboxSearch,
     OrganizationSearch,

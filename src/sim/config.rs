@@ -126,6 +126,9 @@ pub struct SimConfig {
     /// Refresh-token lifetime (undocumented for VB365; default 14 days).
     #[serde(with = "humantime_serde")]
     pub refresh_token_lifetime: Duration,
+    /// Lifetime of a device code (`expiresIn` of `restoreDeviceCode`), default 15 min.
+    #[serde(with = "humantime_serde")]
+    pub device_code_lifetime: Duration,
     /// Format of `.issued`/`.expires`.
     pub token_date_format: TokenDateFormat,
     /// Time from a restore POST to its completion.
@@ -178,6 +181,7 @@ impl Default for SimConfig {
             }],
             token_lifetime: Duration::from_secs(3600),
             refresh_token_lifetime: Duration::from_secs(14 * 86_400),
+            device_code_lifetime: Duration::from_secs(900),
             token_date_format: TokenDateFormat::default(),
             restore_delay: Duration::from_secs(2),
             session_id_mode: SessionIdMode::default(),

@@ -345,6 +345,16 @@ pub(crate) fn explore(state: &SimState, ctx: &Ctx) -> HandlerResult {
             .organization(id)
             .ok_or_else(|| ApiError::not_found(format!("Organization '{id}' was not found.")))?
     };
+    // One repository holds every organisation's backups in this world (the one `/v8/Jobs`
+    // names); another id is unknown.
+    if let Some(repo) = ctx.body.get("repositoryId").and_then(Value::as_str) {
+        let known = derive_uuid(&[b"repository", &state.world.seed().to_le_bytes()]);
+        if !repo.eq_ignore_ascii_case(&known.to_string()) {
+            return Err(ApiError::not_found(format!(
+                "Repository '{repo}' was not found or holds no backups of this organization."
+            )));
+        }
+    }
     let at = ctx
         .body
         .get("dateTime")

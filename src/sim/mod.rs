@@ -11,7 +11,8 @@
 //! - `api`: the types the pipeline files share (endpoint kinds, handler context, API errors);
 //! - `routes`: the request pipeline (routing, journal, faults, auth, validation);
 //! - `handlers` / `restore`: the endpoints; `sessions`: restore-session state;
-//! - `auth`: tokens; `search`: the query parser; `export`: PST/ZIP bytes;
+//! - `auth`: tokens; `search`: the query parser; `export`: PST/ZIP bytes; `device_code`:
+//!   device-code sign-in (codes, their expiry, the test hook that signs one in);
 //! - [`schema`]: request validation against the embedded OpenAPI document (public, reused by
 //!   the client's contract test); `faults`: fault injection; `journal`: the request log;
 //! - `server`: the accept loop with TLS and graceful shutdown.
@@ -28,6 +29,7 @@
 mod api;
 mod auth;
 mod config;
+mod device_code;
 mod error;
 mod export;
 mod faults;
@@ -197,6 +199,19 @@ impl SimHandle {
             .with_data(|d| d.outcomes.insert(email.to_ascii_lowercase(), outcome));
     }
 
+    /// Marks a device code (`userCode` of `restoreDeviceCode`) as signed in, as an operator
+    /// would in a browser. False when the code is unknown or has expired.
+    pub fn sign_in_device_code(&self, user_code: &str) -> bool {
+        device_code::sign_in(&self.state, user_code)
+    }
+
+    /// The request bodies of the device codes handed out so far (oldest first is not
+    /// guaranteed), for tests.
+    pub fn device_code_requests(&self) -> Vec<serde_json::Value> {
+        self.state
+            .with_data(|d| d.device_codes.values().map(|c| c.request.clone()).collect())
+    }
+
     /// (id, name) of every organisation.
     pub fn organizations(&self) -> Vec<(Uuid, String)> {
         self.state
@@ -222,6 +237,12 @@ impl SimHandle {
             .world
             .mailbox_by_email(email, is_archive)
             .cloned()
+    }
+
+    /// The id of the repository holding every backup of this world (`repositoryId` of
+    /// `/v8/Jobs`, accepted by organisation explore).
+    pub fn repository_id(&self) -> Uuid {
+        world::derive_uuid(&[b"repository", &self.state.world.seed().to_le_bytes()])
     }
 
     /// The id of the backup job protecting an organisation.

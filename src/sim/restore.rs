@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::api::{ApiError, Ctx, Endpoint, HandlerResult};
 use super::config::{RestoreOutcome, SessionIdMode};
+use super::device_code;
 use super::handlers::{Use, session_mailbox, session_mut};
 use super::sessions::{Event, MailboxStat, Session, SessionKind};
 use super::state::SimState;
@@ -62,19 +63,18 @@ pub(crate) fn restore(state: &Arc<SimState>, ctx: &Ctx) -> HandlerResult {
     let endpoint = ctx.route.endpoint;
     let bulk = endpoint == Endpoint::BulkRestore;
     check_credentials(&ctx.body, bulk)?;
-    let target = if endpoint == Endpoint::MailboxRestoreTo {
-        Some(
-            text(&ctx.body, "mailbox")
-                .ok_or_else(|| {
-                    ApiError::invalid("mailbox: the target mailbox is required for restoreTo")
-                })?
-                .to_string(),
-        )
-    } else {
-        None
-    };
+    // `mailbox` is optional in the vendor schema: without it, each mailbox is restored into
+    // its namesake (in `officeOrganizationName` when given).
+    let to = endpoint == Endpoint::MailboxRestoreTo;
+    let target = text(&ctx.body, "mailbox")
+        .filter(|_| to)
+        .map(str::to_string);
     let mode = state.config.session_id_mode;
     let mirror = state.config.mirror_restore_events;
+    if let Some(code) = text(&ctx.body, "userCode") {
+        let session = state.with_data(|d| session_mut(state, d, ctx, Use::Data).map(|s| s.id))?;
+        device_code::check(state, session, code)?;
+    }
     let (answer_id, op_id, explore_id, mailboxes) = state.with_data(|d| {
         let session = session_mut(state, d, ctx, Use::Data)?;
         let mailboxes: Vec<Mailbox> = if bulk {
@@ -100,6 +100,13 @@ pub(crate) fn restore(state: &Arc<SimState>, ctx: &Ctx) -> HandlerResult {
         let explore_id = session.id;
         let now = Utc::now();
         let op_id = Uuid::new_v4();
+        let target_of = |m: &Mailbox| {
+            if to {
+                Some(target.clone().unwrap_or_else(|| m.email.clone()))
+            } else {
+                None
+            }
+        };
         let event = |m: &Mailbox| Event {
             id: Uuid::new_v4(),
             order: 0,
@@ -109,7 +116,7 @@ pub(crate) fn restore(state: &Arc<SimState>, ctx: &Ctx) -> HandlerResult {
             message: format!("Restoring {}", m.email),
             mailbox: Some(m.clone()),
             operation: Some(op_id),
-            target: target.clone(),
+            target: target_of(m),
             start: now,
             end: None,
         };

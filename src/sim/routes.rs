@@ -22,7 +22,7 @@ use super::auth::AuthFailure;
 use super::faults::FaultAction;
 use super::journal::{JournalEntry, redact};
 use super::state::SimState;
-use super::{handlers, restore, schema};
+use super::{device_code, handlers, restore, schema};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
@@ -74,6 +74,11 @@ pub(crate) const ROUTES: &[(&str, &str, Endpoint)] = &[
         Endpoint::SessionOrganization,
     ),
     ("GET", MB, Endpoint::Mailboxes),
+    (
+        "POST",
+        "/v8/RestoreSessions/{restoreSessionId}/organization/restoreDeviceCode",
+        Endpoint::DeviceCode,
+    ),
     (
         "POST",
         "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes/restore",
@@ -544,6 +549,7 @@ async fn handle(state: &Arc<SimState>, ctx: &Ctx) -> HandlerResult {
         E::Mailboxes => handlers::mailboxes(state, ctx),
         E::Mailbox => handlers::mailbox(state, ctx),
         E::BulkRestore | E::MailboxRestore | E::MailboxRestoreTo => restore::restore(state, ctx),
+        E::DeviceCode => device_code::request(state, ctx),
         E::ExportPst => handlers::export(state, ctx).await,
         E::MailboxSearch | E::OrganizationSearch => handlers::search(state, ctx),
         E::RestorePoints => handlers::restore_points(state, ctx),

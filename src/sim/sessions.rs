@@ -371,6 +371,16 @@ impl From<&Session> for SessionInfo {
     }
 }
 
+/// One device code handed out (`restoreDeviceCode`, see `device_code`).
+#[derive(Debug, Clone)]
+pub(crate) struct DeviceCode {
+    pub session: Uuid,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub signed_in: bool,
+    /// The `RESTDeviceCodeRequestOptions` it was asked with.
+    pub request: serde_json::Value,
+}
+
 /// All mutable simulator data, behind one `std` mutex that is never held across an `.await`.
 #[derive(Debug, Default)]
 pub(crate) struct Data {
@@ -384,6 +394,8 @@ pub(crate) struct Data {
     pub outcomes: BTreeMap<String, RestoreOutcome>,
     /// Built export layouts (their ZIP CRCs cost a pass over the data).
     pub layouts: HashMap<ExportKey, Arc<ExportLayout>>,
+    /// Device codes handed out, by `userCode`.
+    pub device_codes: HashMap<String, DeviceCode>,
 }
 
 impl Data {

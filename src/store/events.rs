@@ -42,6 +42,13 @@ text_enum! {
         InstanceStarted = "instance_started",
         InstanceTakenOver = "instance_taken_over",
         InstanceStopped = "instance_stopped",
+        /// A device code was requested for an operator's sign-in (data: `userCode`,
+        /// `verificationUrl`, `expiresAt`, `session`, `number`).
+        DeviceCodeRequested = "device_code_requested",
+        /// The operator signed in and asked the run to continue (`resolve --continue`).
+        DeviceCodeContinued = "device_code_continued",
+        /// The server refused a restore with the run's device code (not signed in, expired).
+        DeviceCodeRefused = "device_code_refused",
         /// Free-form notes from the engine or daemon (reconciliation results, warnings).
         Note = "note",
     }

@@ -29,6 +29,9 @@ pub struct OperatorRequest {
     pub kind: RequestKind,
     pub job_name: Option<String>,
     pub run_id: Option<RunId>,
+    /// The decision of a `resolve` request; `None` on a `resolve` request means "continue
+    /// after a device-code sign-in" (`resolve --continue`; no new request kind, so no
+    /// migration of the `kind` check).
     pub decision: Option<Decision>,
     /// Who asked (user name), when known.
     pub requested_by: Option<String>,
@@ -51,6 +54,9 @@ pub enum NewRequest<'a> {
     Cancel { run: RunId },
     /// Decide about the `in_doubt` steps of a run.
     Resolve { run: RunId, decision: Decision },
+    /// Continue a run that waits for a device-code sign-in (a `resolve` request without a
+    /// decision).
+    Continue { run: RunId },
 }
 
 /// A row of `daemon_instances`.
@@ -92,6 +98,7 @@ impl Store {
             NewRequest::Resolve { run, decision } => {
                 (RequestKind::Resolve, None, Some(run), Some(decision))
             }
+            NewRequest::Continue { run } => (RequestKind::Resolve, None, Some(run), None),
         };
         let mut tx = self.begin_write(OP).await?;
         let row = sqlx::query_as::<_, OperatorRequest>(
@@ -112,6 +119,7 @@ impl Store {
         let subject = match (job, run, decision) {
             (Some(job), _, _) => format!("job {job}"),
             (_, Some(run), Some(d)) => format!("run {run} ({d})"),
+            (_, Some(run), None) if kind == RequestKind::Resolve => format!("run {run} (continue)"),
             (_, Some(run), None) => format!("run {run}"),
             _ => String::new(),
         };

@@ -376,6 +376,32 @@ pub struct AsyncRestoreResponse {
     pub session_id: Uuid,
 }
 
+/// `RESTDeviceCodeResponse`: a device code for an operator's sign-in. The vendor schema marks
+/// every field optional; `expiresIn` is in seconds (as in the OAuth device flow it wraps).
+/// `Debug` hides the code (it authorises restores once signed in).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceCodeResponse {
+    #[serde(default)]
+    pub user_code: Option<String>,
+    #[serde(default)]
+    pub verification_url: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<i64>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl std::fmt::Debug for DeviceCodeResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCodeResponse")
+            .field("user_code", &self.user_code.as_ref().map(|_| "[REDACTED]"))
+            .field("verification_url", &self.verification_url)
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
 /// `RESTExchangeItemImportance`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Importance {

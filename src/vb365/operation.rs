@@ -25,6 +25,7 @@ pub enum Operation {
     RestoreMailboxes,
     RestoreMailbox,
     RestoreMailboxTo,
+    RestoreDeviceCode,
     ExportMailboxToPst,
     SearchMailbox,
     SearchMailboxes,
@@ -33,7 +34,7 @@ pub enum Operation {
 
 impl Operation {
     /// All operations, in a stable order.
-    pub const ALL: [Operation; 20] = [
+    pub const ALL: [Operation; 21] = [
         Operation::Token,
         Operation::Logout,
         Operation::ListOrganizations,
@@ -50,6 +51,7 @@ impl Operation {
         Operation::RestoreMailboxes,
         Operation::RestoreMailbox,
         Operation::RestoreMailboxTo,
+        Operation::RestoreDeviceCode,
         Operation::ExportMailboxToPst,
         Operation::SearchMailbox,
         Operation::SearchMailboxes,
@@ -70,8 +72,8 @@ impl Operation {
             | GetMailbox
             | ListRestorePoints => Method::GET,
             Token | Logout | ExploreOrganization | ExploreJob | StopRestoreSession
-            | RestoreMailboxes | RestoreMailbox | RestoreMailboxTo | ExportMailboxToPst
-            | SearchMailbox | SearchMailboxes => Method::POST,
+            | RestoreMailboxes | RestoreMailbox | RestoreMailboxTo | RestoreDeviceCode
+            | ExportMailboxToPst | SearchMailbox | SearchMailboxes => Method::POST,
         }
     }
 
@@ -103,6 +105,9 @@ impl Operation {
             RestoreMailboxTo => {
                 "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes/{mailboxId}/restoreTo"
             }
+            RestoreDeviceCode => {
+                "/v8/RestoreSessions/{restoreSessionId}/organization/restoreDeviceCode"
+            }
             ExportMailboxToPst => {
                 "/v8/RestoreSessions/{restoreSessionId}/organization/mailboxes/{mailboxId}/exportToPst"
             }
@@ -118,7 +123,8 @@ impl Operation {
 
     /// Whether the operation may be repeated when its outcome is unknown. Only the three
     /// restore POSTs are at-most-once; explore and stop are POSTs too, but a duplicate explore
-    /// only opens a session that gets stopped, and stopping twice is harmless.
+    /// only opens a session that gets stopped, stopping twice is harmless, and a second device
+    /// code only leaves the first one unused.
     pub fn replay(self) -> Replay {
         match self {
             Operation::RestoreMailboxes
@@ -138,6 +144,7 @@ impl Operation {
             RestoreMailboxes => Some("RestBulkRestoreOptions"),
             RestoreMailbox => Some("RESTRestoreToOriginalLocation"),
             RestoreMailboxTo => Some("RESTRestoreToDifferentLocation"),
+            RestoreDeviceCode => Some("RESTDeviceCodeRequestOptions"),
             ExportMailboxToPst => Some("RESTExportFolderToPst"),
             SearchMailbox | SearchMailboxes => Some("RESTSearchOptions"),
             _ => None,
@@ -192,7 +199,7 @@ mod tests {
     #[test]
     fn operation_list_is_complete_and_unique() {
         let ops = all_operations();
-        assert_eq!(ops.len(), 20);
+        assert_eq!(ops.len(), 21);
         let mut seen = std::collections::HashSet::new();
         for (m, p) in &ops {
             assert!(seen.insert((m.clone(), *p)), "duplicate {m} {p}");

@@ -145,6 +145,18 @@ impl ExploreOptions {
     }
 }
 
+impl From<&OrganizationExploreOptions> for ExploreOptions {
+    /// The same options for a backup job's explore (which takes no `repositoryId`).
+    fn from(o: &OrganizationExploreOptions) -> Self {
+        ExploreOptions {
+            date_time: o.date_time,
+            explore_type: o.explore_type,
+            show_deleted: o.show_deleted,
+            show_all_versions: o.show_all_versions,
+        }
+    }
+}
+
 /// Credentials a restore runs with (SPEC §4.1), already resolved from their secret references.
 /// `Debug` never shows a secret value.
 #[derive(Debug, Clone)]
@@ -169,6 +181,17 @@ pub enum RestoreCredentials {
         user_name: String,
         password: SecretString,
     },
+    /// A hybrid organization: a Microsoft 365 and an on-premises account together (bulk
+    /// restore only: `office365UserName`/… with `domainName`, `onPremisesUserName`/…).
+    Hybrid {
+        office365_user_name: String,
+        office365_password: SecretString,
+        domain_name: String,
+        on_premises_user_name: String,
+        on_premises_password: SecretString,
+    },
+    /// A device code an operator signed in with (`userCode` from `restoreDeviceCode`).
+    UserCode(SecretString),
 }
 
 impl RestoreCredentials {
@@ -240,8 +263,17 @@ impl TryFrom<&RestoreCredentials> for MailboxRestoreCredentials {
                 user_password: Some(password.clone()),
                 ..Default::default()
             },
+            RestoreCredentials::UserCode(code) => MailboxRestoreCredentials {
+                user_code: Some(code.expose_secret().to_string()),
+                ..Default::default()
+            },
             RestoreCredentials::OnPremises { .. } => {
                 return Err(UnsupportedCredentials("on-premises"));
+            }
+            RestoreCredentials::Hybrid { .. } => {
+                return Err(UnsupportedCredentials(
+                    "hybrid (Microsoft 365 + on-premises)",
+                ));
             }
         })
     }
@@ -391,6 +423,22 @@ impl BulkRestoreOptions {
                 self.on_premises_user_name = Some(user_name.clone());
                 self.on_premises_user_password = Some(password.clone());
             }
+            RestoreCredentials::Hybrid {
+                office365_user_name,
+                office365_password,
+                domain_name,
+                on_premises_user_name,
+                on_premises_password,
+            } => {
+                self.office365_user_name = Some(office365_user_name.clone());
+                self.office365_user_password = Some(office365_password.clone());
+                self.domain_name = Some(domain_name.clone());
+                self.on_premises_user_name = Some(on_premises_user_name.clone());
+                self.on_premises_user_password = Some(on_premises_password.clone());
+            }
+            RestoreCredentials::UserCode(code) => {
+                self.user_code = Some(code.expose_secret().to_string());
+            }
         }
         self
     }
@@ -419,6 +467,29 @@ impl ExportToPstOptions {
             pst_size_limit_bytes: size_limit_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
         }
     }
+
+    /// The body for an export that says explicitly that it has no size limit
+    /// (`enablePstSizeLimit: false`).
+    pub fn without_limit(keyword: Option<String>) -> Self {
+        ExportToPstOptions {
+            content_keyword: keyword,
+            enable_pst_size_limit: Some(false),
+            pst_size_limit_bytes: None,
+        }
+    }
+}
+
+/// `RESTDeviceCodeRequestOptions` (`POST …/organization/restoreDeviceCode`): what the device
+/// code is for; every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceCodeRequestOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_application_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_region: Option<OfficeRegion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_organization_name: Option<String>,
 }
 
 /// `RESTSearchOptions`.
@@ -636,6 +707,61 @@ mod tests {
         assert_eq!(app["applicationCertificatePassword"], "cert-pass-SECRET");
         assert_eq!(app.as_object().unwrap().len(), 4);
         assert_eq!(to_json(&BulkRestoreOptions::default()), json!({}));
+    }
+
+    #[test]
+    fn hybrid_device_code_and_no_limit_bodies() {
+        let hybrid = RestoreCredentials::Hybrid {
+            office365_user_name: "admin@contoso.com".into(),
+            office365_password: SecretString::from("user-pass-SECRET"),
+            domain_name: "CONTOSO".into(),
+            on_premises_user_name: "exadmin".into(),
+            on_premises_password: SecretString::from("onprem-pass-SECRET"),
+        };
+        assert_eq!(
+            to_json(&BulkRestoreOptions::default().with_credentials(&hybrid)),
+            json!({"office365UserName":"admin@contoso.com","office365UserPassword":"user-pass-SECRET",
+                   "domainName":"CONTOSO","onPremisesUserName":"exadmin","onPremisesUserPassword":"onprem-pass-SECRET"})
+        );
+        assert!(
+            MailboxRestoreCredentials::try_from(&hybrid)
+                .unwrap_err()
+                .to_string()
+                .contains("hybrid")
+        );
+        let code = RestoreCredentials::UserCode(SecretString::from("QWERTY01"));
+        assert_eq!(
+            to_json(&BulkRestoreOptions::default().with_credentials(&code)),
+            json!({"userCode":"QWERTY01"})
+        );
+        assert_eq!(
+            to_json(&RestoreToOriginalLocation::new(&code).unwrap()),
+            json!({"userCode":"QWERTY01"})
+        );
+        assert!(!format!("{code:?} {hybrid:?}").contains("QWERTY01"));
+        assert!(!format!("{hybrid:?}").contains("SECRET"));
+        assert_eq!(
+            to_json(&DeviceCodeRequestOptions {
+                target_application_id: Some(APP.parse().unwrap()),
+                target_region: Some(OfficeRegion::Germany),
+                target_organization_name: Some("contoso.onmicrosoft.com".into()),
+            }),
+            json!({"targetApplicationId":APP,"targetRegion":"Germany","targetOrganizationName":"contoso.onmicrosoft.com"})
+        );
+        assert_eq!(to_json(&DeviceCodeRequestOptions::default()), json!({}));
+        assert_eq!(
+            to_json(&ExportToPstOptions::without_limit(Some("falcon".into()))),
+            json!({"contentKeyword":"falcon","enablePstSizeLimit":false})
+        );
+        let job = ExploreOptions::from(&OrganizationExploreOptions {
+            show_deleted: Some(true),
+            repository_id: Some(APP.parse().unwrap()),
+            ..OrganizationExploreOptions::exchange(None)
+        });
+        assert_eq!(
+            to_json(&job),
+            json!({"type":"Vex","showDeleted":true,"showAllVersions":false})
+        );
     }
 
     #[test]

@@ -524,8 +524,16 @@ async fn restores_with_each_credential_form() {
 
     let dave = rig.mailbox_id("dave@contoso.com");
     let erin = rig.mailbox_id("erin@contoso.com");
+    // A device code the simulator handed out in this session and an operator signed in with.
+    let code = rig
+        .client
+        .restore_device_code(rs, &restorectl::vb365::DeviceCodeRequestOptions::default())
+        .await
+        .expect("device code");
+    let code = code.user_code.expect("userCode");
+    assert!(rig.sim.sign_in_device_code(&code));
     let user_code = MailboxRestoreCredentials {
-        user_code: Some("ABCD-EFGH".into()),
+        user_code: Some(code),
         ..Default::default()
     };
     let forms: Vec<MailboxRestoreCredentials> = vec![

@@ -7,7 +7,7 @@
 //!   the document, spelt exactly as there, with a request body exactly where the document wants
 //!   one, and that body's schema is the one the client names;
 //! - the query parameters the client sends on paged and filtered calls are declared there;
-//! - every JSON body the client serialises, for all five body types with their option
+//! - every JSON body the client serialises, for all six body types with their option
 //!   combinations generated systematically (each optional field absent / on / off, each
 //!   credential form, with and without point in time, keyword and size limit), validates
 //!   against the operation's request schema; so do both token grants, form-encoded exactly as
@@ -18,8 +18,8 @@
 
 use restorectl::sim::schema::{Document, OPENAPI_V8_SUBSET, SchemaViolation};
 use restorectl::vb365::{
-    BulkRestoreOptions, ExploreOptions, ExploreType, ExportToPstOptions, MailboxRef,
-    MailboxRestoreCredentials, OfficeRegion, Operation, OrganizationExploreOptions,
+    BulkRestoreOptions, DeviceCodeRequestOptions, ExploreOptions, ExploreType, ExportToPstOptions,
+    MailboxRef, MailboxRestoreCredentials, OfficeRegion, Operation, OrganizationExploreOptions,
     RestoreCredentials, RestoreFlags, RestoreToDifferentLocation, RestoreToOriginalLocation,
     SearchOptions, TokenRequest, all_operations, timestamp,
 };
@@ -138,7 +138,8 @@ fn flag_extremes() -> [RestoreFlags; 3] {
 }
 
 /// Every credential form the job files can produce: application (with and without certificate
-/// password and impersonation account), Microsoft 365 user, on-premises.
+/// password and impersonation account), Microsoft 365 user, on-premises, hybrid (Microsoft 365
+/// and on-premises together), a signed-in device code.
 fn credential_forms() -> Vec<RestoreCredentials> {
     let mut out = Vec::new();
     for c in combinations(&[2, 2]) {
@@ -158,6 +159,14 @@ fn credential_forms() -> Vec<RestoreCredentials> {
         user_name: "exadmin".into(),
         password: SecretString::from("onprem-pass"),
     });
+    out.push(RestoreCredentials::Hybrid {
+        office365_user_name: "admin@contoso.com".into(),
+        office365_password: SecretString::from("user-pass"),
+        domain_name: "CONTOSO".into(),
+        on_premises_user_name: "exadmin".into(),
+        on_premises_password: SecretString::from("onprem-pass"),
+    });
+    out.push(RestoreCredentials::UserCode(SecretString::from("QWERTY01")));
     out
 }
 
@@ -170,8 +179,8 @@ fn mailbox_credential_blocks() -> Vec<MailboxRestoreCredentials> {
         .collect();
     assert_eq!(
         out.len(),
-        5,
-        "on-premises is the one form they cannot carry"
+        6,
+        "on-premises and hybrid are the forms they cannot carry"
     );
     out.push(MailboxRestoreCredentials {
         user_code: Some("ABCD-EFGH".into()),
@@ -451,7 +460,7 @@ fn bulk_restore_bodies_in_all_combinations_validate() {
         ..Default::default()
     });
     let n = assert_all_valid(&doc, Operation::RestoreMailboxes, bodies);
-    assert_eq!(n, 3 * 2 * 3 * 3 * 7 * 3 + 2187 * 6 + 1);
+    assert_eq!(n, 3 * 2 * 3 * 3 * 9 * 3 + 2187 * 8 + 1);
 }
 
 #[test]
@@ -461,7 +470,7 @@ fn restore_to_original_location_bodies_validate() {
         .into_iter()
         .map(|credentials| RestoreToOriginalLocation { credentials })
         .collect();
-    assert_eq!(assert_all_valid(&doc, Operation::RestoreMailbox, bodies), 7);
+    assert_eq!(assert_all_valid(&doc, Operation::RestoreMailbox, bodies), 8);
     // Built through the constructor, as the job runner does.
     for form in credential_forms() {
         if let Ok(body) = RestoreToOriginalLocation::new(&form) {
@@ -498,7 +507,7 @@ fn restore_to_different_location_bodies_in_all_combinations_validate() {
         }
     }
     let n = assert_all_valid(&doc, Operation::RestoreMailboxTo, bodies);
-    assert_eq!(n, 2 * 2 * 2 * 6 * 2 * 7 * 3 + 2187 * 7);
+    assert_eq!(n, 2 * 2 * 2 * 6 * 2 * 8 * 3 + 2187 * 8);
 }
 
 #[test]
@@ -526,9 +535,35 @@ fn export_bodies_in_all_combinations_validate() {
             pst_size_limit_bytes: raw_limits[c[2]],
         });
     }
+    // An export that says it has no limit (`enablePstSizeLimit: false` in the job).
+    for k in &keywords {
+        bodies.push(ExportToPstOptions::without_limit(k.clone()));
+    }
     assert_eq!(
         assert_all_valid(&doc, Operation::ExportMailboxToPst, bodies),
-        12 + 27
+        12 + 27 + 3
+    );
+}
+
+#[test]
+fn device_code_bodies_in_all_combinations_validate() {
+    let doc = fixture();
+    let apps = [
+        None,
+        Some(Uuid::from_u128(0x3f8e5a2c_41d7_4c2b_9e1f_0a6b7c8d9e10)),
+    ];
+    let names = [None, Some("contoso.onmicrosoft.com".to_string())];
+    let mut bodies = Vec::new();
+    for c in combinations(&[2, 6, 2]) {
+        bodies.push(DeviceCodeRequestOptions {
+            target_application_id: apps[c[0]],
+            target_region: office_regions()[c[1]],
+            target_organization_name: names[c[2]].clone(),
+        });
+    }
+    assert_eq!(
+        assert_all_valid(&doc, Operation::RestoreDeviceCode, bodies),
+        24
     );
 }
 

@@ -1,6 +1,7 @@
 //! Mailbox restores against the simulator: the three kinds in both readings of `sessionId`,
-//! completion through session state, `Restore` events and statistics, configured outcomes, and
-//! the request checks the schema cannot express.
+//! completion through session state, `Restore` events and statistics, configured outcomes, the
+//! request checks the schema cannot express, and device-code sign-in (`restoreDeviceCode`, a
+//! `userCode` accepted only once signed in, in its own session, before it expired).
 
 use crate::sim_support::{Api, eventually, fast_config};
 use reqwest::StatusCode;
@@ -251,7 +252,7 @@ async fn configured_outcomes_show_in_events_statistics_and_result() {
 }
 
 #[tokio::test]
-async fn restores_without_credentials_or_targets_are_rejected_and_not_started() {
+async fn restores_without_credentials_or_mailboxes_are_rejected_and_not_started() {
     let api = Api::new(fast_config()).await;
     let rs = api.explore().await;
     let alice = api.mailbox_id("alice@contoso.com");
@@ -278,11 +279,6 @@ async fn restores_without_credentials_or_targets_are_rejected_and_not_started() 
         (
             format!("{base}/{alice}/restore"),
             json!({"userName": "admin@contoso.com", "office365UserPassword": "pw"}),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            format!("{base}/{alice}/restoreTo"),
-            app_credentials(),
             StatusCode::BAD_REQUEST,
         ),
         (
@@ -367,4 +363,130 @@ async fn listed_mailbox_objects_sent_back_with_links_and_actions_are_accepted() 
         entry.ignored_read_only,
         ["mailboxes[0]._actions", "mailboxes[1]._actions"]
     );
+}
+
+#[tokio::test]
+async fn a_user_code_is_accepted_only_once_signed_in_in_its_own_session() {
+    let api = Api::new(fast_config()).await;
+    let rs = api.explore().await;
+    let other = api.explore().await;
+    let alice = api.mailbox_id("alice@contoso.com");
+    let bob = api.mailbox_id("bob@contoso.com");
+    let (status, code) = api
+        .post(
+            &format!("/v8/RestoreSessions/{rs}/organization/restoreDeviceCode"),
+            json!({"targetRegion": "Worldwide", "targetOrganizationName": "contoso.onmicrosoft.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{code}");
+    validate_response(
+        "POST",
+        "/v8/RestoreSessions/{restoreSessionId}/organization/restoreDeviceCode",
+        200,
+        &code,
+    )
+    .expect("the answer matches RESTDeviceCodeResponse");
+    assert_eq!(code["expiresIn"], 900);
+    assert_eq!(code["verificationUrl"], "https://microsoft.com/devicelogin");
+    let user_code = code["userCode"].as_str().unwrap().to_string();
+    assert!(code["message"].as_str().unwrap().contains(&user_code));
+    // A body that is not RESTDeviceCodeRequestOptions is refused by the schema check.
+    let (status, _) = api
+        .post(
+            &format!("/v8/RestoreSessions/{rs}/organization/restoreDeviceCode"),
+            json!({"targetRegion": "Mars"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let restore = |session: &str, mailbox: uuid::Uuid| {
+        format!("/v8/RestoreSessions/{session}/organization/mailboxes/{mailbox}/restore")
+    };
+    let body = json!({"userCode": user_code});
+    let (status, err) = api.post(&restore(&rs, alice), body.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        err["message"].as_str().unwrap().contains("signed in"),
+        "{err}"
+    );
+    assert!(!api.sim.sign_in_device_code("NOSUCHCODE"));
+    assert!(api.sim.sign_in_device_code(&user_code));
+    let (status, err) = api.post(&restore(&other, alice), body.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "another session: {err}");
+    assert_eq!(api.sim.restore_calls(alice), 0);
+    for mailbox in [alice, bob] {
+        let (status, answer) = api.post(&restore(&rs, mailbox), body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(api.sim.restore_calls(mailbox), 1);
+    }
+    // The bulk and restoreTo bodies carry it too; restoreTo needs no target mailbox.
+    let base = format!("/v8/RestoreSessions/{rs}/organization/mailboxes");
+    let (status, answer) = api
+        .post(
+            &format!("{base}/restore"),
+            json!({"userCode": user_code, "mailboxes": [{"id": alice}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, answer) = api
+        .post(
+            &format!("{base}/{bob}/restoreTo"),
+            json!({"userCode": user_code, "folder": "\\Restored\\..", "officeOrganizationName": "fabrikam.onmicrosoft.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(api.sim.device_code_requests().len(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_device_code_cannot_be_signed_in_nor_used() {
+    let api = Api::new(SimConfig {
+        device_code_lifetime: std::time::Duration::ZERO,
+        ..fast_config()
+    })
+    .await;
+    let rs = api.explore().await;
+    let (_, code) = api
+        .post(
+            &format!("/v8/RestoreSessions/{rs}/organization/restoreDeviceCode"),
+            json!({}),
+        )
+        .await;
+    let user_code = code["userCode"].as_str().unwrap();
+    assert!(!api.sim.sign_in_device_code(user_code));
+    let alice = api.mailbox_id("alice@contoso.com");
+    let (status, err) = api
+        .post(
+            &format!("/v8/RestoreSessions/{rs}/organization/mailboxes/{alice}/restore"),
+            json!({"userCode": user_code}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        err["message"].as_str().unwrap().contains("expired"),
+        "{err}"
+    );
+    assert_eq!(api.sim.restore_calls(alice), 0);
+}
+
+#[tokio::test]
+async fn organization_explore_accepts_the_world_repository_only() {
+    let api = Api::new(fast_config()).await;
+    let org = api.sim.organizations()[0].0;
+    let path = format!("/v8/Organizations/{org}/explore");
+    let (status, session) = api
+        .post(
+            &path,
+            json!({"type": "Vex", "showDeleted": true, "showAllVersions": true, "repositoryId": api.sim.repository_id()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let (status, err) = api
+        .post(
+            &path,
+            json!({"type": "Vex", "repositoryId": uuid::Uuid::new_v4()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+    assert_eq!(err["errorCode"], "ResourceNotFound");
 }

@@ -12,9 +12,9 @@ use futures_util::StreamExt;
 use restorectl::config::{SecretContext, SecretRef, ServerConfig};
 use restorectl::vb365::{
     AsyncRestoreResponse, BulkRestoreOptions, Client, ErrorClass, ErrorCode, ErrorKind,
-    ExploreOptions, ExportToPstOptions, MailboxRef, Operation, OrganizationExploreOptions,
-    RestoreCredentials, RestoreSessionFilter, RestoreToDifferentLocation,
-    RestoreToOriginalLocation, SearchOptions, SessionState, Transport,
+    ExploreOptions, ExportToPstOptions, MailboxRef, OfficeRegion, Operation,
+    OrganizationExploreOptions, RestoreCredentials, RestoreSessionFilter,
+    RestoreToDifferentLocation, RestoreToOriginalLocation, SearchOptions, SessionState, Transport,
 };
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -1300,6 +1300,17 @@ async fn export_error_is_classified() {
 // Every endpoint once
 // -------------------------------------------------------------------------------------------
 
+/// The JSON body of the (only) request whose path ends with `suffix`.
+async fn body_json_of(server: &MockServer, suffix: &str) -> Value {
+    requests(server)
+        .await
+        .iter()
+        .find(|r| r.url.path().ends_with(suffix))
+        .unwrap()
+        .body_json::<Value>()
+        .unwrap()
+}
+
 /// Calls every client method once against a fake that answers each documented path, checks the
 /// parsed answers and the JSON bodies on the wire, and checks that every operation in
 /// `all_operations()` was exercised.
@@ -1392,6 +1403,13 @@ async fn every_endpoint_round_trips() {
             "POST",
             format!("{mb_path}/{MB}/restoreTo"),
             ok(json!({"sessionId": op_session})),
+        ),
+        (
+            "POST",
+            format!("{rs_path}/organization/restoreDeviceCode"),
+            ok(
+                json!({"userCode":"QWERTY01","verificationUrl":"https://microsoft.com/devicelogin","expiresIn":900,"message":"sign in"}),
+            ),
         ),
         (
             "POST",
@@ -1506,6 +1524,26 @@ async fn every_endpoint_round_trips() {
         ..Default::default()
     };
     assert_eq!(client.restore_mailbox_to(rs, mb, &to).await.unwrap(), want);
+    let code = client
+        .restore_device_code(
+            rs,
+            &restorectl::vb365::DeviceCodeRequestOptions {
+                target_region: Some(OfficeRegion::Worldwide),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(code.user_code.as_deref(), Some("QWERTY01"));
+    assert_eq!(code.expires_in, Some(900));
+    assert!(
+        !format!("{code:?}").contains("QWERTY01"),
+        "Debug hides the code"
+    );
+    assert_eq!(
+        body_json_of(&server, "/restoreDeviceCode").await,
+        json!({"targetRegion":"Worldwide"})
+    );
     let export = client
         .export_to_pst(
             rs,

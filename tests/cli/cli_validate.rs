@@ -32,7 +32,7 @@ fn examples_are_valid_with_one_summary_line_per_file() {
         "{text}"
     );
     assert!(
-        text.lines().last().unwrap().starts_with("total: 6 files, "),
+        text.lines().last().unwrap().starts_with("total: 7 files, "),
         "{text}"
     );
     assert!(!text.contains("not checked"), "{text}");

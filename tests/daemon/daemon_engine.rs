@@ -428,3 +428,47 @@ async fn a_panic_in_one_run_fails_that_run_and_the_daemon_goes_on() {
     assert!(status.success(), "{stderr}");
     sim.shutdown().await;
 }
+
+/// Issue 16: the daemon's stop ends its VB365 sign-in (`POST /v8/token/logout`), after the work
+/// stopped, so no token of a stopped daemon lingers on the server.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_signs_out_of_the_vb365_server() {
+    let sim = simulator(SimConfig::default()).await;
+    let site = site_for(&sim);
+    site.write_job(
+        "search.yaml",
+        "apiVersion: restorectl/v1\nkind: Search\nmetadata: { name: find-board-minutes }\nspec:\n  \
+         organization: contoso.onmicrosoft.com\n  search:\n    query: 'from:ceo@contoso.com'\n    \
+         report: { path: \"{job}/{run}.jsonl\" }\n",
+    );
+    let daemon = Daemon::start(&site);
+    let store = open_when_ready(&site).await;
+    let run = until("the search run finished", || async {
+        let r = only_run(&store, "find-board-minutes").await?;
+        r.state.is_terminal().then_some(r)
+    })
+    .await;
+    assert_eq!(run.state, RunState::Succeeded, "{:?}", run.reason);
+    assert!(
+        !sim.journal()
+            .iter()
+            .any(|e| e.is("POST", "/v8/token/logout")),
+        "no logout while the daemon runs"
+    );
+    daemon.signal("TERM");
+    let (status, log, _) = daemon.wait_exit();
+    assert!(status.success(), "{log}");
+    let journal = sim.journal();
+    let logouts: Vec<_> = journal
+        .iter()
+        .filter(|e| e.is("POST", "/v8/token/logout"))
+        .collect();
+    assert_eq!(logouts.len(), 1, "one server, one sign-out");
+    assert_eq!(logouts[0].status, Some(204));
+    assert!(
+        journal.last().unwrap().is("POST", "/v8/token/logout"),
+        "the sign-out is the daemon's last request"
+    );
+    assert!(log.contains("signed out of the VB365 server"), "{log}");
+    sim.shutdown().await;
+}

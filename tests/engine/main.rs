@@ -16,3 +16,4 @@ mod download_transfer;
 mod exec_crash;
 mod exec_faults;
 mod exec_kinds;
+mod exec_options;

@@ -6,8 +6,9 @@
 //!
 //! - nothing panics, whatever the bytes;
 //! - every job error is located (line and column ≥ 1) and has a hint;
-//! - a path field whose value has a `..` component or is absolute never validates, whichever
-//!   field and placeholder it sits in;
+//! - a path field (`export.path`, `report.path`) whose value has a `..` component or is absolute
+//!   never validates, whichever field and placeholder it sits in (RestoreTo `folder` is a
+//!   mailbox folder, not a path: `..` and `/` are text there, see `jobs::folder`);
 //! - a config never panics, its syntax errors are located, and a password written as a plain
 //!   string never appears in the error.
 
@@ -202,21 +203,19 @@ fn escapes(path: &str) -> bool {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 20_000, failure_persistence: None, ..ProptestConfig::default() })]
 
-    /// A path template with a `..` component or a leading `/` never validates, in any of the
-    /// three path fields.
+    /// A path template with a `..` component or a leading `/` never validates, in either path
+    /// field.
     #[test]
-    fn traversal_never_validates(field in 0..3usize, (_, path) in path_template()) {
+    fn traversal_never_validates(field in 0..2usize, (_, path) in path_template()) {
         // The field's value as written, extension included (`..` + `.pst` is a file name).
         let value = match field {
             0 => format!("{path}.pst"),
-            1 => format!("{path}.jsonl"),
-            _ => path.clone(),
+            _ => format!("{path}.jsonl"),
         };
         let head = "apiVersion: restorectl/v1\nmetadata:\n  name: fuzz\nspec:\n  organization: contoso.onmicrosoft.com\n  mailboxes: [alice@contoso.com]\n";
         let text = match field {
             0 => format!("kind: ExportPst\n{head}  export:\n    path: \"{value}\"\n"),
-            1 => format!("kind: Search\n{head}  search:\n    query: x\n    report: {{ path: \"{value}\", format: jsonl }}\n"),
-            _ => format!("kind: RestoreTo\n{head}  restoreTo:\n    mailbox: legal-review@contoso.com\n    folder: \"{value}\"\n    credentials:\n      application:\n        applicationId: 3f8e5a2c-41d7-4c2b-9e1f-0a6b7c8d9e10\n        certificate: {{ secret: c }}\n"),
+            _ => format!("kind: Search\n{head}  search:\n    query: x\n    report: {{ path: \"{value}\", format: jsonl }}\n"),
         };
         let valid = check_job(&text);
         if escapes(&value) {

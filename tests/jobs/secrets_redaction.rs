@@ -203,7 +203,13 @@ fn no_secret_value_in_debug_output_or_validate_reports() {
                 | BulkCredentials::OnPremises { password, .. } => {
                     vec![password.clone()]
                 }
+                BulkCredentials::Hybrid {
+                    office365_password,
+                    on_premises_password,
+                    ..
+                } => vec![office365_password.clone(), on_premises_password.clone()],
                 BulkCredentials::Application(a) => vec![a.certificate.clone()],
+                BulkCredentials::DeviceCode(_) => vec![],
             },
             Action::ExportPst(_) | Action::Search(_) => vec![],
         };
@@ -253,5 +259,6 @@ fn cred_refs(c: &Credentials) -> Vec<restorectl::config::SecretRef> {
             v.extend(a.certificate_password.clone());
             v
         }
+        Credentials::DeviceCode(_) => vec![],
     }
 }

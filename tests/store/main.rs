@@ -122,6 +122,7 @@ on_both_backends!(
     notifications_are_written_with_the_state_change_that_raises_them,
     a_job_file_that_becomes_invalid_is_notified_once,
     failure_counts_and_download_bytes_follow_every_change,
+    continue_requests_and_device_code_events,
 );
 
 /// The trigger-kept failure counts and download bytes as `stats_counts` reads them, checked
@@ -2819,6 +2820,78 @@ async fn a_job_file_that_becomes_invalid_is_notified_once(db: &TestDb) {
 
 static EMPTY_ERRORS: std::sync::LazyLock<serde_json::Value> =
     std::sync::LazyLock::new(|| json!([]));
+// `resolve --continue` (issue 16): a `resolve` request without a decision, and the device-code
+// events the engine keeps the sign-in in (free-text kinds, no migration).
+async fn continue_requests_and_device_code_events(db: &TestDb) {
+    let store = db.open().await;
+    let v = seed_job(&store, "mfa", "h1").await;
+    let run = store
+        .enqueue_run(&new_run("mfa", v, "h1", Trigger::Manual, 0), t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    for (kind, data) in [
+        (
+            EventKind::DeviceCodeRequested,
+            serde_json::json!({"userCode": "QWERTY01", "session": "s1", "number": 1}),
+        ),
+        (
+            EventKind::DeviceCodeRefused,
+            serde_json::json!({"error": "expired"}),
+        ),
+        (EventKind::DeviceCodeContinued, serde_json::json!({})),
+    ] {
+        store
+            .append_event(
+                &restorectl::store::NewEvent::new(kind, kind.as_str())
+                    .run(run.id)
+                    .data(data),
+                t(1),
+            )
+            .await
+            .unwrap();
+    }
+    let kinds: Vec<String> = store
+        .list_run_events(run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind.starts_with("device_code"))
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "device_code_requested",
+            "device_code_refused",
+            "device_code_continued"
+        ]
+    );
+    let r = store
+        .insert_request(&NewRequest::Continue { run: run.id }, Some("carol"), t(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.kind, r.run_id, r.decision, r.requested_by.as_deref()),
+        (RequestKind::Resolve, Some(run.id), None, Some("carol"))
+    );
+    let pending = store.list_pending_requests().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].decision, None);
+    let recorded = store
+        .list_run_events(run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == "request_recorded")
+        .unwrap();
+    assert!(
+        recorded.message.contains("(continue)"),
+        "{}",
+        recorded.message
+    );
+}
+
 // `/metrics` counts a download as receiving (`restorectl_downloads_receiving`, the stalled-download
 // alert) once its step is `downloading` and bytes are on disk: not while the step is pending, not
 // while it waits for the first byte, not after it started over.

@@ -6,24 +6,16 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::credentials::{resolve_bulk_credentials, resolve_credentials};
+use crate::exec::convert::office_region;
 use crate::exec::error::{AttemptError, RunError, StepFailure};
-use crate::exec::run_ctx::{Next, RunCtx, template_values};
-use crate::jobs::{self, Action};
-use crate::store::Step;
+use crate::exec::run_ctx::{Next, RunCtx, StepEnd, template_values};
+use crate::exec::sign_in;
+use crate::jobs::Action;
+use crate::store::{ErrorClass, Step, StepErrorRecord};
 use crate::vb365::{
     self, BulkRestoreOptions, MailboxRef, MailboxRestoreCredentials, RestoreFlags,
     RestoreToDifferentLocation, RestoreToOriginalLocation,
 };
-
-fn region(r: jobs::OfficeRegion) -> vb365::OfficeRegion {
-    match r {
-        jobs::OfficeRegion::Worldwide => vb365::OfficeRegion::Worldwide,
-        jobs::OfficeRegion::Germany => vb365::OfficeRegion::Germany,
-        jobs::OfficeRegion::China => vb365::OfficeRegion::China,
-        jobs::OfficeRegion::USDefence => vb365::OfficeRegion::USDefence,
-        jobs::OfficeRegion::USGovernment => vb365::OfficeRegion::USGovernment,
-    }
-}
 
 fn parse_id(text: Option<&str>, what: &str, step: &Step) -> Result<Uuid, StepFailure> {
     text.and_then(|t| Uuid::parse_str(t).ok()).ok_or_else(|| {
@@ -45,9 +37,11 @@ pub(crate) async fn submit(ctx: &RunCtx, step: &Step) -> Result<Next, AttemptErr
         To(Uuid, RestoreToDifferentLocation),
         Bulk(BulkRestoreOptions),
     }
+    let with_code;
     let body = match ctx.job.action() {
         Action::Restore(a) => {
             let creds = resolve_credentials(ctx, &a.credentials)?;
+            with_code = matches!(creds, vb365::RestoreCredentials::UserCode(_));
             let mailbox = parse_id(step.mailbox_id.as_deref(), "mailbox id", step)?;
             let body = RestoreToOriginalLocation::new(&creds)
                 .map_err(|e| StepFailure::permanent(e.to_string()))?;
@@ -55,6 +49,7 @@ pub(crate) async fn submit(ctx: &RunCtx, step: &Step) -> Result<Next, AttemptErr
         }
         Action::RestoreTo(a) => {
             let creds = resolve_credentials(ctx, &a.credentials)?;
+            with_code = matches!(creds, vb365::RestoreCredentials::UserCode(_));
             let mailbox = parse_id(step.mailbox_id.as_deref(), "mailbox id", step)?;
             let values = template_values(
                 ctx,
@@ -67,13 +62,10 @@ pub(crate) async fn submit(ctx: &RunCtx, step: &Step) -> Result<Next, AttemptErr
             Body::To(
                 mailbox,
                 RestoreToDifferentLocation {
-                    mailbox: Some(a.mailbox.clone()),
-                    folder: a
-                        .folder
-                        .as_ref()
-                        .map(|f| f.render(&values).to_string_lossy().into_owned()),
+                    mailbox: a.mailbox.clone(),
+                    folder: a.folder.as_ref().map(|f| f.render(&values)),
                     cas_server: a.cas_server.clone(),
-                    office_region: a.office_region.map(region),
+                    office_region: a.office_region.map(office_region),
                     office_organization_name: a.office_organization_name.clone(),
                     flags: RestoreFlags {
                         changed_items: o.changed_items,
@@ -91,6 +83,7 @@ pub(crate) async fn submit(ctx: &RunCtx, step: &Step) -> Result<Next, AttemptErr
         }
         Action::BulkRestore(a) => {
             let creds = resolve_bulk_credentials(ctx, &a.credentials)?;
+            with_code = matches!(creds, vb365::RestoreCredentials::UserCode(_));
             let ids = step.mailbox_ids.clone().unwrap_or_default();
             let mailboxes = ids
                 .iter()
@@ -161,6 +154,29 @@ pub(crate) async fn submit(ctx: &RunCtx, step: &Step) -> Result<Next, AttemptErr
             )
             .await;
             Ok(Next::Continue)
+        }
+        // Refused before execution with the device code (not signed in, expired): not a
+        // failure of the step; it waits for a new sign-in (see `sign_in`).
+        Err(e)
+            if with_code
+                && matches!(
+                    e.class,
+                    vb365::ErrorClass::Permanent | vb365::ErrorClass::Auth
+                ) =>
+        {
+            let failure = StepFailure::from(&e);
+            let record = StepErrorRecord {
+                class: ErrorClass::Retryable,
+                code: failure.to_step_error().code,
+                message: format!("the server refused the device code: {}", failure.message),
+            };
+            store
+                .schedule_step_retry(step.id, ctx.now(), &record, ctx.now())
+                .await
+                .map_err(RunError::store(run))?;
+            sign_in::refused(ctx, step.id, &failure.message).await;
+            tracing::warn!(run = %run, step = step.id, error = %e, "the server refused the device code; a new sign-in is needed");
+            Ok(Next::End(StepEnd::SignInRefused))
         }
         Err(e) => {
             if e.class == vb365::ErrorClass::SessionLost {
