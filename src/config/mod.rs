@@ -35,6 +35,7 @@ use serde::Deserialize;
 
 pub use error::ConfigError;
 pub use notifications::{EmailTarget, NotificationConfig, NotifyTarget, SmtpConfig, SmtpTls};
+pub(crate) use raw::shorten_unknown_field;
 pub use retry::{RetryPolicy, RetrySpec};
 pub use secrets::{PLAIN_SECRET_MESSAGE, SecretContext, SecretRef};
 

@@ -112,7 +112,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
                 path: path.to_path_buf(),
                 line,
                 column,
-                message: hide_string_values(&e.to_string()),
+                message: shorten_unknown_field(&hide_string_values(&e.to_string())),
             }
         })?
     };
@@ -150,6 +150,38 @@ fn hide_string_values(message: &str) -> String {
     out
 }
 
+/// The longest unknown key an error repeats in full.
+const SHOWN_KEY_MAX: usize = 40;
+
+/// Shortens the key of serde's `unknown field `…`, expected …` to its first word (at most
+/// [`SHOWN_KEY_MAX`] characters, then `…`). A real key is one short word; a "key" with spaces,
+/// colons or line breaks is text the YAML parser swallowed (a misplaced quote or backtick turns
+/// the following lines into one plain-scalar key), and that text may hold a secret.
+pub(crate) fn shorten_unknown_field(message: &str) -> String {
+    const MARK: &str = "unknown field `";
+    let Some(at) = message.find(MARK) else {
+        return message.to_string();
+    };
+    let start = at + MARK.len();
+    let rest = &message[start..];
+    let end = ["`, expected", "`, there are no fields"]
+        .iter()
+        .filter_map(|m| rest.rfind(m))
+        .min()
+        .or_else(|| rest.rfind('`'))
+        .unwrap_or(rest.len());
+    let key = &rest[..end];
+    let word: String = key
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != ':')
+        .take(SHOWN_KEY_MAX)
+        .collect();
+    if word.len() == key.len() {
+        return message.to_string();
+    }
+    format!("{}{word}…{}", &message[..start], &rest[end..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +192,21 @@ mod tests {
             hide_string_values(r#"a: invalid type: string "x\"y", expected b; string "z""#),
             "a: invalid type: string (value hidden), expected b; string (value hidden)"
         );
+    }
+
+    #[test]
+    fn a_swallowed_key_is_shown_by_its_first_word_only() {
+        let message =
+            "unknown field ``k@\\=\nbogus: 1 password: Plain-S3cret {r`, expected one of `a`, `b`";
+        let shown = shorten_unknown_field(message);
+        assert_eq!(shown, "unknown field ``k@\\=…`, expected one of `a`, `b`");
+        let long = format!("unknown field `{}`, expected `a`", "x".repeat(80));
+        assert_eq!(
+            shorten_unknown_field(&long),
+            format!("unknown field `{}…`, expected `a`", "x".repeat(40))
+        );
+        let plain = "unknown field `bogusKey`, expected one of `a`";
+        assert_eq!(shorten_unknown_field(plain), plain);
+        assert_eq!(shorten_unknown_field("other"), "other");
     }
 }

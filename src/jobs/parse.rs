@@ -20,7 +20,7 @@ use super::locate::{Pos, join_key, parent};
 use super::raw::JobDocument;
 use super::validate::{DocContext, DocLocation, validate};
 use super::{Job, ValidationContext};
-use crate::config::PLAIN_SECRET_MESSAGE;
+use crate::config::{PLAIN_SECRET_MESSAGE, shorten_unknown_field};
 
 /// Largest job file read (4 MiB): far above any real job file, small enough that a wrong file
 /// (a log, an image) is rejected before it is parsed.
@@ -369,7 +369,7 @@ fn syntax_error(
     index: usize,
     location: &DocLocation<'_>,
 ) -> JobError {
-    let (field, message) = split_message(&e.to_string());
+    let (field, message) = split_message(&shorten_unknown_field(&e.to_string()));
     let mut field = field;
     let mut pos = serde_pos(e);
     let code = if message.starts_with("duplicate entry") {
@@ -408,7 +408,7 @@ fn syntax_error(
 
 /// Maps a serde_yaml error of the typed pass to a located, coded error.
 fn serde_error(e: &serde_yaml::Error, dc: &DocContext<'_>) -> JobError {
-    let (path, text) = split_message(&e.to_string());
+    let (path, text) = split_message(&shorten_unknown_field(&e.to_string()));
     let path = path.unwrap_or_default();
     let serde_at = serde_pos(e);
     let locator = || dc.location.locator().doc(dc.index);
