@@ -15,8 +15,10 @@ use std::time::Duration;
 use crate::daemon_support::{Site, bin, export_job, open_when_ready};
 use restorectl::store::{JobState, NewRequest, RunFilter, RunState};
 
-/// Bounds a hang only: a hostile file that takes this long to validate is a bug.
-const VALIDATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bounds a hang only, not speed: the debug binary took 55 s over the 4 MB flow list with the load
+/// average at 8 (time grows linearly with the size), so the bound leaves room for a busy host.
+/// A file that never finishes is the bug this catches; parse speed belongs to benchmarks.
+const VALIDATE_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile")
