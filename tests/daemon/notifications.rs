@@ -441,3 +441,143 @@ async fn a_stale_restore_point_fails_the_run_and_manifests_name_the_restore_poin
         );
     }
 }
+
+/// `/metrics` of a daemon listening on `port`, once it answers.
+async fn scrape(port: u16) -> String {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    until("/metrics answered", || async {
+        let resp = reqwest::get(&url).await.ok()?;
+        resp.status().is_success().then_some(())?;
+        resp.text().await.ok()
+    })
+    .await
+}
+
+/// The value of the first `/metrics` line starting with `series` (name and labels).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_target_and_a_hanging_heartbeat_block_neither_the_others_nor_the_runs() {
+    let sim = simulator().await;
+    let dead = HttpReceiver::start().await;
+    dead.set_failing(true);
+    let ops = HttpReceiver::start().await;
+    // Accepts connections (the kernel's backlog) and never answers: every ping hangs.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hanging_url = format!("http://{}/hb", hanging.local_addr().unwrap());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let site = Site::new(&sim.base_url(), &format!("127.0.0.1:{port}"));
+    secret(&site, "dead-url", &dead.url("/dead"));
+    secret(&site, "ops-url", &ops.url("/ops"));
+    secret(&site, "hb", &hanging_url);
+    secret(&site, "stuck-url", &format!("{hanging_url}/stuck"));
+    secret(&site, "key", SIGNING_KEY);
+    append_config(
+        &site,
+        "notifications:\n  initialBackoff: 200ms\n  maxBackoff: 1s\n  timeout: 2s\n  targets:\n    \
+         dead: { type: webhook, url: { secret: dead-url }, signingKey: { secret: key } }\n    \
+         stuck: { type: webhook, url: { secret: stuck-url }, signingKey: { secret: key } }\n    \
+         ops: { type: webhook, url: { secret: ops-url }, signingKey: { secret: key } }\n  \
+         defaults: { targets: [dead, stuck, ops], events: [failed, succeeded] }",
+    );
+    let heartbeat = "  heartbeat: { url: { secret: hb } }\n";
+    site.write_job("bad.yaml", &failing_job("bad", heartbeat));
+    site.write_job("good.yaml", &export_job("good", None, heartbeat));
+
+    let daemon = Daemon::start(&site);
+    let store = open_when_ready(&site).await;
+    // Both runs end although every heartbeat ping hangs; `ops` gets both messages while `dead`
+    // keeps refusing its two and `stuck` never answers.
+    let rows = until(
+        "ops delivered both while dead and stuck kept failing",
+        || async {
+            let rows = notifications(&store).await;
+            let delivered = |target: &str| {
+                rows.iter()
+                    .filter(|r| r.target == target && r.delivered_at.is_some())
+                    .count()
+            };
+            let retried = rows
+                .iter()
+                .filter(|r| r.target != "ops")
+                .all(|r| r.attempts >= 2);
+            let failing_delivered = delivered("dead") + delivered("stuck");
+            (rows.len() == 6 && delivered("ops") == 2 && failing_delivered == 0 && retried)
+                .then_some(rows)
+        },
+    )
+    .await;
+    let metrics = scrape(port).await;
+    let log = daemon.log();
+    drop(daemon);
+
+    let states: Vec<RunState> = store
+        .list_runs(&RunFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.state)
+        .collect();
+    assert_eq!(states.len(), 2, "{states:?}");
+    assert!(states.contains(&RunState::Failed), "{states:?}");
+    assert!(
+        states
+            .iter()
+            .any(|s| matches!(s, RunState::Succeeded | RunState::SucceededWithWarnings)),
+        "{states:?}"
+    );
+    assert_eq!(ops.received().len(), 2, "ops: once per notification");
+    assert!(dead.received().iter().all(|r| r.status == 500));
+    println!(
+        "dead: {} attempts over {} notifications",
+        dead.received().len(),
+        rows.iter().filter(|r| r.target == "dead").count()
+    );
+
+    // The delivery failures are series on the daemon's own /metrics, per target.
+    for target in ["dead", "stuck"] {
+        let series = format!("restorectl_notifications_failed_total{{target=\"{target}\"");
+        let failed = sample(&metrics, &series)
+            .unwrap_or_else(|| panic!("no failure series for {target}:\n{metrics}"));
+        assert!(failed >= 1.0, "{target}: {failed}");
+    }
+    assert!(
+        sample(
+            &metrics,
+            "restorectl_notifications_failed_total{target=\"ops\""
+        )
+        .is_none(),
+        "ops never failed:\n{metrics}"
+    );
+    let delivered: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("restorectl_notifications_delivered_total{target=\"ops\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(delivered, 2.0, "{metrics}");
+    assert_eq!(
+        sample(
+            &metrics,
+            "restorectl_notifications_pending{target=\"dead\"}"
+        ),
+        Some(2.0),
+        "{metrics}"
+    );
+    // A delivery failure is a log line naming the target, not the secret URL.
+    assert!(log.contains("dead"), "{log}");
+    assert!(
+        !log.contains(&dead.url("/dead")),
+        "the target's URL in the log"
+    );
+    assert!(!log.contains(&hanging_url), "the heartbeat URL in the log");
+}
