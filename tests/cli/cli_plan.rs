@@ -5,7 +5,7 @@
 //! The "before" state is recorded the way the daemon records it: the old job files are scanned
 //! with the jobs module and each valid job's spec hash and normalised spec go into the store.
 
-use crate::common::ops::{PLAN_CONFIG as CONFIG, export_job, plan, scenario, write};
+use crate::common::ops::{PLAN_CONFIG as CONFIG, berlin_export_job, plan, scenario, write};
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -141,7 +141,11 @@ fn plan_without_a_database_treats_every_job_as_new_and_exits_0_when_valid() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("restorectl.yaml"), CONFIG).unwrap();
     std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
-    write(dir.path(), "a.yaml", &export_job("a", Some("30 2 * * *")));
+    write(
+        dir.path(),
+        "a.yaml",
+        &berlin_export_job("a", Some("30 2 * * *")),
+    );
     let out = plan(dir.path(), "json").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();

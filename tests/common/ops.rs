@@ -620,7 +620,7 @@ servers:\n  primary:\n    url: https://vb365.example.test:4443\n    username: CO
 
 /// An ExportPst job of the plan scenario: a Berlin cron schedule and a per-day path (see
 /// [`super::export_job_yaml`]).
-pub fn export_job(name: &str, cron: Option<&str>) -> String {
+pub fn berlin_export_job(name: &str, cron: Option<&str>) -> String {
     let schedule = cron.map(|c| format!("{{ cron: \"{c}\", timezone: Europe/Berlin }}"));
     super::export_job_yaml(name, schedule.as_deref(), "", "{job}/{date}/{mailbox}.pst")
 }
@@ -687,34 +687,42 @@ pub fn scenario() -> tempfile::TempDir {
     write(
         dir.path(),
         "nightly.yaml",
-        &export_job("nightly", Some("0 2 * * *")),
+        &berlin_export_job("nightly", Some("0 2 * * *")),
     );
-    write(dir.path(), "gone.yaml", &export_job("gone", None));
+    write(dir.path(), "gone.yaml", &berlin_export_job("gone", None));
     write(
         dir.path(),
         "legal.yaml",
-        &export_job("legal", Some("0 4 * * SUN")),
+        &berlin_export_job("legal", Some("0 4 * * SUN")),
     );
-    write(dir.path(), "steady.yaml", &export_job("steady", None));
+    write(
+        dir.path(),
+        "steady.yaml",
+        &berlin_export_job("steady", None),
+    );
     // Fires once a year, on the day the clocks go back, inside the repeated hour.
     write(
         dir.path(),
         "autumn.yaml",
-        &export_job("autumn", Some("30 2 25 10 *")),
+        &berlin_export_job("autumn", Some("30 2 25 10 *")),
     );
     apply(dir.path());
 
-    write(dir.path(), "new.yaml", &export_job("new-export", None));
+    write(
+        dir.path(),
+        "new.yaml",
+        &berlin_export_job("new-export", None),
+    );
     write(
         dir.path(),
         "nightly.yaml",
-        &export_job("nightly", Some("30 2 * * *")),
+        &berlin_export_job("nightly", Some("30 2 * * *")),
     );
     std::fs::remove_file(dir.path().join("jobs/gone.yaml")).unwrap();
     write(
         dir.path(),
         "legal.yaml",
-        &export_job("legal", Some("0 25 * * SUN")),
+        &berlin_export_job("legal", Some("0 25 * * SUN")),
     );
     dir
 }
