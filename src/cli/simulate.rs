@@ -93,6 +93,11 @@ pub fn run(args: SimulateArgs, config_file: Option<&Path>) -> anyhow::Result<Out
         } else {
             writeln!(out, "  users:         {}", usernames.join(", "))?;
         }
+        writeln!(
+            out,
+            "  device codes:  curl -X POST '{}/sim/devicelogin?code=CODE' signs one in",
+            sim.base_url()
+        )?;
         writeln!(out, "Press Ctrl-C to stop.")?;
         out.flush()?;
         drop(out);

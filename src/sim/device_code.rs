@@ -1,7 +1,10 @@
 //! Device-code sign-in (`POST …/organization/restoreDeviceCode`): the simulator hands out a
 //! code per request, bound to the restore session it was asked in, valid for
 //! `deviceCodeLifetime`. No browser exists here: a test marks a code signed in through
-//! [`super::SimHandle::sign_in_device_code`] (only before it expires). A restore carrying a
+//! [`super::SimHandle::sign_in_device_code`], and an operator trying job files against
+//! `restorectl simulate` (or `daemon --dev`) through `POST /sim/devicelogin?code=CODE` on the
+//! simulator's own address (only before the code expires; not a vendor route, so it is not
+//! journalled and not in the OpenAPI document). A restore carrying a
 //! `userCode` is accepted only for a signed-in code of the same session; otherwise it is
 //! refused with 400 before anything runs.
 
@@ -79,6 +82,33 @@ pub(crate) fn check(state: &SimState, session: Uuid, user_code: &str) -> Result<
             "userCode: nobody has signed in with the device code yet.",
         ))
     })
+}
+
+/// The simulator's own sign-in route: `POST /sim/devicelogin?code=CODE`.
+pub(crate) const SIGN_IN_PATH: &str = "/sim/devicelogin";
+
+/// `POST /sim/devicelogin?code=CODE`: 200 when the code is now signed in, 404 when it is
+/// unknown or expired, 400 without a code.
+pub(crate) async fn sign_in_route(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<SimState>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::BTreeMap<String, String>>,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let Some(code) = query.get("code").map(|c| c.trim().to_ascii_uppercase()) else {
+        return (StatusCode::BAD_REQUEST, "pass the user code: ?code=CODE\n").into_response();
+    };
+    if sign_in(&state, &code) {
+        tracing::info!(user_code = %code, "simulator: device code signed in");
+        (StatusCode::OK, format!("signed in: {code}\n")).into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown or expired code: {code}; the run asks for a new one when it expires\n"
+            ),
+        )
+            .into_response()
+    }
 }
 
 /// Marks a code signed in; false when it is unknown or expired.

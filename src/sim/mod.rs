@@ -123,6 +123,10 @@ impl Simulator {
             World::with_extra_mailboxes(config.seed, config.latest_backup, &config.extra_mailboxes);
         let state = Arc::new(SimState::new(config, world, faults));
         let router = axum::Router::new()
+            .route(
+                device_code::SIGN_IN_PATH,
+                axum::routing::post(device_code::sign_in_route),
+            )
             .fallback(routes::dispatch)
             .with_state(Arc::clone(&state));
         let scheme = if tls.is_some() { "https" } else { "http" };

@@ -490,3 +490,47 @@ async fn organization_explore_accepts_the_world_repository_only() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
     assert_eq!(err["errorCode"], "ResourceNotFound");
 }
+
+/// `restorectl simulate` and `daemon --dev` have no browser either: the operator signs a code in
+/// with `POST /sim/devicelogin?code=CODE` on the simulator's address.
+#[tokio::test]
+async fn an_operator_signs_a_device_code_in_over_http() {
+    let api = Api::new(fast_config()).await;
+    let rs = api.explore().await;
+    let alice = api.mailbox_id("alice@contoso.com");
+    let (_, code) = api
+        .post(
+            &format!("/v8/RestoreSessions/{rs}/organization/restoreDeviceCode"),
+            json!({}),
+        )
+        .await;
+    let user_code = code["userCode"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let sign_in = |query: String| {
+        let url = format!("{}/sim/devicelogin{query}", api.sim.base_url());
+        let http = http.clone();
+        async move { http.post(url).send().await.unwrap().status() }
+    };
+    assert_eq!(sign_in(String::new()).await, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        sign_in("?code=NOSUCHCODE".into()).await,
+        StatusCode::NOT_FOUND
+    );
+    let restore = format!("/v8/RestoreSessions/{rs}/organization/mailboxes/{alice}/restore");
+    let body = json!({"userCode": user_code});
+    let (status, _) = api.post(&restore, body.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not signed in yet");
+    // Codes are read case-insensitively, as a person types them.
+    let typed = user_code.to_ascii_lowercase();
+    assert_eq!(sign_in(format!("?code={typed}")).await, StatusCode::OK);
+    let (status, answer) = api.post(&restore, body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(api.sim.restore_calls(alice), 1);
+    // Not a vendor route: not in the journal.
+    assert!(
+        api.sim
+            .journal()
+            .iter()
+            .all(|e| !e.path.starts_with("/sim/"))
+    );
+}
