@@ -405,7 +405,11 @@ async fn the_operator_sees_the_code_in_show_and_runs_and_continues_with_resolve(
         String::from_utf8_lossy(&runs.stdout)
     );
     let runs = cli(&w, &["runs"]);
-    assert!(String::from_utf8_lossy(&runs.stdout).contains("needs_attention"));
+    let table = String::from_utf8_lossy(&runs.stdout);
+    assert!(
+        table.contains("needs_attention") && table.contains(&code),
+        "{table}"
+    );
 
     // `--resend` has nothing to decide; `--continue` records a resolve request without one.
     let resend = cli(&w, &["resolve", &id, "--resend"]);
