@@ -1,0 +1,474 @@
+//! Several replicas on one PostgreSQL database (SPEC §10, docs/ha.md), as an operator runs them:
+//! real `restorectl daemon` processes with the same job directory, the same `exportRoot` and
+//! the same database (each with its own `replicaName` and health port), the simulator on
+//! loopback, and `kill -9`.
+//!
+//! - two replicas and a schedule firing every 2 s: every fire is exactly one run, one replica
+//!   leads the whole time, `status` lists both and the leader;
+//! - `kill -9` of the replica that holds a restore in flight and an export whose download broke
+//!   half-way: the other replica takes both over once their leases expire, follows the restore
+//!   it did not send (one restore POST in the simulator's journal) and resumes the download from
+//!   the `.partial` on the shared `exportRoot` (the file is byte-identical to what the simulator
+//!   serves);
+//! - `kill -9` of the leader: the lead moves to the other replica within the lease, which then
+//!   applies a new job file; the killed replica, restarted, follows.
+
+use std::time::{Duration, Instant};
+
+use crate::common::postgres::TestDatabase;
+use crate::daemon_support::*;
+use restorectl::sim::{
+    CallRange, Endpoint, ExportSpec, FaultAction, FaultRule, SimConfig, SimHandle, Simulator,
+};
+use restorectl::store::{Location, OpenMode, RunFilter, RunState, Store, Trigger};
+use sha2::{Digest, Sha256};
+
+/// The run and leadership lease of these tests (`engine.lease`).
+const LEASE: Duration = Duration::from_secs(3);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A site on `db` with short leases; `extra` is appended to the config.
+fn site_on(sim: &SimHandle, db: &TestDatabase, extra: &str) -> Site {
+    let site = Site::new(&sim.base_url(), "off");
+    std::fs::write(site.path("secrets/m365-restore-password"), "dev\n").unwrap();
+    append_config(
+        &site,
+        &format!(
+            "database: {}\nengine: {{ lease: {}s, pollInterval: 1s }}\n{extra}",
+            db.url,
+            LEASE.as_secs()
+        ),
+    );
+    site
+}
+
+/// A replica of `site` named `name`: its config and the daemon.
+fn replica(site: &Site, name: &str) -> Daemon {
+    let config = site.replica_config(name, free_port());
+    Daemon::start_config(site, &config, &[])
+}
+
+/// Polls `check` every 100 ms for up to `limit`.
+async fn within<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return (v, start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn open(db: &TestDatabase) -> Store {
+    let location = Location::parse(&db.url).unwrap();
+    let (store, _) = within("the database is migrated", Duration::from_secs(30), || {
+        let location = location.clone();
+        async move { Store::connect(&location, OpenMode::Existing).await.ok() }
+    })
+    .await;
+    store
+}
+
+/// The replica name of the live leader, if a lease runs.
+async fn leader(store: &Store) -> Option<String> {
+    let l = store.leadership().await.ok()??;
+    if !l.is_live(chrono::Utc::now()) {
+        return None;
+    }
+    store
+        .list_instances()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|i| i.id == l.holder)
+        .map(|i| i.replica_name())
+}
+
+fn status_json(config: &std::path::Path) -> serde_json::Value {
+    let out = std::process::Command::new(bin())
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_turn_every_fire_into_exactly_one_run_under_one_leader() {
+    let Some(db) = TestDatabase::create("two_replicas_turn_every_fire_into_one_run").await else {
+        return;
+    };
+    let sim = Simulator::start(
+        SimConfig {
+            export_default_size: 32 * 1024,
+            export_build_delay: Duration::from_millis(50),
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let site = site_on(&sim, &db, "");
+    let schedule = "{ cron: \"*/2 * * * * *\", concurrencyPolicy: Allow }";
+    site.write_job("tick.yaml", &export_job("tick", Some(schedule), ""));
+    let a = replica(&site, "replica-a");
+    let b = replica(&site, "replica-b");
+    let store = open(&db).await;
+    within(
+        "both replicas registered",
+        Duration::from_secs(30),
+        || async { (store.list_live_instances().await.ok()?.len() == 2).then_some(()) },
+    )
+    .await;
+    // Twenty seconds of fires with both replicas up.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let status = status_json(&site.config_path());
+    site.write_job(
+        "tick.yaml",
+        &export_job("tick", Some(schedule), "  suspend: true\n"),
+    );
+    let (runs, _) = within("every run is finished", Duration::from_secs(60), || async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let runs = store
+            .list_runs(&RunFilter {
+                job: Some("tick"),
+                ..RunFilter::default()
+            })
+            .await
+            .ok()?;
+        runs.iter().all(|r| r.state.is_terminal()).then_some(runs)
+    })
+    .await;
+
+    // Every fire is one run: one row per 2 s slot, none twice, none skipped in between.
+    let mut slots: Vec<_> = runs
+        .iter()
+        .filter(|r| r.trigger == Trigger::Schedule)
+        .map(|r| r.scheduled_for)
+        .collect();
+    slots.sort();
+    let fires = slots.len();
+    println!("{fires} fires with two replicas");
+    assert!(fires >= 8, "fires: {slots:?}");
+    for pair in slots.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            chrono::Duration::seconds(2),
+            "consecutive fires are one slot apart (no duplicate, no gap): {slots:?}"
+        );
+    }
+    for run in &runs {
+        assert_eq!(run.state, RunState::Succeeded, "{run:?}");
+    }
+
+    // One leader the whole time; both replicas listed; both took runs.
+    let events = store.list_recent_events(10_000).await.unwrap();
+    let elected: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "leader_elected")
+        .collect();
+    assert_eq!(elected.len(), 1, "the lead never moved: {elected:?}");
+    let instances = status["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2, "{status}");
+    let leaders: Vec<_> = instances
+        .iter()
+        .filter(|i| i["leader"] == true)
+        .map(|i| i["replica"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(leaders.len(), 1, "{status}");
+    assert_eq!(status["leader"]["replica"], leaders[0].as_str(), "{status}");
+    let owners: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter(|e| e.kind == "run_started")
+        .filter_map(|e| e.data.as_ref()?["owner"].as_str().map(str::to_string))
+        .collect();
+    println!("runs were started by {} replica(s)", owners.len());
+    let leads_logged = [a.log(), b.log()]
+        .iter()
+        .filter(|l| l.contains("this replica leads now"))
+        .count();
+    assert_eq!(leads_logged, 0, "the start-up leader leads from the start");
+    let followers_logged = [a.log(), b.log()]
+        .iter()
+        .filter(|l| l.contains("another replica leads"))
+        .count();
+    assert_eq!(
+        followers_logged, 1,
+        "exactly one replica started as follower"
+    );
+
+    for d in [a, b] {
+        d.signal("TERM");
+        let (status, log, _) = d.wait_exit();
+        assert!(status.success(), "{log}");
+    }
+    sim.shutdown().await;
+}
+
+fn sha256_file(path: &std::path::Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_killed_mid_run_is_taken_over_without_a_second_restore_post() {
+    let Some(db) = TestDatabase::create("a_replica_killed_mid_run_is_taken_over").await else {
+        return;
+    };
+    let size: u64 = 8 << 20;
+    let sim = Simulator::start(
+        SimConfig {
+            restore_delay: Duration::from_secs(8),
+            export_sizes: [("alice@contoso.com".to_string(), size)].into(),
+            export_build_delay: Duration::from_millis(100),
+            // The first download breaks after 3 MiB: the run waits 20 s for its retry, holding
+            // its lease, with a `.partial` on the shared exportRoot.
+            faults: vec![FaultRule {
+                calls: Some(CallRange {
+                    from: 1,
+                    to: Some(1),
+                }),
+                ..FaultRule::on(
+                    Endpoint::ExportPst,
+                    FaultAction::DropAfterBytes { bytes: 3 << 20 },
+                )
+            }],
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let site = site_on(
+        &sim,
+        &db,
+        "defaults:\n  retry: { maxAttempts: 5, initialBackoff: 20s, maxBackoff: 20s }",
+    );
+    site.write_job(
+        "restore.yaml",
+        "apiVersion: restorectl/v1\nkind: Restore\nmetadata: { name: restore-bob }\nspec:\n  \
+         organization: contoso.onmicrosoft.com\n  mailboxes: [bob@contoso.com]\n  \
+         archives: exclude\n  restore:\n    credentials:\n      user:\n        \
+         userName: svc-backup@contoso.com\n        password: { secret: m365-restore-password }\n",
+    );
+    site.write_job(
+        "export.yaml",
+        &export_job("export-alice", None, "  archives: exclude\n"),
+    );
+    let bob = sim.mailbox("bob@contoso.com", false).unwrap();
+    let alice = sim.mailbox("alice@contoso.com", false).unwrap();
+
+    // Replica a alone takes both runs: the restore is sent, the download breaks half-way.
+    let a = replica(&site, "replica-a");
+    let store = open(&db).await;
+    let (holder, _) = within(
+        "replica a holds a sent restore and a half-downloaded export",
+        Duration::from_secs(60),
+        || async {
+            let runs = store.list_runs(&RunFilter::default()).await.ok()?;
+            if runs.len() != 2 {
+                return None;
+            }
+            let mut owners = Vec::new();
+            for run in &runs {
+                let steps = store.list_steps(run.id).await.ok()?;
+                let step = steps.first()?;
+                let ready = match run.job_name.as_str() {
+                    "restore-bob" => step.restore_posts == 1,
+                    _ => store
+                        .get_download(step.id)
+                        .await
+                        .ok()
+                        .is_some_and(|d| d.bytes_durable > 0),
+                };
+                if !ready || run.state != RunState::Running {
+                    return None;
+                }
+                owners.push(run.lease_owner.clone()?);
+            }
+            (owners[0] == owners[1]).then(|| owners[0].clone())
+        },
+    )
+    .await;
+    let b = replica(&site, "replica-b");
+    within("replica b registered", Duration::from_secs(30), || async {
+        (store.list_live_instances().await.ok()?.len() == 2).then_some(())
+    })
+    .await;
+    a.kill9();
+    let killed = Instant::now();
+    let killed_at = chrono::Utc::now();
+    let (runs, _) = within(
+        "replica b finishes both runs",
+        Duration::from_secs(90),
+        || async {
+            let runs = store.list_runs(&RunFilter::default()).await.ok()?;
+            runs.iter().all(|r| r.state.is_terminal()).then_some(runs)
+        },
+    )
+    .await;
+    for run in &runs {
+        assert_eq!(run.state, RunState::Succeeded, "{run:?}\n{}", b.log());
+    }
+    // Failover: from the kill to replica b's claim of each run.
+    let events = store.list_recent_events(10_000).await.unwrap();
+    let mut failover = Duration::ZERO;
+    for run in &runs {
+        let takeover = events
+            .iter()
+            .filter(|e| e.kind == "run_started" && e.run_id == Some(run.id))
+            .find(|e| {
+                e.data
+                    .as_ref()
+                    .is_some_and(|d| d["previous_owner"] == holder.as_str())
+            })
+            .unwrap_or_else(|| panic!("run {} was taken over: {events:#?}", run.id));
+        let took = (takeover.at - killed_at).to_std().unwrap_or_default();
+        failover = failover.max(took);
+        assert!(run.attempts >= 2, "{run:?}");
+    }
+    println!(
+        "failover (kill -9 → other replica claims): {failover:?} with a {LEASE:?} lease; both runs done {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(
+        failover >= LEASE - Duration::from_millis(500),
+        "a live lease is not taken early: {failover:?}"
+    );
+
+    // One restore POST; the export resumed from the partial and is byte-identical.
+    assert_eq!(sim.restore_calls(bob.id), 1, "the restore was POSTed once");
+    assert!(
+        events.iter().any(|e| e.kind == "download_resumed"),
+        "the download resumed from the .partial"
+    );
+    let files = published(&site.path("exports"), "export-alice");
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (sha, len) = sim
+        .export_digest(&ExportSpec {
+            mailbox_id: alice.id,
+            keyword: None,
+            point_in_time: None,
+            pst_size_limit: None,
+        })
+        .unwrap();
+    assert_eq!(len, size);
+    assert_eq!(
+        sha256_file(&files[0]),
+        sha,
+        "byte-identical to the simulator's"
+    );
+    let restarted = b.log();
+    assert!(!restarted.contains("panicked"), "replica b: {restarted}");
+    b.signal("TERM");
+    assert!(b.wait_exit().0.success());
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lead_moves_when_the_leader_is_killed() {
+    let Some(db) = TestDatabase::create("the_lead_moves_when_the_leader_is_killed").await else {
+        return;
+    };
+    let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let site = site_on(&sim, &db, "");
+    site.write_job(
+        "first.yaml",
+        &export_job("first", Some("{ cron: \"0 3 * * *\" }"), ""),
+    );
+    let mut replicas = [
+        ("replica-a", Some(replica(&site, "replica-a"))),
+        ("replica-b", None),
+    ];
+    let store = open(&db).await;
+    within("replica a leads", Duration::from_secs(30), || async {
+        (leader(&store).await? == "replica-a").then_some(())
+    })
+    .await;
+    replicas[1].1 = Some(replica(&site, "replica-b"));
+    within("replica b registered", Duration::from_secs(30), || async {
+        (store.list_live_instances().await.ok()?.len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(leader(&store).await.as_deref(), Some("replica-a"));
+
+    replicas[0].1.take().unwrap().kill9();
+    let (_, took) = within("the lead moves to replica b", LEASE * 3, || async {
+        (leader(&store).await? == "replica-b").then_some(())
+    })
+    .await;
+    println!("the lead moved {took:?} after kill -9 of the leader (lease {LEASE:?})");
+    let b_log = replicas[1].1.as_ref().unwrap().log();
+    assert!(b_log.contains("this replica leads now"), "{b_log}");
+
+    // The new leader applies the job files.
+    site.write_job(
+        "second.yaml",
+        &export_job("second", Some("{ cron: \"0 4 * * *\" }"), ""),
+    );
+    within(
+        "the new leader applies a new job file",
+        Duration::from_secs(30),
+        || async { store.get_job("second").await.ok()?.next_fire_at },
+    )
+    .await;
+
+    // The killed replica comes back as a follower; the lead stays.
+    replicas[0].1 = Some(replica(&site, "replica-a"));
+    within("replica a is back", Duration::from_secs(30), || async {
+        let live = store.list_live_instances().await.ok()?;
+        live.iter()
+            .any(|i| i.replica_name() == "replica-a" && i.pid != 0)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(LEASE * 2).await;
+    assert_eq!(leader(&store).await.as_deref(), Some("replica-b"));
+    let terms: Vec<i64> = store
+        .list_recent_events(1000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "leader_elected")
+        .map(|e| e.data.as_ref().unwrap()["term"].as_i64().unwrap())
+        .collect();
+    assert_eq!(terms.len(), 2, "elected twice (a, then b): {terms:?}");
+    let status = status_json(&site.config_path());
+    assert_eq!(status["leader"]["replica"], "replica-b", "{status}");
+
+    // A graceful stop of the leader hands the lead over at once.
+    let b = replicas[1].1.take().unwrap();
+    b.signal("TERM");
+    assert!(b.wait_exit().0.success());
+    let (_, handover) = within("replica a leads after b stopped", LEASE * 3, || async {
+        (leader(&store).await? == "replica-a").then_some(())
+    })
+    .await;
+    println!("the lead moved {handover:?} after a graceful stop of the leader");
+    let a = replicas[0].1.take().unwrap();
+    a.signal("TERM");
+    assert!(a.wait_exit().0.success());
+    sim.shutdown().await;
+}
