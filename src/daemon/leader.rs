@@ -7,8 +7,8 @@
 //! acting as one on its own clock: once [`margin`] before its lease ends without a renewal
 //! (the database is away, the replica is cut off), it steps down, so it has stopped before any
 //! other replica can take the lease. [`duties`] runs the leader's work (the job-directory
-//! watcher and reconcile loop, the scheduler, the request consumer) while the channel says
-//! so, and stops it when leadership goes. At a graceful stop the leader resigns, and another
+//! watcher and reconcile loop, the scheduler, the request consumer, the notification outbox's
+//! deliverer) while the channel says so, and stops it when leadership goes. At a graceful stop the leader resigns, and another
 //! replica takes over at its next attempt instead of after the lease.
 //!
 //! On SQLite the lone daemon (single-instance lock) forces the lead at start and keeps it.
@@ -260,6 +260,19 @@ pub async fn duties(
                     parts.executor.clone(),
                 )
                 .run(table_rx, Arc::clone(&app.wake), term.child_token()),
+            ),
+        );
+        // The outbox is read without claiming its rows: one deliverer among the replicas, or
+        // every notification would go out once per replica.
+        parts.tasks.spawn(
+            "notifications",
+            term_tasks.track_future(
+                crate::notify::Deliverer::new(
+                    app.store.clone(),
+                    app.config.clone(),
+                    Arc::clone(&app.clock),
+                )
+                .run(term.child_token()),
             ),
         );
         term_tasks.close();

@@ -2,15 +2,19 @@
 //! [`run`] reads like the start-up script (see docs/daemon.md):
 //!
 //! 1. check what the config needs before anything starts (`jobsDir` exists, every server's
-//!    password can be read), open the state database and take the single-instance lock (a
-//!    second daemon on the same database exits naming the holder); a configuration problem
-//!    here or in step 3 (a server's `caFile`) is a [`DaemonError`] that
-//!    [`DaemonError::is_config`] classifies, and the binary exits 78 for it;
+//!    password can be read), open the state database and, on SQLite, take the single-instance
+//!    lock (a second daemon on the same database exits naming the holder); on PostgreSQL
+//!    register as one replica among any number (docs/ha.md); a configuration problem here or in
+//!    step 3 (a server's `caFile`) is a [`DaemonError`] that [`DaemonError::is_config`]
+//!    classifies, and the binary exits 78 for it;
 //! 2. bind the health/metrics listener (a taken port fails start-up, not later);
-//! 3. expire the run leases of a crashed predecessor and let the run engine recover;
-//! 4. start watching the job directory, scan it and apply it to the store;
-//! 5. start the scheduler, the request consumer, the executor workers, the HTTP server, the
-//!    metrics refresher, the heartbeat and the watchdog;
+//! 3. expire the run leases of a crashed predecessor (alone on SQLite: all foreign leases;
+//!    among replicas only those of replicas proven dead) and let the run engine recover;
+//! 4. try to take the lead ([`leader`]; forced on SQLite); the leader starts watching the job
+//!    directory, scans it and applies it to the store;
+//! 5. start the leadership loop and the leader's duties (reconcile loop, scheduler, request
+//!    consumer, notification deliverer: only while this replica leads), the executor workers,
+//!    the HTTP server, the metrics refresher, the heartbeat and the watchdog;
 //! 6. tell systemd `READY=1`;
 //! 7. on the shutdown future (SIGTERM/SIGINT in the binary): `STOPPING=1`, cancel every task,
 //!    wait at most `shutdownTimeout` for them (the engine checkpoints downloads and releases its
@@ -21,6 +25,7 @@
 //! none is detached, and a panic in any of them stops the daemon like the shutdown future does
 //! (then [`run`] returns [`DaemonError::TaskPanicked`]).
 //!
+//! - [`leader`]: which replica leads, and the leader's duties;
 //! - [`watch`]: the job-directory watcher ("rescan needed" signals);
 //! - [`reconcile`]: a scan applied to the store; the table of active job versions;
 //! - [`fires`]: the scheduler task, which turns due fires (and new one-shot specs) into queued
@@ -459,11 +464,6 @@ async fn run_locked(
             &tasks,
         );
     }
-    tasks.spawn(
-        "notifications",
-        crate::notify::Deliverer::new(store.clone(), app.config.clone(), Arc::clone(&clock))
-            .run(cancel.child_token()),
-    );
     metrics::describe();
     let handle = crate::telemetry::metrics_handle();
     if let Some(listener) = listener {
@@ -601,12 +601,26 @@ async fn register_replica(
     now: DateTime<Utc>,
 ) -> Result<(), DaemonError> {
     let host = hostname();
-    let dead: Vec<String> = store
-        .list_live_instances()
-        .await?
-        .into_iter()
-        .filter(|i| i.host == host && u32::try_from(i.pid).is_ok_and(|pid| !process_alive(pid)))
-        .map(|i| i.id)
+    let live = store.list_live_instances().await?;
+    let is_dead = |i: &DaemonInstance| {
+        i.host == host && u32::try_from(i.pid).is_ok_and(|pid| !process_alive(pid))
+    };
+    // A daemon from before several replicas (no replica name) believes it is alone: its
+    // start-up recovery would take every run. Refuse to join it while it heartbeats.
+    let fresh_after = now - chrono::Duration::from_std(INSTANCE_STALE_AFTER).unwrap_or_default();
+    if let Some(alone) = live
+        .iter()
+        .find(|i| i.name.is_none() && i.heartbeat_at > fresh_after && !is_dead(i))
+    {
+        return Err(DaemonError::AlreadyRunning {
+            db: store.location().to_string(),
+            holder: Box::new(alone.clone()),
+        });
+    }
+    let dead: Vec<String> = live
+        .iter()
+        .filter(|i| is_dead(i))
+        .map(|i| i.id.clone())
         .collect();
     if !dead.is_empty() {
         tracing::warn!(instances = ?dead, "earlier daemons on this host are gone (crashed or killed); their runs are taken over now");
