@@ -472,3 +472,287 @@ async fn the_lead_moves_when_the_leader_is_killed() {
     assert!(a.wait_exit().0.success());
     sim.shutdown().await;
 }
+
+/// Reads a number from the environment.
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `bench/replicas.sh` (not part of the suite: `--ignored`): prints the failover time, the claim
+/// throughput with 1, 2 and 3 replicas and the database round trips per step. Figures are
+/// printed, never asserted.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark: bench/replicas.sh runs it"]
+async fn bench_replicas() {
+    let Some(cluster) = crate::common::postgres::Cluster::start_with(
+        "bench_replicas",
+        &[
+            "shared_preload_libraries = 'pg_stat_statements'",
+            "pg_stat_statements.track = all",
+            "max_connections = 200",
+        ],
+    ) else {
+        return;
+    };
+    let lease = Duration::from_secs(env_num("BENCH_LEASE_SECONDS", 10));
+    let runs = env_num("BENCH_RUNS", 10_000);
+
+    // 1. Failover: kill -9 of the replica holding a restore in flight, until the other one
+    //    claims it.
+    let url = cluster.database("failover").await;
+    let sim = Simulator::start(
+        SimConfig {
+            restore_delay: lease * 4,
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let site = Site::new(&sim.base_url(), "off");
+    std::fs::write(site.path("secrets/m365-restore-password"), "dev\n").unwrap();
+    append_config(
+        &site,
+        &format!(
+            "database: {url}\nengine: {{ lease: {}s, pollInterval: 1s }}",
+            lease.as_secs()
+        ),
+    );
+    site.write_job(
+        "restore.yaml",
+        "apiVersion: restorectl/v1\nkind: Restore\nmetadata: { name: restore-bob }\nspec:\n  \
+         organization: contoso.onmicrosoft.com\n  mailboxes: [bob@contoso.com]\n  \
+         archives: exclude\n  restore:\n    credentials:\n      user:\n        \
+         userName: svc-backup@contoso.com\n        password: { secret: m365-restore-password }\n",
+    );
+    let a = replica(&site, "replica-a");
+    let location = Location::parse(&url).unwrap();
+    let store = {
+        let (s, _) = within("the database", Duration::from_secs(30), || {
+            let location = location.clone();
+            async move { Store::connect(&location, OpenMode::Existing).await.ok() }
+        })
+        .await;
+        s
+    };
+    within(
+        "the restore is in flight",
+        Duration::from_secs(60),
+        || async {
+            let run = store.list_runs(&RunFilter::default()).await.ok()?.pop()?;
+            let steps = store.list_steps(run.id).await.ok()?;
+            (steps.first()?.restore_posts == 1).then_some(())
+        },
+    )
+    .await;
+    let b = replica(&site, "replica-b");
+    within("replica b registered", Duration::from_secs(30), || async {
+        (store.list_live_instances().await.ok()?.len() == 2).then_some(())
+    })
+    .await;
+    a.kill9();
+    let killed = Instant::now();
+    within("replica b claims the run", lease * 10, || async {
+        let run = store.list_runs(&RunFilter::default()).await.ok()?.pop()?;
+        (run.attempts >= 2).then_some(())
+    })
+    .await;
+    let failover = killed.elapsed();
+    within("the run succeeds", Duration::from_secs(120), || async {
+        let run = store.list_runs(&RunFilter::default()).await.ok()?.pop()?;
+        (run.state == RunState::Succeeded).then_some(())
+    })
+    .await;
+    let bob = sim.mailbox("bob@contoso.com", false).unwrap();
+    println!(
+        "failover: {:.1} s from kill -9 of the lease holder to the other replica's claim \
+         (engine.lease {} s; target <= lease + 10 s = {} s); restore POSTs: {}",
+        failover.as_secs_f64(),
+        lease.as_secs(),
+        lease.as_secs() + 10,
+        sim.restore_calls(bob.id)
+    );
+    b.signal("TERM");
+    b.wait_exit();
+    store.close().await;
+
+    // 2. Claim throughput: a queue of short runs (claim, then finish: no VB365 work), claimed
+    //    by 1, 2, 3 replicas of 4 workers each, every replica with its own connection pool.
+    for replicas in 1..=3_usize {
+        let url = cluster.database(&format!("claims{replicas}")).await;
+        let location = Location::parse(&url).unwrap();
+        let seed = Store::connect(&location, OpenMode::Create).await.unwrap();
+        seed_queue(&seed, &url, runs).await;
+        let start = Instant::now();
+        let mut handles = Vec::new();
+        for r in 0..replicas {
+            let store = Store::connect(&location, OpenMode::Existing).await.unwrap();
+            for w in 0..4 {
+                let store = store.clone();
+                let owner = format!("replica-{r}-worker-{w}");
+                handles.push(tokio::spawn(async move {
+                    let mut done = 0_u64;
+                    while let Some(run) = store
+                        .claim_next_run(&owner, Duration::from_secs(60), chrono::Utc::now())
+                        .await
+                        .unwrap()
+                    {
+                        store
+                            .set_run_state(run.id, RunState::Succeeded, None, chrono::Utc::now())
+                            .await
+                            .unwrap();
+                        done += 1;
+                    }
+                    done
+                }));
+            }
+        }
+        let mut total = 0;
+        for h in handles {
+            total += h.await.unwrap();
+        }
+        let took = start.elapsed();
+        assert_eq!(total, runs, "every run claimed exactly once");
+        println!(
+            "claim throughput, {replicas} replica(s) x 4 workers: {total} runs in {:.1} s = {:.0} runs/s",
+            took.as_secs_f64(),
+            total as f64 / took.as_secs_f64()
+        );
+        seed.close().await;
+    }
+
+    // 3. Round trips per step: one replica exports 40 mailboxes (40 steps); statements counted
+    //    by pg_stat_statements, minus what the idle daemon sends in as long.
+    let url = cluster.database("roundtrips").await;
+    let sim = Simulator::start(
+        SimConfig {
+            export_default_size: 16 * 1024,
+            export_build_delay: Duration::from_millis(10),
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let site = Site::new(&sim.base_url(), "off");
+    append_config(&site, &format!("database: {url}"));
+    let d = replica(&site, "replica-a");
+    let location = Location::parse(&url).unwrap();
+    let (store, _) = within("the database", Duration::from_secs(30), || {
+        let location = location.clone();
+        async move {
+            let s = Store::connect(&location, OpenMode::Existing).await.ok()?;
+            (!s.list_live_instances().await.ok()?.is_empty()).then_some(s)
+        }
+    })
+    .await;
+    let admin = format!("postgres://postgres@127.0.0.1:{}/roundtrips", cluster.port);
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = statements(&mut conn).await;
+    let started = Instant::now();
+    site.write_job(
+        "export.yaml",
+        "apiVersion: restorectl/v1\nkind: ExportPst\nmetadata: { name: export-many }\nspec:\n  \
+         organization: contoso.onmicrosoft.com\n  mailboxes: [{ all: true }]\n  \
+         archives: exclude\n  export:\n    path: \"{job}/{run}/{mailbox}.pst\"\n",
+    );
+    let (run, _) = within(
+        "the export run finishes",
+        Duration::from_secs(300),
+        || async {
+            let run = store.list_runs(&RunFilter::default()).await.ok()?.pop()?;
+            run.state.is_terminal().then_some(run)
+        },
+    )
+    .await;
+    let busy = started.elapsed();
+    let during = statements(&mut conn).await - before;
+    let steps = store.list_steps(run.id).await.unwrap().len() as i64;
+    let idle_from = statements(&mut conn).await;
+    tokio::time::sleep(busy).await;
+    let idle = statements(&mut conn).await - idle_from;
+    let net = during - idle;
+    println!(
+        "round trips: {during} statements while a {steps}-step export ran ({:.1} s, {}), {idle} \
+         while idle as long: {:.1} statements per step (BEGIN, the write lock, COMMIT included)",
+        busy.as_secs_f64(),
+        run.state,
+        net as f64 / steps.max(1) as f64
+    );
+    d.signal("TERM");
+    d.wait_exit();
+    store.close().await;
+}
+
+/// Statements the `postgres` role ran in database `roundtrips` (pg_stat_statements).
+async fn statements(conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT CAST(COALESCE(SUM(s.calls), 0) AS BIGINT) FROM pg_stat_statements s
+         JOIN pg_database d ON d.oid = s.dbid
+         JOIN pg_roles r ON r.oid = s.userid
+         WHERE d.datname = 'roundtrips' AND r.rolname = 'postgres'
+             AND s.query NOT LIKE '%pg_stat_statements%'",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+/// `runs` queued runs of one job (for the claim benchmark): the job through the store, the runs
+/// in one bulk INSERT (enqueueing 10,000 runs one transaction at a time would take longer than
+/// the benchmark; the claims are what is measured).
+async fn seed_queue(store: &Store, url: &str, runs: u64) {
+    let spec = serde_json::json!({ "kind": "ExportPst", "name": "queue" });
+    store
+        .upsert_job_version(
+            &restorectl::store::NewJobVersion {
+                name: "queue",
+                kind: "ExportPst",
+                file: std::path::Path::new("/jobs/queue.yaml"),
+                spec_hash: "h",
+                spec: &spec,
+                valid: true,
+                errors: &serde_json::json!([]),
+            },
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    let version = store
+        .get_job("queue")
+        .await
+        .unwrap()
+        .current_version_id
+        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let ids: Vec<String> = (0..runs)
+        .map(|_| restorectl::store::RunId::new().to_string())
+        .collect();
+    let at: Vec<i64> = (0..runs as i64).map(|i| now - 3_600_000 + i).collect();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO runs (id, job_name, job_version_id, spec_hash, trigger, scheduled_for,
+                           state, created_at, updated_at)
+         SELECT id, 'queue', $3, 'h', 'manual', at, 'queued', $4, $4
+         FROM UNNEST($1::text[], $2::bigint[]) AS q (id, at)",
+    )
+    .bind(&ids)
+    .bind(&at)
+    .bind(version)
+    .bind(now)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
