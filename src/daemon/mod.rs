@@ -592,8 +592,8 @@ async fn acquire_lock(
 }
 
 /// Registers this daemon as one replica on a shared database; earlier daemons on this host
-/// whose process is gone (killed, crashed) are proven dead: their run leases and a lead they
-/// held end now instead of after the lease.
+/// whose process is gone (killed, crashed) and that have been silent for two heartbeats are
+/// proven dead: their run leases and a lead they held end now instead of after the lease.
 async fn register_replica(
     store: &Store,
     instance: &str,
@@ -602,8 +602,14 @@ async fn register_replica(
 ) -> Result<(), DaemonError> {
     let host = hostname();
     let live = store.list_live_instances().await?;
+    // Proven dead: same host, no such process, and silent for two heartbeats. The silence
+    // matters: a live replica in another container on this host (its own pid namespace, the
+    // same host name with host networking) has a pid this process cannot see.
+    let silent_since = now - chrono::Duration::from_std(HEARTBEAT * 2).unwrap_or_default();
     let is_dead = |i: &DaemonInstance| {
-        i.host == host && u32::try_from(i.pid).is_ok_and(|pid| !process_alive(pid))
+        i.host == host
+            && i.heartbeat_at < silent_since
+            && u32::try_from(i.pid).is_ok_and(|pid| !process_alive(pid))
     };
     // A daemon from before several replicas (no replica name) believes it is alone: its
     // start-up recovery would take every run. Refuse to join it while it heartbeats.
