@@ -11,7 +11,9 @@
 //!   the `.partial` on the shared `exportRoot` (the file is byte-identical to what the simulator
 //!   serves);
 //! - `kill -9` of the leader: the lead moves to the other replica within the lease, which then
-//!   applies a new job file; the killed replica, restarted, follows.
+//!   applies a new job file; the killed replica, restarted, follows;
+//! - the database away for 15 s: both replicas keep their processes, say not-ready, come back,
+//!   and the restore in flight finishes with one POST.
 
 use std::time::{Duration, Instant};
 
@@ -755,4 +757,128 @@ async fn seed_queue(store: &Store, url: &str, runs: u64) {
     .execute(&mut conn)
     .await
     .unwrap();
+}
+
+async fn readyz(port: u16) -> Option<u16> {
+    let answer = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    Some(answer.status().as_u16())
+}
+
+/// The database goes away for 15 s (longer than the store's 10 s wait for a connection) while
+/// two replicas work on a restore: both keep their processes, both say not-ready on `/readyz`,
+/// both come back, the lead is held again, and the restore finishes with one POST.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_ride_out_the_database_going_away() {
+    let Some(cluster) =
+        crate::common::postgres::Cluster::start("replicas_ride_out_the_database_going_away")
+    else {
+        return;
+    };
+    let url = cluster.database("restorectl").await;
+    let sim = Simulator::start(
+        SimConfig {
+            restore_delay: Duration::from_secs(6),
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let site = Site::new(&sim.base_url(), "off");
+    std::fs::write(site.path("secrets/m365-restore-password"), "dev\n").unwrap();
+    append_config(
+        &site,
+        &format!(
+            "database: {url}\nengine: {{ lease: 30s, pollInterval: 1s }}\n\
+             defaults:\n  retry: {{ maxAttempts: 10, initialBackoff: 1s, maxBackoff: 3s }}"
+        ),
+    );
+    site.write_job(
+        "restore.yaml",
+        "apiVersion: restorectl/v1\nkind: Restore\nmetadata: { name: restore-bob }\nspec:\n  \
+         organization: contoso.onmicrosoft.com\n  mailboxes: [bob@contoso.com]\n  \
+         archives: exclude\n  restore:\n    credentials:\n      user:\n        \
+         userName: svc-backup@contoso.com\n        password: { secret: m365-restore-password }\n",
+    );
+    let bob = sim.mailbox("bob@contoso.com", false).unwrap();
+    let ports = [free_port(), free_port()];
+    let mut daemons = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let config = site.replica_config(&format!("replica-{i}"), *port);
+        daemons.push(Daemon::start_config(&site, &config, &[]));
+    }
+    let location = Location::parse(&url).unwrap();
+    {
+        let (store, _) = within(
+            "the restore was posted",
+            Duration::from_secs(60),
+            || async {
+                let store = Store::connect(&location, OpenMode::Existing).await.ok()?;
+                let live = store.list_live_instances().await.ok()?.len();
+                let run = store.list_runs(&RunFilter::default()).await.ok()?.pop()?;
+                let steps = store.list_steps(run.id).await.ok()?;
+                (live == 2 && steps.first()?.restore_posts == 1).then_some(store)
+            },
+        )
+        .await;
+        store.close().await;
+    }
+
+    cluster.stop();
+    for port in ports {
+        within(
+            "/readyz says not ready",
+            Duration::from_secs(30),
+            || async { readyz(port).await.filter(|c| *c == 503) },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    cluster.restart();
+
+    let store = Store::connect(&location, OpenMode::Existing).await.unwrap();
+    let (run, _) = within(
+        "the restore finishes after the database came back",
+        Duration::from_secs(120),
+        || async {
+            let run = store.list_runs(&RunFilter::default()).await.ok()?.pop()?;
+            run.state.is_terminal().then_some(run)
+        },
+    )
+    .await;
+    assert_eq!(run.state, RunState::Succeeded, "{run:?}");
+    assert_eq!(sim.restore_calls(bob.id), 1, "the restore was POSTed once");
+    for port in ports {
+        within(
+            "/readyz says ready again",
+            Duration::from_secs(30),
+            || async { readyz(port).await.filter(|c| *c == 200) },
+        )
+        .await;
+    }
+    within("a replica leads again", Duration::from_secs(30), || async {
+        leader(&store).await
+    })
+    .await;
+    assert_eq!(store.list_live_instances().await.unwrap().len(), 2);
+    for d in daemons {
+        let log = d.log();
+        assert!(
+            log.contains("state database error") || log.contains("cannot"),
+            "the outage was seen: {log}"
+        );
+        d.signal("TERM");
+        let (status, log, _) = d.wait_exit();
+        assert!(
+            status.success(),
+            "the process stayed up and stops cleanly: {log}"
+        );
+    }
+    store.close().await;
+    sim.shutdown().await;
 }
