@@ -172,8 +172,9 @@ pub struct DutyParts {
     pub table: channel::Sender<Arc<JobTable>>,
     pub tasks: Tasks,
     /// A watcher and reconciler whose first scan start-up already applied (the replica led
-    /// from the start), used for the first term.
-    pub first: Option<(Reconciler, JobDirWatcher)>,
+    /// from the start), used for the first term, and the token of that term (the watcher's
+    /// parent: cancelled when the term ends).
+    pub first: Option<(Reconciler, JobDirWatcher, CancellationToken)>,
 }
 
 /// Starts the watcher and applies the job directory (the first scan of a term).
@@ -209,29 +210,31 @@ pub async fn duties(
                 changed = leading.changed() => if changed.is_err() { return },
             }
         }
-        let term = cancel.child_token();
-        let (reconciler, watcher) = match parts.first.take() {
+        let (reconciler, watcher, term) = match parts.first.take() {
             Some(first) => first,
-            None => match first_scan(&app, &parts.watch, &parts.tasks, term.child_token()).await {
-                Ok((reconciler, watcher, report)) => {
-                    super::log_reconcile(&report, true);
-                    (reconciler, watcher)
-                }
-                Err(error) => {
-                    tracing::error!(%error, "cannot apply the job directory as the new leader; retrying");
-                    term.cancel();
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            None => {
+                let term = cancel.child_token();
+                match first_scan(&app, &parts.watch, &parts.tasks, term.child_token()).await {
+                    Ok((reconciler, watcher, report)) => {
+                        super::log_reconcile(&report, true);
+                        (reconciler, watcher, term)
                     }
-                    continue;
+                    Err(error) => {
+                        tracing::error!(%error, "cannot apply the job directory as the new leader; retrying");
+                        term.cancel();
+                        tokio::select! {
+                            () = cancel.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        }
+                        continue;
+                    }
                 }
-            },
+            }
         };
         parts.table.send_replace(reconciler.table());
         let table_rx = parts.table.subscribe();
         // The term's components are daemon tasks like any other (named, supervised: a panic
-        // stops the daemon); `term_tasks` only tells when the three of this term have ended.
+        // stops the daemon); `term_tasks` only tells when those of this term have ended.
         let term_tasks = tokio_util::task::TaskTracker::new();
         parts.tasks.spawn(
             "reconcile",

@@ -414,11 +414,12 @@ async fn run_locked(
     let (table_tx, table_rx) = channel::channel(Arc::new(JobTable::default()));
     let duty_token = cancel.child_token();
     let (first, first_parts) = if leads {
+        let term = duty_token.child_token();
         let (reconciler, watcher, report) =
-            leader::first_scan(&app, &watch_options, &tasks, duty_token.child_token()).await?;
+            leader::first_scan(&app, &watch_options, &tasks, term.child_token()).await?;
         log_reconcile(&report, true);
         table_tx.send_replace(reconciler.table());
-        (report, Some((reconciler, watcher)))
+        (report, Some((reconciler, watcher, term)))
     } else {
         tracing::info!(replica = %replica, "another replica leads: this one executes runs and takes the lead if the leader goes");
         (ReconcileReport::default(), None)
