@@ -104,10 +104,12 @@ async fn foreground(job_name: &str, config: Config) -> anyhow::Result<Outcome> {
         .with_context(|| format!("opening the state database {location}"))?;
     let instance = format!("foreground-{}", uuid::Uuid::new_v4());
     let host = host_name();
+    let name = format!("{host}-{}-foreground", std::process::id());
     let me = InstanceInfo {
         id: &instance,
         pid: std::process::id(),
         host: &host,
+        name: &name,
     };
     take_lock(&store, &me).await?;
     let heartbeat = {

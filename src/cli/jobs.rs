@@ -80,6 +80,9 @@ pub struct LastRunJson {
     pub trigger: String,
     pub scheduled_for: String,
     pub finished_at: Option<String>,
+    /// The replica executing it (a `running` run with a lease), else absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<super::runs::HolderJson>,
 }
 
 /// A job file that does not validate (its errors; the jobs it names keep their last valid version).
@@ -98,7 +101,8 @@ pub fn run(args: JobsArgs, config: &Config) -> anyhow::Result<Outcome> {
         let store = context::open_read(config).await?;
         let jobs = store.list_jobs().await?;
         let files = store.list_job_files().await?;
-        let report = build(&jobs, &files, config.timezone);
+        let instances = store.list_instances().await?;
+        let report = build(&jobs, &files, &instances, config.timezone);
         let mut out = std::io::stdout().lock();
         if args.json {
             output::print_json(&mut out, &report)?;
@@ -109,7 +113,12 @@ pub fn run(args: JobsArgs, config: &Config) -> anyhow::Result<Outcome> {
     })
 }
 
-fn build(jobs: &[JobSummary], files: &[StoredJobFile], default_tz: Tz) -> JobsJson {
+fn build(
+    jobs: &[JobSummary],
+    files: &[StoredJobFile],
+    instances: &[crate::store::DaemonInstance],
+    default_tz: Tz,
+) -> JobsJson {
     let jobs = jobs
         .iter()
         .map(|s| {
@@ -138,6 +147,7 @@ fn build(jobs: &[JobSummary], files: &[StoredJobFile], default_tz: Tz) -> JobsJs
                     trigger: r.trigger.to_string(),
                     scheduled_for: output::json_time(r.scheduled_for),
                     finished_at: output::json_time_opt(r.finished_at),
+                    held_by: super::runs::holder(r, instances),
                 }),
                 errors: s.job.errors.clone(),
                 first_seen_at: output::json_time(s.job.first_seen_at),
@@ -225,7 +235,10 @@ fn print_human(out: &mut impl Write, report: &JobsJson, style: &Style) -> anyhow
                 let at = chrono::DateTime::parse_from_rfc3339(&r.scheduled_for)
                     .map(|t| output::human_time(t.with_timezone(&chrono::Utc)))
                     .unwrap_or_else(|_| r.scheduled_for.clone());
-                format!("{} {at}", r.state)
+                match &r.held_by {
+                    Some(h) => format!("{} on {} {at}", r.state, h.replica),
+                    None => format!("{} {at}", r.state),
+                }
             })
             .unwrap_or_default();
         let errors = errors_of(&j.errors);

@@ -10,7 +10,7 @@ use super::Outcome;
 use super::context;
 use super::output::{self, Style, Table};
 use crate::config::Config;
-use crate::store::{Run, RunFilter, RunState, Step, StepState, Store};
+use crate::store::{DaemonInstance, Run, RunFilter, RunState, Step, StepState, Store};
 
 /// Arguments of `restorectl runs`.
 #[derive(Debug, clap::Args)]
@@ -65,6 +65,37 @@ pub struct RunJson {
     pub deadline_at: Option<String>,
     pub next_attempt_at: Option<String>,
     pub steps: StepCounts,
+    /// The replica executing the run (a `running` run with a lease), else absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<HolderJson>,
+}
+
+/// Who holds a running run: the replica (`replicaName`, default `HOST-PID`), its instance id
+/// and when its lease ends.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HolderJson {
+    pub replica: String,
+    pub instance: String,
+    pub lease_expires_at: Option<String>,
+}
+
+/// The holder of `run` when it is `running` under a lease, named from `instances` (the lease
+/// owner itself when no instance row names it: `run --foreground`, a row copied away).
+pub fn holder(run: &Run, instances: &[DaemonInstance]) -> Option<HolderJson> {
+    if run.state != RunState::Running {
+        return None;
+    }
+    let owner = run.lease_owner.as_deref()?;
+    let replica = instances
+        .iter()
+        .find(|i| i.id == owner)
+        .map_or_else(|| owner.to_string(), DaemonInstance::replica_name);
+    Some(HolderJson {
+        replica,
+        instance: owner.to_string(),
+        lease_expires_at: output::json_time_opt(run.lease_expires_at),
+    })
 }
 
 /// How many steps a run has, by state.
@@ -128,7 +159,15 @@ impl RunJson {
             deadline_at: output::json_time_opt(run.deadline_at),
             next_attempt_at: output::json_time_opt(run.next_attempt_at),
             steps: StepCounts::of(steps),
+            held_by: None,
         }
+    }
+
+    /// The same, naming the replica that holds the run ([`holder`]).
+    #[must_use]
+    pub fn held(mut self, run: &Run, instances: &[DaemonInstance]) -> RunJson {
+        self.held_by = holder(run, instances);
+        self
     }
 }
 
@@ -168,9 +207,14 @@ pub fn run(args: RunsArgs, config: &Config) -> anyhow::Result<Outcome> {
 
 async fn with_steps(store: &Store, runs: &[Run]) -> anyhow::Result<Vec<RunJson>> {
     let mut out = Vec::with_capacity(runs.len());
+    let instances = if runs.iter().any(|r| r.state == RunState::Running) {
+        store.list_instances().await?
+    } else {
+        Vec::new()
+    };
     for run in runs {
         let steps = store.list_steps(run.id).await?;
-        out.push(RunJson::new(run, &steps));
+        out.push(RunJson::new(run, &steps).held(run, &instances));
     }
     Ok(out)
 }
@@ -202,7 +246,10 @@ fn print_human(
             json.id.clone(),
             json.job.clone(),
             json.trigger.clone(),
-            json.state.clone(),
+            match &json.held_by {
+                Some(h) => format!("{} on {}", json.state, h.replica),
+                None => json.state.clone(),
+            },
             output::human_time(run.scheduled_for),
             output::human_time_opt(run.started_at),
             duration,

@@ -168,6 +168,11 @@ pub fn run(args: ShowArgs, config: &Config) -> anyhow::Result<Outcome> {
         let sessions = store.list_run_sessions(run.id).await?;
         let files = store.list_run_exports(run.id).await?;
         let events = store.list_run_events(run.id).await?;
+        let instances = if run.state == crate::store::RunState::Running {
+            store.list_instances().await?
+        } else {
+            Vec::new()
+        };
         let job_kind = match store.get_job(&run.job_name).await {
             Ok(job) => Some(job.kind),
             Err(e) if e.is_not_found() => None,
@@ -175,7 +180,7 @@ pub fn run(args: ShowArgs, config: &Config) -> anyhow::Result<Outcome> {
         };
         let report = ShowJson {
             version: 1,
-            run: RunJson::new(&run, &steps),
+            run: RunJson::new(&run, &steps).held(&run, &instances),
             job_kind,
             steps: steps
                 .iter()
@@ -344,6 +349,17 @@ fn print_human(out: &mut impl Write, r: &ShowJson, style: &Style) -> anyhow::Res
     ];
     if let Some(reason) = &run.reason {
         fields.push(("reason", reason.clone()));
+    }
+    if let Some(h) = &run.held_by {
+        fields.push((
+            "held by",
+            format!(
+                "{} (instance {}, lease until {})",
+                h.replica,
+                h.instance,
+                h.lease_expires_at.as_deref().unwrap_or("-")
+            ),
+        ));
     }
     if run.cancel_requested {
         fields.push(("cancel", "requested".into()));

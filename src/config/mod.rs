@@ -103,6 +103,9 @@ pub struct EngineConfig {
     /// Step retry backoffs up to this long are slept inside the run; longer ones park the run
     /// in `waiting_retry` (default 5m).
     pub inline_backoff: Duration,
+    /// Length of a run lease and of the leadership lease (default 60s): the time after which
+    /// another replica takes over the runs, or the lead, of a replica that died.
+    pub lease: Duration,
 }
 
 /// Settings of the job directory watcher.
@@ -148,6 +151,8 @@ pub struct Config {
     pub downloads: DownloadConfig,
     pub watch: WatchConfig,
     pub engine: EngineConfig,
+    /// This daemon's name among several replicas (`replicaName`; `None`: `HOST-PID`).
+    pub replica_name: Option<String>,
     /// `notifications:` (SPEC §11).
     pub notifications: NotificationConfig,
 }

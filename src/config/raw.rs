@@ -37,6 +37,7 @@ pub(super) struct RawConfig {
     pub(super) downloads: Option<RawDownloads>,
     pub(super) watch: Option<RawWatch>,
     pub(super) engine: Option<RawEngine>,
+    pub(super) replica_name: Option<String>,
     pub(super) notifications: Option<RawNotifications>,
 }
 
@@ -49,6 +50,8 @@ pub(super) struct RawEngine {
     pub(super) reconcile_grace: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub(super) inline_backoff: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) lease: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

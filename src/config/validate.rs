@@ -156,6 +156,27 @@ pub(super) fn from_raw(
         ));
     }
     let engine = raw.engine.unwrap_or_default();
+    let lease = engine.lease.unwrap_or(Duration::from_secs(60));
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&lease) {
+        return Err(invalid("engine.lease", "must be between 1s and 1h".into()));
+    }
+    let replica_name = match raw.replica_name {
+        Some(name) => {
+            let ok = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !ok {
+                return Err(invalid(
+                    "replicaName",
+                    "must be 1 to 63 characters of letters, digits, `-`, `_` and `.`".into(),
+                ));
+            }
+            Some(name)
+        }
+        None => None,
+    };
     let step_parallelism = raw.step_parallelism.unwrap_or(4);
     if !(1..=64).contains(&step_parallelism) {
         return Err(invalid(
@@ -207,7 +228,9 @@ pub(super) fn from_raw(
             poll_interval: engine.poll_interval.unwrap_or(Duration::from_secs(10)),
             reconcile_grace: engine.reconcile_grace.unwrap_or(Duration::from_secs(120)),
             inline_backoff: engine.inline_backoff.unwrap_or(Duration::from_secs(300)),
+            lease,
         },
+        replica_name,
         notifications,
     })
 }

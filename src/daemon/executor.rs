@@ -165,8 +165,11 @@ impl RunExecutor for crate::exec::Engine {
 /// daemon instance, following the config a reload publishes, on the daemon's clock.
 pub fn engine_factory() -> super::ExecutorFactory {
     Box::new(|store, config, owner, clock| {
+        // On PostgreSQL other replicas may work on the same database (SPEC §10).
+        let shared = store.backend() == crate::store::Backend::Postgres;
         let options = crate::exec::EngineOptions::from_config(&config.borrow(), owner)
-            .with_clock(Arc::clone(clock));
+            .with_clock(Arc::clone(clock))
+            .shared(shared);
         let engine = crate::exec::Engine::with_live_config(store.clone(), config.clone(), options)?;
         Ok(Arc::new(engine) as Arc<dyn RunExecutor>)
     })

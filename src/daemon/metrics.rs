@@ -23,6 +23,8 @@
 //! | `restorectl_notifications_delivered_total` | counter | `target`, `event` |
 //! | `restorectl_notifications_failed_total` | counter | `target`, `event` (failed attempts) |
 //! | `restorectl_notifications_pending` | gauge | `target` (outbox backlog) |
+//! | `restorectl_replica_info` | gauge | `replica`, `instance_id` (always 1: which replica serves this `/metrics`) |
+//! | `restorectl_leader` | gauge | — (1 while this replica leads) |
 //!
 //! Durations are histograms with [`crate::telemetry::DURATION_BUCKETS`]. The notification series
 //! are written by the notification outbox; this module only describes them.
@@ -176,6 +178,18 @@ pub const SERIES: &[Series] = &[
         None,
         "Notifications in the outbox not delivered yet, by target",
     ),
+    series(
+        "restorectl_replica_info",
+        Kind::Gauge,
+        None,
+        "Always 1; the replica name and instance id of the daemon serving these metrics",
+    ),
+    series(
+        "restorectl_leader",
+        Kind::Gauge,
+        None,
+        "1 while this replica leads (applies job files, enqueues fires, consumes requests)",
+    ),
 ];
 
 /// Registers descriptions (once per process is enough; repeating is harmless).
@@ -221,6 +235,17 @@ pub fn max_success_age(job: &Job, now: DateTime<Utc>) -> Option<Duration> {
 /// Sets `restorectl_ready`.
 pub fn publish_ready(ready: bool) {
     metrics::gauge!("restorectl_ready").set(if ready { 1.0 } else { 0.0 });
+}
+
+/// Publishes which replica serves the metrics and whether it leads.
+pub fn publish_replica(replica: &str, instance: &str, leader: bool) {
+    metrics::gauge!(
+        "restorectl_replica_info",
+        "replica" => replica.to_string(),
+        "instance_id" => instance.to_string()
+    )
+    .set(1.0);
+    metrics::gauge!("restorectl_leader").set(if leader { 1.0 } else { 0.0 });
 }
 
 /// Publishes [`StoreStats`] as metrics. Per-job gauges (thousands with a large job directory)

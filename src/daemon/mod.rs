@@ -2,15 +2,19 @@
 //! [`run`] reads like the start-up script (see docs/daemon.md):
 //!
 //! 1. check what the config needs before anything starts (`jobsDir` exists, every server's
-//!    password can be read), open the state database and take the single-instance lock (a
-//!    second daemon on the same database exits naming the holder); a configuration problem
-//!    here or in step 3 (a server's `caFile`) is a [`DaemonError`] that
-//!    [`DaemonError::is_config`] classifies, and the binary exits 78 for it;
+//!    password can be read), open the state database and, on SQLite, take the single-instance
+//!    lock (a second daemon on the same database exits naming the holder); on PostgreSQL
+//!    register as one replica among any number (docs/ha.md); a configuration problem here or in
+//!    step 3 (a server's `caFile`) is a [`DaemonError`] that [`DaemonError::is_config`]
+//!    classifies, and the binary exits 78 for it;
 //! 2. bind the health/metrics listener (a taken port fails start-up, not later);
-//! 3. expire the run leases of a crashed predecessor and let the run engine recover;
-//! 4. start watching the job directory, scan it and apply it to the store;
-//! 5. start the scheduler, the request consumer, the executor workers, the HTTP server, the
-//!    metrics refresher, the heartbeat and the watchdog;
+//! 3. expire the run leases of a crashed predecessor (alone on SQLite: all foreign leases;
+//!    among replicas only those of replicas proven dead) and let the run engine recover;
+//! 4. try to take the lead ([`leader`]; forced on SQLite); the leader starts watching the job
+//!    directory, scans it and applies it to the store;
+//! 5. start the leadership loop and the leader's duties (reconcile loop, scheduler, request
+//!    consumer, notification deliverer: only while this replica leads), the executor workers,
+//!    the HTTP server, the metrics refresher, the heartbeat and the watchdog;
 //! 6. tell systemd `READY=1`;
 //! 7. on the shutdown future (SIGTERM/SIGINT in the binary): `STOPPING=1`, cancel every task,
 //!    wait at most `shutdownTimeout` for them (the engine checkpoints downloads and releases its
@@ -21,6 +25,7 @@
 //! none is detached, and a panic in any of them stops the daemon like the shutdown future does
 //! (then [`run`] returns [`DaemonError::TaskPanicked`]).
 //!
+//! - [`leader`]: which replica leads, and the leader's duties;
 //! - [`watch`]: the job-directory watcher ("rescan needed" signals);
 //! - [`reconcile`]: a scan applied to the store; the table of active job versions;
 //! - [`fires`]: the scheduler task, which turns due fires (and new one-shot specs) into queued
@@ -36,6 +41,7 @@ pub mod dev;
 pub mod executor;
 pub mod fires;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod reload;
@@ -58,9 +64,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::schedule::{Clock, SystemClock};
-use crate::store::{DaemonInstance, InstanceInfo, OpenMode, Store, StoreError};
+use crate::store::{Backend, DaemonInstance, InstanceInfo, OpenMode, Store, StoreError};
 use executor::{ExecutorError, RunExecutor};
-use reconcile::{JobTable, ReconcileReport, Reconciler};
+use reconcile::Reconciler;
+use reconcile::{JobTable, ReconcileReport};
 use tasks::Tasks;
 use watch::{JobDirWatcher, WatchOptions};
 
@@ -91,6 +98,10 @@ pub struct ReadyInfo {
     /// Where `/healthz`, `/readyz`, `/metrics` listen (`None`: `listen: off`).
     pub http: Option<SocketAddr>,
     pub instance: String,
+    /// The replica name (`replicaName`, default `HOST-PID`).
+    pub replica: String,
+    /// Whether this replica led at start (always on SQLite); only the leader scanned.
+    pub leader: bool,
     pub first_scan: ReconcileReport,
 }
 
@@ -216,6 +227,13 @@ pub struct AppHandle {
     pub config: channel::Receiver<Arc<Config>>,
     /// The instance id (also the run lease owner).
     pub instance: Arc<str>,
+    /// The replica name (`replicaName`, default `HOST-PID`).
+    pub replica: Arc<str>,
+    /// Whether other daemons may share the database (PostgreSQL): replicas register instead
+    /// of taking the single-instance lock, and the lead is never forced.
+    pub shared: bool,
+    /// Whether this replica leads now ([`leader`]).
+    pub leading: channel::Receiver<bool>,
     pub clock: Arc<dyn Clock>,
     /// Set once the first scan is applied (`/readyz`).
     pub ready: Arc<AtomicBool>,
@@ -248,6 +266,11 @@ pub async fn run(
     let clock = options.clock;
     let config = Arc::new(config);
     let instance: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+    let replica: Arc<str> = config
+        .replica_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()))
+        .into();
 
     // 1. What the config needs before anything starts, the state database, the lock.
     config.check_jobs_dir()?;
@@ -260,9 +283,16 @@ pub async fn run(
             url: location.to_string(),
             source,
         })?;
-    acquire_lock(&store, &instance, clock.now()).await?;
+    let shared = store.backend() == Backend::Postgres;
+    if shared {
+        register_replica(&store, &instance, &replica, clock.now()).await?;
+    } else {
+        acquire_lock(&store, &instance, &replica, clock.now()).await?;
+    }
     tracing::info!(
         instance = %instance,
+        replica = %replica,
+        shared,
         database = %store.location(),
         jobs_dir = %config.jobs_dir.display(),
         "daemon starting"
@@ -273,15 +303,12 @@ pub async fn run(
         on_ready: options.on_ready,
         hangups: options.hangups.unwrap_or_default(),
     };
-    let result = run_locked(
-        store.clone(),
-        config,
-        parts,
-        instance.clone(),
-        clock.clone(),
-        shutdown,
-    )
-    .await;
+    let me = Me {
+        instance: instance.clone(),
+        replica,
+        shared,
+    };
+    let result = run_locked(store.clone(), config, parts, me, clock.clone(), shutdown).await;
     match store.release_instance_lock(&instance, clock.now()).await {
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "cannot release the instance lock"),
@@ -289,6 +316,13 @@ pub async fn run(
     store.close().await;
     tracing::info!(instance = %instance, "daemon stopped");
     result
+}
+
+/// Who this daemon is among the replicas.
+struct Me {
+    instance: Arc<str>,
+    replica: Arc<str>,
+    shared: bool,
 }
 
 /// The options `run_locked` consumes.
@@ -303,10 +337,15 @@ async fn run_locked(
     store: Store,
     config: Arc<Config>,
     parts: Parts,
-    instance: Arc<str>,
+    me: Me,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), DaemonError> {
+    let Me {
+        instance,
+        replica,
+        shared,
+    } = me;
     let Parts {
         executor: executor_factory,
         watch: watch_options,
@@ -316,10 +355,14 @@ async fn run_locked(
     let cancel = CancellationToken::new();
     let tasks = Tasks::new();
     let (config_tx, config_rx) = channel::channel(Arc::clone(&config));
+    let (leading_tx, leading_rx) = channel::channel(false);
     let app = AppHandle {
         store: store.clone(),
         config: config_rx,
         instance: Arc::clone(&instance),
+        replica: Arc::clone(&replica),
+        shared,
+        leading: leading_rx.clone(),
         clock: Arc::clone(&clock),
         ready: Arc::new(AtomicBool::new(false)),
         wake: Arc::new(Notify::new()),
@@ -337,13 +380,17 @@ async fn run_locked(
     };
     let http_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
 
-    // 3. Leases of a crashed predecessor, then the engine's recovery.
-    let expired = store.expire_foreign_leases(&instance, clock.now()).await?;
-    if expired > 0 {
-        tracing::info!(
-            runs = expired,
-            "expired the run leases of a previous daemon"
-        );
+    // 3. Leases of a crashed predecessor (alone on SQLite: every other lease is dead; shared:
+    //    only those of replicas proven dead, ended at registration), then the engine's recovery,
+    //    which leaves the runs and sessions of live replicas alone.
+    if !shared {
+        let expired = store.expire_foreign_leases(&instance, clock.now()).await?;
+        if expired > 0 {
+            tracing::info!(
+                runs = expired,
+                "expired the run leases of a previous daemon"
+            );
+        }
     }
     let executor = match executor_factory {
         Some(factory) => {
@@ -358,47 +405,53 @@ async fn run_locked(
         }
     };
 
-    // 4. Watch first (a change during the first scan still signals), then scan and apply.
+    // 4. The lead (forced on SQLite, where this daemon is alone). The leader watches first (a
+    //    change during the first scan still signals), then scans and applies the job files.
     let watch_options = watch_options.unwrap_or_else(|| WatchOptions::from(&config.watch));
-    let watcher = JobDirWatcher::start(
-        &config.jobs_dir,
-        &watch_options,
-        cancel.child_token(),
-        &tasks,
-    )?;
-    let mut reconciler = Reconciler::new(store.clone());
-    let first = reconciler.rescan(&config, clock.now()).await?;
-    log_reconcile(&first, true);
-    let (table_tx, table_rx) = channel::channel(reconciler.table());
+    let lease = config.engine.lease;
+    let valid_until = leader::first_attempt(&app, lease, !shared).await;
+    let leads = valid_until.is_some();
+    let (table_tx, table_rx) = channel::channel(Arc::new(JobTable::default()));
+    let duty_token = cancel.child_token();
+    let (first, first_parts) = if leads {
+        let term = duty_token.child_token();
+        let (reconciler, watcher, report) =
+            leader::first_scan(&app, &watch_options, &tasks, term.child_token()).await?;
+        log_reconcile(&report, true);
+        table_tx.send_replace(reconciler.table());
+        (report, Some((reconciler, watcher, term)))
+    } else {
+        tracing::info!(replica = %replica, "another replica leads: this one executes runs and takes the lead if the leader goes");
+        (ReconcileReport::default(), None)
+    };
+    leading_tx.send_replace(leads);
     app.ready.store(true, Ordering::Release);
 
     // 5. The components.
     tasks.spawn(
-        "reconcile",
-        reconcile_loop(
+        "leadership",
+        leader::leadership_loop(
             app.clone(),
-            reconciler,
-            watcher,
-            table_tx,
+            lease,
+            !shared,
+            valid_until,
+            leading_tx,
             cancel.child_token(),
         ),
     );
     tasks.spawn(
-        "scheduler",
-        fires::Scheduler::new(store.clone(), Arc::clone(&clock))
-            .with_notifications(app.config.clone())
-            .run(
-                table_rx.clone(),
-                Arc::clone(&app.wake),
-                cancel.child_token(),
-            ),
-    );
-    tasks.spawn(
-        "requests",
-        requests::RequestConsumer::new(store.clone(), Arc::clone(&clock), executor.clone()).run(
-            table_rx.clone(),
-            Arc::clone(&app.wake),
-            cancel.child_token(),
+        "leader-duties",
+        leader::duties(
+            app.clone(),
+            leader::DutyParts {
+                executor: executor.clone(),
+                watch: watch_options,
+                table: table_tx,
+                tasks: tasks.clone(),
+                first: first_parts,
+            },
+            leading_rx,
+            duty_token,
         ),
     );
     if let Some(executor) = &executor {
@@ -412,11 +465,6 @@ async fn run_locked(
             &tasks,
         );
     }
-    tasks.spawn(
-        "notifications",
-        crate::notify::Deliverer::new(store.clone(), app.config.clone(), Arc::clone(&clock))
-            .run(cancel.child_token()),
-    );
     metrics::describe();
     let handle = crate::telemetry::metrics_handle();
     if let Some(listener) = listener {
@@ -467,6 +515,8 @@ async fn run_locked(
         on_ready(&ReadyInfo {
             http: http_addr,
             instance: instance.to_string(),
+            replica: replica.to_string(),
+            leader: leads,
             first_scan: first,
         });
     }
@@ -504,6 +554,7 @@ async fn run_locked(
 async fn acquire_lock(
     store: &Store,
     instance: &str,
+    replica: &str,
     now: DateTime<Utc>,
 ) -> Result<(), DaemonError> {
     let host = hostname();
@@ -511,6 +562,7 @@ async fn acquire_lock(
         id: instance,
         pid: std::process::id(),
         host: &host,
+        name: replica,
     };
     match store
         .acquire_instance_lock(&me, INSTANCE_STALE_AFTER, now)
@@ -540,6 +592,56 @@ async fn acquire_lock(
     }
 }
 
+/// Registers this daemon as one replica on a shared database; earlier daemons on this host
+/// whose process is gone (killed, crashed) and that have been silent for two heartbeats are
+/// proven dead: their run leases and a lead they held end now instead of after the lease.
+async fn register_replica(
+    store: &Store,
+    instance: &str,
+    replica: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DaemonError> {
+    let host = hostname();
+    let live = store.list_live_instances().await?;
+    // Proven dead: same host, no such process, and silent for two heartbeats. The silence
+    // matters: a live replica in another container on this host (its own pid namespace, the
+    // same host name with host networking) has a pid this process cannot see.
+    let silent_since = now - chrono::Duration::from_std(HEARTBEAT * 2).unwrap_or_default();
+    let is_dead = |i: &DaemonInstance| {
+        i.host == host
+            && i.heartbeat_at < silent_since
+            && u32::try_from(i.pid).is_ok_and(|pid| !process_alive(pid))
+    };
+    // A daemon from before several replicas (no replica name) believes it is alone: its
+    // start-up recovery would take every run. Refuse to join it while it heartbeats.
+    let fresh_after = now - chrono::Duration::from_std(INSTANCE_STALE_AFTER).unwrap_or_default();
+    if let Some(alone) = live
+        .iter()
+        .find(|i| i.name.is_none() && i.heartbeat_at > fresh_after && !is_dead(i))
+    {
+        return Err(DaemonError::AlreadyRunning {
+            db: store.location().to_string(),
+            holder: Box::new(alone.clone()),
+        });
+    }
+    let dead: Vec<String> = live
+        .iter()
+        .filter(|i| is_dead(i))
+        .map(|i| i.id.clone())
+        .collect();
+    if !dead.is_empty() {
+        tracing::warn!(instances = ?dead, "earlier daemons on this host are gone (crashed or killed); their runs are taken over now");
+    }
+    let me = InstanceInfo {
+        id: instance,
+        pid: std::process::id(),
+        host: &host,
+        name: replica,
+    };
+    store.register_replica(&me, &dead, now).await?;
+    Ok(())
+}
+
 /// This machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`, else `unknown`).
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -560,7 +662,7 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
-fn log_reconcile(r: &ReconcileReport, first: bool) {
+pub(crate) fn log_reconcile(r: &ReconcileReport, first: bool) {
     if first || r.changed_anything() || !r.jobs_invalid.is_empty() {
         tracing::info!(
             files_new = r.files_new,
@@ -582,7 +684,7 @@ fn log_reconcile(r: &ReconcileReport, first: bool) {
 }
 
 /// Rescans on every watcher signal (and on request after a reload) and publishes the table.
-async fn reconcile_loop(
+pub(crate) async fn reconcile_loop(
     app: AppHandle,
     mut reconciler: Reconciler,
     mut watcher: JobDirWatcher,
@@ -657,6 +759,7 @@ async fn refresh_loop(
         metrics::publish_ready(
             read.is_ok() && app.ready.load(Ordering::Acquire) && tasks.panicked().is_none(),
         );
+        metrics::publish_replica(&app.replica, &app.instance, *app.leading.borrow());
         match read {
             Ok((stats, per_job)) => {
                 let ages = if per_job {
@@ -698,11 +801,13 @@ async fn heartbeat_loop(app: AppHandle, lost: CancellationToken, cancel: Cancell
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
-        match app
-            .store
-            .heartbeat_instance(&app.instance, app.clock.now())
-            .await
-        {
+        let now = app.clock.now();
+        let beat = if app.shared {
+            app.store.heartbeat_replica(&app.instance, now).await
+        } else {
+            app.store.heartbeat_instance(&app.instance, now).await
+        };
+        match beat {
             Ok(()) => {}
             Err(StoreError::InstanceLost { .. }) => {
                 tracing::error!(instance = %app.instance, "another daemon took over the state database lock");

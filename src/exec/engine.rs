@@ -426,6 +426,11 @@ impl Engine {
         let id = run.id;
         let mut deadline = run.deadline_at;
         let cancel_requested = run.cancel_requested;
+        // Until when this process may act on the run without a renewal (its own monotonic
+        // clock; the claim was committed just before): past it, another replica may take the
+        // run over, so the execution stops first (see `lease_margin`).
+        let margin = super::options::lease_margin(lease);
+        let mut valid_until = tokio::time::Instant::now() + lease - margin;
         self.inner.tasks.spawn(async move {
             if cancel_requested {
                 stop.stop(StopReason::Cancelled);
@@ -437,19 +442,28 @@ impl Engine {
                     .unwrap_or(every);
                 tokio::select! {
                     () = tokio::time::sleep(every.min(until_deadline)) => {}
+                    () = tokio::time::sleep_until(valid_until) => {}
                     () = shutdown.cancelled() => { stop.stop(StopReason::Shutdown); return; }
                     () = renewal.cancelled() => return,
+                }
+                if tokio::time::Instant::now() >= valid_until {
+                    tracing::warn!(run = %id, "the run's lease could not be renewed before it runs out; stopping so that another replica can take the run over");
+                    stop.stop(StopReason::LeaseLost);
+                    return;
                 }
                 if deadline.is_some_and(|d| clock.now() >= d) {
                     stop.stop(StopReason::Timeout);
                     return;
                 }
+                let started = tokio::time::Instant::now();
                 let renewed = tokio::select! {
                     r = store.renew_lease(id, &owner, lease, clock.now()) => r,
+                    () = tokio::time::sleep_until(valid_until) => continue,
                     () = renewal.cancelled() => return,
                 };
                 match renewed {
                     Ok(r) => {
+                        valid_until = started + lease - margin;
                         deadline = r.deadline_at.or(deadline);
                         if r.cancel_requested {
                             stop.stop(StopReason::Cancelled);

@@ -6,6 +6,14 @@ use std::time::Duration;
 
 use crate::schedule::{Clock, SystemClock};
 
+/// How long before a lease ends its holder stops acting on it when it could not renew it (the
+/// database is away, the host is cut off): a quarter of the lease. It covers the difference
+/// between two hosts' clocks and the time to stop, so a run (or the lead) has been given up
+/// before another replica can take it over.
+pub fn lease_margin(lease: Duration) -> Duration {
+    lease / 4
+}
+
 /// Tunables of the engine. [`EngineOptions::from_config`] takes them from the daemon config.
 #[derive(Clone)]
 pub struct EngineOptions {
@@ -26,6 +34,10 @@ pub struct EngineOptions {
     /// ([`EngineOptions::with_clock`]), else the system clock. Waiting itself stays on tokio's
     /// timers: a manual clock decides what is due, it does not make the engine sleep less.
     pub clock: Arc<dyn Clock>,
+    /// Whether other live replicas may hold leases on the same database (the daemon on
+    /// PostgreSQL, [`EngineOptions::shared`]): recovery then leaves their runs and restore
+    /// sessions alone instead of expiring every foreign lease.
+    pub shared: bool,
 }
 
 impl std::fmt::Debug for EngineOptions {
@@ -37,6 +49,7 @@ impl std::fmt::Debug for EngineOptions {
             .field("reconcile_grace", &self.reconcile_grace)
             .field("inline_backoff", &self.inline_backoff)
             .field("max_session_reopens", &self.max_session_reopens)
+            .field("shared", &self.shared)
             .finish_non_exhaustive()
     }
 }
@@ -46,13 +59,21 @@ impl EngineOptions {
     pub fn from_config(config: &crate::config::Config, owner: impl Into<String>) -> Self {
         EngineOptions {
             owner: owner.into(),
-            lease: Duration::from_secs(60),
+            lease: config.engine.lease,
             poll_interval: config.engine.poll_interval.max(Duration::from_millis(10)),
             reconcile_grace: config.engine.reconcile_grace,
             inline_backoff: config.engine.inline_backoff,
             max_session_reopens: 3,
             clock: Arc::new(SystemClock),
+            shared: false,
         }
+    }
+
+    /// The same options for a database other replicas share (see [`EngineOptions::shared`]).
+    #[must_use]
+    pub fn shared(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// The same options reading time from `clock` (the daemon passes its own).

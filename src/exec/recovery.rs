@@ -1,16 +1,23 @@
 //! What the engine does after a restart and on an operator's decision.
 //!
-//! [`Engine::recover`] (daemon start, `run --foreground`), called while holding the instance lock:
+//! [`Engine::recover`] (daemon start, `run --foreground`):
 //!
-//! 1. expires the leases a dead predecessor held (`expire_foreign_leases`), so its `running`
-//!    runs are claimable at once;
+//! 1. alone on the database (the instance lock: SQLite, `run --foreground`), expires the leases
+//!    a dead predecessor held (`expire_foreign_leases`), so its `running` runs are claimable at
+//!    once; among several replicas ([`super::EngineOptions::shared`]) it expires nothing: the
+//!    leases of replicas proven dead were ended when this one registered, the others run out
+//!    by themselves (a live replica's run is never taken from it);
 //! 2. stops every restore session the store lists as open that no unfinished run needs: a
-//!    session stays open only when its run is still `running` (the run adopts it when it is
-//!    executed again, to resume a download or follow a restore, see [`super::engine`]), or when
-//!    its run waits for a device-code sign-in in it (the code belongs to the session,
-//!    [`super::sign_in`]);
-//! 3. returns the runs to execute again; executing them reconciles `submitting` steps, follows
-//!    `submitted` ones, resumes downloads with `Range` and continues.
+//!    session stays open when its run is `running` (its owner uses it, or the run adopts it when
+//!    it is executed again, to resume a download or follow a restore, see [`super::engine`]),
+//!    or when its run waits for a device-code sign-in in it (the code belongs to the session,
+//!    [`super::sign_in`]); among several replicas also when its run is `queued` or
+//!    `waiting_retry` (another replica may be about to adopt it; the run's next execution stops
+//!    it if no step needs it). Each session's run is read after the sessions were listed, so a
+//!    run another replica claimed meanwhile is seen as `running`;
+//! 3. returns the runs to execute again (running, lease expired or released); executing them
+//!    reconciles `submitting` steps, follows `submitted` ones, resumes downloads with `Range`
+//!    and continues.
 //!
 //! [`Engine::apply_continue`] (`resolve --continue`) queues a run that waited for a device-code
 //! sign-in ([`super::sign_in`]).
@@ -119,16 +126,22 @@ impl Engine {
         Ok(Continued { run })
     }
 
-    /// Recovery at start (see the module doc). Sound only while this process holds the daemon
-    /// instance lock (no other live owner can hold a lease).
+    /// Recovery at start (see the module doc). Without [`super::EngineOptions::shared`] sound
+    /// only while this process holds the daemon instance lock (no other live owner can hold a
+    /// lease).
     ///
     /// # Errors
     ///
     /// [`RunError`] when the state database fails.
     pub async fn recover(&self, now: DateTime<Utc>) -> Result<RecoveryReport, RunError> {
         let store = &self.inner.store;
+        let shared = self.inner.options.shared;
         let mut report = RecoveryReport {
-            expired_leases: store.expire_foreign_leases(self.owner(), now).await?,
+            expired_leases: if shared {
+                0
+            } else {
+                store.expire_foreign_leases(self.owner(), now).await?
+            },
             ..RecoveryReport::default()
         };
         let secrets = crate::config::SecretContext::from_config(&self.config());
@@ -141,13 +154,22 @@ impl Engine {
         let mut running: Vec<_> = running
             .into_iter()
             .filter(|r| r.lease_owner.as_deref() != Some(self.owner()))
+            // A live lease of another replica: its run, not ours to resume.
+            .filter(|r| r.lease_expires_at.is_none_or(|e| e <= now) || r.lease_owner.is_none())
             .collect();
         running.sort_by_key(|r| (r.scheduled_for, r.id));
         report.runs = running.iter().map(|r| r.id).collect();
         for session in store.list_open_sessions(None).await? {
             let needed = match session.run_id {
                 Some(r) if report.runs.contains(&r) => true,
-                Some(r) => self.waits_for_sign_in_in(r, &session.id).await?,
+                Some(r) => {
+                    let row = store.get_run(r).await.map_err(RunError::store(r))?;
+                    match row.state {
+                        RunState::Running => true,
+                        RunState::Queued | RunState::WaitingRetry => shared,
+                        _ => self.waits_for_sign_in_in(r, &session.id).await?,
+                    }
+                }
                 None => false,
             };
             if needed {

@@ -414,8 +414,9 @@ const ORPHAN_SKEW: chrono::Duration = chrono::Duration::minutes(1);
 /// session looks the same otherwise); each is recorded (with the intent's run) before it is
 /// stopped, so a failed stop is retried at the next start like any other session. Then the
 /// intents are deleted. Holds the server's explore gate, so no explore of this process is in
-/// flight meanwhile. Failures are logged and leave the intents for the next sweep. Returns how
-/// many sessions were stopped.
+/// flight meanwhile; another replica's explore in flight is recognised by its intent (a session
+/// created after an intent that is not due yet is left alone). Failures are logged and leave
+/// the intents for the next sweep. Returns how many sessions were stopped.
 ///
 /// The one assumption: the account restorectl uses is its own. A session another client opened
 /// with the same account, for the same organisation, within a minute of a lost explore answer
@@ -456,10 +457,29 @@ pub async fn sweep_orphans(
             return 0;
         }
     };
+    // Another replica's explore may be in flight (the gate is per process): its intent is
+    // recorded before its request is sent and cleared only after its session is recorded. Read
+    // the intents again now that the sessions are listed: a listed session an in-flight explore
+    // may have opened is either covered by an intent that is not due yet (left for a later
+    // sweep) or already recorded (found by `get_session` below).
+    let young: Vec<DateTime<Utc>> = match store.list_session_intents(Some(server)).await {
+        Ok(now_pending) => now_pending
+            .iter()
+            .filter(|i| now - i.requested_at < settled)
+            .map(|i| i.requested_at)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(server, error = %e, "cannot read the pending explore intents");
+            return 0;
+        }
+    };
     let mut stopped = 0;
     for s in listed.iter().filter(|s| {
         s.state == vb365::SessionState::Working && s.session_type == vb365::SessionType::Vex
     }) {
+        if young.iter().any(|t| s.creation_time >= *t - ORPHAN_SKEW) {
+            continue;
+        }
         let Some(intent) = due.iter().find(|i| {
             s.creation_time >= i.requested_at - ORPHAN_SKEW
                 && s.creation_time <= i.requested_at + settled + ORPHAN_SKEW

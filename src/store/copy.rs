@@ -225,6 +225,7 @@ pub const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("started_at", Int),
             ("heartbeat_at", Int),
             ("stopped_at", Int),
+            ("name", Text),
         ],
     ),
     (
@@ -274,8 +275,10 @@ const GENERATED_IDS: &[&str] = &[
 ];
 
 /// Tables left out of the copy (checked by the same test as [`TABLES`]): the migrations table,
-/// and the totals the target's triggers rebuild from the copied rows.
+/// the totals the target's triggers rebuild from the copied rows, and the leadership lease
+/// (the copy's source has no live daemon, so there is no leader to carry over).
 pub const NOT_COPIED: &[&str] = &[
+    "leadership",
     "run_counts",
     "step_failure_counts",
     "download_totals",

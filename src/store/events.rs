@@ -42,6 +42,9 @@ text_enum! {
         InstanceStarted = "instance_started",
         InstanceTakenOver = "instance_taken_over",
         InstanceStopped = "instance_stopped",
+        /// A replica took the lead (applies the job files, enqueues fires, consumes requests;
+        /// data: `replica`, `instance`, `previous`, `term`).
+        LeaderElected = "leader_elected",
         /// A device code was requested for an operator's sign-in (data: `userCode`,
         /// `verificationUrl`, `expiresAt`, `session`, `number`).
         DeviceCodeRequested = "device_code_requested",

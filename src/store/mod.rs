@@ -19,6 +19,7 @@
 //! - [`sessions`]: VB365 restore sessions the daemon opened;
 //! - [`downloads`]: durable download progress and the published files (`exports`);
 //! - [`requests`]: operator requests and the daemon instance lock;
+//! - [`replicas`]: several daemons on one database (registration, the leadership lease);
 //! - [`events`]: the append-only history;
 //! - [`notifications`]: the notification outbox, written with the state changes it reports;
 //! - [`stats`]: aggregates for the daemon's metrics and status line, on one read snapshot.
@@ -76,6 +77,7 @@ pub mod jobs;
 pub mod location;
 pub mod next_fire;
 pub mod notifications;
+pub mod replicas;
 pub mod requests;
 pub mod runs;
 pub mod scan;
@@ -94,6 +96,7 @@ pub use jobs::{
 pub use location::{Location, UrlError};
 pub use next_fire::{NextFire, ScheduleState};
 pub use notifications::{Notification, NotifyEvent, Payload, Routing};
+pub use replicas::Leadership;
 pub use requests::{DaemonInstance, InstanceInfo, NewRequest, OperatorRequest};
 pub use runs::{CancelOutcome, LeaseRenewal, NewRun, Run, RunFilter};
 pub use scan::FileApply;

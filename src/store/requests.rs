@@ -71,6 +71,18 @@ pub struct DaemonInstance {
     pub heartbeat_at: DateTime<Utc>,
     #[sqlx(try_from = "OptMillis")]
     pub stopped_at: Option<DateTime<Utc>>,
+    /// The replica name (`replicaName`, default `HOST-PID`; `None` in rows of daemons older
+    /// than migration 0007).
+    pub name: Option<String>,
+}
+
+impl DaemonInstance {
+    /// The name operators see: the replica name, else `HOST-PID`.
+    pub fn replica_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", self.host, self.pid))
+    }
 }
 
 /// Who is asking for the instance lock.
@@ -80,6 +92,8 @@ pub struct InstanceInfo<'a> {
     pub id: &'a str,
     pub pid: u32,
     pub host: &'a str,
+    /// The replica name shown by `restorectl status`, `runs` and `show`.
+    pub name: &'a str,
 }
 
 impl Store {
@@ -259,8 +273,8 @@ impl Store {
             events::insert(&mut tx, &event, now).await?;
         }
         let row = sqlx::query_as::<_, DaemonInstance>(
-            "INSERT INTO daemon_instances (id, pid, host, started_at, heartbeat_at)
-             VALUES ($1, $2, $3, $4, $4)
+            "INSERT INTO daemon_instances (id, pid, host, started_at, heartbeat_at, name)
+             VALUES ($1, $2, $3, $4, $4, $5)
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
                  stopped_at = NULL
              RETURNING *",
@@ -269,6 +283,7 @@ impl Store {
         .bind(i64::from(me.pid))
         .bind(me.host)
         .bind(now_ms)
+        .bind(me.name)
         .fetch_one(&mut *tx)
         .await
         .op(OP)?;

@@ -1,7 +1,8 @@
 //! The files in `deploy/` are part of the product: the systemd unit verifies and carries its
 //! hardening, the example configs load with the real config loader, the Kubernetes manifests
-//! parse and describe one Recreate replica with the right probes, the job files shipped in the
-//! jobs ConfigMap validate, and the Containerfile keeps its shape.
+//! parse and describe one Recreate replica with the right probes, the HA overlay describes two
+//! replicas on PostgreSQL with a shared exports volume and a disruption budget, the job files
+//! shipped in the jobs ConfigMap validate, and the Containerfile keeps its shape.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -176,11 +177,17 @@ fn example_config_loads_with_the_real_loader() {
 }
 
 fn manifests() -> Vec<(String, Value)> {
-    let dir = repo().join("deploy/kubernetes");
+    manifests_in("deploy/kubernetes/base")
+}
+
+/// Every YAML document of the files directly in `rel`, with its file name.
+fn manifests_in(rel: &str) -> Vec<(String, Value)> {
+    let dir = repo().join(rel);
     let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
         .collect();
     files.sort();
     for file in files {
@@ -204,6 +211,108 @@ fn by_kind<'a>(docs: &'a [(String, Value)], kind: &str) -> Vec<&'a Value> {
         .filter(|(_, v)| v["kind"].as_str() == Some(kind))
         .map(|(_, v)| v)
         .collect()
+}
+
+#[test]
+fn the_kubernetes_root_is_the_base_and_the_ha_overlay_builds_on_it() {
+    let root = manifests_in("deploy/kubernetes");
+    assert_eq!(root.len(), 1);
+    assert_eq!(root[0].1["resources"][0], "base");
+
+    let docs = manifests_in("deploy/kubernetes/ha");
+    let kustomization = by_kind(&docs, "Kustomization")[0];
+    assert_eq!(kustomization["namespace"], "restorectl");
+    let resources: Vec<&str> = kustomization["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(resources[0], "../base");
+    // Every file of the overlay is a listed resource or patch.
+    let mut listed: Vec<&str> = resources[1..].to_vec();
+    for patch in kustomization["patches"].as_sequence().unwrap() {
+        if let Some(path) = patch["path"].as_str() {
+            listed.push(path);
+        }
+    }
+    listed.sort();
+    let mut files: Vec<&str> = docs
+        .iter()
+        .filter(|(_, v)| v["kind"] != "Kustomization")
+        .map(|(f, _)| f.as_str())
+        .collect();
+    files.sort();
+    assert_eq!(listed, files);
+    // The single-replica ReadWriteOnce state volume is removed.
+    let inline = kustomization["patches"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find_map(|p| p["patch"].as_str())
+        .unwrap();
+    assert!(
+        inline.contains("$patch: delete") && inline.contains("restorectl-state"),
+        "{inline}"
+    );
+
+    let deployment = by_kind(&docs, "Deployment")[0];
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    let exports_mount = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "exports")
+        .unwrap()["mountPath"]
+        .as_str()
+        .unwrap();
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    let exports = volumes.iter().find(|v| v["name"] == "exports").unwrap();
+    let claim = exports["persistentVolumeClaim"]["claimName"]
+        .as_str()
+        .unwrap();
+    let state = volumes.iter().find(|v| v["name"] == "state").unwrap();
+    assert!(state.get("emptyDir").is_some(), "{state:?}");
+    let pvc = by_kind(&docs, "PersistentVolumeClaim")[0];
+    assert_eq!(pvc["metadata"]["name"], claim);
+    assert_eq!(pvc["spec"]["accessModes"][0], "ReadWriteMany");
+    let pdb = by_kind(&docs, "PodDisruptionBudget")[0];
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        deployment_labels(&manifests())
+    );
+
+    // The config: PostgreSQL with the password from the credentials Secret, exportRoot on the
+    // shared volume, and it loads with the real loader.
+    let cm = by_kind(&docs, "ConfigMap")[0];
+    let text = cm["data"]["restorectl.yaml"].as_str().unwrap();
+    let config =
+        Config::from_yaml(text, Path::new("/etc/restorectl/config/restorectl.yaml")).unwrap();
+    assert!(
+        config.database.starts_with("postgres://"),
+        "{}",
+        config.database
+    );
+    assert_eq!(config.export_root, Path::new(exports_mount));
+    assert!(
+        text.contains("databasePassword: { secret: db-password }"),
+        "{text}"
+    );
+    let secret = by_kind(&docs, "Secret")[0];
+    assert_eq!(secret["metadata"]["name"], "restorectl-credentials");
+    assert!(secret["stringData"].get("db-password").is_some());
+}
+
+/// The pod labels the base Deployment selects on.
+fn deployment_labels(base: &[(String, Value)]) -> Value {
+    by_kind(base, "Deployment")[0]["spec"]["selector"]["matchLabels"].clone()
 }
 
 #[test]

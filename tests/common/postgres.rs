@@ -92,6 +92,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the cluster, or `None` (after [`super::tool_missing`]) without the binaries.
     pub fn start(test: &str) -> Option<Cluster> {
+        Cluster::start_with(test, &[])
+    }
+
+    /// [`Cluster::start`] with extra `postgresql.conf` lines (e.g. preloading
+    /// `pg_stat_statements` for a benchmark that counts statements).
+    pub fn start_with(test: &str, settings: &[&str]) -> Option<Cluster> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .into_iter()
@@ -131,6 +137,16 @@ impl Cluster {
             "-U",
             "postgres",
         ]);
+        if !settings.is_empty() {
+            use std::io::Write as _;
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .open(cluster.dir.path().join("data/postgresql.conf"))
+                .unwrap();
+            for line in settings {
+                writeln!(conf, "{line}").unwrap();
+            }
+        }
         cluster.pg_ctl("start");
         Some(cluster)
     }

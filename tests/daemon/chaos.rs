@@ -15,7 +15,8 @@
 //! Everything random comes from one seed: `CHAOS_SEED` (or a random one), printed at the start
 //! and in every failure message. `CHAOS_KILLS` sets the number of kills (default 20, the CI
 //! variant); `bench/chaos.sh` runs the long variant and prints the invariant table. The suite runs
-//! twice: with the state on SQLite and on PostgreSQL.
+//! three times: with the state on SQLite, on PostgreSQL, and with three replicas on one
+//! PostgreSQL server that is also restarted once half-way (each kill takes one replica).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -321,7 +322,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(site: &Site, log: &Path) -> Daemon {
+    fn start(config: &Path, log: &Path) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -329,7 +330,7 @@ impl Daemon {
             .unwrap();
         let child = Command::new(bin())
             .args(["daemon", "--config"])
-            .arg(site.config_path())
+            .arg(config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -592,7 +593,18 @@ async fn get_text(url: &str) -> Option<String> {
 
 /// One chaos round on `postgres` (a database of its own) or, when `None`, on the site's SQLite
 /// file.
-async fn chaos(kills: usize, postgres: Option<&TestDatabase>) {
+/// Where the chaos keeps its state, and how many daemons share it.
+struct Setup<'a> {
+    /// The PostgreSQL database (`None`: SQLite).
+    postgres: Option<&'a str>,
+    /// Daemons on the database (more than one only on PostgreSQL); each kill takes one at
+    /// random.
+    replicas: usize,
+    /// The PostgreSQL server of the test's own, stopped and started again once half-way.
+    restart: Option<&'a crate::common::postgres::Cluster>,
+}
+
+async fn chaos(kills: usize, setup: Setup<'_>) {
     let seed = env_u64("CHAOS_SEED").unwrap_or_else(rand::random);
     println!("CHAOS_SEED={seed} CHAOS_KILLS={kills}");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -616,13 +628,26 @@ async fn chaos(kills: usize, postgres: Option<&TestDatabase>) {
     let port = free_port();
     let site = Site::new(&sim.base_url(), "off");
     write_config(&site, &sim, port);
-    let location = match postgres {
-        Some(db) => {
-            append_config(&site, &format!("database: {}", db.url));
-            Location::parse(&db.url).unwrap()
+    let location = match setup.postgres {
+        Some(url) => {
+            append_config(&site, &format!("database: {url}"));
+            Location::parse(url).unwrap()
         }
         None => Location::sqlite(site.db_path()),
     };
+    if setup.replicas > 1 {
+        // Short leases, so that a killed replica's runs move on within the run.
+        let text = std::fs::read_to_string(site.config_path()).unwrap();
+        let text = text.replace("inlineBackoff: 5s }", "inlineBackoff: 5s, lease: 5s }");
+        assert!(text.contains("lease: 5s"));
+        std::fs::write(site.config_path(), text).unwrap();
+    }
+    // Replica 0 is the site's config (its /metrics is checked); the others share everything
+    // but their name and health port.
+    let mut configs = vec![site.config_path()];
+    for i in 1..setup.replicas {
+        configs.push(site.replica_config(&format!("replica-{i}"), free_port()));
+    }
     println!("CHAOS_SEED={seed}: state database {location}");
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("daemon.log");
@@ -649,7 +674,11 @@ async fn chaos(kills: usize, postgres: Option<&TestDatabase>) {
     };
     let mut edits = 0;
     let mut kill_times = Vec::new();
-    let mut daemon = Some(Daemon::start(&site, &log));
+    let mut daemons: Vec<Option<Daemon>> = configs
+        .iter()
+        .map(|c| Some(Daemon::start(c, &log)))
+        .collect();
+    let mut db_restarts = 0;
     let start = Instant::now();
     let store = loop {
         if let Ok(s) = Store::connect(&location, OpenMode::Existing).await
@@ -677,12 +706,25 @@ async fn chaos(kills: usize, postgres: Option<&TestDatabase>) {
         }
         let wait = Duration::from_millis(rng.random_range(150..2500));
         tokio::time::sleep(wait).await;
-        if let Some(d) = daemon.take() {
+        let victim = rng.random_range(0..daemons.len());
+        if let Some(d) = daemons[victim].take() {
             d.kill9();
         }
         kill_times.push(chrono::Utc::now());
         table.kills += 1;
-        daemon = Some(Daemon::start(&site, &log));
+        daemons[victim] = Some(Daemon::start(&configs[victim], &log));
+        if let Some(cluster) = setup.restart.filter(|_| i == kills / 2) {
+            // The database goes away for a while (a restart, a failover): every replica keeps
+            // its process and continues once it is back.
+            println!(
+                "CHAOS_SEED={seed}: stopping PostgreSQL for 5 s after kill {}",
+                i + 1
+            );
+            cluster.stop();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            cluster.restart();
+            db_restarts += 1;
+        }
     }
     println!(
         "CHAOS_SEED={seed}: {} kills done, {edits} edits; stopping faults and draining",
@@ -822,8 +864,14 @@ async fn chaos(kills: usize, postgres: Option<&TestDatabase>) {
     for (label, n) in fault_counts(&sim.journal()) {
         table.faults_by_kind.insert(label, n);
     }
-    if let Some(d) = daemon.take() {
+    for d in daemons.iter_mut().filter_map(Option::take) {
         d.kill9();
+    }
+    if setup.restart.is_some() {
+        assert_eq!(
+            db_restarts, 1,
+            "CHAOS_SEED={seed}: the database restarted once"
+        );
     }
     let rendered = table.render();
     println!("{rendered}");
@@ -1182,7 +1230,11 @@ async fn check(
         let expected = f.starts_with(state_dir.canonicalize().unwrap())
             || rel.starts_with("jobs")
             || rel.starts_with("secrets")
-            || rel == Path::new("restorectl.yaml");
+            || rel == Path::new("restorectl.yaml")
+            // The other replicas' configs (Site::replica_config).
+            || rel.to_str().is_some_and(|r| {
+                r.starts_with("restorectl-replica-") && r.ends_with(".yaml")
+            });
         if !expected {
             table
                 .other
@@ -1296,16 +1348,55 @@ async fn check_metrics(port: u16, store: &Store, table: &mut Table) {
 #[tokio::test(flavor = "multi_thread")]
 async fn chaos_kills_and_faults_keep_every_invariant() {
     let kills = env_u64("CHAOS_KILLS").map_or(20, |k| k.max(20) as usize);
-    chaos(kills, None).await;
+    chaos(
+        kills,
+        Setup {
+            postgres: None,
+            replicas: 1,
+            restart: None,
+        },
+    )
+    .await;
 }
 
-/// The same chaos with the state on PostgreSQL (one daemon: several replicas are not built):
-/// every invariant holds on the second backend too.
+/// The same chaos with the state on PostgreSQL (one daemon): every invariant holds on the
+/// second backend too.
 #[tokio::test(flavor = "multi_thread")]
 async fn chaos_on_postgres_keeps_every_invariant() {
     let Some(db) = TestDatabase::create("chaos_on_postgres_keeps_every_invariant").await else {
         return;
     };
     let kills = env_u64("CHAOS_KILLS").map_or(20, |k| k.max(20) as usize);
-    chaos(kills, Some(&db)).await;
+    chaos(
+        kills,
+        Setup {
+            postgres: Some(&db.url),
+            replicas: 1,
+            restart: None,
+        },
+    )
+    .await;
+}
+
+/// Three replicas on one PostgreSQL database (a server of the test's own) and one shared
+/// `exportRoot`; each kill -9 takes one replica at random (restarted at once), and half-way the
+/// database is stopped for 5 s: 0 duplicate restore POSTs, every fire exactly one run, every
+/// run terminal, every export byte-identical, no step left running.
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos_three_replicas_on_postgres_keep_every_invariant() {
+    let Some(cluster) = crate::common::postgres::Cluster::start("chaos_three_replicas_on_postgres")
+    else {
+        return;
+    };
+    let url = cluster.database("chaos").await;
+    let kills = env_u64("CHAOS_KILLS").map_or(20, |k| k.max(20) as usize);
+    chaos(
+        kills,
+        Setup {
+            postgres: Some(&url),
+            replicas: 3,
+            restart: Some(&cluster),
+        },
+    )
+    .await;
 }

@@ -2,8 +2,8 @@
 //! real binary with a config whose `database` is a `postgres://` URL and whose password comes
 //! from `databasePassword`, the simulator on loopback, a database of its own per test. A one-shot
 //! export runs to success; `jobs`, `runs`, `show` and `plan` read it from another working
-//! directory with the same config; a second daemon on the same database refuses to start; a
-//! password inside the URL or an unreadable `databasePassword` is a configuration error (78) that
+//! directory with the same config; `status` names the daemon as the leader; a password inside
+//! the URL or an unreadable `databasePassword` is a configuration error (78) that
 //! never repeats the password.
 
 use std::process::Command;
@@ -126,14 +126,14 @@ async fn a_daemon_on_postgres_runs_a_job_and_operator_commands_read_it_from_anyw
     assert!(text.contains("(postgres, schema"), "{text}");
     assert!(text.contains(&daemon.pid().to_string()), "{text}");
 
-    // The single-instance rule holds on PostgreSQL too (several replicas are not built yet).
-    let second = cli(&site, &["daemon"]);
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(second.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("pid {}", daemon.pid())),
-        "{stderr}"
+    // The lone replica leads (several replicas: tests/daemon/replicas.rs).
+    assert_eq!(status["instances"][0]["leader"], true, "{status}");
+    assert_eq!(status["leader"]["live"], true, "{status}");
+    assert_eq!(
+        status["leader"]["replica"], status["instances"][0]["replica"],
+        "{status}"
     );
+    assert!(text.contains("leader: "), "{text}");
 
     daemon.signal("TERM");
     let (status, _, _) = daemon.wait_exit();

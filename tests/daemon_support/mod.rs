@@ -74,6 +74,23 @@ impl Site {
         std::fs::rename(&tmp, &path).unwrap();
     }
 
+    /// Writes `restorectl-<name>.yaml`: the site's config with `replicaName: <name>` and
+    /// `listen` on `port`, for one of several replicas sharing the site (its job directory,
+    /// `exportRoot` and database). Returns the file.
+    pub fn replica_config(&self, name: &str, port: u16) -> PathBuf {
+        let base = std::fs::read_to_string(self.config_path()).unwrap();
+        let listen = base
+            .lines()
+            .find(|l| l.starts_with("listen:"))
+            .expect("the site's config has a listen line")
+            .to_string();
+        let text = base.replace(&listen, &format!("listen: \"127.0.0.1:{port}\""))
+            + &format!("replicaName: {name}\n");
+        let path = self.path(&format!("restorectl-{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     pub fn remove_job(&self, rel: &str) {
         std::fs::remove_file(self.path("jobs").join(rel)).unwrap();
     }
@@ -164,11 +181,17 @@ impl Daemon {
 
     /// Starts the daemon with extra environment variables (e.g. the test fault injection).
     pub fn start_with_env(site: &Site, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_config(site, &site.config_path(), env)
+    }
+
+    /// Starts the daemon with the config file `config` (one of several replicas of `site`,
+    /// [`Site::replica_config`]); its log goes into the site.
+    pub fn start_config(site: &Site, config: &Path, env: &[(&str, &str)]) -> Daemon {
         let log = site.path(&format!("daemon-{}.log", uuid::Uuid::new_v4()));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin())
             .args(["daemon", "--config"])
-            .arg(site.config_path())
+            .arg(config)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -195,6 +218,12 @@ impl Daemon {
             .unwrap()
             .success();
         assert!(ok, "kill -{sig}");
+    }
+
+    /// `kill -9`, and waits for the process to be gone.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits for the process to exit; returns its status, stderr and how long it took.

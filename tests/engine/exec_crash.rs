@@ -281,6 +281,7 @@ async fn a_live_instance_lock_holder_is_refused_with_a_clear_error() {
                 id: "daemon-1",
                 pid: std::process::id(),
                 host: "elsewhere",
+                name: "elsewhere-1",
             },
             Duration::from_secs(30),
             chrono::Utc::now(),

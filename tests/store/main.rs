@@ -123,7 +123,172 @@ on_both_backends!(
     a_job_file_that_becomes_invalid_is_notified_once,
     failure_counts_and_download_bytes_follow_every_change,
     continue_requests_and_device_code_events,
+    replicas_register_lead_and_hand_over,
 );
+
+/// Several replicas on one database (docs/ha.md): registration never refuses a live replica,
+/// a replica proven dead has its leases and its lead ended at once, one replica leads at a time,
+/// the lead moves only once the lease has expired (or is forced, or given up), a replica marked
+/// stopped comes back with its next heartbeat, and the history names every leader.
+async fn replicas_register_lead_and_hand_over(db: &TestDb) {
+    let store = db.open().await;
+    let lease = Duration::from_secs(10);
+    let a = InstanceInfo {
+        id: "inst-a",
+        pid: 111,
+        host: "node1",
+        name: "replica-a",
+    };
+    let b = InstanceInfo {
+        id: "inst-b",
+        pid: 222,
+        host: "node2",
+        name: "replica-b",
+    };
+    store.register_replica(&a, &[], t(0)).await.unwrap();
+    store.register_replica(&b, &[], t(1)).await.unwrap();
+    let live = store.list_live_instances().await.unwrap();
+    assert_eq!(live.len(), 2, "a live replica is not refused: {live:?}");
+    assert_eq!(
+        live.iter().map(|i| i.replica_name()).collect::<Vec<_>>(),
+        ["replica-b", "replica-a"]
+    );
+
+    // One leader at a time: a takes the lead, b cannot while a's lease runs.
+    assert!(store.leadership().await.unwrap().is_none());
+    let l = store.try_lead("inst-a", lease, false, t(2)).await.unwrap();
+    assert_eq!((l.holder.as_str(), l.term), ("inst-a", 1));
+    let l = store.try_lead("inst-b", lease, false, t(5)).await.unwrap();
+    assert_eq!(l.holder, "inst-a", "b does not lead while a's lease runs");
+    // a renews: same term, later expiry.
+    let l = store.try_lead("inst-a", lease, false, t(8)).await.unwrap();
+    assert_eq!(
+        (l.holder.as_str(), l.term, l.expires_at),
+        ("inst-a", 1, t(18))
+    );
+    let l = store.try_lead("inst-b", lease, false, t(17)).await.unwrap();
+    assert_eq!(l.holder, "inst-a", "still a's until t(18)");
+    // a stops renewing: the lead moves once its lease has expired.
+    let l = store.try_lead("inst-b", lease, false, t(18)).await.unwrap();
+    assert_eq!((l.holder.as_str(), l.term, l.since), ("inst-b", 2, t(18)));
+    let l = store.try_lead("inst-a", lease, false, t(19)).await.unwrap();
+    assert_eq!(l.holder, "inst-b", "the old leader does not take it back");
+    // A graceful stop gives the lead up at once.
+    assert!(store.resign_leadership("inst-b", t(20)).await.unwrap());
+    assert!(!store.resign_leadership("inst-b", t(20)).await.unwrap());
+    let l = store.try_lead("inst-a", lease, false, t(20)).await.unwrap();
+    assert_eq!((l.holder.as_str(), l.term), ("inst-a", 3));
+    // The SQLite daemon, alone by its lock, forces it.
+    let l = store.try_lead("inst-b", lease, true, t(21)).await.unwrap();
+    assert_eq!((l.holder.as_str(), l.term), ("inst-b", 4));
+
+    // Runs: b holds one; a replica restarting on b's host proves b dead (its process is gone):
+    // b's lease and lead end at once, a's leases are untouched.
+    let version = seed_job(&store, "replicated", "h1").await;
+    for at in [30, 31] {
+        store
+            .enqueue_run(
+                &new_run("replicated", version, "h1", Trigger::Manual, at),
+                t(at),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let run_b = store
+        .claim_next_run("inst-b", Duration::from_secs(60), t(40))
+        .await
+        .unwrap()
+        .unwrap();
+    let run_a = store
+        .claim_next_run("inst-a", Duration::from_secs(60), t(40))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .claim_next_run("inst-c", Duration::from_secs(60), t(41))
+            .await
+            .unwrap()
+            .is_none(),
+        "both runs are leased"
+    );
+    let c = InstanceInfo {
+        id: "inst-c",
+        pid: 333,
+        host: "node2",
+        name: "replica-c",
+    };
+    store
+        .register_replica(&c, &["inst-b".to_string()], t(42))
+        .await
+        .unwrap();
+    let taken = store
+        .claim_next_run("inst-c", Duration::from_secs(60), t(42))
+        .await
+        .unwrap()
+        .expect("the dead replica's run is claimable at once");
+    assert_eq!(taken.id, run_b.id);
+    assert_eq!(taken.attempts, 2);
+    assert_eq!(
+        store
+            .get_run(run_a.id)
+            .await
+            .unwrap()
+            .lease_owner
+            .as_deref(),
+        Some("inst-a"),
+        "a live replica's run is not taken"
+    );
+    let l = store.try_lead("inst-c", lease, false, t(42)).await.unwrap();
+    assert_eq!(
+        (l.holder.as_str(), l.term),
+        ("inst-c", 5),
+        "the dead replica's lead ended at registration"
+    );
+    let live: Vec<String> = store
+        .list_live_instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert!(!live.contains(&"inst-b".to_string()), "{live:?}");
+    // A replica only cut off comes back with its heartbeat.
+    store.heartbeat_replica("inst-b", t(43)).await.unwrap();
+    assert!(
+        store
+            .list_live_instances()
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i.id == "inst-b")
+    );
+    assert!(matches!(
+        store.heartbeat_replica("inst-zz", t(43)).await,
+        Err(StoreError::InstanceLost { .. })
+    ));
+    let elected: Vec<serde_json::Value> = store
+        .list_recent_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .filter(|e| e.kind == "leader_elected")
+        .map(|e| e.data.unwrap()["replica"].clone())
+        .collect();
+    assert_eq!(
+        elected,
+        [
+            json!("replica-a"),
+            json!("replica-b"),
+            json!("replica-a"),
+            json!("replica-b"),
+            json!("replica-c")
+        ]
+    );
+    assert_eq!(store.list_instances().await.unwrap().len(), 3);
+}
 
 /// The trigger-kept failure counts and download bytes as `stats_counts` reads them, checked
 /// against a count and a sum over every row.
@@ -430,8 +595,8 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/state/restorectl.db");
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), Some(6));
-    assert_eq!(expected_schema_version(), 6);
+    assert_eq!(store.schema_version().await.unwrap(), Some(7));
+    assert_eq!(expected_schema_version(), 7);
     seed_job(&store, "kept", "h1").await;
     store.close().await;
 
@@ -452,7 +617,7 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let again = Store::open_url(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    assert_eq!(again.schema_version().await.unwrap(), Some(6));
+    assert_eq!(again.schema_version().await.unwrap(), Some(7));
     assert_eq!(again.get_job("kept").await.unwrap().name, "kept");
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut raw_connection(&path).await)
@@ -2130,11 +2295,13 @@ async fn requests_and_instance_lock(db: &TestDb) {
         id: "inst-a",
         pid: 111,
         host: "node1",
+        name: "node1-111",
     };
     let b = InstanceInfo {
         id: "inst-b",
         pid: 222,
         host: "node2",
+        name: "node2-222",
     };
     store
         .acquire_instance_lock(&a, stale_after, t(100))
