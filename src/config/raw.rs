@@ -38,6 +38,15 @@ pub(super) struct RawConfig {
     pub(super) watch: Option<RawWatch>,
     pub(super) engine: Option<RawEngine>,
     pub(super) notifications: Option<RawNotifications>,
+    pub(super) history: Option<RawHistory>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct RawHistory {
+    #[serde(default, with = "humantime_serde")]
+    pub(super) keep_for: Option<Duration>,
+    pub(super) keep_runs: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

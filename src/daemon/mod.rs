@@ -10,7 +10,7 @@
 //! 3. expire the run leases of a crashed predecessor and let the run engine recover;
 //! 4. start watching the job directory, scan it and apply it to the store;
 //! 5. start the scheduler, the request consumer, the executor workers, the HTTP server, the
-//!    metrics refresher, the heartbeat and the watchdog;
+//!    metrics refresher, the history pruner, the heartbeat and the watchdog;
 //! 6. tell systemd `READY=1`;
 //! 7. on the shutdown future (SIGTERM/SIGINT in the binary): `STOPPING=1`, cancel every task,
 //!    wait at most `shutdownTimeout` for them (the engine checkpoints downloads and releases its
@@ -26,6 +26,7 @@
 //! - [`fires`]: the scheduler task, which turns due fires (and new one-shot specs) into queued
 //!   runs and `missed`/`skipped` history (the fire arithmetic itself is [`crate::schedule`]);
 //! - [`requests`]: operator requests (`run`, `cancel`, `resolve`);
+//! - [`history`]: run-history retention (prunes finished runs in small batches);
 //! - [`executor`]: the seam to the run engine and the bounded claim loops;
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: the series, from the store;
 //! - [`systemd`]: readiness, status, watchdog; [`signals`]: SIGTERM/SIGINT/SIGHUP;
@@ -35,6 +36,7 @@
 pub mod dev;
 pub mod executor;
 pub mod fires;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod reconcile;
@@ -438,6 +440,10 @@ async fn run_locked(
             tasks.clone(),
             cancel.child_token(),
         ),
+    );
+    tasks.spawn(
+        "history",
+        history::prune_loop(app.clone(), cancel.child_token()),
     );
     let lock_lost = CancellationToken::new();
     tasks.spawn(
