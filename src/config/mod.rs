@@ -117,6 +117,35 @@ pub struct WatchConfig {
     pub poll: bool,
 }
 
+/// Run-history retention (`history:`; see docs/daemon.md "Run history"): the daemon prunes
+/// finished runs older than `keep_for`, beyond the newest `keep_runs` finished runs of each job,
+/// never a run that is not terminal nor one whose exported files still exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// How long a finished run is kept at least (default 400 days).
+    pub keep_for: Duration,
+    /// Finished runs of each job kept whatever their age (default 20).
+    pub keep_runs: u32,
+}
+
+impl HistoryConfig {
+    /// `history.keepFor` when not set.
+    pub const DEFAULT_KEEP_FOR: Duration = Duration::from_secs(400 * 24 * 3600);
+    /// `history.keepRuns` when not set.
+    pub const DEFAULT_KEEP_RUNS: u32 = 20;
+    /// The largest `history.keepRuns` accepted.
+    pub const MAX_KEEP_RUNS: u32 = 1_000_000;
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            keep_for: Self::DEFAULT_KEEP_FOR,
+            keep_runs: Self::DEFAULT_KEEP_RUNS,
+        }
+    }
+}
+
 /// The loaded, fully resolved daemon configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -155,6 +184,8 @@ pub struct Config {
     pub replica_name: Option<String>,
     /// `notifications:` (SPEC §11).
     pub notifications: NotificationConfig,
+    /// `history:` (run-history retention).
+    pub history: HistoryConfig,
 }
 
 /// Resolves `p` against `base` unless it is absolute.
@@ -327,6 +358,31 @@ mod tests {
         assert_eq!(c.jobs_dir, Path::new("/etc/rc/jobs"));
         assert_eq!(c.database_path(), Path::new("/etc/rc/state/restorectl.db"));
         assert_eq!(c.export_root, Path::new("/srv/exports"));
+    }
+
+    #[test]
+    fn history_has_defaults_and_located_errors() {
+        let c = load("").unwrap();
+        assert_eq!(c.history, HistoryConfig::default());
+        assert_eq!(c.history.keep_for, Duration::from_secs(400 * 86_400));
+        let c = load("history: { keepFor: 30d, keepRuns: 0 }\n").unwrap();
+        assert_eq!(c.history.keep_for, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.history.keep_runs, 0);
+        for (text, key) in [
+            ("history: { keepFor: 10s }\n", "history.keepFor"),
+            ("history: { keepRuns: 2000000 }\n", "history.keepRuns"),
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        for text in [
+            "history: { keepFor: forever }\n",
+            "history: { keepRuns: -1 }\n",
+            "history: { keepfor: 1d }\n",
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.starts_with("/etc/rc/restorectl.yaml:1:"), "{err}");
+        }
     }
 
     #[test]

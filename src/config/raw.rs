@@ -39,6 +39,15 @@ pub(super) struct RawConfig {
     pub(super) engine: Option<RawEngine>,
     pub(super) replica_name: Option<String>,
     pub(super) notifications: Option<RawNotifications>,
+    pub(super) history: Option<RawHistory>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct RawHistory {
+    #[serde(default, with = "humantime_serde")]
+    pub(super) keep_for: Option<Duration>,
+    pub(super) keep_runs: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,8 +14,8 @@ use super::error::ConfigError;
 use super::raw::RawConfig;
 use super::retry::RetryPolicy;
 use super::{
-    Config, DEFAULT_CONFIG_PATH, DownloadConfig, EngineConfig, LogConfig, LogFormat, ServerConfig,
-    WatchConfig, resolve_path,
+    Config, DEFAULT_CONFIG_PATH, DownloadConfig, EngineConfig, HistoryConfig, LogConfig, LogFormat,
+    ServerConfig, WatchConfig, resolve_path,
 };
 
 /// Builds the [`Config`] of `raw`, read from `file` (`None`: the built-in defaults), with
@@ -195,6 +195,25 @@ pub(super) fn from_raw(
         .map_err(|(key, message)| invalid(&key, message))?;
     let dl = raw.downloads.unwrap_or_default();
     let watch = raw.watch.unwrap_or_default();
+    let history = raw.history.unwrap_or_default();
+    let history = HistoryConfig {
+        keep_for: history.keep_for.unwrap_or(HistoryConfig::DEFAULT_KEEP_FOR),
+        keep_runs: history
+            .keep_runs
+            .unwrap_or(HistoryConfig::DEFAULT_KEEP_RUNS),
+    };
+    if history.keep_for < Duration::from_secs(60) {
+        return Err(invalid(
+            "history.keepFor",
+            "must be at least 1m (e.g. `400d`)".into(),
+        ));
+    }
+    if history.keep_runs > HistoryConfig::MAX_KEEP_RUNS {
+        return Err(invalid(
+            "history.keepRuns",
+            format!("must be at most {}", HistoryConfig::MAX_KEEP_RUNS),
+        ));
+    }
     Ok(Config {
         file,
         base_dir: base,
@@ -232,5 +251,6 @@ pub(super) fn from_raw(
         },
         replica_name,
         notifications,
+        history,
     })
 }

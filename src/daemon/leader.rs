@@ -8,8 +8,9 @@
 //! (the database is away, the replica is cut off), it steps down, so it has stopped before any
 //! other replica can take the lease. [`duties`] runs the leader's work (the job-directory
 //! watcher and reconcile loop, the scheduler, the request consumer, the notification outbox's
-//! deliverer) while the channel says so, and stops it when leadership goes. At a graceful stop the leader resigns, and another
-//! replica takes over at its next attempt instead of after the lease.
+//! deliverer, the history pruner) while the channel says so, and stops it when leadership goes.
+//! At a graceful stop the leader resigns, and another replica takes over at its next attempt
+//! instead of after the lease.
 //!
 //! On SQLite the lone daemon (single-instance lock) forces the lead at start and keeps it.
 
@@ -277,6 +278,14 @@ pub async fn duties(
                 )
                 .run(term.child_token()),
             ),
+        );
+        // One pruner among the replicas: they would only contend for the same batches.
+        parts.tasks.spawn(
+            "history",
+            term_tasks.track_future(super::history::prune_loop(
+                app.clone(),
+                term.child_token(),
+            )),
         );
         term_tasks.close();
         loop {

@@ -20,6 +20,7 @@
 //! | `restorectl_job_last_success_timestamp_seconds` | gauge | `job` |
 //! | `restorectl_job_next_fire_timestamp_seconds` | gauge | `job` |
 //! | `restorectl_job_max_success_age_seconds` | gauge | `job` (scheduled jobs, see [`max_success_age`]) |
+//! | `restorectl_history_pruned_runs_total` | counter | — (runs deleted by history retention) |
 //! | `restorectl_notifications_delivered_total` | counter | `target`, `event` |
 //! | `restorectl_notifications_failed_total` | counter | `target`, `event` (failed attempts) |
 //! | `restorectl_notifications_pending` | gauge | `target` (outbox backlog) |
@@ -159,6 +160,12 @@ pub const SERIES: &[Series] = &[
         Kind::Gauge,
         Some(Unit::Seconds),
         "Oldest the job's last success may be while its schedule is kept: longest gap between fires plus runTimeout",
+    ),
+    series(
+        "restorectl_history_pruned_runs_total",
+        Kind::Counter,
+        None,
+        "Finished runs deleted by history retention (history.keepFor, history.keepRuns), with their steps and events",
     ),
     series(
         "restorectl_notifications_delivered_total",

@@ -13,8 +13,8 @@
 //! 4. try to take the lead ([`leader`]; forced on SQLite); the leader starts watching the job
 //!    directory, scans it and applies it to the store;
 //! 5. start the leadership loop and the leader's duties (reconcile loop, scheduler, request
-//!    consumer, notification deliverer: only while this replica leads), the executor workers,
-//!    the HTTP server, the metrics refresher, the heartbeat and the watchdog;
+//!    consumer, notification deliverer, history pruner: only while this replica leads), the
+//!    executor workers, the HTTP server, the metrics refresher, the heartbeat and the watchdog;
 //! 6. tell systemd `READY=1`;
 //! 7. on the shutdown future (SIGTERM/SIGINT in the binary): `STOPPING=1`, cancel every task,
 //!    wait at most `shutdownTimeout` for them (the engine checkpoints downloads and releases its
@@ -31,6 +31,7 @@
 //! - [`fires`]: the scheduler task, which turns due fires (and new one-shot specs) into queued
 //!   runs and `missed`/`skipped` history (the fire arithmetic itself is [`crate::schedule`]);
 //! - [`requests`]: operator requests (`run`, `cancel`, `resolve`);
+//! - [`history`]: run-history retention (prunes finished runs in small batches);
 //! - [`executor`]: the seam to the run engine and the bounded claim loops;
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`; [`metrics`]: the series, from the store;
 //! - [`systemd`]: readiness, status, watchdog; [`signals`]: SIGTERM/SIGINT/SIGHUP;
@@ -40,6 +41,7 @@
 pub mod dev;
 pub mod executor;
 pub mod fires;
+pub mod history;
 pub mod http;
 pub mod leader;
 pub mod metrics;

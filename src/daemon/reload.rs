@@ -2,7 +2,7 @@
 //! change (docs/daemon.md "Signals").
 //!
 //! [`reload`] is the one place that decides it. Live settings (`timezone`, `defaults`,
-//! `exportRoot`, `secretsDir`, `shutdownTimeout`) are taken from the new file; every other
+//! `exportRoot`, `secretsDir`, `shutdownTimeout`, `history`) are taken from the new file; every other
 //! setting keeps its running value and is logged as needing a restart. The result is published
 //! on the daemon's config channel, which job validation (the reconcile task re-validates every
 //! job file) and the run engine (each execution of a run takes one snapshot at its start) both
@@ -62,6 +62,7 @@ pub fn reload(running: &Config, new: Config) -> Reload {
         "shutdownTimeout",
         true,
     );
+    changed(old.history != new_ref.history, "history", true);
     changed(old.jobs_dir != new_ref.jobs_dir, "jobsDir", false);
     changed(old.state_dir != new_ref.state_dir, "stateDir", false);
     changed(old.database != new_ref.database, "database", false);
@@ -90,6 +91,7 @@ pub fn reload(running: &Config, new: Config) -> Reload {
         export_root: new.export_root,
         secrets_dir: new.secrets_dir,
         shutdown_timeout: new.shutdown_timeout,
+        history: new.history,
         ..running.clone()
     };
     Reload {

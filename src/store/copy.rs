@@ -6,8 +6,9 @@
 //!
 //! Values travel as text (integers cast, BLOBs hex-encoded) and are cast back to the target's
 //! column types, so the copy does not depend on how each driver maps types. The trigger-kept
-//! totals (`run_counts`, `step_failure_counts`, `download_totals`) are not copied: the target's
-//! triggers build them from the copied rows.
+//! totals (`run_counts`, `step_failure_counts`, `download_totals`) are copied last, replacing
+//! what the target's triggers counted from the copied rows: after history pruning the source's
+//! totals count more than its rows ([`TOTALS`]).
 
 use std::time::Duration;
 
@@ -258,7 +259,20 @@ pub const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("created_at", Int),
         ],
     ),
+    // The trigger-kept totals last, see [`TOTALS`].
+    (
+        "run_counts",
+        &[("job_name", Text), ("state", Text), ("n", Int)],
+    ),
+    ("step_failure_counts", &[("error_class", Text), ("n", Int)]),
+    ("download_totals", &[("id", Int), ("bytes", Int)]),
 ];
+
+/// The totals behind the Prometheus counters, kept by triggers. The target's triggers count the
+/// copied rows as they arrive; the copy then replaces those counts with the source's, which also
+/// count the runs, failed steps and downloads that history pruning deleted (pruning never lowers
+/// a counter, docs/daemon.md "Run history").
+pub const TOTALS: &[&str] = &["run_counts", "step_failure_counts", "download_totals"];
 
 /// Columns of `jobs` copied after `job_versions` (the tables refer to each other).
 pub const JOB_VERSION_POINTERS: &[&str] = &["active_version_id", "current_version_id"];
@@ -275,15 +289,9 @@ const GENERATED_IDS: &[&str] = &[
 ];
 
 /// Tables left out of the copy (checked by the same test as [`TABLES`]): the migrations table,
-/// the totals the target's triggers rebuild from the copied rows, and the leadership lease
-/// (the copy's source has no live daemon, so there is no leader to carry over).
-pub const NOT_COPIED: &[&str] = &[
-    "leadership",
-    "run_counts",
-    "step_failure_counts",
-    "download_totals",
-    "_sqlx_migrations",
-];
+/// and the leadership lease (the copy's source has no live daemon, so there is no leader to
+/// carry over).
+pub const NOT_COPIED: &[&str] = &["leadership", "_sqlx_migrations"];
 
 /// Rows per INSERT statement (a few thousand bound values, below both backends' limits).
 const BATCH_ROWS: usize = 100;
@@ -340,6 +348,12 @@ impl Store {
         let source_backend = self.backend();
         let mut report = CopyReport::default();
         for (table, columns) in TABLES {
+            if TOTALS.contains(table) {
+                sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                    .execute(&mut *tx)
+                    .await
+                    .op(OP)?;
+            }
             let n = copy_table(self, source_backend, &mut tx, table, columns).await?;
             report.tables.push(((*table).to_string(), n));
         }

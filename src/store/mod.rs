@@ -21,6 +21,7 @@
 //! - [`requests`]: operator requests and the daemon instance lock;
 //! - [`replicas`]: several daemons on one database (registration, the leadership lease);
 //! - [`events`]: the append-only history;
+//! - [`history`]: run-history retention (pruning finished runs in small batches);
 //! - [`notifications`]: the notification outbox, written with the state changes it reports;
 //! - [`stats`]: aggregates for the daemon's metrics and status line, on one read snapshot.
 //!
@@ -73,6 +74,7 @@ pub mod copy;
 pub mod dialect;
 pub mod downloads;
 pub mod events;
+pub mod history;
 pub mod jobs;
 pub mod location;
 pub mod next_fire;
@@ -89,6 +91,7 @@ pub use copy::CopyReport;
 pub use dialect::Backend;
 pub use downloads::{Download, Export, NewDownload, NewExport};
 pub use events::{Event, EventKind, NewEvent};
+pub use history::{HistoryPolicy, PruneCursor, PruneReport};
 pub use jobs::{
     FileChange, JobSummary, JobVersion, NewJobVersion, ScannedFile, StoredJob, StoredJobFile,
     VersionChange, VersionOutcome,

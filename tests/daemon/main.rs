@@ -1,5 +1,6 @@
 //! The daemon: the real binary under signals and kill -9, the scheduler, the engine seam,
-//! `--dev`, the chaos suite, secret hygiene in logs, hostile job directories.
+//! `--dev`, the chaos suite, secret hygiene in logs, hostile job directories, run-history
+//! retention.
 //!
 //! One test binary per area (linking one binary per file dominated `cargo test` on two cores);
 //! each file below is a module with its own doc.
@@ -15,6 +16,7 @@ mod daemon_engine;
 mod daemon_postgres;
 mod daemon_process;
 mod daemon_scheduler;
+mod history;
 mod hostile_inputs;
 mod metrics_exported;
 mod notifications;

@@ -124,6 +124,7 @@ on_both_backends!(
     failure_counts_and_download_bytes_follow_every_change,
     continue_requests_and_device_code_events,
     replicas_register_lead_and_hand_over,
+    history_pruning_keeps_what_must_stay,
 );
 
 /// Several replicas on one database (docs/ha.md): registration never refuses a live replica,
@@ -418,7 +419,7 @@ async fn failure_counts_and_download_bytes_follow_every_change(db: &TestDb) {
 }
 
 /// `migrate-state` copies the tables and columns `store::copy::TABLES` lists: that list must be
-/// the schema (less `run_counts`, kept by triggers, and the migrations table), so a column added
+/// the schema (less the migrations table), so a column added
 /// by a later migration cannot be left behind.
 async fn the_copy_covers_every_table_and_column(db: &TestDb) {
     use restorectl::store::copy::{JOB_VERSION_POINTERS, NOT_COPIED, TABLES};
@@ -595,8 +596,8 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/state/restorectl.db");
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), Some(7));
-    assert_eq!(expected_schema_version(), 7);
+    assert_eq!(store.schema_version().await.unwrap(), Some(8));
+    assert_eq!(expected_schema_version(), 8);
     seed_job(&store, "kept", "h1").await;
     store.close().await;
 
@@ -617,7 +618,7 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let again = Store::open_url(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    assert_eq!(again.schema_version().await.unwrap(), Some(7));
+    assert_eq!(again.schema_version().await.unwrap(), Some(8));
     assert_eq!(again.get_job("kept").await.unwrap().name, "kept");
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut raw_connection(&path).await)
@@ -3097,4 +3098,307 @@ async fn receiving_downloads_are_steps_downloading_with_bytes_on_disk(db: &TestD
         .await
         .unwrap();
     assert_eq!(receiving().await, 0, "verifying");
+}
+
+/// A run of `job` (schedule slot `at`) that finished as `state` at `t(at)`, with `steps` failed
+/// steps (class `permanent`).
+async fn finished_run(
+    store: &Store,
+    job: &str,
+    version: i64,
+    at: i64,
+    state: RunState,
+    failed_steps: i64,
+) -> RunId {
+    let run = store
+        .enqueue_run(&new_run(job, version, "h", Trigger::Schedule, at), t(at))
+        .await
+        .unwrap()
+        .unwrap();
+    if failed_steps > 0 {
+        let steps: Vec<NewStep> = (0..failed_steps)
+            .map(|i| NewStep {
+                seq: i,
+                mailbox_id: Some(format!("mb-{i}")),
+                ..NewStep::default()
+            })
+            .collect();
+        for step in store.create_steps(run.id, &steps, t(at)).await.unwrap() {
+            store.begin_step_attempt(step.id, t(at)).await.unwrap();
+            let error = StepErrorRecord {
+                class: ErrorClass::Permanent,
+                code: None,
+                message: "gone".into(),
+            };
+            store
+                .set_step_state(step.id, StepState::Failed, Some(&error), t(at))
+                .await
+                .unwrap();
+        }
+    }
+    store
+        .set_run_state(run.id, state, Some("done"), t(at))
+        .await
+        .unwrap();
+    run.id
+}
+
+/// Every pass of `history.keepFor`/`keepRuns` over the store until it is done, in batches of
+/// `batch` runs.
+async fn prune_all(
+    store: &Store,
+    cutoff: i64,
+    keep_runs: u32,
+    batch: u32,
+) -> restorectl::store::PruneReport {
+    let policy = restorectl::store::HistoryPolicy {
+        cutoff: t(cutoff),
+        keep_runs,
+    };
+    let mut cursor = restorectl::store::PruneCursor::default();
+    let mut total = restorectl::store::PruneReport::default();
+    loop {
+        let (report, done) = store
+            .prune_history_batch(&policy, &mut cursor, batch)
+            .await
+            .unwrap();
+        total.add(&report);
+        if done {
+            return total;
+        }
+    }
+}
+
+/// History retention deletes the finished runs older than the cutoff beyond the newest
+/// `keepRuns` executed runs of their job, with their steps, downloads, sessions, deleted
+/// exports, delivered notifications and events, in batches; it never deletes a run that is not
+/// terminal, a run whose export file still exists, a run with an undelivered notification, a
+/// one-shot run or a job's last success, and it lowers none of the `/metrics` totals.
+async fn history_pruning_keeps_what_must_stay(db: &TestDb) {
+    let store = db.open().await;
+    let mut conn = db.raw().await;
+    let v = seed_job(&store, "daily", "h").await;
+    // Old executed runs (finished before the cutoff t(1000)), oldest first.
+    let pruned_ok = finished_run(&store, "daily", v, 10, RunState::Succeeded, 0).await;
+    let pruned_failed = finished_run(&store, "daily", v, 20, RunState::Failed, 2).await;
+    let exported = finished_run(&store, "daily", v, 30, RunState::Succeeded, 0).await;
+    let unnotified = finished_run(&store, "daily", v, 40, RunState::Failed, 0).await;
+    let missed = store
+        .enqueue_run(
+            &NewRun {
+                state: RunState::Missed,
+                reason: Some("not run"),
+                ..new_run("daily", v, "h", Trigger::Schedule, 50)
+            },
+            t(50),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let attention = finished_run(&store, "daily", v, 60, RunState::NeedsAttention, 0).await;
+    let queued = store
+        .enqueue_run(&new_run("daily", v, "h", Trigger::Schedule, 70), t(70))
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    // Newer runs (after the cutoff).
+    let recent_ok = finished_run(&store, "daily", v, 2000, RunState::Succeeded, 0).await;
+    let recent_failed = finished_run(&store, "daily", v, 2100, RunState::Failed, 1).await;
+
+    // What hangs off the first run: a step with a download, a stopped session, an export whose
+    // file retention deleted, a delivered notification, an event.
+    let step = store
+        .create_steps(
+            pruned_ok,
+            &[NewStep {
+                seq: 0,
+                mailbox_id: Some("mb-1".into()),
+                ..NewStep::default()
+            }],
+            t(10),
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .create_download(
+            &NewDownload {
+                step_id: step.id,
+                final_path: Path::new("/exports/daily/a.pst"),
+                partial_path: Path::new("/exports/daily/.a.pst.partial"),
+                restore_session_id: Some("s-old"),
+            },
+            t(10),
+        )
+        .await
+        .unwrap();
+    store
+        .record_download_progress(step.id, 4096, None, Some(4096), t(10))
+        .await
+        .unwrap();
+    store
+        .record_session_opened(
+            &NewSession {
+                id: "s-old",
+                server: "primary",
+                organization_id: "org",
+                point_in_time: None,
+                run_id: Some(pruned_ok),
+            },
+            t(10),
+        )
+        .await
+        .unwrap();
+    store.mark_session_stopped("s-old", t(10)).await.unwrap();
+    let export = |run: RunId, name: &'static str| NewExport {
+        job_name: "daily",
+        run_id: run,
+        step_id: None,
+        mailbox_id: Some("mb-1"),
+        mailbox_email: None,
+        path: Path::new(name),
+        manifest_path: None,
+        format: FileFormat::Pst,
+        bytes: 1,
+        sha256: "00",
+    };
+    let gone = store
+        .record_export(&export(pruned_ok, "/exports/daily/a.pst"), t(10))
+        .await
+        .unwrap();
+    store
+        .mark_export_deleted(gone.id, "keepLast: 1", t(11))
+        .await
+        .unwrap();
+    store
+        .record_export(&export(exported, "/exports/daily/c.pst"), t(30))
+        .await
+        .unwrap();
+    for (run, delivered) in [(pruned_ok, Some(10_000_i64)), (unnotified, None)] {
+        sqlx::query(
+            "INSERT INTO notifications (delivery, target, event, job_name, run_id, payload,
+                                        next_attempt_at, delivered_at, created_at)
+             VALUES ($1, 'ops', 'failed', 'daily', $2, '{}', 0, $3, 0)",
+        )
+        .bind(format!("d-{run}"))
+        .bind(run.to_string())
+        .bind(delivered)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    store
+        .append_event(
+            &restorectl::store::NewEvent::new(EventKind::Note, "job-level").job("daily"),
+            t(12),
+        )
+        .await
+        .unwrap();
+
+    // A job with a single old success (keepRuns and "last success" keep it), a one-shot run.
+    let v_rare = seed_job(&store, "rare", "h").await;
+    let rare = finished_run(&store, "rare", v_rare, 10, RunState::Failed, 0).await;
+    let rare_ok = finished_run(&store, "rare", v_rare, 5, RunState::Succeeded, 0).await;
+    let v_once = seed_job(&store, "once", "h").await;
+    let once = store
+        .enqueue_run(&new_run("once", v_once, "h", Trigger::OneShot, 10), t(10))
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    store
+        .set_run_state(once, RunState::Succeeded, None, t(10))
+        .await
+        .unwrap();
+
+    let before = store.stats_counts().await.unwrap();
+    let report = prune_all(&store, 1000, 2, 1).await;
+    assert_eq!(report.runs, 3, "{report:?}");
+    assert_eq!(report.steps, 3, "{report:?}");
+    assert!(report.events >= 3, "{report:?}");
+    // The download, the session, the deleted export, the delivered notification.
+    assert_eq!(report.other_rows, 4, "{report:?}");
+
+    let left: std::collections::BTreeSet<RunId> = store
+        .list_runs(&RunFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    for kept in [
+        exported,
+        unnotified,
+        attention,
+        queued,
+        recent_ok,
+        recent_failed,
+        rare,
+        rare_ok,
+        once,
+    ] {
+        assert!(left.contains(&kept), "run {kept} was pruned");
+    }
+    for gone in [pruned_ok, pruned_failed, missed] {
+        assert!(!left.contains(&gone), "run {gone} was kept");
+        assert!(store.list_steps(gone).await.unwrap().is_empty());
+        assert!(store.list_run_events(gone).await.unwrap().is_empty());
+    }
+    assert!(!store.list_run_events(exported).await.unwrap().is_empty());
+    let live_exports: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM exports")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(live_exports, 1);
+    let notifications: Vec<String> = sqlx::query_scalar("SELECT run_id FROM notifications")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(notifications, vec![unnotified.to_string()]);
+    let sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM restore_sessions")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 0);
+    // The job-level event stays; the events of a run that exists still cannot be deleted.
+    let job_events: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM events WHERE run_id IS NULL AND job_name = 'daily'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(job_events >= 1);
+    let refused = sqlx::query("DELETE FROM events WHERE run_id = $1")
+        .bind(exported.to_string())
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("append-only"), "{refused}");
+
+    // The counters behind /metrics count the pruned history too.
+    let after = store.stats_counts().await.unwrap();
+    assert_eq!(after.runs, before.runs);
+    assert_eq!(after.step_failures, before.step_failures);
+    assert_eq!(after.download_bytes, before.download_bytes);
+
+    // A second pass finds nothing; keepRuns 0 frees the failed run of `rare` (not its last
+    // success, not the one-shot run) and the older runs of `daily` that keepRuns held back.
+    assert_eq!(prune_all(&store, 1000, 2, 10).await.runs, 0);
+    let report = prune_all(&store, 1000, 0, 10).await;
+    assert_eq!(report.runs, 1, "{report:?}");
+    let left: Vec<RunId> = store
+        .list_runs(&RunFilter {
+            job: Some("rare"),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left, vec![rare_ok]);
+    // Everything newer than the cutoff stays whatever keepRuns says.
+    assert_eq!(prune_all(&store, 0, 0, 10).await.runs, 0);
 }
