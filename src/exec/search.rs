@@ -12,7 +12,7 @@
 //! resumed run keeps the results of finished steps as well.
 //!
 //! When every step is done the report is assembled in step order, streaming: the part files are
-//! read line by line into `<report>.partial` in the target directory (0600, directory 0700),
+//! read line by line into `<report>.<run>.partial` in the target directory (0600, directory 0700),
 //! hashed while written, fsynced, renamed into place, the directory fsynced, and recorded in
 //! `exports` so retention and `show` see it. Only the counts per mailbox are held in memory.
 //!
@@ -310,6 +310,7 @@ pub(crate) async fn publish_report(
     }
     let format = action.format;
     let target_path = path.clone();
+    let run = ctx.run.id;
     // Published and recorded before a crash that came before the run finished (the part files
     // may be gone by then): keep that report.
     let kept = recorded.filter(|e| {
@@ -319,7 +320,10 @@ pub(crate) async fn publish_report(
     let (bytes, sha256) = match kept {
         Some(e) => (u64::try_from(e.bytes).unwrap_or(0), e.sha256),
         None => tokio::task::spawn_blocking(move || {
-            publish_blocking(&target_path, &parts, format, ours)
+            // A partial name of its own: two runs of a job with a fixed report path may publish
+            // at the same time.
+            let partial = append_suffix(&target_path, &format!(".{run}.partial"));
+            publish_blocking(&target_path, &partial, &parts, format, ours)
         })
         .await
         .map_err(|e| werr(&path, e.to_string()))?
@@ -364,13 +368,14 @@ pub(crate) async fn publish_report(
     Ok(path)
 }
 
-/// Writes the report to `<path>.partial` from the part files (streaming), fsyncs it and
+/// Writes the report to `partial` from the part files (streaming), fsyncs it and
 /// renames it into place, then fsyncs the directory. A file already at `path` is replaced only
 /// when it is this run's (`ours`) or holds exactly the new bytes (a crash after the rename,
 /// before the report was recorded); otherwise the report is not published. Returns size and
 /// SHA-256.
 fn publish_blocking(
     path: &Path,
+    partial: &Path,
     parts: &[(Option<String>, PathBuf)],
     format: ReportFormat,
     ours: bool,
@@ -380,14 +385,13 @@ fn publish_blocking(
         .parent()
         .ok_or_else(|| std::io::Error::other("no parent directory"))?;
     crate::private_dir::create_private_dir(dir)?;
-    let partial = append_suffix(path, ".partial");
     let written = (|| {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&partial)?;
+            .open(partial)?;
         let mut out = std::io::BufWriter::with_capacity(
             256 * 1024,
             Hashing {
@@ -404,7 +408,7 @@ fn publish_blocking(
     let (bytes, sha256) = match written {
         Ok(done) => done,
         Err(e) => {
-            let _ = std::fs::remove_file(&partial);
+            let _ = std::fs::remove_file(partial);
             return Err(e);
         }
     };
@@ -413,9 +417,9 @@ fn publish_blocking(
             && hash_file_prefix(path, bytes).is_ok_and(|h| hex_digest(h) == sha256)
     };
     let placed = if std::fs::symlink_metadata(path).is_err() {
-        rename_no_replace(&partial, path)
+        rename_no_replace(partial, path)
     } else if ours || same_bytes() {
-        std::fs::rename(&partial, path)
+        std::fs::rename(partial, path)
     } else {
         Err(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
@@ -423,7 +427,7 @@ fn publish_blocking(
         ))
     };
     if let Err(e) = placed {
-        let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(partial);
         return Err(e);
     }
     sync_dir(dir)?;
@@ -614,7 +618,9 @@ mod tests {
         std::fs::write(&part, "{\"mailbox\":\"a@x\",\"itemId\":\"1\"}\n").unwrap();
         let parts = vec![(Some("a@x".to_string()), part)];
         let path = dir.path().join("sub/r.csv");
-        let (n, sha) = publish_blocking(&path, &parts, ReportFormat::Csv, false).unwrap();
+        let partial = dir.path().join("sub/r.csv.run.partial");
+        let publish = |ours| publish_blocking(&path, &partial, &parts, ReportFormat::Csv, ours);
+        let (n, sha) = publish(false).unwrap();
         let text = std::fs::read(&path).unwrap();
         assert_eq!(n, text.len() as u64);
         assert_eq!(sha, hex::encode(Sha256::digest(&text)));
@@ -627,21 +633,18 @@ mod tests {
             & 0o777;
         assert_eq!(dmode, 0o700);
         // The same bytes again (a crash after the rename): accepted, one file, no partial left.
-        assert_eq!(
-            publish_blocking(&path, &parts, ReportFormat::Csv, false).unwrap(),
-            (n, sha.clone())
-        );
+        assert_eq!(publish(false).unwrap(), (n, sha.clone()));
         assert_eq!(
             std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
             1
         );
         // Other bytes where a file is that is not ours: refused, the file kept.
         std::fs::write(&path, "someone else's").unwrap();
-        let e = publish_blocking(&path, &parts, ReportFormat::Csv, false).unwrap_err();
+        let e = publish(false).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
         // Our own earlier report is replaced.
-        publish_blocking(&path, &parts, ReportFormat::Csv, true).unwrap();
+        publish(true).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), text);
         assert_eq!(
             std::fs::read_dir(path.parent().unwrap()).unwrap().count(),

@@ -18,4 +18,5 @@ mod daemon_scheduler;
 mod hostile_inputs;
 mod metrics_exported;
 mod notifications;
+mod search_resume;
 mod secret_hygiene;
