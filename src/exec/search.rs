@@ -138,11 +138,13 @@ pub(crate) async fn attempt(
         if ctx.stop.is_stopped() {
             return Ok(Next::End(StepEnd::Stopped));
         }
-        let items = match ctx
-            .client
-            .search_next_page(open.id, mailbox, &options, &mut cursor)
-            .await
-        {
+        // A stop does not wait for a slow page: the cursor only moves once a page has arrived,
+        // and the next attempt asks for this page again.
+        let next = tokio::select! {
+            next = ctx.client.search_next_page(open.id, mailbox, &options, &mut cursor) => next,
+            () = ctx.stop.token.cancelled() => return Ok(Next::End(StepEnd::Stopped)),
+        };
+        let items = match next {
             Ok(Some(items)) => items,
             Ok(None) => break,
             Err(e) => {
