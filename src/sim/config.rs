@@ -169,6 +169,12 @@ pub struct SimConfig {
     /// Mailboxes added to the demo organisation after its own (tests of odd real-world data:
     /// a shared mailbox without an address, say).
     pub extra_mailboxes: Vec<ExtraMailbox>,
+    /// When above 0, every search answers this many generated hits instead of matching the
+    /// world's items: spread over the searched mailboxes in turn (one mailbox for a mailbox
+    /// search) and built from the seed page by page, so a million-hit search holds nothing per
+    /// hit. The query is still parsed (a malformed one is refused) but not applied. For
+    /// benchmarks and crash tests of large searches.
+    pub synthetic_search_hits: u64,
 }
 
 impl Default for SimConfig {
@@ -197,6 +203,7 @@ impl Default for SimConfig {
             tls: None,
             faults: Vec::new(),
             extra_mailboxes: Vec::new(),
+            synthetic_search_hits: 0,
         }
     }
 }

@@ -16,8 +16,8 @@ use super::api::{ApiError, Ctx, Endpoint, HandlerResult};
 use super::auth::oauth_error;
 use super::config::{RangeMode, StoppedSessions};
 use super::export::{ExportKey, ExportLayout, data_size};
-use super::search::{item_json, parse_instant, parse_query};
-use super::sessions::{Data, SearchSet, Session, SessionKind};
+use super::search::{item_json, parse_instant, parse_query, synthetic_hit};
+use super::sessions::{Data, SearchHits, SearchSet, Session, SessionKind};
 use super::state::SimState;
 use super::world::{Mailbox, Organization, derive_uuid, dotnet_time};
 
@@ -544,40 +544,95 @@ pub(crate) fn search(state: &SimState, ctx: &Ctx) -> HandlerResult {
         let set = set.ok_or_else(|| {
             ApiError::not_found(format!("Search result set '{set_id}' was not found."))
         })?;
-        return ok(page(set.items.clone(), offset, limit, &base, Some(set_id)));
+        return ok(search_page(
+            state, &set, session_id, offset, limit, &base, set_id,
+        ));
     }
     let query = parse_query(ctx.body.get("query").and_then(Value::as_str).unwrap_or(""))
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let mut items = Vec::new();
-    if let (Some(rp), Some(org)) = (restore_point, state.world.organization(org_id)) {
-        for m in org
-            .mailboxes
-            .iter()
+    let mailboxes = || {
+        state
+            .world
+            .organization(org_id)
+            .into_iter()
+            .flat_map(|org| org.mailboxes.iter())
             .filter(|m| scope.is_none_or(|id| id == m.id))
-        {
-            let tag = scope.is_none().then_some(m.id);
-            items.extend(
-                state
-                    .world
-                    .items(m, rp)
-                    .iter()
-                    .filter(|i| query.matches(i))
-                    .map(|i| item_json(i, tag, session_id, m.id)),
-            );
+    };
+    let hits = if state.config.synthetic_search_hits > 0 {
+        SearchHits::Synthetic {
+            total: if restore_point.is_some() {
+                state.config.synthetic_search_hits
+            } else {
+                0
+            },
+            mailboxes: mailboxes().map(|m| m.id).collect(),
         }
-    }
+    } else {
+        let mut items = Vec::new();
+        if let Some(rp) = restore_point {
+            for m in mailboxes() {
+                let tag = scope.is_none().then_some(m.id);
+                items.extend(
+                    state
+                        .world
+                        .items(m, rp)
+                        .iter()
+                        .filter(|i| query.matches(i))
+                        .map(|i| item_json(i, tag, session_id, m.id)),
+                );
+            }
+        }
+        SearchHits::Items(items)
+    };
     let set_id = Uuid::new_v4();
     let set = Arc::new(SearchSet {
         mailbox: scope,
-        items,
+        hits,
     });
-    let items = set.items.clone();
     state.with_data(|d| {
         if let Some(s) = d.sessions.get_mut(&session_id) {
-            s.remember_search(set_id, set);
+            s.remember_search(set_id, Arc::clone(&set));
         }
     });
-    ok(page(items, offset, limit, &base, Some(set_id)))
+    ok(search_page(
+        state, &set, session_id, offset, limit, &base, set_id,
+    ))
+}
+
+/// One page of a cached search result set; generated hits are built here, only for the page.
+fn search_page(
+    state: &SimState,
+    set: &SearchSet,
+    session_id: Uuid,
+    offset: usize,
+    limit: usize,
+    base: &str,
+    set_id: Uuid,
+) -> Value {
+    match &set.hits {
+        SearchHits::Items(items) => {
+            let results = items.iter().skip(offset).take(limit).cloned().collect();
+            page_of(items.len(), results, offset, limit, base, Some(set_id))
+        }
+        SearchHits::Synthetic { total, mailboxes } => {
+            let total = usize::try_from(*total).unwrap_or(usize::MAX);
+            let end = offset.saturating_add(limit).min(total);
+            let results = (offset..end)
+                .filter_map(|i| {
+                    let owner = *mailboxes.get(i % mailboxes.len().max(1))?;
+                    Some(synthetic_hit(
+                        state.config.seed,
+                        state.config.latest_backup,
+                        i as u64,
+                        owner,
+                        set.mailbox.is_none(),
+                        session_id,
+                    ))
+                })
+                .collect();
+            page_of(total, results, offset, limit, base, Some(set_id))
+        }
+    }
 }
 
 /// `Range: bytes=N-` or `bytes=N-M` → (start, inclusive end); other forms are ignored.

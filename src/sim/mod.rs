@@ -309,6 +309,10 @@ impl SimHandle {
         let Some(rp) = world.restore_point(point_in_time) else {
             return Ok(0);
         };
+        let synthetic = self.state.config.synthetic_search_hits;
+        if synthetic > 0 {
+            return Ok(usize::try_from(synthetic).unwrap_or(usize::MAX));
+        }
         let boxes: Vec<&Mailbox> = match scope {
             SearchScope::Mailbox(id) => vec![world.mailbox(id).ok_or(SimError::UnknownId(id))?],
             SearchScope::Organization(id) => world

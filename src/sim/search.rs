@@ -649,6 +649,43 @@ pub fn item_json(item: &Item, mailbox_id: Option<Uuid>, session_id: Uuid, owner:
     v
 }
 
+/// Generated search hit number `index` (`SimConfig::synthetic_search_hits`): a message of
+/// mailbox `owner` whose every field follows from the seed and the index, so any page can be
+/// built alone and two simulators with the same seed serve the same bytes.
+pub fn synthetic_hit(
+    seed: u64,
+    latest_backup: DateTime<Utc>,
+    index: u64,
+    owner: Uuid,
+    tagged: bool,
+    session_id: Uuid,
+) -> Value {
+    let id = format!("AAMkSynthetic{seed:08x}{index:012x}");
+    let received =
+        latest_backup - Duration::seconds(i64::try_from(index).unwrap_or(i64::MAX) % 400_000_000);
+    let mut v = json!({
+        "id": id,
+        "itemClass": "IPM.Note",
+        "subject": format!("Quarterly report, part {index}"),
+        "from": format!("Sender {} <sender{}@contoso.com>", index % 97, index % 97),
+        "to": format!("Team {} <team{}@contoso.com>", index % 13, index % 13),
+        "cc": "", "bcc": "",
+        "sent": dotnet_time(received - Duration::minutes(3)),
+        "received": dotnet_time(received),
+        "importance": "Normal",
+        "reminder": false,
+        "sizeBytes": 2_000 + (index.wrapping_mul(7_919) % 200_000),
+        "attachments": [],
+        "_links": {"self": {"href": format!(
+            "/v8/RestoreSessions/{session_id}/organization/mailboxes/{owner}/items/{id}"
+        )}},
+    });
+    if tagged {
+        v["mailboxId"] = json!(owner);
+    }
+    v
+}
+
 /// Parses a date-only or RFC 3339 text into a UTC instant (used for session list filters).
 pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {

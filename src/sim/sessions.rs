@@ -73,7 +73,17 @@ impl MailboxStat {
 pub(crate) struct SearchSet {
     /// The mailbox searched (`None` for the cross-mailbox search).
     pub mailbox: Option<Uuid>,
-    pub items: Vec<Value>,
+    pub hits: SearchHits,
+}
+
+/// The hits of a search result set.
+#[derive(Debug)]
+pub(crate) enum SearchHits {
+    /// The world's items that matched, as served.
+    Items(Vec<Value>),
+    /// `total` generated hits over `mailboxes` in turn (`SimConfig::synthetic_search_hits`),
+    /// built when a page asks for them: nothing per hit is held.
+    Synthetic { total: u64, mailboxes: Vec<Uuid> },
 }
 
 /// A restore session.

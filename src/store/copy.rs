@@ -185,6 +185,18 @@ pub const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     (
+        "search_progress",
+        &[
+            ("step_id", Int),
+            ("session_id", Text),
+            ("cursor", Text),
+            ("pages", Int),
+            ("hits", Int),
+            ("part_bytes", Int),
+            ("updated_at", Int),
+        ],
+    ),
+    (
         "exports",
         &[
             ("id", Int),

@@ -35,7 +35,7 @@ use super::connection::{Call, Deadline, Failure, NoBody, error_body, render, ret
 use super::error::{ApiError, ErrorClass, ErrorCode, ErrorKind, parse_error_body, sanitise_path};
 use super::model::{Page, RestoreSession, SessionState};
 use super::operation::Operation;
-use super::paging::{Listing, PageRequest, PagingError, link_query};
+use super::paging::{Cursor, Listing, PageRequest, PagingError, link_query};
 
 impl Client {
     /// Sends a call with a bearer token, renews the token once after a 401 and sends again,
@@ -272,75 +272,136 @@ impl Client {
         T: DeserializeOwned,
         B: Serialize + ?Sized,
     {
-        let server = url::Url::parse(&format!("{}/", self.inner.conn.base)).ok();
-        let collection = url::Url::parse(&format!("{}{}", self.inner.conn.base, base.path)).ok();
-        let refused = std::sync::atomic::AtomicBool::new(false);
-        let (server, collection, refused) = (&server, &collection, &refused);
+        let links = PageLinks::new(self, base);
         listing
-            .advance(|req: PageRequest, link: Option<String>| async move {
-                let followed = match (link, server, collection) {
-                    (Some(href), Some(server), Some(collection)) if base.query.is_empty() => {
-                        let query = link_query(server, collection, &href);
-                        if query.is_none() && !refused.swap(true, Ordering::Relaxed) {
-                            tracing::warn!(
-                                server = %self.inner.conn.server,
-                                path = %base.display_path(),
-                                link = %sanitise_path(&href),
-                                "the server's `_links.next` leaves the collection being listed; not following it (paging by offset instead)"
-                            );
-                        }
-                        query
-                    }
-                    _ => None,
-                };
-                let next_query = followed.map(|mut q| {
-                    let has_set = q
-                        .split('&')
-                        .any(|p| p.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("setId")));
-                    if with_set_id
-                        && !has_set
-                        && let Some(set) = req.set_id
-                    {
-                        q.push_str(&format!("&setId={set}"));
-                    }
-                    q
-                });
-                let mut query = base.query.clone();
-                query.push(("offset", req.offset.to_string()));
-                query.push(("limit", req.limit.to_string()));
-                if with_set_id && let Some(set) = req.set_id {
-                    query.push(("setId", set.to_string()));
-                }
-                let call = Call {
-                    op: base.op,
-                    path: base.path.clone(),
-                    query,
-                    body: base.body,
-                    session: base.session,
-                    accept: base.accept,
-                    range_start: None,
-                    deadline: base.deadline,
-                    link_query: next_query,
-                };
-                self.call_json::<Page<T>, B>(call).await
+            .advance(|req: PageRequest, link: Option<String>| {
+                self.fetch_page(base, with_set_id, &links, req, link)
             })
             .await
-            .map_err(|e| match e {
-                PagingError::Fetch(e) => e,
-                PagingError::Endless {
-                    pages,
-                    page_size,
-                    items,
-                } => self.inner.conn.error(
-                    base.op,
-                    base.display_path(),
-                    ErrorClass::Permanent,
-                    ErrorKind::Decode,
-                    format!(
-                        "stopped after {pages} full pages of {page_size} ({items} items) without reaching the end: either the collection is larger than {pages} × `pageSize` (raise `pageSize` in the daemon configuration, at most 10000) or the server ignores `offset`"
-                    ),
-                ),
+            .map_err(|e| self.paging_error(base, e))
+    }
+
+    /// Reads the next page of `cursor` and returns its items (`None` after the last page), for
+    /// callers that write each page away instead of collecting the collection. Links and
+    /// `setId` are handled as in [`Client::continue_pages`]; a failed page leaves `cursor` as it
+    /// was.
+    pub(super) async fn next_page<T, B>(
+        &self,
+        base: &Call<'_, B>,
+        with_set_id: bool,
+        cursor: &mut Cursor,
+    ) -> Result<Option<Vec<T>>, ApiError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
+        let links = PageLinks::new(self, base);
+        cursor
+            .next_page(|req: PageRequest, link: Option<String>| {
+                self.fetch_page(base, with_set_id, &links, req, link)
             })
+            .await
+            .map_err(|e| self.paging_error(base, e))
+    }
+
+    /// One page of `base`: by its `_links.next` when that is safe to follow, else by offset.
+    async fn fetch_page<T, B>(
+        &self,
+        base: &Call<'_, B>,
+        with_set_id: bool,
+        links: &PageLinks,
+        req: PageRequest,
+        link: Option<String>,
+    ) -> Result<Page<T>, ApiError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
+        let followed = match (link, &links.server, &links.collection) {
+            (Some(href), Some(server), Some(collection)) if base.query.is_empty() => {
+                let query = link_query(server, collection, &href);
+                if query.is_none() && !links.refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        server = %self.inner.conn.server,
+                        path = %base.display_path(),
+                        link = %sanitise_path(&href),
+                        "the server's `_links.next` leaves the collection being listed; not following it (paging by offset instead)"
+                    );
+                }
+                query
+            }
+            _ => None,
+        };
+        let next_query = followed.map(|mut q| {
+            let has_set = q.split('&').any(|p| {
+                p.split('=')
+                    .next()
+                    .is_some_and(|k| k.eq_ignore_ascii_case("setId"))
+            });
+            if with_set_id
+                && !has_set
+                && let Some(set) = req.set_id
+            {
+                q.push_str(&format!("&setId={set}"));
+            }
+            q
+        });
+        let mut query = base.query.clone();
+        query.push(("offset", req.offset.to_string()));
+        query.push(("limit", req.limit.to_string()));
+        if with_set_id && let Some(set) = req.set_id {
+            query.push(("setId", set.to_string()));
+        }
+        let call = Call {
+            op: base.op,
+            path: base.path.clone(),
+            query,
+            body: base.body,
+            session: base.session,
+            accept: base.accept,
+            range_start: None,
+            deadline: base.deadline,
+            link_query: next_query,
+        };
+        self.call_json::<Page<T>, B>(call).await
+    }
+
+    fn paging_error<B: ?Sized>(&self, base: &Call<'_, B>, e: PagingError<ApiError>) -> ApiError {
+        match e {
+            PagingError::Fetch(e) => e,
+            PagingError::Endless {
+                pages,
+                page_size,
+                items,
+            } => self.inner.conn.error(
+                base.op,
+                base.display_path(),
+                ErrorClass::Permanent,
+                ErrorKind::Decode,
+                format!(
+                    "stopped after {pages} full pages of {page_size} ({items} items) without reaching the end: either the collection is larger than {pages} × `pageSize` (raise `pageSize` in the daemon configuration, at most 10000) or the server ignores `offset`"
+                ),
+            ),
+        }
+    }
+}
+
+/// What deciding whether to follow a page's `_links.next` needs: the server and collection
+/// URLs, and whether a refused link was already logged (once per collection).
+struct PageLinks {
+    server: Option<url::Url>,
+    collection: Option<url::Url>,
+    refused: std::sync::atomic::AtomicBool,
+}
+
+impl PageLinks {
+    fn new<B: ?Sized>(client: &Client, base: &Call<'_, B>) -> PageLinks {
+        let conn = &client.inner.conn;
+        PageLinks {
+            server: url::Url::parse(&format!("{}/", conn.base)).ok(),
+            collection: url::Url::parse(&format!("{}{}", conn.base, base.path)).ok(),
+            refused: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 }
 

@@ -38,4 +38,5 @@ pub use error::{ApiError, ErrorClass, ErrorCode, ErrorKind, Replay, Transport};
 pub use export::{ContentRange, PstExport};
 pub use model::*;
 pub use operation::{Operation, all_operations};
+pub use paging::Cursor;
 pub use request::*;

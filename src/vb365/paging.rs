@@ -9,12 +9,17 @@
 //! endpoints cache their result set server-side: the `setId` of the first page is sent back on
 //! every later page so the server does not search again.
 //!
-//! A [`Listing`] is the state of one collection being read. A failed page leaves it as it was,
-//! so the caller can wait (its own retry policy, `Retry-After`) and [`Listing::advance`] again:
-//! that asks for the failed page, not for the whole collection from offset 0.
+//! A [`Cursor`] is where the reading of one collection stands, as a value that can be stored:
+//! [`Cursor::next_page`] reads one page and hands its items over, so a caller that writes each
+//! page away (a search report) holds one page at a time and can resume after a restart from the
+//! stored cursor. A [`Listing`] is a cursor plus the items so far, for collections read whole.
+//! A failed page leaves either as it was, so the caller can wait (its own retry policy,
+//! `Retry-After`) and ask again: that asks for the failed page, not for the whole collection
+//! from offset 0.
 
 use std::future::Future;
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::model::Page;
@@ -24,7 +29,8 @@ use super::model::Page;
 pub const MAX_PAGES: usize = 10_000;
 
 /// What to ask for next when the server gave no usable `_links.next`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PageRequest {
     pub offset: u64,
     pub limit: u32,
@@ -48,23 +54,26 @@ pub enum PagingError<E> {
     },
 }
 
-/// A paged collection being read: the items so far and the next page to ask for.
-#[derive(Debug, Clone)]
-pub struct Listing<T> {
+/// Where the reading of a paged collection stands: the next page to ask for, the previous
+/// page's `_links.next`, and what was read so far. Serialisable, so a caller can store it after
+/// each page it made durable and continue from it later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cursor {
     page_size: u32,
     next: PageRequest,
     /// `_links.next.href` of the last page read, when the server gave one.
     next_link: Option<String>,
-    items: Vec<T>,
-    pages: usize,
+    pages: u64,
+    items: u64,
     complete: bool,
 }
 
-impl<T> Listing<T> {
-    /// A listing from offset 0 in pages of `page_size` (at least 1).
+impl Cursor {
+    /// A cursor at offset 0 for pages of `page_size` (at least 1).
     pub fn new(page_size: u32) -> Self {
         let page_size = page_size.max(1);
-        Listing {
+        Cursor {
             page_size,
             next: PageRequest {
                 offset: 0,
@@ -72,8 +81,8 @@ impl<T> Listing<T> {
                 set_id: None,
             },
             next_link: None,
-            items: Vec::new(),
             pages: 0,
+            items: 0,
             complete: false,
         }
     }
@@ -84,8 +93,108 @@ impl<T> Listing<T> {
     }
 
     /// Pages read so far.
-    pub fn pages(&self) -> usize {
+    pub fn pages(&self) -> u64 {
         self.pages
+    }
+
+    /// Items read so far.
+    pub fn items(&self) -> u64 {
+        self.items
+    }
+
+    /// The offset of the next page.
+    pub fn offset(&self) -> u64 {
+        self.next.offset
+    }
+
+    /// The server-side result set the cursor reads (search endpoints), once the first page
+    /// named one.
+    pub fn set_id(&self) -> Option<Uuid> {
+        self.next.set_id
+    }
+
+    /// Forgets the server's handles on the collection (its `setId` and `_links.next`) and keeps
+    /// the offset: for continuing in another restore session, where that result set does not
+    /// exist. The next page then starts a new server-side set at the same offset.
+    pub fn detach(&mut self) {
+        self.next.set_id = None;
+        self.next_link = None;
+    }
+
+    /// Reads the next page and returns its items, or `None` once the last page was read.
+    /// `fetch` gets the next page's offset arithmetic and the previous page's
+    /// `_links.next.href` when there was one (the caller decides whether it is safe to follow).
+    /// On `Err` the cursor is unchanged and the next call asks for the same page.
+    ///
+    /// # Errors
+    ///
+    /// [`PagingError::Fetch`] with the failed page's error; [`PagingError::Endless`] after
+    /// [`MAX_PAGES`] full pages.
+    pub async fn next_page<T, E, F, Fut>(
+        &mut self,
+        fetch: F,
+    ) -> Result<Option<Vec<T>>, PagingError<E>>
+    where
+        F: FnOnce(PageRequest, Option<String>) -> Fut,
+        Fut: Future<Output = Result<Page<T>, E>>,
+    {
+        if self.complete {
+            return Ok(None);
+        }
+        if self.pages >= MAX_PAGES as u64 {
+            return Err(PagingError::Endless {
+                pages: MAX_PAGES,
+                page_size: self.page_size,
+                items: usize::try_from(self.items).unwrap_or(usize::MAX),
+            });
+        }
+        let page = fetch(self.next, self.next_link.clone())
+            .await
+            .map_err(PagingError::Fetch)?;
+        self.pages += 1;
+        if self.next.set_id.is_none() {
+            self.next.set_id = page.set_id;
+        }
+        let n = page.results.len();
+        self.items += n as u64;
+        let in_force = match u32::try_from(page.limit) {
+            Ok(l) if l > 0 => l.min(self.page_size),
+            _ => self.page_size,
+        };
+        if n == 0 || n < in_force as usize {
+            self.complete = true;
+        } else {
+            self.next.offset = self.next.offset.saturating_add(n as u64);
+            self.next_link = page.next_link;
+        }
+        Ok(Some(page.results))
+    }
+}
+
+/// A paged collection being read whole: a [`Cursor`] and the items so far.
+#[derive(Debug, Clone)]
+pub struct Listing<T> {
+    cursor: Cursor,
+    items: Vec<T>,
+}
+
+impl<T> Listing<T> {
+    /// A listing from offset 0 in pages of `page_size` (at least 1).
+    pub fn new(page_size: u32) -> Self {
+        Listing {
+            cursor: Cursor::new(page_size),
+            items: Vec::new(),
+        }
+    }
+
+    /// Whether the last page has been read.
+    pub fn is_complete(&self) -> bool {
+        self.cursor.is_complete()
+    }
+
+    /// Pages read so far.
+    pub fn pages(&self) -> usize {
+        usize::try_from(self.cursor.pages()).unwrap_or(usize::MAX)
     }
 
     /// The items read so far, in order.
@@ -98,10 +207,8 @@ impl<T> Listing<T> {
         self.items
     }
 
-    /// Reads pages until the last one. `fetch` gets the next page's offset arithmetic and the
-    /// previous page's `_links.next.href` when there was one (the caller decides whether it is
-    /// safe to follow). On `Err` nothing of the failed page is kept and the next call asks for
-    /// it again.
+    /// Reads pages until the last one (see [`Cursor::next_page`] for `fetch`). On `Err`
+    /// nothing of the failed page is kept and the next call asks for it again.
     ///
     /// # Errors
     ///
@@ -112,33 +219,8 @@ impl<T> Listing<T> {
         F: FnMut(PageRequest, Option<String>) -> Fut,
         Fut: Future<Output = Result<Page<T>, E>>,
     {
-        while !self.complete {
-            if self.pages >= MAX_PAGES {
-                return Err(PagingError::Endless {
-                    pages: self.pages,
-                    page_size: self.page_size,
-                    items: self.items.len(),
-                });
-            }
-            let page = fetch(self.next, self.next_link.clone())
-                .await
-                .map_err(PagingError::Fetch)?;
-            self.pages += 1;
-            if self.next.set_id.is_none() {
-                self.next.set_id = page.set_id;
-            }
-            let n = page.results.len();
-            self.items.extend(page.results);
-            let in_force = match u32::try_from(page.limit) {
-                Ok(l) if l > 0 => l.min(self.page_size),
-                _ => self.page_size,
-            };
-            if n == 0 || n < in_force as usize {
-                self.complete = true;
-            } else {
-                self.next.offset = self.next.offset.saturating_add(n as u64);
-                self.next_link = page.next_link;
-            }
+        while let Some(page) = self.cursor.next_page(&mut fetch).await? {
+            self.items.extend(page);
         }
         Ok(())
     }
@@ -302,6 +384,39 @@ mod tests {
         assert!(listing.is_complete());
         assert_eq!(listing.into_items(), (0..7).collect::<Vec<_>>());
         assert_eq!(seen.into_inner(), [0, 2, 4, 4, 6]);
+    }
+
+    /// A cursor stored after a page and read back continues with the next page (the pages
+    /// before it are not asked again); a detached one keeps its offset but not the `setId`.
+    #[test]
+    fn a_stored_cursor_continues_after_the_last_page_read() {
+        let set = Uuid::from_u128(9);
+        let seen = RefCell::new(Vec::new());
+        let fetch = |r: PageRequest, _: Option<String>| {
+            seen.borrow_mut().push(r);
+            std::future::ready(Ok::<_, ()>(serve(7, 10_000, Some(set), r)))
+        };
+        fn now<T>(f: impl Future<Output = Result<T, PagingError<()>>>) -> T {
+            futures_util::FutureExt::now_or_never(f).unwrap().unwrap()
+        }
+        let mut cursor = Cursor::new(3);
+        assert_eq!(now(cursor.next_page(fetch)), Some(vec![0, 1, 2]));
+        let stored = serde_json::to_string(&cursor).unwrap();
+        let mut again: Cursor = serde_json::from_str(&stored).unwrap();
+        assert_eq!(again, cursor);
+        assert_eq!(now(again.next_page(fetch)), Some(vec![3, 4, 5]));
+        let mut detached = again.clone();
+        detached.detach();
+        assert_eq!(now(again.next_page(fetch)), Some(vec![6]));
+        assert!(again.is_complete());
+        assert_eq!(now(again.next_page(fetch)), None);
+        assert_eq!((again.pages(), again.items()), (3, 7));
+        assert_eq!(now(detached.next_page(fetch)), Some(vec![6]));
+        let offsets: Vec<_> = seen.borrow().iter().map(|r| (r.offset, r.set_id)).collect();
+        assert_eq!(
+            offsets,
+            [(0, None), (3, Some(set)), (6, Some(set)), (6, None)]
+        );
     }
 
     /// The `_links.next` of a full page is handed to the next fetch; a short page ends the

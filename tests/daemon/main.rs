@@ -21,4 +21,5 @@ mod hostile_inputs;
 mod metrics_exported;
 mod notifications;
 mod replicas;
+mod search_resume;
 mod secret_hygiene;

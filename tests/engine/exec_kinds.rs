@@ -460,3 +460,93 @@ async fn search_per_mailbox_jsonl_report_has_the_ground_truth_count() {
 async fn organization_wide_search_csv_report_has_the_ground_truth_count() {
     search_report("csv", None).await;
 }
+
+/// A restore session lost in the middle of a search (the simulator removes it on the sixth page):
+/// the step continues in a new session from the last recorded page, by offset without the old
+/// `setId`, and the report has every generated hit exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_whose_session_is_lost_midway_continues_by_offset_in_a_new_session() {
+    use restorectl::sim::{CallRange, Endpoint, FaultAction, FaultRule};
+    const HITS: usize = 1_050;
+    let w = World::start(SimConfig {
+        synthetic_search_hits: HITS as u64,
+        faults: vec![
+            FaultRule::on(Endpoint::OrganizationSearch, FaultAction::RemoveSession)
+                .calls(CallRange::only(6)),
+        ],
+        ..fast_sim()
+    })
+    .await;
+    w.job(
+        "s",
+        &job_yaml(
+            "Search",
+            "s",
+            "  search:\n    query: 'subject:report'\n    report: { path: \"{job}/{run}/search.jsonl\", format: jsonl }\n",
+        ),
+    );
+    let mut config = w.config.clone();
+    config.page_size = 100;
+    let engine = restorectl::exec::Engine::new(
+        w.store.clone(),
+        config,
+        restorectl::exec::EngineOptions::from_config(&w.config, "t"),
+    )
+    .unwrap();
+    let run = w.queue("s").await;
+    let out = engine
+        .execute_run(run, &tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.state, RunState::Succeeded, "{out:?}");
+    let steps = w.steps(out.run).await;
+    let text = std::fs::read_to_string(steps[0].file_path.as_ref().unwrap()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), HITS + 1);
+    let ids: Vec<String> = lines[..HITS]
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["itemId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let expected: Vec<String> = (0..HITS)
+        .map(|i| format!("AAMkSynthetic{:08x}{i:012x}", fast_sim().seed))
+        .collect();
+    assert!(ids == expected, "every hit once, in the server's order");
+    // Pages 1–5 in the first session; the sixth found the session gone; the new session went on
+    // at offset 500 without the old setId, then with its own.
+    let pages: Vec<(String, Option<String>, u16)> = w
+        .sim
+        .journal()
+        .into_iter()
+        .filter(|e| e.route.as_deref().is_some_and(|r| r.ends_with("/search")))
+        .map(|e| {
+            (
+                e.params
+                    .get("restoreSessionId")
+                    .cloned()
+                    .unwrap_or_default(),
+                e.query,
+                e.status.unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(pages[5].2, 404, "{pages:#?}");
+    let resumed = &pages[6];
+    assert_ne!(resumed.0, pages[0].0, "a new session");
+    let query = resumed.1.as_deref().unwrap_or("");
+    assert!(
+        query.contains("offset=500") && !query.contains("setId"),
+        "{query}"
+    );
+    assert!(pages[7].1.as_deref().unwrap_or("").contains("setId"));
+    assert_eq!(
+        pages.iter().filter(|p| p.2 == 200).count(),
+        HITS / 100 + 1,
+        "no page read twice"
+    );
+    w.assert_all_sessions_stopped();
+}

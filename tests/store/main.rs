@@ -23,8 +23,8 @@ use restorectl::store::{
     CancelOutcome, Decision, DownloadState, ErrorClass, EventKind, FileApply, FileChange,
     FileFormat, InstanceInfo, JobState, NewDownload, NewExport, NewJobVersion, NewRequest, NewRun,
     NewSession, NewStep, NextFire, RequestKind, RestoreCounts, RunFilter, RunId, RunState,
-    ScannedFile, SessionState, Step, StepErrorRecord, StepFile, StepState, Store, StoreError,
-    Trigger, VersionChange, expected_schema_version,
+    ScannedFile, SearchPage, SessionState, Step, StepErrorRecord, StepFile, StepState, Store,
+    StoreError, Trigger, VersionChange, expected_schema_version,
 };
 
 /// A fixed clock: every test passes explicit instants, as the scheduler will.
@@ -112,6 +112,7 @@ on_both_backends!(
     steps_follow_the_at_most_once_protocol,
     restore_sessions_bookkeeping,
     downloads_progress_and_exports_retention,
+    search_progress_is_a_resume_point_per_step,
     receiving_downloads_are_steps_downloading_with_bytes_on_disk,
     requests_and_instance_lock,
     events_are_append_only,
@@ -596,8 +597,8 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/state/restorectl.db");
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), Some(8));
-    assert_eq!(expected_schema_version(), 8);
+    assert_eq!(store.schema_version().await.unwrap(), Some(9));
+    assert_eq!(expected_schema_version(), 9);
     seed_job(&store, "kept", "h1").await;
     store.close().await;
 
@@ -618,7 +619,7 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let again = Store::open_url(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    assert_eq!(again.schema_version().await.unwrap(), Some(8));
+    assert_eq!(again.schema_version().await.unwrap(), Some(9));
     assert_eq!(again.get_job("kept").await.unwrap().name, "kept");
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut raw_connection(&path).await)
@@ -1987,6 +1988,90 @@ async fn restore_sessions_bookkeeping(db: &TestDb) {
 
 // Downloads and published files: durable progress, resume offsets, restarts, publishing, and
 // the retention listing.
+/// The resume point of a Search step (migration 0009): absent until a page is recorded, then
+/// the last recorded page replaces the previous one (cursor, pages, hits, part-file length and
+/// session), per step; cleared when the step starts over or is done, and removed with its step.
+async fn search_progress_is_a_resume_point_per_step(db: &TestDb) {
+    let store = db.open().await;
+    let step = seed_step(&store, "search-all").await;
+    let other = seed_step(&store, "search-other").await;
+    assert_eq!(store.get_search_progress(step.id).await.unwrap(), None);
+    let page = |cursor: &'static str, pages, hits, part_bytes, session| SearchPage {
+        session_id: session,
+        cursor,
+        pages,
+        hits,
+        part_bytes,
+    };
+    store
+        .record_search_page(
+            step.id,
+            &page(r#"{"offset":1000}"#, 1, 1000, 250_000, Some("s1")),
+            t(1),
+        )
+        .await
+        .unwrap();
+    store
+        .record_search_page(
+            step.id,
+            &page(r#"{"offset":2000}"#, 2, 2000, 500_123, Some("s1")),
+            t(2),
+        )
+        .await
+        .unwrap();
+    store
+        .record_search_page(other.id, &page(r#"{"offset":7}"#, 1, 7, 900, None), t(3))
+        .await
+        .unwrap();
+    let p = store.get_search_progress(step.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            p.cursor.as_str(),
+            p.pages,
+            p.hits,
+            p.part_bytes,
+            p.session_id.as_deref(),
+            p.updated_at
+        ),
+        (r#"{"offset":2000}"#, 2, 2000, 500_123, Some("s1"), t(2))
+    );
+    // A page beyond 4 GiB of report and a new session.
+    store
+        .record_search_page(
+            step.id,
+            &page("{}", 20_000, 10_000_000, 5 << 30, Some("s2")),
+            t(4),
+        )
+        .await
+        .unwrap();
+    let p = store.get_search_progress(step.id).await.unwrap().unwrap();
+    assert_eq!(
+        (p.part_bytes, p.session_id.as_deref()),
+        (5 << 30, Some("s2"))
+    );
+    let o = store.get_search_progress(other.id).await.unwrap().unwrap();
+    assert_eq!((o.pages, o.hits, o.session_id), (1, 7, None));
+
+    store.clear_search_progress(step.id).await.unwrap();
+    assert_eq!(store.get_search_progress(step.id).await.unwrap(), None);
+    store.clear_search_progress(step.id).await.unwrap();
+    assert!(store.get_search_progress(other.id).await.unwrap().is_some());
+
+    // Pruning a step takes its resume point with it.
+    let mut raw = db.raw().await;
+    sqlx::query("DELETE FROM events WHERE step_id = $1")
+        .bind(other.id)
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM steps WHERE id = $1")
+        .bind(other.id)
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(store.get_search_progress(other.id).await.unwrap(), None);
+}
+
 async fn downloads_progress_and_exports_retention(db: &TestDb) {
     let store = db.open().await;
     let step = seed_step(&store, "legal-hold").await;

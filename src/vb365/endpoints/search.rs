@@ -1,5 +1,5 @@
-//! Searching mailbox items: one page at a time (the caller keeps the `setId`), or all pages of
-//! one mailbox or of the whole session.
+//! Searching mailbox items: one page at a time (the caller keeps the `setId`, or a stored
+//! [`Cursor`]), or all pages of one mailbox or of the whole session.
 
 use uuid::Uuid;
 
@@ -8,7 +8,7 @@ use crate::vb365::connection::Call;
 use crate::vb365::error::ApiError;
 use crate::vb365::model::{ExchangeItem, Page};
 use crate::vb365::operation::Operation;
-use crate::vb365::paging::PageRequest;
+use crate::vb365::paging::{Cursor, PageRequest};
 use crate::vb365::request::SearchOptions;
 
 impl Client {
@@ -28,6 +28,21 @@ impl Client {
             call.query.push(("setId", set.to_string()));
         }
         self.call_json(call).await
+    }
+
+    /// The next page of a search (`POST …/mailboxes/{id}/search` with `mailbox`, else
+    /// `POST …/mailboxes/search`) after `cursor`, which advances past it; `None` once the last
+    /// page was read. The server's `setId` and `_links.next` are reused as in
+    /// [`Client::search_mailbox`]. A failed page leaves `cursor` unchanged.
+    pub async fn search_next_page(
+        &self,
+        session: Uuid,
+        mailbox: Option<Uuid>,
+        options: &SearchOptions,
+        cursor: &mut Cursor,
+    ) -> Result<Option<Vec<ExchangeItem>>, ApiError> {
+        self.next_page(&self.search_call(session, mailbox, options), true, cursor)
+            .await
     }
 
     /// `POST …/mailboxes/{id}/search`, all pages, reusing the server's `setId`.
