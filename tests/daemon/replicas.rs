@@ -36,8 +36,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A site on `db` with short leases; `extra` is appended to the config.
-fn site_on(sim: &SimHandle, db: &TestDatabase, extra: &str) -> Site {
+/// A site on `db` with leases of `lease`; `extra` is appended to the config.
+fn site_on(sim: &SimHandle, db: &TestDatabase, lease: Duration, extra: &str) -> Site {
     let site = Site::new(&sim.base_url(), "off");
     std::fs::write(site.path("secrets/m365-restore-password"), "dev\n").unwrap();
     append_config(
@@ -45,7 +45,7 @@ fn site_on(sim: &SimHandle, db: &TestDatabase, extra: &str) -> Site {
         &format!(
             "database: {}\nengine: {{ lease: {}s, pollInterval: 1s }}\n{extra}",
             db.url,
-            LEASE.as_secs()
+            lease.as_secs()
         ),
     );
     site
@@ -127,7 +127,8 @@ async fn two_replicas_turn_every_fire_into_exactly_one_run_under_one_leader() {
     )
     .await
     .unwrap();
-    let site = site_on(&sim, &db, "");
+    // A lease long enough that a loaded machine never misses a renewal: the lead must not move.
+    let site = site_on(&sim, &db, Duration::from_secs(20), "");
     let schedule = "{ cron: \"*/2 * * * * *\", concurrencyPolicy: Allow }";
     site.write_job("tick.yaml", &export_job("tick", Some(schedule), ""));
     let a = replica(&site, "replica-a");
@@ -278,6 +279,7 @@ async fn a_replica_killed_mid_run_is_taken_over_without_a_second_restore_post() 
     let site = site_on(
         &sim,
         &db,
+        LEASE,
         "defaults:\n  retry: { maxAttempts: 5, initialBackoff: 20s, maxBackoff: 20s }",
     );
     site.write_job(
@@ -463,7 +465,7 @@ async fn the_lead_moves_when_the_leader_is_killed() {
     let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let site = site_on(&sim, &db, "");
+    let site = site_on(&sim, &db, LEASE, "");
     site.write_job(
         "first.yaml",
         &export_job("first", Some("{ cron: \"0 3 * * *\" }"), ""),
