@@ -13,3 +13,9 @@ CREATE TABLE leadership (
     expires_at   INTEGER NOT NULL,
     term         INTEGER NOT NULL    -- +1 at every change of holder
 ) STRICT;
+
+-- Claiming walks the claimable runs in claim order and stops at the first one, instead of
+-- reading and sorting every queued run under the store's write lock (a queue of 10,000 runs
+-- made each claim take ~100 ms with several replicas waiting on the lock; bench/replicas.sh).
+CREATE INDEX runs_claim_order ON runs (scheduled_for, id)
+    WHERE state IN ('queued', 'waiting_retry', 'running');

@@ -386,6 +386,25 @@ mod tests {
     }
 
     #[test]
+    fn replica_name_and_lease_default_and_are_checked() {
+        let c = load("jobsDir: jobs\n").unwrap();
+        assert_eq!(c.replica_name, None);
+        assert_eq!(c.engine.lease, Duration::from_secs(60));
+        let c = load("replicaName: node-a.1\nengine: { lease: 5s }\n").unwrap();
+        assert_eq!(c.replica_name.as_deref(), Some("node-a.1"));
+        assert_eq!(c.engine.lease, Duration::from_secs(5));
+        for (text, key) in [
+            ("replicaName: \"a b\"\n", "replicaName"),
+            ("replicaName: \"\"\n", "replicaName"),
+            ("engine: { lease: 500ms }\n", "engine.lease"),
+            ("engine: { lease: 2h }\n", "engine.lease"),
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_located() {
         let err = load("jobsDir: jobs\nservers:\n  a:\n    url: https://x\n    usrname: u\n")
             .unwrap_err();

@@ -786,9 +786,17 @@ async fn refresh_loop(
             }
             Err(error) => tracing::warn!(%error, "cannot refresh metrics from the store"),
         }
-        match metrics::record_durations(&app.store, since).await {
-            Ok(newest) => since = newest,
-            Err(error) => tracing::warn!(%error, "cannot read finished runs for metrics"),
+        // The duration histograms observe every finished run of the database: among several
+        // replicas only the leader observes them (else a sum over replicas counts each run
+        // once per replica); a follower moves its mark along, so that it starts from now when
+        // it takes the lead.
+        if *app.leading.borrow() {
+            match metrics::record_durations(&app.store, since).await {
+                Ok(newest) => since = newest,
+                Err(error) => tracing::warn!(%error, "cannot read finished runs for metrics"),
+            }
+        } else {
+            since = app.clock.now();
         }
         handle.run_upkeep();
     }

@@ -124,15 +124,19 @@ pub enum CancelOutcome {
 /// requests the cancel, and the new run must not overlap the restores, session and lease of
 /// the one it replaces. The cancelled run stops at its owner's next lease renewal, or, when its
 /// owner is gone, at the claim after its lease expired.
+///
+/// The leading `state IN (…)` repeats what the branches say so that both backends use the
+/// partial index `runs_claim_order` (migration 0007): SQLite only uses a partial index whose
+/// condition appears as a term of the query.
 macro_rules! claimable {
     () => {
-        "((state = 'queued' AND NOT EXISTS (
+        "(state IN ('queued', 'waiting_retry', 'running') AND ((state = 'queued' AND NOT EXISTS (
               SELECT 1 FROM runs AS stopping
               WHERE stopping.job_name = runs.job_name AND stopping.id <> runs.id
                 AND stopping.state IN ('running', 'waiting_retry')
                 AND stopping.cancel_requested = 1))
           OR (state = 'waiting_retry' AND (next_attempt_at <= $1 OR cancel_requested = 1))
-          OR (state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= $1)))"
+          OR (state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= $1))))"
     };
 }
 

@@ -36,8 +36,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A site on `db` with short leases; `extra` is appended to the config.
-fn site_on(sim: &SimHandle, db: &TestDatabase, extra: &str) -> Site {
+/// A site on `db` with leases of `lease`; `extra` is appended to the config.
+fn site_on(sim: &SimHandle, db: &TestDatabase, lease: Duration, extra: &str) -> Site {
     let site = Site::new(&sim.base_url(), "off");
     std::fs::write(site.path("secrets/m365-restore-password"), "dev\n").unwrap();
     append_config(
@@ -45,7 +45,7 @@ fn site_on(sim: &SimHandle, db: &TestDatabase, extra: &str) -> Site {
         &format!(
             "database: {}\nengine: {{ lease: {}s, pollInterval: 1s }}\n{extra}",
             db.url,
-            LEASE.as_secs()
+            lease.as_secs()
         ),
     );
     site
@@ -127,7 +127,8 @@ async fn two_replicas_turn_every_fire_into_exactly_one_run_under_one_leader() {
     )
     .await
     .unwrap();
-    let site = site_on(&sim, &db, "");
+    // A lease long enough that a loaded machine never misses a renewal: the lead must not move.
+    let site = site_on(&sim, &db, Duration::from_secs(20), "");
     let schedule = "{ cron: \"*/2 * * * * *\", concurrencyPolicy: Allow }";
     site.write_job("tick.yaml", &export_job("tick", Some(schedule), ""));
     let a = replica(&site, "replica-a");
@@ -243,18 +244,32 @@ async fn a_replica_killed_mid_run_is_taken_over_without_a_second_restore_post() 
             restore_delay: Duration::from_secs(8),
             export_sizes: [("alice@contoso.com".to_string(), size)].into(),
             export_build_delay: Duration::from_millis(100),
-            // The first download breaks after 3 MiB: the run waits 20 s for its retry, holding
-            // its lease, with a `.partial` on the shared exportRoot.
-            faults: vec![FaultRule {
-                calls: Some(CallRange {
-                    from: 1,
-                    to: Some(1),
-                }),
-                ..FaultRule::on(
-                    Endpoint::ExportPst,
-                    FaultAction::DropAfterBytes { bytes: 3 << 20 },
-                )
-            }],
+            // The first download breaks after 3 MiB, and the server sits on the resume for a
+            // minute: the run stays held, with a `.partial` on the shared exportRoot.
+            faults: vec![
+                FaultRule {
+                    calls: Some(CallRange {
+                        from: 1,
+                        to: Some(1),
+                    }),
+                    ..FaultRule::on(
+                        Endpoint::ExportPst,
+                        FaultAction::DropAfterBytes { bytes: 3 << 20 },
+                    )
+                },
+                FaultRule {
+                    calls: Some(CallRange {
+                        from: 2,
+                        to: Some(2),
+                    }),
+                    ..FaultRule::on(
+                        Endpoint::ExportPst,
+                        FaultAction::Delay {
+                            duration: Duration::from_secs(60),
+                        },
+                    )
+                },
+            ],
             ..SimConfig::default()
         },
         "127.0.0.1:0".parse().unwrap(),
@@ -264,6 +279,7 @@ async fn a_replica_killed_mid_run_is_taken_over_without_a_second_restore_post() 
     let site = site_on(
         &sim,
         &db,
+        LEASE,
         "defaults:\n  retry: { maxAttempts: 5, initialBackoff: 20s, maxBackoff: 20s }",
     );
     site.write_job(
@@ -317,6 +333,60 @@ async fn a_replica_killed_mid_run_is_taken_over_without_a_second_restore_post() 
         (store.list_live_instances().await.ok()?.len() == 2).then_some(())
     })
     .await;
+
+    // Operators see who holds what: runs, show, jobs (text and JSON) and status.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(site.config_path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let runs_json: serde_json::Value = serde_json::from_str(&cli(&["runs", "--json"])).unwrap();
+    for run in runs_json["runs"].as_array().unwrap() {
+        assert_eq!(run["heldBy"]["replica"], "replica-a", "{run}");
+        assert_eq!(run["heldBy"]["instance"], holder.as_str(), "{run}");
+    }
+    let text = cli(&["runs"]);
+    assert!(text.contains("running on replica-a"), "{text}");
+    let id = runs_json["runs"][0]["id"].as_str().unwrap().to_string();
+    let show = cli(&["show", &id]);
+    assert!(
+        show.contains("held by") && show.contains("replica-a"),
+        "{show}"
+    );
+    let show_json: serde_json::Value =
+        serde_json::from_str(&cli(&["show", &id, "--json"])).unwrap();
+    assert_eq!(show_json["run"]["heldBy"]["replica"], "replica-a");
+    let jobs_json: serde_json::Value = serde_json::from_str(&cli(&["jobs", "--json"])).unwrap();
+    for job in jobs_json["jobs"].as_array().unwrap() {
+        assert_eq!(job["lastRun"]["heldBy"]["replica"], "replica-a", "{job}");
+    }
+    let text = cli(&["jobs"]);
+    assert!(text.contains("running on replica-a"), "{text}");
+    let status = status_json(&site.config_path());
+    let a_row = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["replica"] == "replica-a")
+        .unwrap()
+        .clone();
+    assert_eq!(a_row["leader"], true, "{status}");
+    assert_eq!(a_row["runs"].as_array().unwrap().len(), 2, "{status}");
+    let text = cli(&["status"]);
+    assert!(
+        text.contains("replica-b") && text.contains("leader: replica-a"),
+        "{text}"
+    );
+
     a.kill9();
     let killed = Instant::now();
     let killed_at = chrono::Utc::now();
@@ -395,7 +465,7 @@ async fn the_lead_moves_when_the_leader_is_killed() {
     let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let site = site_on(&sim, &db, "");
+    let site = site_on(&sim, &db, LEASE, "");
     site.write_job(
         "first.yaml",
         &export_job("first", Some("{ cron: \"0 3 * * *\" }"), ""),
