@@ -282,10 +282,7 @@ pub async fn duties(
         // One pruner among the replicas: they would only contend for the same batches.
         parts.tasks.spawn(
             "history",
-            term_tasks.track_future(super::history::prune_loop(
-                app.clone(),
-                term.child_token(),
-            )),
+            term_tasks.track_future(super::history::prune_loop(app.clone(), term.child_token())),
         );
         term_tasks.close();
         loop {
