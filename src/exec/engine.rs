@@ -430,7 +430,12 @@ impl Engine {
         // clock; the claim was committed just before): past it, another replica may take the
         // run over, so the execution stops first (see `lease_margin`).
         let margin = super::options::lease_margin(lease);
-        let mut valid_until = tokio::time::Instant::now() + lease - margin;
+        // From the end the claim recorded (computed from the clock read before the claim
+        // waited for the database), not from now: a slow claim shortens the window.
+        let remaining = run.lease_expires_at.map_or(lease, |end| {
+            (end - clock.now()).to_std().unwrap_or_default()
+        });
+        let mut valid_until = tokio::time::Instant::now() + remaining.saturating_sub(margin);
         self.inner.tasks.spawn(async move {
             if cancel_requested {
                 stop.stop(StopReason::Cancelled);

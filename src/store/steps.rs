@@ -222,11 +222,27 @@ impl Store {
     /// Commits `submitting` BEFORE a restore POST and counts it in `restore_posts`. Allowed from
     /// `pending`, from `submitting` (reconciliation proved the previous POST was not received)
     /// and from `in_doubt` only after an operator chose `resend`.
+    ///
+    /// The fence of the at-most-once protocol among replicas: only `owner` holding the run's
+    /// lease, unexpired at `now`, may commit it. A process that lost its lease while it waited
+    /// (a database stall, a paused VM) gets [`StoreError::LeaseLost`] here instead of sending a
+    /// restore that the replica now holding the run may send too.
     #[instrument(level = "trace", skip_all, fields(step = id), err(level = "debug"))]
-    pub async fn mark_submitting(&self, id: i64, now: DateTime<Utc>) -> Result<Step> {
+    pub async fn mark_submitting(&self, id: i64, owner: &str, now: DateTime<Utc>) -> Result<Step> {
         const OP: &str = "mark_submitting";
         let mut tx = self.begin_write(OP).await?;
         let before = get_step_in(&mut tx, id).await?;
+        let run = super::runs::get_run_in(&mut tx, before.run_id).await?;
+        let holds = run.state == super::RunState::Running
+            && run.lease_owner.as_deref() == Some(owner)
+            && run.lease_expires_at.is_some_and(|e| e > now);
+        if !holds {
+            return Err(StoreError::LeaseLost {
+                run: run.id,
+                owner: owner.to_string(),
+                holder: run.lease_owner,
+            });
+        }
         let allowed = match before.state {
             StepState::Pending | StepState::Submitting => true,
             StepState::InDoubt => before.operator_decision == Some(Decision::Resend),

@@ -110,6 +110,7 @@ on_both_backends!(
     bulk_apply_of_new_files_records_what_one_by_one_would,
     runs_enqueue_claim_lease_and_finish,
     steps_follow_the_at_most_once_protocol,
+    submitting_needs_the_runs_unexpired_lease,
     restore_sessions_bookkeeping,
     downloads_progress_and_exports_retention,
     search_progress_is_a_resume_point_per_step,
@@ -1618,6 +1619,12 @@ async fn steps_follow_the_at_most_once_protocol(db: &TestDb) {
         .await
         .unwrap()
         .unwrap();
+    // The run is executing under a lease (mark_submitting is fenced by it).
+    store
+        .claim_next_run("me", Duration::from_secs(3600), t(0))
+        .await
+        .unwrap()
+        .expect("claimed");
     let new_steps = vec![
         NewStep {
             seq: 0,
@@ -1663,7 +1670,7 @@ async fn steps_follow_the_at_most_once_protocol(db: &TestDb) {
         .set_step_session(id, Some("sess-1"), t(3))
         .await
         .unwrap();
-    let submitting = store.mark_submitting(id, t(4)).await.unwrap();
+    let submitting = store.mark_submitting(id, "me", t(4)).await.unwrap();
     assert_eq!(
         (submitting.state, submitting.restore_posts),
         (StepState::Submitting, 1)
@@ -1677,7 +1684,7 @@ async fn steps_follow_the_at_most_once_protocol(db: &TestDb) {
     assert_eq!(doubt.state, StepState::InDoubt);
     assert_eq!(doubt.error_class, Some(ErrorClass::Ambiguous));
     for refused in [
-        store.mark_submitting(id, t(6)).await,
+        store.mark_submitting(id, "me", t(6)).await,
         store.set_step_state(id, StepState::Done, None, t(6)).await,
         store
             .set_step_state(id, StepState::Pending, None, t(6))
@@ -1707,7 +1714,7 @@ async fn steps_follow_the_at_most_once_protocol(db: &TestDb) {
         .record_operator_decision(id, Decision::MarkDone, t(7))
         .await
         .unwrap();
-    assert!(store.mark_submitting(id, t(8)).await.is_err());
+    assert!(store.mark_submitting(id, "me", t(8)).await.is_err());
     assert!(
         store
             .set_step_state(id, StepState::Failed, None, t(8))
@@ -1719,7 +1726,7 @@ async fn steps_follow_the_at_most_once_protocol(db: &TestDb) {
         .record_operator_decision(id, Decision::Resend, t(9))
         .await
         .unwrap();
-    let resent = store.mark_submitting(id, t(10)).await.unwrap();
+    let resent = store.mark_submitting(id, "me", t(10)).await.unwrap();
     assert_eq!(resent.restore_posts, 2);
     let submitted = store.mark_submitted(id, "op-42", t(11)).await.unwrap();
     assert_eq!(submitted.state, StepState::Submitted);
@@ -1770,7 +1777,7 @@ async fn steps_follow_the_at_most_once_protocol(db: &TestDb) {
 
     // Second step: in_doubt resolved as mark_failed; a retry after a retryable failure.
     let s1 = steps[1].id;
-    store.mark_submitting(s1, t(20)).await.unwrap();
+    store.mark_submitting(s1, "me", t(20)).await.unwrap();
     store
         .mark_in_doubt(s1, "lost response", t(21))
         .await
@@ -1865,6 +1872,38 @@ async fn steps_follow_the_at_most_once_protocol(db: &TestDb) {
             .map(|(k, s)| (k.to_string(), s.clone()))
             .collect::<Vec<_>>()
     );
+}
+
+/// The fence of the at-most-once protocol among replicas: only the holder of an unexpired lease
+/// commits `submitting`; a replica whose lease ran out (or was taken over) is refused.
+async fn submitting_needs_the_runs_unexpired_lease(db: &TestDb) {
+    let store = db.open().await;
+    let step = seed_step(&store, "fenced").await;
+    let lease = Duration::from_secs(60);
+    let refused = |r: restorectl::store::Result<Step>| {
+        assert!(matches!(r, Err(StoreError::LeaseLost { .. })), "{r:?}");
+    };
+    // Queued, nobody holds it.
+    refused(store.mark_submitting(step.id, "a", t(1)).await);
+    store
+        .claim_next_run("a", lease, t(1))
+        .await
+        .unwrap()
+        .unwrap();
+    // Another owner, and the holder itself once the lease has run out.
+    refused(store.mark_submitting(step.id, "b", t(2)).await);
+    refused(store.mark_submitting(step.id, "a", t(61)).await);
+    let b = store
+        .claim_next_run("b", lease, t(61))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.lease_owner.as_deref(), Some("b"));
+    refused(store.mark_submitting(step.id, "a", t(62)).await);
+    let step = store.get_step(step.id).await.unwrap();
+    assert_eq!((step.state, step.restore_posts), (StepState::Pending, 0));
+    let sent = store.mark_submitting(step.id, "b", t(62)).await.unwrap();
+    assert_eq!((sent.state, sent.restore_posts), (StepState::Submitting, 1));
 }
 
 // Restore sessions: recorded idempotently, counted per server while open or stopping.

@@ -8,10 +8,10 @@ use uuid::Uuid;
 use super::credentials::{resolve_bulk_credentials, resolve_credentials};
 use crate::exec::convert::office_region;
 use crate::exec::error::{AttemptError, RunError, StepFailure};
-use crate::exec::run_ctx::{Next, RunCtx, StepEnd, template_values};
+use crate::exec::run_ctx::{Next, RunCtx, StepEnd, StopReason, template_values};
 use crate::exec::sign_in;
 use crate::jobs::Action;
-use crate::store::{ErrorClass, Step, StepErrorRecord};
+use crate::store::{ErrorClass, Step, StepErrorRecord, StoreError};
 use crate::vb365::{
     self, BulkRestoreOptions, MailboxRef, MailboxRestoreCredentials, RestoreFlags,
     RestoreToDifferentLocation, RestoreToOriginalLocation,
@@ -125,10 +125,23 @@ pub(crate) async fn submit(ctx: &RunCtx, step: &Step) -> Result<Next, AttemptErr
         .await
         .map_err(RunError::store(run))?;
     // The commit BEFORE the POST: from here on a crash leaves `submitting` for reconciliation.
-    store
-        .mark_submitting(step.id, ctx.now())
+    match store
+        .mark_submitting(step.id, &ctx.options.owner, ctx.now())
         .await
-        .map_err(RunError::store(run))?;
+    {
+        Ok(_) => {}
+        Err(StoreError::LeaseLost { holder, .. }) => {
+            tracing::warn!(run = %run, step = step.id, holder = holder.as_deref().unwrap_or("nobody"), "the run's lease is gone: the restore is not sent");
+            ctx.stop.stop(StopReason::LeaseLost);
+            return Ok(Next::End(StepEnd::Stopped));
+        }
+        Err(e) => return Err(RunError::store(run)(e).into()),
+    }
+    // The lease held in the database a moment ago; a stop since (the lease could not be renewed
+    // in time, shutdown, cancel) leaves the step `submitting` for reconciliation, unsent.
+    if ctx.stop.is_stopped() {
+        return Ok(Next::End(StepEnd::Stopped));
+    }
     let answer = match &body {
         Body::Original(mailbox, b) => ctx.client.restore_mailbox(open.id, *mailbox, b).await,
         Body::To(mailbox, b) => ctx.client.restore_mailbox_to(open.id, *mailbox, b).await,
