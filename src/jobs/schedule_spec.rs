@@ -13,6 +13,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
@@ -22,7 +25,8 @@ use super::raw::ConcurrencyPolicy;
 /// A checked schedule. Only the validator builds one.
 #[derive(Clone)]
 pub struct Schedule {
-    cron: Cron,
+    /// Shared by every schedule with the same expression ([`parse_cron`]).
+    cron: Arc<Cron>,
     text: String,
     timezone: Tz,
     starting_deadline: Option<Duration>,
@@ -49,16 +53,50 @@ impl PartialEq for Schedule {
     }
 }
 
+/// Parsed expressions by text, shared by the schedules that use them, and the table size at
+/// which the entries no schedule holds any more are dropped.
+///
+/// croner keeps a table of every year (≈ 5 KiB) in each parsed `Cron`, even with the year field
+/// disallowed: 10,000 jobs held ≈ 50 MiB of identical tables, a third of the daemon's memory
+/// (heaptrack, bench/daemon.sh). Jobs mostly share a few expressions; parsing each distinct
+/// text once keeps one table per expression.
+struct Parsed {
+    by_text: HashMap<String, Weak<Cron>>,
+    sweep_at: usize,
+}
+
+static PARSED: LazyLock<Mutex<Parsed>> = LazyLock::new(|| {
+    Mutex::new(Parsed {
+        by_text: HashMap::new(),
+        sweep_at: 1024,
+    })
+});
+
 /// Parses a cron expression with 5 fields, or 6 with seconds first (no year field), with the
-/// scheduler's rules ([`crate::schedule::parse_cron`]).
-pub fn parse_cron(text: &str) -> Result<Cron, String> {
-    crate::schedule::parse_cron(text).map_err(|e| e.to_string())
+/// scheduler's rules ([`crate::schedule::parse_cron`]). An expression already held by another
+/// schedule is not parsed again: both share it.
+pub fn parse_cron(text: &str) -> Result<Arc<Cron>, String> {
+    // The lock is held while parsing (microseconds, never across an await): two validations of
+    // the same new text then parse it once.
+    let mut parsed = PARSED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(cron) = parsed.by_text.get(text).and_then(Weak::upgrade) {
+        return Ok(cron);
+    }
+    let cron = Arc::new(crate::schedule::parse_cron(text).map_err(|e| e.to_string())?);
+    if parsed.by_text.len() >= parsed.sweep_at {
+        parsed.by_text.retain(|_, cron| cron.strong_count() > 0);
+        parsed.sweep_at = (2 * parsed.by_text.len()).max(1024);
+    }
+    parsed
+        .by_text
+        .insert(text.to_string(), Arc::downgrade(&cron));
+    Ok(cron)
 }
 
 impl Schedule {
     /// Builds a schedule; the caller has already parsed `cron` from `text`.
     pub(crate) fn new(
-        cron: Cron,
+        cron: Arc<Cron>,
         text: &str,
         timezone: Tz,
         starting_deadline: Option<Duration>,
@@ -169,6 +207,18 @@ mod tests {
             None,
             ConcurrencyPolicy::Forbid,
         )
+    }
+
+    #[test]
+    fn schedules_with_the_same_expression_share_one_parsed_cron() {
+        let a = parse_cron("17 3 * * 1-5").unwrap();
+        let b = parse_cron("17 3 * * 1-5").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &parse_cron("18 3 * * 1-5").unwrap()));
+        drop((a, b));
+        // Nobody holds it any more: parsed again (and still right).
+        let c = parse_cron("17 3 * * 1-5").unwrap();
+        assert_eq!(c.pattern.to_string(), "17 3 * * 1-5");
     }
 
     #[test]

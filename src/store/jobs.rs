@@ -164,6 +164,10 @@ pub struct JobSummary {
     pub last_run: Option<Run>,
 }
 
+/// Every job file and every job row (the reconcile task's start and rescans): a row each.
+pub(super) const JOB_FILES: &str = "SELECT * FROM job_files ORDER BY path";
+pub(super) const JOB_ROWS: &str = "SELECT * FROM jobs ORDER BY name";
+
 impl Store {
     /// Records a scanned job file (insert or update) and says whether its content changed.
     /// A file that was marked removed and is scanned again is un-removed.
@@ -200,7 +204,7 @@ impl Store {
     /// Every job file ever seen (removed ones have `removed_at`), by path.
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn list_job_files(&self) -> Result<Vec<StoredJobFile>> {
-        sqlx::query_as::<_, StoredJobFile>("SELECT * FROM job_files ORDER BY path")
+        sqlx::query_as::<_, StoredJobFile>(JOB_FILES)
             .fetch_all(self.reader())
             .await
             .op("list_job_files")
@@ -332,7 +336,7 @@ impl Store {
     /// (the reconciler compares thousands of them on every rescan).
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn list_job_rows(&self) -> Result<Vec<StoredJob>> {
-        sqlx::query_as::<_, StoredJob>("SELECT * FROM jobs ORDER BY name")
+        sqlx::query_as::<_, StoredJob>(JOB_ROWS)
             .fetch_all(self.reader())
             .await
             .op("list_job_rows")

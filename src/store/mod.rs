@@ -24,6 +24,7 @@
 //! - [`events`]: the append-only history;
 //! - [`history`]: run-history retention (pruning finished runs in small batches);
 //! - [`notifications`]: the notification outbox, written with the state changes it reports;
+//! - [`periodic`]: the list of the daemon's periodic statements (their plans are tested);
 //! - [`stats`]: aggregates for the daemon's metrics and status line, on one read snapshot.
 //!
 //! # One store, two backends
@@ -80,6 +81,7 @@ pub mod jobs;
 pub mod location;
 pub mod next_fire;
 pub mod notifications;
+pub mod periodic;
 pub mod replicas;
 pub mod requests;
 pub mod runs;

@@ -29,17 +29,18 @@ pub struct ScheduleState {
     pub next_fire_at: Option<DateTime<Utc>>,
 }
 
+/// Every job's scheduling bookkeeping (the scheduler's tick): a row per job.
+pub(super) const SCHEDULE_STATES: &str =
+    "SELECT name, state, active_version_id, schedule_key, next_fire_at FROM jobs ORDER BY name";
+
 impl Store {
     /// Every job's scheduling bookkeeping, by name (one light query for the scheduler's tick).
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn list_schedule_states(&self) -> Result<Vec<ScheduleState>> {
-        sqlx::query_as::<_, ScheduleState>(
-            "SELECT name, state, active_version_id, schedule_key, next_fire_at
-             FROM jobs ORDER BY name",
-        )
-        .fetch_all(self.reader())
-        .await
-        .op("list_schedule_states")
+        sqlx::query_as::<_, ScheduleState>(SCHEDULE_STATES)
+            .fetch_all(self.reader())
+            .await
+            .op("list_schedule_states")
     }
 
     /// Sets (or clears, with `None`) a job's next fire and the schedule it was computed from.

@@ -301,6 +301,16 @@ pub(crate) async fn notify_invalid_in(
     insert_in(conn, routing, &facts, now).await
 }
 
+/// The deliverer's poll (every second): the partial index `notifications_due` holds only the
+/// undelivered rows, so delivered history is never read.
+pub(super) const DUE_NOTIFICATIONS: &str = "SELECT * FROM notifications
+     WHERE delivered_at IS NULL AND next_attempt_at <= $1
+     ORDER BY next_attempt_at, id LIMIT $2";
+/// The outbox backlog per target (every refresh): the same partial index.
+pub(super) const PENDING_NOTIFICATIONS: &str =
+    "SELECT target, CAST(COUNT(*) AS BIGINT) FROM notifications
+     WHERE delivered_at IS NULL GROUP BY target ORDER BY target";
+
 impl Store {
     /// Undelivered notifications due at `now`, oldest due first, at most `limit`.
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
@@ -309,16 +319,12 @@ impl Store {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Notification>> {
-        sqlx::query_as::<_, Notification>(
-            "SELECT * FROM notifications
-             WHERE delivered_at IS NULL AND next_attempt_at <= $1
-             ORDER BY next_attempt_at, id LIMIT $2",
-        )
-        .bind(to_millis(now))
-        .bind(i64::from(limit))
-        .fetch_all(self.reader())
-        .await
-        .op("due_notifications")
+        sqlx::query_as::<_, Notification>(DUE_NOTIFICATIONS)
+            .bind(to_millis(now))
+            .bind(i64::from(limit))
+            .fetch_all(self.reader())
+            .await
+            .op("due_notifications")
     }
 
     /// Records a successful delivery (a 2xx, or the SMTP server accepted the message).
@@ -364,13 +370,10 @@ impl Store {
     /// Undelivered notifications per target.
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn pending_notifications(&self) -> Result<Vec<(String, i64)>> {
-        sqlx::query_as(
-            "SELECT target, CAST(COUNT(*) AS BIGINT) FROM notifications
-             WHERE delivered_at IS NULL GROUP BY target ORDER BY target",
-        )
-        .fetch_all(self.reader())
-        .await
-        .op("pending_notifications")
+        sqlx::query_as(PENDING_NOTIFICATIONS)
+            .fetch_all(self.reader())
+            .await
+            .op("pending_notifications")
     }
 
     /// Every notification, oldest first; of one run when `run` is given.

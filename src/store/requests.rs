@@ -96,6 +96,14 @@ pub struct InstanceInfo<'a> {
     pub name: &'a str,
 }
 
+/// Operator requests not consumed yet (the request consumer polls it): the index
+/// `operator_requests_pending`.
+pub(super) const PENDING_REQUESTS: &str =
+    "SELECT * FROM operator_requests WHERE consumed_at IS NULL ORDER BY id";
+/// The instance lock's heartbeat (every 10 s).
+pub(super) const HEARTBEAT: &str =
+    "UPDATE daemon_instances SET heartbeat_at = $2 WHERE id = $1 AND stopped_at IS NULL";
+
 impl Store {
     /// Records an operator request. Appends `request_recorded`.
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
@@ -154,12 +162,10 @@ impl Store {
     /// Requests not consumed yet, oldest first.
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn list_pending_requests(&self) -> Result<Vec<OperatorRequest>> {
-        sqlx::query_as::<_, OperatorRequest>(
-            "SELECT * FROM operator_requests WHERE consumed_at IS NULL ORDER BY id",
-        )
-        .fetch_all(self.reader())
-        .await
-        .op("list_pending_requests")
+        sqlx::query_as::<_, OperatorRequest>(PENDING_REQUESTS)
+            .fetch_all(self.reader())
+            .await
+            .op("list_pending_requests")
     }
 
     /// One request (the CLI polls it to learn the result).
@@ -306,14 +312,12 @@ impl Store {
     pub async fn heartbeat_instance(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
         const OP: &str = "heartbeat_instance";
         let mut tx = self.begin_write(OP).await?;
-        let done = sqlx::query(
-            "UPDATE daemon_instances SET heartbeat_at = $2 WHERE id = $1 AND stopped_at IS NULL",
-        )
-        .bind(id)
-        .bind(to_millis(now))
-        .execute(&mut *tx)
-        .await
-        .op(OP)?;
+        let done = sqlx::query(HEARTBEAT)
+            .bind(id)
+            .bind(to_millis(now))
+            .execute(&mut *tx)
+            .await
+            .op(OP)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::InstanceLost { id: id.to_string() });
         }

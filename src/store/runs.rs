@@ -140,6 +140,20 @@ macro_rules! claimable {
     };
 }
 
+/// The next claimable run (the executor's claim loops poll it): a seek per state in
+/// `runs_by_state`, whatever the history.
+pub(super) const CLAIM_NEXT: &str = concat!(
+    "SELECT * FROM runs WHERE ",
+    claimable!(),
+    " ORDER BY scheduled_for, id LIMIT 1"
+);
+
+/// The queued, running and waiting runs of job `$1` (the scheduler, at each fire): seeks in
+/// `runs_job_state_finished`. Unordered: an `ORDER BY created_at` made SQLite read every run
+/// of the job through `runs_by_job` instead; the caller sorts the few rows.
+pub(super) const ACTIVE_RUNS_OF_JOB: &str =
+    "SELECT * FROM runs WHERE job_name = $1 AND state IN ('queued', 'running', 'waiting_retry')";
+
 impl Store {
     /// Enqueues a run, or records a `missed` / `skipped` fire. Returns `None` when the unique
     /// indexes say it already exists: a one-shot run for the same spec hash, or a schedule row
@@ -197,15 +211,11 @@ impl Store {
     ) -> Result<Option<Run>> {
         const OP: &str = "claim_next_run";
         let mut tx = self.begin_write(OP).await?;
-        let candidate = sqlx::query_as::<_, Run>(concat!(
-            "SELECT * FROM runs WHERE ",
-            claimable!(),
-            " ORDER BY scheduled_for, id LIMIT 1"
-        ))
-        .bind(to_millis(now))
-        .fetch_optional(&mut *tx)
-        .await
-        .op(OP)?;
+        let candidate = sqlx::query_as::<_, Run>(CLAIM_NEXT)
+            .bind(to_millis(now))
+            .fetch_optional(&mut *tx)
+            .await
+            .op(OP)?;
         let claimed = match candidate {
             Some(run) => Some(claim(&mut tx, &run, owner, lease, now).await?),
             None => None,
@@ -470,15 +480,13 @@ impl Store {
     /// (`concurrencyPolicy` looks at these).
     #[instrument(level = "trace", skip_all, fields(job = job), err(level = "debug"))]
     pub async fn list_active_runs(&self, job: &str) -> Result<Vec<Run>> {
-        sqlx::query_as::<_, Run>(
-            "SELECT * FROM runs WHERE job_name = $1
-                 AND state IN ('queued', 'running', 'waiting_retry')
-             ORDER BY created_at, id",
-        )
-        .bind(job)
-        .fetch_all(self.reader())
-        .await
-        .op("list_active_runs")
+        let mut runs = sqlx::query_as::<_, Run>(ACTIVE_RUNS_OF_JOB)
+            .bind(job)
+            .fetch_all(self.reader())
+            .await
+            .op("list_active_runs")?;
+        runs.sort_by_key(|r| (r.created_at, r.id));
+        Ok(runs)
     }
 
     /// Runs matching `filter`, newest first.

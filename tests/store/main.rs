@@ -127,6 +127,7 @@ on_both_backends!(
     continue_requests_and_device_code_events,
     replicas_register_lead_and_hand_over,
     history_pruning_keeps_what_must_stay,
+    periodic_reads_stay_o_jobs_with_1_500_000_runs,
 );
 
 /// Several replicas on one database (docs/ha.md): registration never refuses a live replica,
@@ -3525,4 +3526,231 @@ async fn history_pruning_keeps_what_must_stay(db: &TestDb) {
     assert_eq!(left, vec![rare_ok]);
     // Everything newer than the cutoff stays whatever keepRuns says.
     assert_eq!(prune_all(&store, 0, 0, 10).await.runs, 0);
+}
+
+/// Fills a fresh database with a long history, in a few statements: 10,000 jobs with 150
+/// weekly runs each (1,500,000 runs, almost three years), a step, a download, an event, an
+/// export, a stopped restore session, a delivered notification and a consumed operator request
+/// for every tenth run, and a little work in progress (queued and running runs, an undelivered
+/// notification, a pending request).
+async fn fill_with_history(db: &TestDb, conn: &mut AnyConnection) {
+    const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
+    let postgres = matches!(db, TestDb::Postgres(_));
+    let numbers = |n: i64| {
+        if postgres {
+            format!(
+                "WITH n(i) AS (SELECT CAST(generate_series(0, {}) AS BIGINT))",
+                n - 1
+            )
+        } else {
+            format!(
+                "WITH RECURSIVE n(i) AS (SELECT CAST(0 AS BIGINT) UNION ALL
+                                         SELECT i + 1 FROM n WHERE i < {})",
+                n - 1
+            )
+        }
+    };
+    if postgres {
+        // PL/pgSQL's per-row trigger (`run_counts`) made writing the history take a quarter of
+        // an hour on a busy machine; the plans do not depend on the counts.
+        sqlx::raw_sql("ALTER TABLE runs DISABLE TRIGGER USER; SET synchronous_commit = off")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    let statements = [
+        format!(
+            "{} INSERT INTO jobs (name, kind, file, state, next_fire_at, first_seen_at, last_seen_at)
+             SELECT 'job-' || CAST(10000 + i AS TEXT), 'ExportPst', '/jobs/j.yaml', 'active',
+                    i, 0, 0 FROM n",
+            numbers(10_000)
+        ),
+        format!(
+            "{} INSERT INTO job_versions (id, job_name, file, spec_hash, spec_json, valid,
+                                          first_seen_at, last_seen_at)
+             SELECT i + 1, 'job-' || CAST(10000 + i AS TEXT), '/jobs/j.yaml', 'h', '{{}}', 1, 0, 0
+             FROM n",
+            numbers(10_000)
+        ),
+        format!(
+            "{} INSERT INTO runs (id, job_name, job_version_id, spec_hash, trigger, scheduled_for,
+                                  state, created_at, started_at, finished_at, updated_at)
+             SELECT 'run-' || CAST(10000000 + i AS TEXT), 'job-' || CAST(10000 + i / 150 AS TEXT),
+                    i / 150 + 1, 'h', 'schedule', (i % 150) * {WEEK_MS},
+                    CASE WHEN i % 500000 = 149 THEN 'queued'
+                         WHEN i % 500000 = 299 THEN 'running'
+                         WHEN i % 50 = 7 THEN 'failed'
+                         WHEN i % 97 = 3 THEN 'missed'
+                         ELSE 'succeeded' END,
+                    (i % 150) * {WEEK_MS}, (i % 150) * {WEEK_MS},
+                    CASE WHEN i % 500000 IN (149, 299) THEN NULL
+                         ELSE (i % 150) * {WEEK_MS} + 60000 END,
+                    (i % 150) * {WEEK_MS}
+             FROM n",
+            numbers(1_500_000)
+        ),
+        format!(
+            "{} INSERT INTO steps (id, run_id, seq, mailbox_id, state, updated_at)
+             SELECT i + 1, 'run-' || CAST(10000000 + i * 10 AS TEXT), 0, 'mb', 'done', 0 FROM n",
+            numbers(150_000)
+        ),
+        format!(
+            "{} INSERT INTO downloads (step_id, final_path, partial_path, state, bytes_durable,
+                                       updated_at)
+             SELECT i + 1, '/e/' || CAST(i AS TEXT), '/e/.p' || CAST(i AS TEXT), 'published',
+                    1048576, 0
+             FROM n",
+            numbers(150_000)
+        ),
+        format!(
+            "{} INSERT INTO exports (id, job_name, run_id, step_id, path, format, bytes, sha256,
+                                     created_at, deleted_at)
+             SELECT i + 1, 'job-' || CAST(10000 + i / 15 AS TEXT),
+                    'run-' || CAST(10000000 + i * 10 AS TEXT), i + 1,
+                    '/e/' || CAST(i AS TEXT), 'pst', 1048576, '00', 0, 1 FROM n",
+            numbers(150_000)
+        ),
+        format!(
+            "{} INSERT INTO restore_sessions (id, server, organization_id, run_id, state, opened_at,
+                                              stopped_at, updated_at)
+             SELECT 's-' || CAST(i AS TEXT), 'primary', 'org',
+                    'run-' || CAST(10000000 + i * 10 AS TEXT), 'stopped', 0, 0, 0 FROM n",
+            numbers(150_000)
+        ),
+        format!(
+            "{} INSERT INTO events (at, kind, job_name, run_id, message)
+             SELECT i, 'run_finished', 'job-' || CAST(10000 + i / 15 AS TEXT),
+                    'run-' || CAST(10000000 + i * 10 AS TEXT), 'finished' FROM n",
+            numbers(150_000)
+        ),
+        format!(
+            "{} INSERT INTO notifications (delivery, target, event, job_name, run_id, payload,
+                                           next_attempt_at, delivered_at, created_at)
+             SELECT 'd-' || CAST(i AS TEXT), 'ops', 'failed', 'job-' || CAST(10000 + i / 15 AS TEXT),
+                    'run-' || CAST(10000000 + i * 10 AS TEXT), '{{}}', i,
+                    CASE WHEN i % 75000 = 1 THEN NULL ELSE i END, i FROM n",
+            numbers(150_000)
+        ),
+        format!(
+            "{} INSERT INTO operator_requests (kind, job_name, created_at, consumed_at, result)
+             SELECT 'run', 'job-' || CAST(10000 + i / 15 AS TEXT), i,
+                    CASE WHEN i % 75000 = 1 THEN NULL ELSE i END, 'queued' FROM n",
+            numbers(150_000)
+        ),
+    ];
+    for sql in statements {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    if postgres {
+        sqlx::raw_sql("ALTER TABLE runs ENABLE TRIGGER USER")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// The plan of `sql` as lines: SQLite's `EXPLAIN QUERY PLAN` details, or PostgreSQL's generic
+/// plan (the one a prepared statement gets whatever its parameters).
+async fn plan_of(db: &TestDb, conn: &mut AnyConnection, sql: &str) -> Vec<String> {
+    let params = (1..=9).filter(|n| sql.contains(&format!("${n}"))).count();
+    match db {
+        TestDb::Sqlite(_) => {
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap();
+            rows.into_iter().map(|r| r.3).collect()
+        }
+        TestDb::Postgres(_) => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DEALLOCATE ALL; SET plan_cache_mode = force_generic_plan; PREPARE periodic AS {sql}"
+            )))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+            let nulls = vec!["NULL"; params].join(", ");
+            let execute = if params == 0 {
+                "EXPLAIN EXECUTE periodic".to_string()
+            } else {
+                format!("EXPLAIN EXECUTE periodic({nulls})")
+            };
+            let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(execute))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|r| r.try_get::<String, _>(0).unwrap())
+                .collect()
+        }
+    }
+}
+
+/// Every periodic read of the daemon (`store::periodic::PERIODIC_READS`: metrics, the status
+/// line, the scheduler, the reconcile task, the claim polls, the request consumer, the
+/// notification deliverer, the heartbeat) stays O(jobs) on a database with 1,500,000 runs: no
+/// plan scans a table that grows with the history (on SQLite each names its index; on
+/// PostgreSQL, after ANALYZE, no sequential scan of such a table).
+async fn periodic_reads_stay_o_jobs_with_1_500_000_runs(db: &TestDb) {
+    use restorectl::store::periodic::{HISTORY_TABLES, PERIODIC_READS, WORK_IN_PROGRESS_INDEXES};
+    db.open().await.close().await;
+    let mut conn = db.raw().await;
+    if matches!(db, TestDb::Sqlite(_)) {
+        // Only speeds up writing the history (index pages stay in memory).
+        sqlx::query("PRAGMA cache_size = -400000")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    fill_with_history(db, &mut conn).await;
+    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(runs, 1_500_000);
+    eprintln!("history of {runs} runs written in {:?}", started.elapsed());
+    if matches!(db, TestDb::Postgres(_)) {
+        // What autovacuum does on a real server after such a history.
+        sqlx::raw_sql("ANALYZE").execute(&mut conn).await.unwrap();
+    }
+    let mut failures = Vec::new();
+    for read in PERIODIC_READS {
+        let plan = plan_of(db, &mut conn, read.sql).await;
+        let scans: Vec<&String> = plan
+            .iter()
+            .filter(|line| {
+                HISTORY_TABLES.iter().any(|table| match db {
+                    TestDb::Sqlite(_) => {
+                        line.starts_with(&format!("SCAN {table}"))
+                            && !WORK_IN_PROGRESS_INDEXES
+                                .iter()
+                                .any(|i| line.contains(&format!("INDEX {i}")))
+                    }
+                    TestDb::Postgres(_) => {
+                        line.contains(&format!("Seq Scan on {table} "))
+                            || line.ends_with(&format!("Seq Scan on {table}"))
+                    }
+                })
+            })
+            .collect();
+        let names_index =
+            matches!(db, TestDb::Postgres(_)) || plan.iter().any(|l| l.contains(read.sqlite_plan));
+        if !scans.is_empty() || !names_index {
+            failures.push(format!(
+                "{}: {}\n  {}",
+                read.what,
+                read.sql,
+                plan.join("\n  ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "periodic reads that grow with the history:\n{}",
+        failures.join("\n")
+    );
 }
