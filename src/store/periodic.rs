@@ -2,7 +2,7 @@
 //! status (every 5 s), the per-job series (every 60 s), the scheduler's tick, the reconcile
 //! task's rescans, the executor's claim polls, the request consumer, the notification
 //! deliverer, the heartbeat — listed in one place so that a test can read their query plans on
-//! a database with a long history (tests/store `periodic_reads_stay_o_jobs_with_1_500_000_runs`).
+//! a database with a long history (tests/store `periodic_reads_stay_o_jobs_with_a_long_history`).
 //!
 //! Each must cost O(jobs) or O(work in progress), never O(history): a read of `runs`,
 //! `steps`, `events`, `notifications`, `downloads`, `exports` or `restore_sessions` is a seek
