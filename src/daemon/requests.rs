@@ -93,21 +93,30 @@ impl RequestConsumer {
         let mut report = RequestsReport::default();
         for request in self.store.list_pending_requests().await? {
             let now = self.clock.now();
-            let (result, run) = match request.kind {
-                RequestKind::Run => self.manual_run(&request, table, now).await?,
-                RequestKind::Cancel => (self.cancel(&request, now).await?, None),
-                RequestKind::Resolve => (self.resolve(&request).await, None),
+            let consumed = match request.kind {
+                // The run is queued in the transaction that consumes the request.
+                RequestKind::Run => self.manual_run(&request, table, now).await,
+                RequestKind::Cancel => {
+                    let result = self.cancel(&request, now).await?;
+                    self.store
+                        .consume_request(request.id, &result, None, now)
+                        .await
+                        .map(|row| (row, None))
+                }
+                RequestKind::Resolve => {
+                    let result = self.resolve(&request).await;
+                    self.store
+                        .consume_request(request.id, &result, None, now)
+                        .await
+                        .map(|row| (row, None))
+                }
             };
-            match self
-                .store
-                .consume_request(request.id, &result, run, now)
-                .await
-            {
-                Ok(_) => {}
+            let (result, run) = match consumed {
+                Ok((row, run)) => (row.result.unwrap_or_default(), run),
                 // Consumed meanwhile (another consumer): nothing to record twice.
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
-            }
+            };
             tracing::info!(
                 request = request.id,
                 kind = %request.kind,
@@ -127,19 +136,26 @@ impl RequestConsumer {
         request: &OperatorRequest,
         table: &JobTable,
         now: DateTime<Utc>,
-    ) -> Result<(String, Option<crate::store::RunId>), StoreError> {
+    ) -> Result<(OperatorRequest, Option<crate::store::RunId>), StoreError> {
+        let refuse = |result: String| async move {
+            self.store
+                .consume_request(request.id, &result, None, now)
+                .await
+                .map(|row| (row, None))
+        };
         let Some(name) = request.job_name.as_deref() else {
-            return Ok(("refused: the request names no job".into(), None));
+            return refuse("refused: the request names no job".into()).await;
         };
         let Some(active) = table.get(name) else {
-            return Ok((
-                format!("refused: job {name} is unknown, removed, or has no valid version to run"),
-                None,
-            ));
+            return refuse(format!(
+                "refused: job {name} is unknown, removed, or has no valid version to run"
+            ))
+            .await;
         };
-        let queued = self
+        let (row, queued) = self
             .store
-            .enqueue_run(
+            .enqueue_requested_run(
+                request.id,
                 &NewRun {
                     job_name: name,
                     job_version_id: active.version_id,
@@ -156,11 +172,7 @@ impl RequestConsumer {
                 now,
             )
             .await?;
-        Ok(match queued {
-            Some(run) => (format!("queued manual run {}", run.id), Some(run.id)),
-            // Manual runs have no unique key; a `None` cannot happen, but say so if it does.
-            None => ("refused: the run could not be queued".into(), None),
-        })
+        Ok((row, queued.map(|r| r.id)))
     }
 
     async fn cancel(

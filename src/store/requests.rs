@@ -16,7 +16,10 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::instrument;
 
+use sqlx::AnyConnection;
+
 use super::events::{self, EventKind, NewEvent};
+use super::runs::{NewRun, Run, insert_run};
 use super::{
     Decision, Millis, OptMillis, RequestKind, Result, RunId, SqlxResultExt, Store, StoreError,
     duration_millis, to_millis,
@@ -191,39 +194,34 @@ impl Store {
     ) -> Result<OperatorRequest> {
         const OP: &str = "consume_request";
         let mut tx = self.begin_write(OP).await?;
-        let row = sqlx::query_as::<_, OperatorRequest>(
-            "UPDATE operator_requests SET consumed_at = $2, result = $3, result_run_id = $4
-             WHERE id = $1 AND consumed_at IS NULL
-             RETURNING *",
-        )
-        .bind(id)
-        .bind(to_millis(now))
-        .bind(result)
-        .bind(result_run_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .op(OP)?;
-        let Some(row) = row else {
-            sqlx::query_scalar::<_, i64>("SELECT id FROM operator_requests WHERE id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await
-                .found(OP, "operator request", id)?;
-            return Err(StoreError::Conflict {
-                what: "consumption of operator request",
-                id: id.to_string(),
-            });
-        };
-        let mut event = NewEvent::new(
-            EventKind::RequestConsumed,
-            format!("operator request {id} ({}): {result}", row.kind),
-        )
-        .data(json!({ "request": id, "kind": row.kind, "result": result }));
-        event.job_name = row.job_name.clone();
-        event.run_id = result_run_id.or(row.run_id);
-        events::insert(&mut tx, &event, now).await?;
+        let row = consume_request_in(&mut tx, id, result, result_run_id, now).await?;
         tx.commit().await.op(OP)?;
         Ok(row)
+    }
+
+    /// Queues the manual run a `run` request asked for and consumes the request, in ONE write
+    /// transaction: a crash, or a second consumer (a replica that took the lead meanwhile),
+    /// never turns one request into two runs. [`StoreError::Conflict`] (and no run) when the
+    /// request was already consumed.
+    #[instrument(level = "trace", skip_all, fields(request = id), err(level = "debug"))]
+    pub async fn enqueue_requested_run(
+        &self,
+        id: i64,
+        run: &NewRun<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(OperatorRequest, Option<Run>)> {
+        const OP: &str = "enqueue_requested_run";
+        let mut tx = self.begin_write(OP).await?;
+        let queued = insert_run(&mut tx, run, now).await?;
+        let result = match &queued {
+            Some(r) => format!("queued manual run {}", r.id),
+            // Manual runs have no unique key; a `None` cannot happen, but say so if it does.
+            None => "refused: the run could not be queued".to_string(),
+        };
+        let row =
+            consume_request_in(&mut tx, id, &result, queued.as_ref().map(|r| r.id), now).await?;
+        tx.commit().await.op(OP)?;
+        Ok((row, queued))
     }
 
     /// Takes the single-instance lock for `me`. Fails with [`StoreError::InstanceLocked`]
@@ -362,4 +360,47 @@ impl Store {
         .await
         .op("list_live_instances")
     }
+}
+
+/// Marks request `id` consumed with `result` (see [`Store::consume_request`]).
+async fn consume_request_in(
+    tx: &mut AnyConnection,
+    id: i64,
+    result: &str,
+    result_run_id: Option<RunId>,
+    now: DateTime<Utc>,
+) -> Result<OperatorRequest> {
+    const OP: &str = "consume_request";
+    let row = sqlx::query_as::<_, OperatorRequest>(
+        "UPDATE operator_requests SET consumed_at = $2, result = $3, result_run_id = $4
+         WHERE id = $1 AND consumed_at IS NULL
+         RETURNING *",
+    )
+    .bind(id)
+    .bind(to_millis(now))
+    .bind(result)
+    .bind(result_run_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .op(OP)?;
+    let Some(row) = row else {
+        sqlx::query_scalar::<_, i64>("SELECT id FROM operator_requests WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .found(OP, "operator request", id)?;
+        return Err(StoreError::Conflict {
+            what: "consumption of operator request",
+            id: id.to_string(),
+        });
+    };
+    let mut event = NewEvent::new(
+        EventKind::RequestConsumed,
+        format!("operator request {id} ({}): {result}", row.kind),
+    )
+    .data(json!({ "request": id, "kind": row.kind, "result": result }));
+    event.job_name = row.job_name.clone();
+    event.run_id = result_run_id.or(row.run_id);
+    events::insert(tx, &event, now).await?;
+    Ok(row)
 }

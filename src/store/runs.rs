@@ -526,7 +526,7 @@ pub(crate) async fn get_run_in(conn: &mut AnyConnection, id: RunId) -> Result<Ru
         .found("get_run", "run", id)
 }
 
-async fn insert_run(
+pub(super) async fn insert_run(
     conn: &mut AnyConnection,
     run: &NewRun<'_>,
     now: DateTime<Utc>,

@@ -111,6 +111,7 @@ on_both_backends!(
     runs_enqueue_claim_lease_and_finish,
     steps_follow_the_at_most_once_protocol,
     submitting_needs_the_runs_unexpired_lease,
+    a_run_request_queues_one_run_whoever_consumes_it,
     restore_sessions_bookkeeping,
     downloads_progress_and_exports_retention,
     search_progress_is_a_resume_point_per_step,
@@ -3764,4 +3765,41 @@ async fn periodic_reads_stay_o_jobs_with_a_long_history(db: &TestDb) {
         "periodic reads that grow with the history:\n{}",
         failures.join("\n")
     );
+}
+
+/// A `run` request becomes exactly one run: the run is queued in the transaction that consumes
+/// the request, so a second consumer (a replica that took the lead meanwhile) gets a conflict
+/// and queues nothing.
+async fn a_run_request_queues_one_run_whoever_consumes_it(db: &TestDb) {
+    let store = db.open().await;
+    let v = seed_job(&store, "asked", "h1").await;
+    let request = store
+        .insert_request(&NewRequest::Run { job: "asked" }, Some("alice"), t(1))
+        .await
+        .unwrap();
+    let run = new_run("asked", v, "h1", Trigger::Manual, 2);
+    let (row, queued) = store
+        .enqueue_requested_run(request.id, &run, t(2))
+        .await
+        .unwrap();
+    let queued = queued.expect("queued");
+    assert_eq!(row.result_run_id, Some(queued.id));
+    assert_eq!(
+        row.result.as_deref(),
+        Some(format!("queued manual run {}", queued.id).as_str())
+    );
+    let again = store.enqueue_requested_run(request.id, &run, t(3)).await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict { .. })),
+        "{again:?}"
+    );
+    let runs = store
+        .list_runs(&RunFilter {
+            job: Some("asked"),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(store.list_pending_requests().await.unwrap().is_empty());
 }
