@@ -26,6 +26,7 @@ use serde_json::json;
 use tracing::instrument;
 
 use super::events::{self, EventKind, NewEvent};
+use super::requests::upsert_instance_in;
 use super::{
     DaemonInstance, InstanceInfo, Millis, Result, SqlxResultExt, Store, StoreError,
     duration_millis, to_millis,
@@ -112,21 +113,7 @@ impl Store {
                 events::insert(&mut tx, &event, now).await?;
             }
         }
-        let row = sqlx::query_as::<_, DaemonInstance>(
-            "INSERT INTO daemon_instances (id, pid, host, started_at, heartbeat_at, name)
-             VALUES ($1, $2, $3, $4, $4, $5)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
-                 stopped_at = NULL
-             RETURNING *",
-        )
-        .bind(me.id)
-        .bind(i64::from(me.pid))
-        .bind(me.host)
-        .bind(now_ms)
-        .bind(me.name)
-        .fetch_one(&mut *tx)
-        .await
-        .op(OP)?;
+        let row = upsert_instance_in(&mut tx, me, now_ms).await.op(OP)?;
         let event = NewEvent::new(
             EventKind::InstanceStarted,
             format!(

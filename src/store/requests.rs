@@ -276,21 +276,7 @@ impl Store {
             .data(json!({ "stale": stale.id, "by": me.id }));
             events::insert(&mut tx, &event, now).await?;
         }
-        let row = sqlx::query_as::<_, DaemonInstance>(
-            "INSERT INTO daemon_instances (id, pid, host, started_at, heartbeat_at, name)
-             VALUES ($1, $2, $3, $4, $4, $5)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
-                 stopped_at = NULL
-             RETURNING *",
-        )
-        .bind(me.id)
-        .bind(i64::from(me.pid))
-        .bind(me.host)
-        .bind(now_ms)
-        .bind(me.name)
-        .fetch_one(&mut *tx)
-        .await
-        .op(OP)?;
+        let row = upsert_instance_in(&mut tx, me, now_ms).await.op(OP)?;
         let event = NewEvent::new(
             EventKind::InstanceStarted,
             format!(
@@ -360,6 +346,28 @@ impl Store {
         .await
         .op("list_live_instances")
     }
+}
+
+/// Inserts (or revives) `me`'s row of `daemon_instances`, heartbeat at `now_ms`.
+pub(super) async fn upsert_instance_in(
+    tx: &mut AnyConnection,
+    me: &InstanceInfo<'_>,
+    now_ms: i64,
+) -> std::result::Result<DaemonInstance, sqlx::Error> {
+    sqlx::query_as::<_, DaemonInstance>(
+        "INSERT INTO daemon_instances (id, pid, host, started_at, heartbeat_at, name)
+         VALUES ($1, $2, $3, $4, $4, $5)
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
+             stopped_at = NULL
+         RETURNING *",
+    )
+    .bind(me.id)
+    .bind(i64::from(me.pid))
+    .bind(me.host)
+    .bind(now_ms)
+    .bind(me.name)
+    .fetch_one(&mut *tx)
+    .await
 }
 
 /// Marks request `id` consumed with `result` (see [`Store::consume_request`]).

@@ -37,19 +37,12 @@ async fn only_run(store: &Store, job: &str) -> Option<restorectl::store::Run> {
 /// Long enough for a run's slowest phase in a debug build.
 const SLOW: Duration = Duration::from_secs(60);
 
-async fn until<T, F, Fut>(what: &str, mut check: F) -> T
+async fn until<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < SLOW, "{what}: not within {SLOW:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_within(what, SLOW, check).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -23,19 +23,12 @@ async fn simulator() -> SimHandle {
         .unwrap()
 }
 
-async fn until<T, F, Fut>(what: &str, mut check: F) -> T
+async fn until<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < SLOW, "{what}: not within {SLOW:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_within(what, SLOW, check).await
 }
 
 fn secret(site: &Site, name: &str, value: &str) {

@@ -120,7 +120,19 @@ pub async fn store(site: &Site) -> Store {
 
 /// Polls `check` every 50 ms until it returns `Some`, up to [`PATIENCE`]. Returns the value and
 /// the time it took (reported, never asserted).
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> (T, Duration)
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    let v = until_within(what, PATIENCE, check).await;
+    (v, start.elapsed())
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing the test after `limit` (a bound
+/// on a hang, never a speed assertion).
+pub async fn until_within<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -128,13 +140,10 @@ where
     let start = Instant::now();
     loop {
         if let Some(v) = check().await {
-            return (v, start.elapsed());
+            return v;
         }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "{what}: not within {PATIENCE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
