@@ -315,7 +315,16 @@ impl Scheduler {
             .collect();
         let mut skip_reason = String::new();
         if let Some(fire) = p.run {
-            let active_runs = self.store.list_active_runs(name).await?;
+            // Not the run of this very fire: that can only be one another replica's scheduler
+            // queued meanwhile (a leadership change), and cancelling or counting it would lose
+            // the fire (this tick's own insert then meets the slot's unique key).
+            let active_runs: Vec<_> = self
+                .store
+                .list_active_runs(name)
+                .await?
+                .into_iter()
+                .filter(|r| !(r.trigger == Trigger::Schedule && r.scheduled_for == fire))
+                .collect();
             match schedule
                 .concurrency_policy()
                 .decide(!active_runs.is_empty())
