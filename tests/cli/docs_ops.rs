@@ -296,6 +296,23 @@ fn output_json(cmd: &mut assert_cmd::Command) -> Value {
 #[test]
 fn cli_json_doc_matches_the_real_output_both_ways() {
     let f = Fixture::with_history();
+    // The queued run executing under a daemon's lease, so `heldBy` is produced where a running
+    // run shows (`runs[]`, `run`, and `jobs[].lastRun` of its job).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = restorectl::store::Store::open(f.db()).await.unwrap();
+        store
+            .claim_run(
+                f.queued,
+                "test-daemon",
+                std::time::Duration::from_secs(3600),
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap()
+            .expect("the queued run is claimable");
+        store.close().await;
+    });
     let plan_dir = scenario();
     let outputs: Vec<(&str, Vec<Value>)> = vec![
         (
@@ -308,7 +325,7 @@ fn cli_json_doc_matches_the_real_output_both_ways() {
         ),
         (
             "`restorectl show RUN_ID --json`",
-            [f.export, f.restore, f.search, f.failed, f.in_doubt]
+            [f.export, f.restore, f.search, f.failed, f.in_doubt, f.queued]
                 .iter()
                 .map(|run| output_json(&mut f.cmd(&["show", &run.to_string(), "--json"])))
                 .collect(),
