@@ -325,10 +325,12 @@ fn cli_json_doc_matches_the_real_output_both_ways() {
         ),
         (
             "`restorectl show RUN_ID --json`",
-            [f.export, f.restore, f.search, f.failed, f.in_doubt, f.queued]
-                .iter()
-                .map(|run| output_json(&mut f.cmd(&["show", &run.to_string(), "--json"])))
-                .collect(),
+            [
+                f.export, f.restore, f.search, f.failed, f.in_doubt, f.queued,
+            ]
+            .iter()
+            .map(|run| output_json(&mut f.cmd(&["show", &run.to_string(), "--json"])))
+            .collect(),
         ),
         (
             "`restorectl plan --format json`",
