@@ -28,8 +28,7 @@ use tracing::instrument;
 use super::events::{self, EventKind, NewEvent};
 use super::requests::upsert_instance_in;
 use super::{
-    DaemonInstance, InstanceInfo, Millis, Result, SqlxResultExt, Store, StoreError,
-    duration_millis, to_millis,
+    DaemonInstance, InstanceInfo, Millis, Result, SqlxResultExt, Store, duration_millis, to_millis,
 };
 
 /// The row of `leadership`: who leads and until when.
@@ -132,21 +131,13 @@ impl Store {
     /// gone.
     #[instrument(level = "trace", skip_all, fields(instance = id), err(level = "debug"))]
     pub async fn heartbeat_replica(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
-        const OP: &str = "heartbeat_replica";
-        let mut tx = self.begin_write(OP).await?;
-        let done = sqlx::query(
+        self.heartbeat(
+            "heartbeat_replica",
             "UPDATE daemon_instances SET heartbeat_at = $2, stopped_at = NULL WHERE id = $1",
+            id,
+            now,
         )
-        .bind(id)
-        .bind(to_millis(now))
-        .execute(&mut *tx)
         .await
-        .op(OP)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::InstanceLost { id: id.to_string() });
-        }
-        tx.commit().await.op(OP)?;
-        Ok(())
     }
 
     /// Takes or renews the lead for instance `id` with a lease of `lease`: granted when nobody

@@ -294,18 +294,30 @@ impl Store {
     /// was taken over or released (the daemon must stop claiming work).
     #[instrument(level = "trace", skip_all, fields(instance = id), err(level = "debug"))]
     pub async fn heartbeat_instance(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
-        const OP: &str = "heartbeat_instance";
-        let mut tx = self.begin_write(OP).await?;
-        let done = sqlx::query(HEARTBEAT)
+        self.heartbeat("heartbeat_instance", HEARTBEAT, id, now)
+            .await
+    }
+
+    /// Runs a heartbeat `UPDATE` (`$1` the instance id, `$2` now) of `daemon_instances`;
+    /// [`StoreError::InstanceLost`] when it touched no row.
+    pub(super) async fn heartbeat(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write(op).await?;
+        let done = sqlx::query(sql)
             .bind(id)
             .bind(to_millis(now))
             .execute(&mut *tx)
             .await
-            .op(OP)?;
+            .op(op)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::InstanceLost { id: id.to_string() });
         }
-        tx.commit().await.op(OP)?;
+        tx.commit().await.op(op)?;
         Ok(())
     }
 

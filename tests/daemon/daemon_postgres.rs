@@ -316,18 +316,6 @@ async fn an_installation_moves_from_sqlite_to_postgres_with_migrate_state() {
     sim.shutdown().await;
 }
 
-/// Polls `/readyz` and returns its status code (`None`: no answer).
-async fn readyz(port: u16) -> Option<u16> {
-    let client = reqwest::Client::new();
-    let answer = client
-        .get(format!("http://127.0.0.1:{port}/readyz"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    Some(answer.status().as_u16())
-}
-
 /// The database stops in the middle of a restore and an export (a failover, a restart) and
 /// comes back 15 s later (longer than the store's 10 s wait for a connection, so store calls
 /// fail meanwhile): the daemon keeps its process, says not-ready on `/readyz` while the

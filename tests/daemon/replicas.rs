@@ -829,16 +829,6 @@ async fn seed_queue(store: &Store, url: &str, runs: u64) {
     .unwrap();
 }
 
-async fn readyz(port: u16) -> Option<u16> {
-    let answer = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/readyz"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    Some(answer.status().as_u16())
-}
-
 /// The database goes away for 15 s (longer than the store's 10 s wait for a connection) while
 /// two replicas work on a restore: both keep their processes, both say not-ready on `/readyz`,
 /// both come back, the lead is held again, and the restore finishes with one POST.

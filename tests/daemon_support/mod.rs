@@ -290,3 +290,14 @@ pub fn published(root: &std::path::Path, job: &str) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `GET /readyz` of a daemon listening on `port`: its status code (`None`: no answer).
+pub async fn readyz(port: u16) -> Option<u16> {
+    let answer = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    Some(answer.status().as_u16())
+}
