@@ -74,6 +74,7 @@ pub fn run(args: SimulateArgs, config_file: Option<&Path>) -> anyhow::Result<Out
         .users
         .iter()
         .any(|u| u.username == DEV_USERNAME && u.password == DEV_PASSWORD);
+    let paging_mailboxes = config.paging_org_mailboxes;
     let usernames: Vec<String> = config.users.iter().map(|u| u.username.clone()).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -85,7 +86,10 @@ pub fn run(args: SimulateArgs, config_file: Option<&Path>) -> anyhow::Result<Out
         writeln!(out, "VB365 simulator listening on {}", sim.base_url())?;
         writeln!(out, "  API base:      {}/v8/", sim.base_url())?;
         writeln!(out, "  organization:  {DEMO_ORG_NAME} ({DEMO_ORG_ID})")?;
-        writeln!(out, "  paging org:    {PAGING_ORG_NAME} (2,500 mailboxes)")?;
+        writeln!(
+            out,
+            "  paging org:    {PAGING_ORG_NAME} ({paging_mailboxes} mailboxes)"
+        )?;
         if dev_user {
             // The development account is public by design (SPEC §6.1); configured accounts
             // are listed by name only.
@@ -96,6 +100,11 @@ pub fn run(args: SimulateArgs, config_file: Option<&Path>) -> anyhow::Result<Out
         writeln!(
             out,
             "  device codes:  curl -X POST '{}/sim/devicelogin?code=CODE' signs one in",
+            sim.base_url()
+        )?;
+        writeln!(
+            out,
+            "  statistics:    curl '{}/sim/stats' counts the requests per route",
             sim.base_url()
         )?;
         writeln!(out, "Press Ctrl-C to stop.")?;

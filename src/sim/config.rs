@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::faults::FaultRule;
-use super::world::{DEV_PASSWORD, DEV_USERNAME, ExtraMailbox, default_latest_backup};
+use super::world::{
+    DEV_PASSWORD, DEV_USERNAME, ExtraMailbox, PAGING_ORG_MAILBOXES, default_latest_backup,
+};
 
 /// A user the token endpoint accepts. The password never appears in Debug output.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +171,10 @@ pub struct SimConfig {
     /// Mailboxes added to the demo organisation after its own (tests of odd real-world data:
     /// a shared mailbox without an address, say).
     pub extra_mailboxes: Vec<ExtraMailbox>,
+    /// Number of mailboxes of the paging organisation (`fabrikam.onmicrosoft.com`,
+    /// `user0001@fabrikam.com` …), default 2,500: benchmarks export or search whole tenants of
+    /// 10,000 and more.
+    pub paging_org_mailboxes: usize,
     /// When above 0, every search answers this many generated hits instead of matching the
     /// world's items: spread over the searched mailboxes in turn (one mailbox for a mailbox
     /// search) and built from the seed page by page, so a million-hit search holds nothing per
@@ -203,6 +209,7 @@ impl Default for SimConfig {
             tls: None,
             faults: Vec::new(),
             extra_mailboxes: Vec::new(),
+            paging_org_mailboxes: PAGING_ORG_MAILBOXES,
             synthetic_search_hits: 0,
         }
     }

@@ -112,6 +112,20 @@ pub fn redact(value: &Value) -> Value {
     }
 }
 
+/// Request counts of the journal, served at [`STATS_PATH`] so that a benchmark can count the
+/// API calls of any client, restorectl or a script.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JournalStats {
+    /// Requests recorded.
+    pub requests: u64,
+    /// Requests per `METHOD template`.
+    pub by_route: BTreeMap<String, u64>,
+}
+
+/// The simulator's own statistics route: `GET /sim/stats`.
+pub(crate) const STATS_PATH: &str = "/sim/stats";
+
 /// The journal store.
 #[derive(Debug, Default)]
 pub(crate) struct Journal {
@@ -121,9 +135,28 @@ pub(crate) struct Journal {
 impl Journal {
     pub(crate) fn record(&self, entry: JournalEntry) {
         if let Ok(mut entries) = self.entries.lock() {
-            entries.push(entry);
-            entries.sort_by_key(|e| e.seq);
+            // Entries arrive almost in order (a request is recorded when it is answered):
+            // insert in place rather than re-sorting the whole journal on every request.
+            let at = entries.partition_point(|e| e.seq < entry.seq);
+            entries.insert(at, entry);
         }
+    }
+
+    /// Requests answered so far, in all and per `METHOD template` (`METHOD path` for an
+    /// unknown route).
+    pub(crate) fn stats(&self) -> JournalStats {
+        let mut stats = JournalStats::default();
+        if let Ok(entries) = self.entries.lock() {
+            for e in entries.iter() {
+                stats.requests += 1;
+                let route = e.route.as_deref().unwrap_or(&e.path);
+                *stats
+                    .by_route
+                    .entry(format!("{} {route}", e.method))
+                    .or_default() += 1;
+            }
+        }
+        stats
     }
 
     pub(crate) fn snapshot(&self) -> Vec<JournalEntry> {

@@ -60,7 +60,7 @@ pub use config::{
 pub use error::SimError;
 pub use export::{PST_MAGIC, ZIP_MAGIC};
 pub use faults::{CallRange, FaultAction, FaultPatternError, FaultRule};
-pub use journal::{JournalEntry, REDACTED};
+pub use journal::{JournalEntry, JournalStats, REDACTED};
 pub use search::QueryError;
 pub use sessions::SessionInfo;
 pub use world::{
@@ -119,14 +119,19 @@ impl Simulator {
         let local = listener
             .local_addr()
             .map_err(|source| SimError::Bind { addr, source })?;
-        let world =
-            World::with_extra_mailboxes(config.seed, config.latest_backup, &config.extra_mailboxes);
+        let world = World::build(
+            config.seed,
+            config.latest_backup,
+            &config.extra_mailboxes,
+            config.paging_org_mailboxes,
+        );
         let state = Arc::new(SimState::new(config, world, faults));
         let router = axum::Router::new()
             .route(
                 device_code::SIGN_IN_PATH,
                 axum::routing::post(device_code::sign_in_route),
             )
+            .route(journal::STATS_PATH, axum::routing::get(stats_route))
             .fallback(routes::dispatch)
             .with_state(Arc::clone(&state));
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -146,6 +151,13 @@ impl Simulator {
             accept: Some(accept),
         })
     }
+}
+
+/// `GET /sim/stats`: the journal's [`JournalStats`] as JSON. Not recorded in the journal itself.
+async fn stats_route(
+    axum::extract::State(state): axum::extract::State<Arc<SimState>>,
+) -> axum::Json<JournalStats> {
+    axum::Json(state.journal.stats())
 }
 
 /// A running simulator: its address, journal, fault control and world access.

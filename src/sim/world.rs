@@ -25,7 +25,8 @@ pub const DEMO_ORG_NAME: &str = "contoso.onmicrosoft.com";
 pub const DEMO_ORG_ID: Uuid = Uuid::from_u128(0x6f1c8e0a_6a4b_4d1e_9a51_3c2f0b7d9e01);
 /// Name of the organisation with 2,500 mailboxes used by paging tests.
 pub const PAGING_ORG_NAME: &str = "fabrikam.onmicrosoft.com";
-/// Number of mailboxes of [`PAGING_ORG_NAME`].
+/// Number of mailboxes of [`PAGING_ORG_NAME`] unless
+/// [`SimConfig::paging_org_mailboxes`](super::SimConfig::paging_org_mailboxes) says otherwise.
 pub const PAGING_ORG_MAILBOXES: usize = 2500;
 /// Development username accepted by the default configuration.
 pub const DEV_USERNAME: &str = "CONTOSO\\svc-restore";
@@ -309,15 +310,17 @@ impl World {
     /// (daily restore points at the same time of day going back 540 days).
     #[cfg(test)]
     pub fn new(seed: u64, latest_backup: DateTime<Utc>) -> World {
-        World::with_extra_mailboxes(seed, latest_backup, &[])
+        World::build(seed, latest_backup, &[], PAGING_ORG_MAILBOXES)
     }
 
-    /// [`World::new`] with `extra` mailboxes appended to the demo organisation. An extra
-    /// mailbox's id also derives from its name, so two without an address differ.
-    pub fn with_extra_mailboxes(
+    /// [`World::new`] with `extra` mailboxes appended to the demo organisation and
+    /// `paging_mailboxes` mailboxes (`user0001@fabrikam.com` …) in the paging organisation. An
+    /// extra mailbox's id also derives from its name, so two without an address differ.
+    pub fn build(
         seed: u64,
         latest_backup: DateTime<Utc>,
         extra: &[ExtraMailbox],
+        paging_mailboxes: usize,
     ) -> World {
         let seed_bytes = seed.to_le_bytes();
         let mailbox = |org_id: Uuid, email: &str, name: &str, is_archive: bool| Mailbox {
@@ -356,7 +359,7 @@ impl World {
             contoso_boxes.push(m);
         }
         let fabrikam_id = derive_uuid(&[b"org", &seed_bytes, PAGING_ORG_NAME.as_bytes()]);
-        let fabrikam_boxes = (1..=PAGING_ORG_MAILBOXES)
+        let fabrikam_boxes = (1..=paging_mailboxes)
             .map(|n| {
                 let email = format!("user{n:04}@fabrikam.com");
                 mailbox(fabrikam_id, &email, &format!("User {n:04}"), false)

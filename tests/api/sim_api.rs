@@ -564,3 +564,55 @@ async fn restore_points_follow_latest_backup() {
         .await;
     assert_eq!(none["results"], json!([]));
 }
+
+/// `pagingOrgMailboxes` sizes the paging organisation for tenant-scale benchmarks, and
+/// `GET /sim/stats` counts every answered request per route without counting itself: the
+/// figure `bench/mass-export.sh` compares between restorectl and a curl script.
+#[tokio::test]
+async fn the_paging_org_size_is_configurable_and_sim_stats_counts_requests_per_route() {
+    let api = Api::new(SimConfig {
+        paging_org_mailboxes: 10_003,
+        ..fast_config()
+    })
+    .await;
+    let rs = fabrikam(&api).await;
+    let all = api
+        .all_pages(
+            &format!("/v8/RestoreSessions/{rs}/organization/mailboxes"),
+            10_000,
+        )
+        .await;
+    assert_eq!(all.len(), 10_003);
+    assert_eq!(all[0]["email"], "user0001@fabrikam.com");
+    assert_eq!(all[10_002]["email"], "user10003@fabrikam.com");
+    let ids: HashSet<&str> = all.iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(ids.len(), 10_003);
+
+    let stats = |api: &Api| {
+        let url = api.url("/sim/stats");
+        let http = api.http.clone();
+        async move {
+            let resp = http.get(url).send().await.expect("GET /sim/stats");
+            assert_eq!(resp.status(), StatusCode::OK);
+            resp.json::<Value>().await.expect("stats json")
+        }
+    };
+    let first = stats(&api).await;
+    // token, organisations, explore, two pages of mailboxes.
+    assert_eq!(first["requests"], 5, "{first}");
+    assert_eq!(first["byRoute"]["POST /v8/token"], 1);
+    assert_eq!(first["byRoute"]["GET /v8/Organizations"], 1);
+    assert_eq!(
+        first["byRoute"]["POST /v8/Organizations/{organizationId}/explore"],
+        1
+    );
+    assert_eq!(first["byRoute"][format!("GET {MAILBOXES}")], 2);
+    // Asking again counts nothing new; an unknown path is counted under its own path.
+    assert_eq!(stats(&api).await, first);
+    let (status, _) = api.get("/v8/NoSuchThing").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let second = stats(&api).await;
+    assert_eq!(second["requests"], 6);
+    assert_eq!(second["byRoute"]["GET /v8/NoSuchThing"], 1);
+    assert_eq!(api.sim.journal().len(), 6);
+}
