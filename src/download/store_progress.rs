@@ -1,5 +1,7 @@
 //! [`ProgressStore`] over the state database: the `downloads` row of one ExportPst step, and the
-//! `exports` row of the published file (which makes it a retention candidate).
+//! `exports` row of the published file (which makes it a retention candidate). The run engine's
+//! progress ([`StoreProgress::finishing_the_step`]) also finishes the step in the transaction
+//! that records the publication.
 
 use chrono::Utc;
 
@@ -13,12 +15,28 @@ use crate::store::{FileFormat, NewExport, RunId, Store, StoreError};
 pub struct StoreProgress {
     store: Store,
     step_id: i64,
+    finish_step: bool,
 }
 
 impl StoreProgress {
     /// Progress of the download of `step_id`.
     pub fn new(store: Store, step_id: i64) -> Self {
-        StoreProgress { store, step_id }
+        StoreProgress {
+            store,
+            step_id,
+            finish_step: false,
+        }
+    }
+
+    /// Progress of the download of `step_id` whose publication also finishes the step: the
+    /// file is stored on the step and the step moves to `done` in the same transaction
+    /// ([`Store::finish_export_step`]).
+    pub fn finishing_the_step(store: Store, step_id: i64) -> Self {
+        StoreProgress {
+            store,
+            step_id,
+            finish_step: true,
+        }
     }
 }
 
@@ -98,6 +116,12 @@ impl ProgressStore for StoreProgress {
             bytes: m.bytes,
             sha256: &m.sha256,
         };
+        if self.finish_step {
+            self.store
+                .finish_export_step(self.step_id, &export, now)
+                .await?;
+            return Ok(());
+        }
         match self.store.record_export(&export, now).await {
             Ok(_) | Err(StoreError::Conflict { .. }) => {}
             Err(e) => return Err(Box::new(e)),

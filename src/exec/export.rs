@@ -15,7 +15,7 @@ use crate::download::{
 };
 use crate::jobs::{ExportAction, Retention};
 use crate::schedule::Clock;
-use crate::store::{ErrorClass, FileFormat, NewDownload, RunId, Step, StepFile, StepState, Store};
+use crate::store::{ErrorClass, NewDownload, RunId, Step, Store};
 use crate::vb365::ExportToPstOptions;
 
 /// One attempt of an ExportPst step: download (or resume), verify, publish, record.
@@ -37,18 +37,15 @@ pub(crate) async fn attempt(
     let mailbox = uuid::Uuid::parse_str(mailbox_id)
         .map_err(|_| StepFailure::permanent(format!("{email}: bad mailbox id {mailbox_id}")))?;
     let open = ctx.session.get(&ctx.stop.token).await?;
-    store
-        .set_step_session(step.id, Some(&open.id.to_string()), ctx.now())
-        .await
-        .map_err(RunError::store(run))?;
-
     let values = template_values(ctx, email, mailbox_id, step.is_archive).await;
     let relative = action.path.render(&values);
     create_private_dir(&config.export_root)?;
     let target = resolve_inside(&config.export_root, &relative)
         .map_err(|e| StepFailure::permanent(format!("{email}: {e}")))?;
+    // One commit: the step's session, its download row, the session kept open (a crash from
+    // here on must not stop it: the server-side export lives in it) and `downloading`.
     store
-        .create_download(
+        .start_step_download(
             &NewDownload {
                 step_id: step.id,
                 final_path: target.absolute(),
@@ -59,17 +56,6 @@ pub(crate) async fn attempt(
         )
         .await
         .map_err(RunError::store(run))?;
-    // A crash from here on must not stop the session: the server-side export lives in it.
-    store
-        .set_session_keep_for_resume(&open.id.to_string(), true, ctx.now())
-        .await
-        .map_err(RunError::store(run))?;
-    if step.state != StepState::Downloading {
-        store
-            .set_step_state(step.id, StepState::Downloading, None, ctx.now())
-            .await
-            .map_err(RunError::store(run))?;
-    }
 
     let source = ExportSource::new(
         ctx.client.clone(),
@@ -83,7 +69,8 @@ pub(crate) async fn attempt(
         },
         config.downloads.first_byte_timeout,
     );
-    let progress = StoreProgress::new(store.clone(), step.id);
+    // The publication's commit also stores the file on the step and makes it `done`.
+    let progress = StoreProgress::finishing_the_step(store.clone(), step.id);
     // Without this figure the free-space check cannot run; downloading anyway could fill the
     // disk the other exports live on, so a database error fails the attempt (retryable) instead.
     let required = store
@@ -140,29 +127,8 @@ pub(crate) async fn attempt(
         // Dropping the transfer keeps the partial file and its durable progress.
         () = ctx.stop.token.cancelled() => return Ok(Next::End(StepEnd::Stopped)),
     };
-    let format = match published.manifest.format {
-        download::Format::Pst => FileFormat::Pst,
-        download::Format::Zip => FileFormat::Zip,
-    };
-    store
-        .record_step_file(
-            step.id,
-            &StepFile {
-                path: &published.path,
-                bytes: published.manifest.bytes,
-                sha256: &published.manifest.sha256,
-                format,
-            },
-            ctx.now(),
-        )
-        .await
-        .map_err(RunError::store(run))?;
-    store
-        .set_step_state(step.id, StepState::Done, None, ctx.now())
-        .await
-        .map_err(RunError::store(run))?;
     tracing::info!(run = %run, mailbox = email, path = %published.path.display(), bytes = published.manifest.bytes, sha256 = %published.manifest.sha256, "export published");
-    Ok(Next::Continue)
+    Ok(Next::End(StepEnd::Finished))
 }
 
 /// Creates `dir` (and parents) with mode 0700 where missing; a failure fails the step for good.

@@ -16,8 +16,6 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
-
 use super::error::{AttemptError, RunError, StepFailure};
 use super::run_ctx::{MailboxCache, Next, RunCtx, StepEnd, sleep};
 use super::{export, restore, retry, search};
@@ -83,22 +81,11 @@ pub(crate) async fn run_step(ctx: Arc<RunCtx>, id: i64) -> Result<StepEnd, RunEr
                         return Ok(StepEnd::Stopped);
                     }
                 }
+                // The attempt and its `note` in the history, in one commit.
                 let step = store
-                    .begin_step_attempt(id, ctx.now())
+                    .begin_step_attempt_noted(id, ctx.now())
                     .await
                     .map_err(RunError::store(run))?;
-                ctx.note(
-                    Some(id),
-                    format!(
-                        "{}: attempt {} started",
-                        step.mailbox_email
-                            .as_deref()
-                            .unwrap_or(step.mailbox_name.as_deref().unwrap_or("step")),
-                        step.attempts
-                    ),
-                    json!({ "step_attempt": step.attempts, "step": id }),
-                )
-                .await;
                 let result = match ctx.job.action() {
                     Action::ExportPst(a) => export::attempt(&ctx, &step, a).await,
                     Action::Search(a) => search::attempt(&ctx, &step, a).await,

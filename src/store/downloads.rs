@@ -14,8 +14,8 @@ use tracing::instrument;
 
 use super::events::{self, EventKind, NewEvent};
 use super::{
-    DownloadState, FileFormat, JsonText, Millis, OptMillis, Result, RunId, SqlxResultExt, Store,
-    StoreError, int, json_text, path_text, to_millis,
+    DownloadState, FileFormat, JsonText, Millis, OptMillis, Result, RunId, SqlxResultExt,
+    StepState, Store, StoreError, int, json_text, path_text, to_millis,
 };
 
 /// A row of `downloads`.
@@ -109,23 +109,107 @@ impl Store {
     ) -> Result<Download> {
         const OP: &str = "create_download";
         let mut tx = self.begin_write(OP).await?;
-        sqlx::query(
-            "INSERT INTO downloads (step_id, final_path, partial_path, restore_session_id, state,
-                                    updated_at)
-             VALUES ($1, $2, $3, $4, 'pending', $5)
-             ON CONFLICT (step_id) DO NOTHING",
+        let row = create_download_in(&mut tx, download, now).await?;
+        tx.commit().await.op(OP)?;
+        Ok(row)
+    }
+
+    /// Starts (or resumes) the download of an ExportPst step, in one transaction: records the
+    /// restore session the step works in, creates the step's `downloads` row (an existing one
+    /// is returned unchanged: a resumed step finds its progress there), marks the session as
+    /// one a restart must keep open for the resume, and moves the step to `downloading`.
+    /// What [`Store::set_step_session`], [`Store::create_download`],
+    /// [`Store::set_session_keep_for_resume`] and [`Store::set_step_state`] do one by one, in
+    /// one commit per step instead of four (`bench/mass-export.sh`).
+    #[instrument(level = "trace", skip_all, fields(step = download.step_id), err(level = "debug"))]
+    pub async fn start_step_download(
+        &self,
+        download: &NewDownload<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Download> {
+        const OP: &str = "start_step_download";
+        let mut tx = self.begin_write(OP).await?;
+        let step = sqlx::query_as::<_, super::Step>(
+            "UPDATE steps SET restore_session_id = $2, updated_at = $3 WHERE id = $1 RETURNING *",
         )
         .bind(download.step_id)
-        .bind(path_text(download.final_path)?)
-        .bind(path_text(download.partial_path)?)
         .bind(download.restore_session_id)
+        .bind(to_millis(now))
+        .fetch_one(&mut *tx)
+        .await
+        .found(OP, "step", download.step_id)?;
+        let row = create_download_in(&mut tx, download, now).await?;
+        if let Some(session) = download.restore_session_id {
+            let kept = sqlx::query(
+                "UPDATE restore_sessions SET keep_for_resume = 1, updated_at = $2
+                 WHERE id = $1 AND keep_for_resume = 0",
+            )
+            .bind(session)
+            .bind(to_millis(now))
+            .execute(&mut *tx)
+            .await
+            .op(OP)?;
+            if kept.rows_affected() == 0 {
+                super::sessions::get_in(&mut tx, session).await?;
+            }
+        }
+        if step.state != StepState::Downloading {
+            super::steps::set_step_state_in(&mut tx, step.id, StepState::Downloading, None, now)
+                .await?;
+        }
+        tx.commit().await.op(OP)?;
+        Ok(row)
+    }
+
+    /// Finishes an ExportPst step whose file is published, in one transaction: records the
+    /// file in `exports` (where it already is, from an earlier attempt whose commit was lost,
+    /// it stays as recorded), marks the download `published` (appends `download_published`),
+    /// stores the file on the step and moves the step to `done`. What
+    /// [`Store::record_export`], [`Store::mark_download_published`],
+    /// [`Store::record_step_file`] and [`Store::set_step_state`] do one by one.
+    /// `export.step_id` is ignored: the file is recorded as `step_id`'s.
+    #[instrument(level = "trace", skip_all, fields(step = step_id), err(level = "debug"))]
+    pub async fn finish_export_step(
+        &self,
+        step_id: i64,
+        export: &NewExport<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<super::Step> {
+        const OP: &str = "finish_export_step";
+        let path = path_text(export.path)?;
+        let mut tx = self.begin_write(OP).await?;
+        sqlx::query(
+            "INSERT INTO exports (job_name, run_id, step_id, mailbox_id, mailbox_email, path,
+                                  manifest_path, format, bytes, sha256, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (path) DO NOTHING",
+        )
+        .bind(export.job_name)
+        .bind(export.run_id)
+        .bind(step_id)
+        .bind(export.mailbox_id)
+        .bind(export.mailbox_email)
+        .bind(path)
+        .bind(export.manifest_path.map(path_text).transpose()?)
+        .bind(export.format)
+        .bind(int(export.bytes))
+        .bind(export.sha256)
         .bind(to_millis(now))
         .execute(&mut *tx)
         .await
         .op(OP)?;
-        let row = get_in(&mut tx, download.step_id).await?;
+        let file = super::StepFile {
+            path: export.path,
+            bytes: export.bytes,
+            sha256: export.sha256,
+            format: export.format,
+        };
+        mark_download_published_in(&mut tx, step_id, &file, now).await?;
+        super::steps::record_step_file_in(&mut tx, step_id, &file, now).await?;
+        let step =
+            super::steps::set_step_state_in(&mut tx, step_id, StepState::Done, None, now).await?;
         tx.commit().await.op(OP)?;
-        Ok(row)
+        Ok(step)
     }
 
     /// The download of a step.
@@ -136,6 +220,20 @@ impl Store {
             .fetch_one(self.reader())
             .await
             .found("get_download", "download of step", step_id)
+    }
+
+    /// The downloads of a run's steps, in step order (one query for `show`, however many
+    /// steps the run has).
+    #[instrument(level = "trace", skip_all, fields(run = %run), err(level = "debug"))]
+    pub async fn list_run_downloads(&self, run: RunId) -> Result<Vec<Download>> {
+        sqlx::query_as::<_, Download>(
+            "SELECT d.* FROM downloads d JOIN steps s ON s.id = d.step_id
+             WHERE s.run_id = $1 ORDER BY d.step_id",
+        )
+        .bind(run)
+        .fetch_all(self.reader())
+        .await
+        .op("list_run_downloads")
     }
 
     /// The downloads of a run's steps that are neither published nor failed, in step order.
@@ -300,35 +398,14 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Download> {
         const OP: &str = "mark_download_published";
-        let final_text = path_text(final_path)?;
-        let now_ms = to_millis(now);
         let mut tx = self.begin_write(OP).await?;
-        let row = sqlx::query_as::<_, Download>(
-            "UPDATE downloads SET state = 'published', final_path = $2, bytes_durable = $3,
-                 sha256 = $4, format = $5, finished_at = $6, updated_at = $6
-             WHERE step_id = $1 RETURNING *",
-        )
-        .bind(step_id)
-        .bind(final_text)
-        .bind(int(bytes))
-        .bind(sha256)
-        .bind(format)
-        .bind(now_ms)
-        .fetch_one(&mut *tx)
-        .await
-        .found(OP, "download of step", step_id)?;
-        let event = download_event(
-            &mut tx,
-            step_id,
-            EventKind::DownloadPublished,
-            format!("published {final_text} ({bytes} bytes, {format})"),
-            json!({
-                "path": final_text, "bytes": bytes, "sha256": sha256, "format": format,
-                "resumed_from": row.resumed_from, "restarts": row.restarts,
-            }),
-        )
-        .await?;
-        events::insert(&mut tx, &event, now).await?;
+        let file = super::StepFile {
+            path: final_path,
+            bytes,
+            sha256,
+            format,
+        };
+        let row = mark_download_published_in(&mut tx, step_id, &file, now).await?;
         tx.commit().await.op(OP)?;
         Ok(row)
     }
@@ -486,6 +563,68 @@ impl Store {
                 .op("largest_export_bytes")?;
         Ok(max.and_then(|b| u64::try_from(b).ok()))
     }
+}
+
+async fn create_download_in(
+    conn: &mut AnyConnection,
+    download: &NewDownload<'_>,
+    now: DateTime<Utc>,
+) -> Result<Download> {
+    sqlx::query(
+        "INSERT INTO downloads (step_id, final_path, partial_path, restore_session_id, state,
+                                updated_at)
+         VALUES ($1, $2, $3, $4, 'pending', $5)
+         ON CONFLICT (step_id) DO NOTHING",
+    )
+    .bind(download.step_id)
+    .bind(path_text(download.final_path)?)
+    .bind(path_text(download.partial_path)?)
+    .bind(download.restore_session_id)
+    .bind(to_millis(now))
+    .execute(&mut *conn)
+    .await
+    .op("create_download")?;
+    get_in(conn, download.step_id).await
+}
+
+/// [`Store::mark_download_published`] inside the caller's write transaction.
+async fn mark_download_published_in(
+    conn: &mut AnyConnection,
+    step_id: i64,
+    file: &super::StepFile<'_>,
+    now: DateTime<Utc>,
+) -> Result<Download> {
+    const OP: &str = "mark_download_published";
+    let final_text = path_text(file.path)?;
+    let (bytes, sha256, format) = (file.bytes, file.sha256, file.format);
+    let now_ms = to_millis(now);
+    let row = sqlx::query_as::<_, Download>(
+        "UPDATE downloads SET state = 'published', final_path = $2, bytes_durable = $3,
+             sha256 = $4, format = $5, finished_at = $6, updated_at = $6
+         WHERE step_id = $1 RETURNING *",
+    )
+    .bind(step_id)
+    .bind(final_text)
+    .bind(int(bytes))
+    .bind(sha256)
+    .bind(format)
+    .bind(now_ms)
+    .fetch_one(&mut *conn)
+    .await
+    .found(OP, "download of step", step_id)?;
+    let event = download_event(
+        conn,
+        step_id,
+        EventKind::DownloadPublished,
+        format!("published {final_text} ({bytes} bytes, {format})"),
+        json!({
+            "path": final_text, "bytes": bytes, "sha256": sha256, "format": format,
+            "resumed_from": row.resumed_from, "restarts": row.restarts,
+        }),
+    )
+    .await?;
+    events::insert(conn, &event, now).await?;
+    Ok(row)
 }
 
 fn not_found(step_id: i64) -> StoreError {

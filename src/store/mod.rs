@@ -450,6 +450,8 @@ impl Store {
                 op,
             })?;
         let backend = self.backend();
+        // Counted by `bench/mass-export.sh` (RUST_LOG=restorectl::store::tx=trace).
+        tracing::trace!(target: "restorectl::store::tx", op, "write transaction");
         let mut tx = writer.begin_with(backend.begin_write()).await.op(op)?;
         if let Some((lock, key)) = backend.write_lock() {
             sqlx::query(lock).bind(key).execute(&mut *tx).await.op(op)?;

@@ -338,7 +338,7 @@ impl Store {
     }
 }
 
-async fn get_in(conn: &mut AnyConnection, id: &str) -> Result<RestoreSession> {
+pub(super) async fn get_in(conn: &mut AnyConnection, id: &str) -> Result<RestoreSession> {
     sqlx::query_as::<_, RestoreSession>("SELECT * FROM restore_sessions WHERE id = $1")
         .bind(id)
         .fetch_one(conn)

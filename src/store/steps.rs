@@ -184,20 +184,30 @@ impl Store {
     pub async fn begin_step_attempt(&self, id: i64, now: DateTime<Utc>) -> Result<Step> {
         const OP: &str = "begin_step_attempt";
         let mut tx = self.begin_write(OP).await?;
-        let before = get_step_in(&mut tx, id).await?;
-        if before.state.is_terminal() || before.state == StepState::InDoubt {
-            return Err(transition(&before, before.state, "a new attempt"));
-        }
-        let step = sqlx::query_as::<_, Step>(
-            "UPDATE steps SET attempts = attempts + 1, next_attempt_at = NULL,
-                 started_at = COALESCE(started_at, $2), updated_at = $2
-             WHERE id = $1 RETURNING *",
+        let step = begin_step_attempt_in(&mut tx, id, now).await?;
+        tx.commit().await.op(OP)?;
+        Ok(step)
+    }
+
+    /// [`Store::begin_step_attempt`] that also appends the run engine's `note` "MAILBOX:
+    /// attempt N started" (data `{step_attempt, step}`) in the same commit.
+    #[instrument(level = "trace", skip_all, fields(step = id), err(level = "debug"))]
+    pub async fn begin_step_attempt_noted(&self, id: i64, now: DateTime<Utc>) -> Result<Step> {
+        const OP: &str = "begin_step_attempt";
+        let mut tx = self.begin_write(OP).await?;
+        let step = begin_step_attempt_in(&mut tx, id, now).await?;
+        let subject = step
+            .mailbox_email
+            .as_deref()
+            .unwrap_or(step.mailbox_name.as_deref().unwrap_or("step"));
+        let mut note = NewEvent::new(
+            EventKind::Note,
+            format!("{subject}: attempt {} started", step.attempts),
         )
-        .bind(id)
-        .bind(to_millis(now))
-        .fetch_one(&mut *tx)
-        .await
-        .op(OP)?;
+        .run(step.run_id)
+        .data(serde_json::json!({ "step_attempt": step.attempts, "step": id }));
+        note.step_id = Some(id);
+        super::events::insert(&mut tx, &note, now).await?;
         tx.commit().await.op(OP)?;
         Ok(step)
     }
@@ -341,46 +351,7 @@ impl Store {
     ) -> Result<Step> {
         const OP: &str = "set_step_state";
         let mut tx = self.begin_write(OP).await?;
-        let before = get_step_in(&mut tx, id).await?;
-        let allowed = !matches!(
-            state,
-            StepState::Submitting | StepState::Submitted | StepState::InDoubt
-        ) && !before.state.is_terminal()
-            && match before.state {
-                StepState::InDoubt => matches!(
-                    (state, before.operator_decision),
-                    (StepState::Done, Some(Decision::MarkDone))
-                        | (StepState::Failed, Some(Decision::MarkFailed))
-                ),
-                _ => true,
-            };
-        if !allowed {
-            return Err(transition(&before, before.state, state));
-        }
-        let now_ms = to_millis(now);
-        let step = sqlx::query_as::<_, Step>(
-            "UPDATE steps SET state = $2, error_class = $3, error_code = $4, error_message = $5,
-                 finished_at = $6, started_at = COALESCE(started_at, $7), updated_at = $7
-             WHERE id = $1 RETURNING *",
-        )
-        .bind(id)
-        .bind(state)
-        .bind(error.map(|e| e.class))
-        .bind(error.and_then(|e| e.code.as_deref()))
-        .bind(error.map(|e| e.message.as_str()))
-        .bind(state.is_terminal().then_some(now_ms))
-        .bind(now_ms)
-        .fetch_one(&mut *tx)
-        .await
-        .op(OP)?;
-        step_event(
-            &mut tx,
-            &before,
-            &step,
-            error.map(|e| e.message.as_str()),
-            now,
-        )
-        .await?;
+        let step = set_step_state_in(&mut tx, id, state, error, now).await?;
         tx.commit().await.op(OP)?;
         Ok(step)
     }
@@ -473,23 +444,11 @@ impl Store {
         file: &StepFile<'_>,
         now: DateTime<Utc>,
     ) -> Result<Step> {
-        let path = path_text(file.path)?.to_string();
-        let sha256 = file.sha256.to_string();
-        self.update_step(
-            "record_step_file",
-            id,
-            "UPDATE steps SET file_path = $2, bytes = $3, sha256 = $4, format = $5,
-                 updated_at = $6
-             WHERE id = $1 RETURNING *",
-            |q| {
-                q.bind(path)
-                    .bind(int(file.bytes))
-                    .bind(sha256)
-                    .bind(file.format)
-                    .bind(to_millis(now))
-            },
-        )
-        .await
+        const OP: &str = "record_step_file";
+        let mut tx = self.begin_write(OP).await?;
+        let step = record_step_file_in(&mut tx, id, file, now).await?;
+        tx.commit().await.op(OP)?;
+        Ok(step)
     }
 
     /// Records an operator's decision about an `in_doubt` step (the engine then acts on it).
@@ -562,6 +521,95 @@ async fn get_step_in(conn: &mut AnyConnection, id: i64) -> Result<Step> {
         .fetch_one(conn)
         .await
         .found("get_step", "step", id)
+}
+
+/// [`Store::begin_step_attempt`] inside the caller's write transaction.
+async fn begin_step_attempt_in(
+    conn: &mut AnyConnection,
+    id: i64,
+    now: DateTime<Utc>,
+) -> Result<Step> {
+    let before = get_step_in(conn, id).await?;
+    if before.state.is_terminal() || before.state == StepState::InDoubt {
+        return Err(transition(&before, before.state, "a new attempt"));
+    }
+    sqlx::query_as::<_, Step>(
+        "UPDATE steps SET attempts = attempts + 1, next_attempt_at = NULL,
+             started_at = COALESCE(started_at, $2), updated_at = $2
+         WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .bind(to_millis(now))
+    .fetch_one(conn)
+    .await
+    .op("begin_step_attempt")
+}
+
+/// [`Store::record_step_file`] inside the caller's write transaction.
+pub(super) async fn record_step_file_in(
+    conn: &mut AnyConnection,
+    id: i64,
+    file: &StepFile<'_>,
+    now: DateTime<Utc>,
+) -> Result<Step> {
+    sqlx::query_as::<_, Step>(
+        "UPDATE steps SET file_path = $2, bytes = $3, sha256 = $4, format = $5, updated_at = $6
+         WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .bind(path_text(file.path)?)
+    .bind(int(file.bytes))
+    .bind(file.sha256)
+    .bind(file.format)
+    .bind(to_millis(now))
+    .fetch_one(conn)
+    .await
+    .found("record_step_file", "step", id)
+}
+
+/// [`Store::set_step_state`] inside the caller's write transaction.
+pub(super) async fn set_step_state_in(
+    tx: &mut AnyConnection,
+    id: i64,
+    state: StepState,
+    error: Option<&StepErrorRecord>,
+    now: DateTime<Utc>,
+) -> Result<Step> {
+    const OP: &str = "set_step_state";
+    let before = get_step_in(tx, id).await?;
+    let allowed = !matches!(
+        state,
+        StepState::Submitting | StepState::Submitted | StepState::InDoubt
+    ) && !before.state.is_terminal()
+        && match before.state {
+            StepState::InDoubt => matches!(
+                (state, before.operator_decision),
+                (StepState::Done, Some(Decision::MarkDone))
+                    | (StepState::Failed, Some(Decision::MarkFailed))
+            ),
+            _ => true,
+        };
+    if !allowed {
+        return Err(transition(&before, before.state, state));
+    }
+    let now_ms = to_millis(now);
+    let step = sqlx::query_as::<_, Step>(
+        "UPDATE steps SET state = $2, error_class = $3, error_code = $4, error_message = $5,
+             finished_at = $6, started_at = COALESCE(started_at, $7), updated_at = $7
+         WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(error.map(|e| e.class))
+    .bind(error.and_then(|e| e.code.as_deref()))
+    .bind(error.map(|e| e.message.as_str()))
+    .bind(state.is_terminal().then_some(now_ms))
+    .bind(now_ms)
+    .fetch_one(&mut *tx)
+    .await
+    .op(OP)?;
+    step_event(tx, &before, &step, error.map(|e| e.message.as_str()), now).await?;
+    Ok(step)
 }
 
 fn transition(step: &Step, from: StepState, to: impl ToString) -> StoreError {

@@ -107,6 +107,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     jobs_and_versions_round_trip,
+    an_export_step_starts_and_finishes_in_one_commit_each,
     bulk_apply_of_new_files_records_what_one_by_one_would,
     runs_enqueue_claim_lease_and_finish,
     steps_follow_the_at_most_once_protocol,
@@ -3802,4 +3803,171 @@ async fn a_run_request_queues_one_run_whoever_consumes_it(db: &TestDb) {
         .unwrap();
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert!(store.list_pending_requests().await.unwrap().is_empty());
+}
+
+// The run engine's two commits of an ExportPst step (bench/mass-export.sh): the start records
+// the session, the download row, the session kept for the resume and `downloading` at once
+// (idempotent on a resumed attempt, all or nothing); the finish records the export, the
+// published download, the step's file and `done` at once, also when an earlier attempt's
+// export row is already there.
+async fn an_export_step_starts_and_finishes_in_one_commit_each(db: &TestDb) {
+    let store = db.open().await;
+    let step = seed_step(&store, "tenant").await;
+    store
+        .record_session_opened(
+            &NewSession {
+                id: "s1",
+                server: "primary",
+                organization_id: "6f1c8e0a-6a4b-4d1e-9a51-3c2f0b7d9e01",
+                point_in_time: None,
+                run_id: Some(step.run_id),
+            },
+            t(1),
+        )
+        .await
+        .unwrap();
+    let new = NewDownload {
+        step_id: step.id,
+        final_path: Path::new("/exports/tenant/2026-03-01/alice.pst"),
+        partial_path: Path::new("/exports/tenant/2026-03-01/alice.pst.partial"),
+        restore_session_id: Some("s1"),
+    };
+    let d = store.start_step_download(&new, t(2)).await.unwrap();
+    assert_eq!((d.state, d.bytes_durable), (DownloadState::Pending, 0));
+    let s = store.get_step(step.id).await.unwrap();
+    assert_eq!(s.state, StepState::Downloading);
+    assert_eq!(s.restore_session_id.as_deref(), Some("s1"));
+    assert!(store.get_session("s1").await.unwrap().keep_for_resume);
+    // A resumed attempt finds the same row and changes nothing else.
+    store
+        .record_download_progress(step.id, 4096, Some(b"state"), Some(8192), t(3))
+        .await
+        .unwrap();
+    let again = store.start_step_download(&new, t(4)).await.unwrap();
+    assert_eq!(again.bytes_durable, 4096);
+    assert_eq!(
+        event_kinds(&store, step.run_id).await,
+        ["run_queued", "session_opened", "step_state_changed"]
+    );
+
+    // An unknown session rolls the whole start back.
+    let other = store
+        .create_steps(
+            step.run_id,
+            &[NewStep {
+                seq: 1,
+                mailbox_id: Some("mb-2".into()),
+                ..Default::default()
+            }],
+            t(5),
+        )
+        .await
+        .unwrap()
+        .remove(1);
+    let lost = NewDownload {
+        step_id: other.id,
+        final_path: Path::new("/exports/tenant/2026-03-01/bob.pst"),
+        partial_path: Path::new("/exports/tenant/2026-03-01/bob.pst.partial"),
+        restore_session_id: Some("gone"),
+    };
+    assert!(
+        store
+            .start_step_download(&lost, t(6))
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        store
+            .get_download(other.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    let untouched = store.get_step(other.id).await.unwrap();
+    assert_eq!(
+        (untouched.state, untouched.restore_session_id),
+        (StepState::Pending, None)
+    );
+
+    let export = |step_id, path: &'static str| NewExport {
+        job_name: "tenant",
+        run_id: step.run_id,
+        step_id: Some(step_id),
+        mailbox_id: Some("mb-1"),
+        mailbox_email: Some("alice@contoso.com"),
+        path: Path::new(path),
+        manifest_path: None,
+        format: FileFormat::Pst,
+        bytes: 8192,
+        sha256: "ab12",
+    };
+    let done = store
+        .finish_export_step(
+            step.id,
+            &export(step.id, "/exports/tenant/2026-03-01/alice.pst"),
+            t(7),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.state, StepState::Done);
+    assert_eq!(
+        (
+            done.file_path.as_deref(),
+            done.bytes,
+            done.sha256.as_deref()
+        ),
+        (
+            Some("/exports/tenant/2026-03-01/alice.pst"),
+            Some(8192),
+            Some("ab12")
+        )
+    );
+    let published = store.get_download(step.id).await.unwrap();
+    assert_eq!(
+        (published.state, published.bytes_durable),
+        (DownloadState::Published, 8192)
+    );
+    assert_eq!(store.list_run_exports(step.run_id).await.unwrap().len(), 1);
+    assert_eq!(
+        event_kinds(&store, step.run_id).await,
+        [
+            "run_queued",
+            "session_opened",
+            "step_state_changed",
+            "download_published",
+            "step_state_changed"
+        ]
+    );
+    // A finished step cannot be finished again; nothing of the second try stays.
+    assert!(matches!(
+        store
+            .finish_export_step(step.id, &export(step.id, "/exports/tenant/other.pst"), t(8))
+            .await,
+        Err(StoreError::InvalidTransition { .. })
+    ));
+    assert_eq!(store.list_run_exports(step.run_id).await.unwrap().len(), 1);
+
+    // The export row of an earlier attempt whose finish was lost is kept as it is.
+    store
+        .create_download(
+            &NewDownload {
+                restore_session_id: None,
+                ..lost
+            },
+            t(9),
+        )
+        .await
+        .unwrap();
+    let bob = "/exports/tenant/2026-03-01/bob.pst";
+    store
+        .record_export(&export(other.id, bob), t(9))
+        .await
+        .unwrap();
+    let done = store
+        .finish_export_step(other.id, &export(other.id, bob), t(10))
+        .await
+        .unwrap();
+    assert_eq!(done.state, StepState::Done);
+    assert_eq!(store.list_run_exports(step.run_id).await.unwrap().len(), 2);
 }
