@@ -609,7 +609,17 @@ impl<P: ProgressStore> Feed<'_, P> {
             }
             if self.made < POOL {
                 self.made += 1;
-                let mut batch = Batch::new(self.ctx.opts.batch_bytes);
+                // No bigger than what is left of an announced length: a 1 MiB export needs
+                // one 1 MiB buffer, not four of `batch_bytes` (zeroing them was a measurable
+                // share of a mass export's CPU). A body longer than announced still fits, in
+                // more batches.
+                let left = self
+                    .expected
+                    .map_or(u64::MAX, |total| total.saturating_sub(offset));
+                let cap = usize::try_from(left).map_or(self.ctx.opts.batch_bytes, |left| {
+                    left.min(self.ctx.opts.batch_bytes)
+                });
+                let mut batch = Batch::new(cap);
                 batch.reset(offset);
                 return Ok(batch);
             }
