@@ -103,12 +103,13 @@ pub fn run(args: JobsArgs, config: &Config) -> anyhow::Result<Outcome> {
         let files = store.list_job_files().await?;
         let instances = store.list_instances().await?;
         let report = build(&jobs, &files, &instances, config.timezone);
-        let mut out = std::io::stdout().lock();
+        let mut out = output::buffered_stdout();
         if args.json {
             output::print_json(&mut out, &report)?;
         } else {
             print_human(&mut out, &report, &Style::detect())?;
         }
+        out.flush()?;
         Ok(Outcome::Ok)
     })
 }

@@ -325,6 +325,13 @@ pub fn human_bytes(bytes: i64) -> String {
     bytesize::ByteSize::b(b).to_string()
 }
 
+/// Standard output, locked and buffered: stdout is line-buffered, and listings of 10,000 jobs,
+/// runs or steps are hundreds of thousands of lines (one `write` each cost more than reading
+/// them from the database). Call `flush` at the end to see a write error; dropping flushes too.
+pub fn buffered_stdout() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
+    std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock())
+}
+
 /// Writes `value` as pretty JSON followed by a newline.
 pub fn print_json(out: &mut impl Write, value: &impl Serialize) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut *out, value)?;

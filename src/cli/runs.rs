@@ -186,7 +186,7 @@ pub fn run(args: RunsArgs, config: &Config) -> anyhow::Result<Outcome> {
             version: 1,
             runs: with_steps(&store, &runs).await?,
         };
-        let mut out = std::io::stdout().lock();
+        let mut out = output::buffered_stdout();
         if args.json {
             output::print_json(&mut out, &report)?;
         } else if report.runs.is_empty() {
@@ -201,6 +201,7 @@ pub fn run(args: RunsArgs, config: &Config) -> anyhow::Result<Outcome> {
         } else {
             print_human(&mut out, &runs, &report, &Style::detect())?;
         }
+        out.flush()?;
         Ok(Outcome::Ok)
     })
 }

@@ -23,6 +23,26 @@ pub struct ShowArgs {
     /// Print the stable JSON form (docs/cli-json.md) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// How many of the run's newest events to list: a number, or `all` (a run over 10,000
+    /// mailboxes has some 40,000).
+    #[arg(long, value_name = "N|all", default_value = "200", value_parser = parse_events)]
+    pub events: EventsShown,
+}
+
+/// `--events`: the newest N events, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventsShown {
+    Newest(u32),
+    All,
+}
+
+fn parse_events(text: &str) -> Result<EventsShown, String> {
+    if text.eq_ignore_ascii_case("all") {
+        return Ok(EventsShown::All);
+    }
+    text.parse::<u32>()
+        .map(EventsShown::Newest)
+        .map_err(|_| format!("`{text}` is neither a number of events nor `all`"))
 }
 
 /// `show --json`.
@@ -35,6 +55,8 @@ pub struct ShowJson {
     pub steps: Vec<StepJson>,
     pub sessions: Vec<SessionJson>,
     pub files: Vec<FileJson>,
+    /// How many events the run has; `events` holds the newest of them (`--events`).
+    pub events_total: u64,
     pub events: Vec<EventJson>,
 }
 
@@ -164,10 +186,17 @@ pub fn run(args: ShowArgs, config: &Config) -> anyhow::Result<Outcome> {
         let store = context::open_read(config).await?;
         let run = context::find_run(&store, &args.run).await?;
         let steps = store.list_steps(run.id).await?;
-        let downloads = downloads_of(&store, &steps).await?;
+        let downloads = downloads_of(&store, run.id, &steps).await?;
         let sessions = store.list_run_sessions(run.id).await?;
         let files = store.list_run_exports(run.id).await?;
-        let events = store.list_run_events(run.id).await?;
+        let (events, events_total) = match args.events {
+            EventsShown::All => {
+                let all = store.list_run_events(run.id).await?;
+                let total = all.len() as u64;
+                (all, total)
+            }
+            EventsShown::Newest(n) => store.list_run_events_newest(run.id, n).await?,
+        };
         let instances = if run.state == crate::store::RunState::Running {
             store.list_instances().await?
         } else {
@@ -189,28 +218,33 @@ pub fn run(args: ShowArgs, config: &Config) -> anyhow::Result<Outcome> {
                 .collect(),
             sessions: sessions.iter().map(session_json).collect(),
             files: files.iter().map(file_json).collect(),
+            events_total,
             events: events.iter().map(event_json).collect(),
         };
-        let mut out = std::io::stdout().lock();
+        let mut out = output::buffered_stdout();
         if args.json {
             output::print_json(&mut out, &report)?;
         } else {
             print_human(&mut out, &report, &Style::detect())?;
         }
+        out.flush()?;
         Ok(Outcome::Ok)
     })
 }
 
-async fn downloads_of(store: &Store, steps: &[Step]) -> anyhow::Result<Vec<Option<Download>>> {
-    let mut out = Vec::with_capacity(steps.len());
-    for s in steps {
-        out.push(match store.get_download(s.id).await {
-            Ok(d) => Some(d),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e.into()),
-        });
-    }
-    Ok(out)
+/// The download of each step (`None` for steps without one), from one query.
+async fn downloads_of(
+    store: &Store,
+    run: crate::store::RunId,
+    steps: &[Step],
+) -> anyhow::Result<Vec<Option<Download>>> {
+    let mut by_step: std::collections::HashMap<i64, Download> = store
+        .list_run_downloads(run)
+        .await?
+        .into_iter()
+        .map(|d| (d.step_id, d))
+        .collect();
+    Ok(steps.iter().map(|s| by_step.remove(&s.id)).collect())
 }
 
 fn step_json(s: &Step, download: Option<&Download>) -> StepJson {
@@ -553,8 +587,15 @@ fn print_human(out: &mut impl Write, r: &ShowJson, style: &Style) -> anyhow::Res
     writeln!(
         out,
         "{}",
-        style.heading(&format!("Events ({})", r.events.len()))
+        style.heading(&format!("Events ({})", r.events_total))
     )?;
+    let omitted = r.events_total.saturating_sub(r.events.len() as u64);
+    if omitted > 0 {
+        writeln!(
+            out,
+            "  ({omitted} earlier events not shown; --events all lists every one)"
+        )?;
+    }
     let mut t = Table::new(&["at", "kind", "message"]);
     for e in &r.events {
         t.row(vec![e.at.clone(), e.kind.clone(), e.message.clone()]);

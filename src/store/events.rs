@@ -212,6 +212,32 @@ impl Store {
             .op("list_run_events")
     }
 
+    /// The newest `limit` events of a run, oldest first, and how many the run has in all
+    /// (`show` of a 10,000-mailbox run lists the end of its 40,000 events, not all of them).
+    #[instrument(level = "trace", skip_all, fields(run = %run), err(level = "debug"))]
+    pub async fn list_run_events_newest(
+        &self,
+        run: RunId,
+        limit: u32,
+    ) -> Result<(Vec<Event>, u64)> {
+        const OP: &str = "list_run_events_newest";
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE run_id = $1")
+            .bind(run)
+            .fetch_one(self.reader())
+            .await
+            .op(OP)?;
+        let events = sqlx::query_as::<_, Event>(
+            "SELECT * FROM (SELECT * FROM events WHERE run_id = $1 ORDER BY id DESC LIMIT $2) AS e
+             ORDER BY id",
+        )
+        .bind(run)
+        .bind(i64::from(limit))
+        .fetch_all(self.reader())
+        .await
+        .op(OP)?;
+        Ok((events, u64::try_from(total).unwrap_or(0)))
+    }
+
     /// The `limit` most recent events, newest first.
     #[instrument(level = "trace", skip_all, err(level = "debug"))]
     pub async fn list_recent_events(&self, limit: u32) -> Result<Vec<Event>> {

@@ -1094,3 +1094,55 @@ fn a_closed_pipe_is_not_an_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--events N` lists the run's newest N events (oldest first) and says how many there are;
+/// `--events all` lists every one; text says what it left out. A bad value is a usage error.
+#[test]
+fn show_lists_the_newest_events_and_counts_them_all() {
+    let f = Fixture::with_history();
+    let run = f.export.to_string();
+    let all = json_of(
+        &f.cmd(&["show", &run, "--json", "--events", "all"])
+            .output()
+            .unwrap(),
+    );
+    let every = all["events"].as_array().unwrap().clone();
+    assert!(every.len() > 3, "{all}");
+    assert_eq!(all["eventsTotal"], every.len());
+    // The default (200) covers a small run whole.
+    assert_eq!(show_json(&f, f.export)["events"], all["events"]);
+
+    let two = json_of(
+        &f.cmd(&["show", &run, "--json", "--events", "2"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(two["eventsTotal"], every.len());
+    assert_eq!(
+        two["events"].as_array().unwrap()[..],
+        every[every.len() - 2..]
+    );
+    assert_eq!(two["steps"], all["steps"]);
+
+    let out = f.cmd(&["show", &run, "--events", "2"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("Events ({})", every.len())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "({} earlier events not shown; --events all lists every one)",
+            every.len() - 2
+        )),
+        "{text}"
+    );
+
+    let bad = f.cmd(&["show", &run, "--events", "some"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("`some` is neither a number of events nor `all`")
+    );
+}
