@@ -261,8 +261,8 @@ impl Reconciler {
         let mut protected: Vec<(PathBuf, &FileReport)> = Vec::new();
         // Versions found valid in this scan, with the job to schedule.
         let mut valid_now: HashMap<&str, &Arc<Job>> = HashMap::new();
-        // New or changed files, applied in chunks after the walk.
-        let mut pending: Vec<PendingFile> = Vec::new();
+        // New or changed files (with their content hash), applied in chunks after the walk.
+        let mut pending: Vec<(&FileReport, String)> = Vec::new();
 
         for file in &scan.files {
             seen_files.insert(&file.path);
@@ -291,48 +291,16 @@ impl Reconciler {
                 out.files_unchanged += 1;
                 continue;
             }
-            let versions = file
-                .documents
-                .iter()
-                .filter_map(|doc| {
-                    let name = doc.name.clone()?;
-                    Some(match &doc.job {
-                        Some(job) => PendingVersion {
-                            name,
-                            kind: job.kind().as_str().to_string(),
-                            spec_hash: job.spec_hash().to_string(),
-                            spec: serde_json::from_str(job.spec_json()).unwrap_or(Value::Null),
-                            valid: true,
-                            errors: Value::Array(Vec::new()),
-                        },
-                        None => {
-                            let errors = errors_json(doc.errors.iter().chain(&file.errors));
-                            let spec_hash = doc.content_hash.clone().unwrap_or_else(|| {
-                                sha256_hex(&format!("invalid:{}", Value::from(errors.clone())))
-                            });
-                            PendingVersion {
-                                name,
-                                kind: doc.kind.clone().unwrap_or_else(|| "unknown".into()),
-                                spec_hash,
-                                spec: Value::Null,
-                                valid: false,
-                                errors: Value::Array(errors),
-                            }
-                        }
-                    })
-                })
-                .collect();
-            pending.push(PendingFile {
-                path: file.path.clone(),
-                hash: hash.to_string(),
-                valid: file.is_valid(),
-                errors: Value::Array(errors_json(file.all_errors())),
-                names: file_job_names(file),
-                versions,
-            });
+            // Built per chunk below: a first scan of 10,000 files held every spec as a JSON
+            // tree at once.
+            pending.push((file, hash.to_string()));
         }
         // Many files per transaction: thousands of new files commit in a few transactions.
         for chunk in pending.chunks(APPLY_CHUNK) {
+            let chunk: Vec<PendingFile> = chunk
+                .iter()
+                .map(|(file, hash)| PendingFile::of(file, hash))
+                .collect();
             let applies: Vec<FileApply<'_>> = chunk.iter().map(PendingFile::as_apply).collect();
             let results = self
                 .store
@@ -483,6 +451,49 @@ struct PendingFile {
 }
 
 impl PendingFile {
+    /// The rows to record for a new or changed `file` whose content hash is `hash`.
+    fn of(file: &FileReport, hash: &str) -> PendingFile {
+        let versions = file
+            .documents
+            .iter()
+            .filter_map(|doc| {
+                let name = doc.name.clone()?;
+                Some(match &doc.job {
+                    Some(job) => PendingVersion {
+                        name,
+                        kind: job.kind().as_str().to_string(),
+                        spec_hash: job.spec_hash().to_string(),
+                        spec: serde_json::from_str(job.spec_json()).unwrap_or(Value::Null),
+                        valid: true,
+                        errors: Value::Array(Vec::new()),
+                    },
+                    None => {
+                        let errors = errors_json(doc.errors.iter().chain(&file.errors));
+                        let spec_hash = doc.content_hash.clone().unwrap_or_else(|| {
+                            sha256_hex(&format!("invalid:{}", Value::from(errors.clone())))
+                        });
+                        PendingVersion {
+                            name,
+                            kind: doc.kind.clone().unwrap_or_else(|| "unknown".into()),
+                            spec_hash,
+                            spec: Value::Null,
+                            valid: false,
+                            errors: Value::Array(errors),
+                        }
+                    }
+                })
+            })
+            .collect();
+        PendingFile {
+            path: file.path.clone(),
+            hash: hash.to_string(),
+            valid: file.is_valid(),
+            errors: Value::Array(errors_json(file.all_errors())),
+            names: file_job_names(file),
+            versions,
+        }
+    }
+
     fn as_apply(&self) -> FileApply<'_> {
         FileApply {
             file: ScannedFile {
