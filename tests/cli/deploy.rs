@@ -445,4 +445,6 @@ fn containerfile_is_multi_stage_non_root_with_tzdata_and_ca_certificates() {
     assert!(text.contains("CMD [\"daemon\"]"));
     assert!(text.contains("VOLUME [\"/var/lib/restorectl\"]"));
     assert!(text.contains("--locked"));
+    // The image's binary is built with the project's build settings (mimalloc's commit mode).
+    assert!(text.contains("COPY .cargo .cargo"), "{text}");
 }

@@ -9,6 +9,7 @@
 mod common;
 
 mod alerting;
+mod allocator;
 mod cli_ops;
 mod cli_plan;
 mod cli_simulate;
