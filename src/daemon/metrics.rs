@@ -239,6 +239,72 @@ pub fn max_success_age(job: &Job, now: DateTime<Utc>) -> Option<Duration> {
     (!longest.is_zero()).then(|| longest + job.run_timeout())
 }
 
+/// How long a computed [`max_success_age`] is reused. Computing it walks a job's next
+/// [`GAP_FIRES`] fires (32 years of a yearly schedule): for 10,000 jobs every minute that was a
+/// third of the idle daemon's CPU. Gaps only move with daylight saving, so an hour is plenty.
+pub const SUCCESS_AGE_REUSE: Duration = Duration::from_secs(3600);
+
+/// What a job's [`max_success_age`] depends on: its spec (schedule, suspend), its `runTimeout`
+/// and time zone (both may come from the config, which a SIGHUP changes).
+type AgeKey = (String, Duration, Option<chrono_tz::Tz>, bool);
+
+/// [`max_success_age`] of every job, each reused for [`SUCCESS_AGE_REUSE`] while the job's
+/// schedule, `runTimeout` and time zone stay the same.
+#[derive(Debug, Default)]
+pub struct SuccessAges {
+    known: HashMap<String, (AgeKey, DateTime<Utc>, Option<Duration>)>,
+}
+
+impl SuccessAges {
+    /// `(job name, age)` of every job of `jobs` that has one; forgets the jobs not listed.
+    pub fn of<'a>(
+        &mut self,
+        jobs: impl Iterator<Item = &'a Job>,
+        now: DateTime<Utc>,
+    ) -> Vec<(String, Duration)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for job in jobs {
+            let key: AgeKey = (
+                job.spec_hash().to_string(),
+                job.run_timeout(),
+                job.schedule().map(|s| s.timezone()),
+                job.suspend(),
+            );
+            let fresh = |(k, at, _): &(AgeKey, DateTime<Utc>, Option<Duration>)| {
+                *k == key
+                    && (now - *at)
+                        .to_std()
+                        .is_ok_and(|elapsed| elapsed < SUCCESS_AGE_REUSE)
+            };
+            let age = match self.known.get(job.name()) {
+                Some(entry) if fresh(entry) => entry.2,
+                _ => {
+                    let age = max_success_age(job, now);
+                    self.known.insert(job.name().to_string(), (key, now, age));
+                    age
+                }
+            };
+            seen.insert(job.name());
+            if let Some(age) = age {
+                out.push((job.name().to_string(), age));
+            }
+        }
+        self.known.retain(|name, _| seen.contains(name.as_str()));
+        out
+    }
+
+    /// Jobs remembered.
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    /// Whether no job is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+}
+
 /// Sets `restorectl_ready`.
 pub fn publish_ready(ready: bool) {
     metrics::gauge!("restorectl_ready").set(if ready { 1.0 } else { 0.0 });
@@ -398,9 +464,8 @@ mod tests {
     use crate::config::Config;
     use crate::jobs::{ValidationContext, parse_str};
 
-    /// [`max_success_age`] of a job with `spec_lines` (schedule, runTimeout, suspend) on a
-    /// Wednesday noon, so a weekday schedule's next fires span a weekend.
-    fn age(spec_lines: &str) -> Option<Duration> {
+    /// A job with `spec_lines` (schedule, runTimeout, suspend).
+    fn job(spec_lines: &str) -> Job {
         let config = Config::from_yaml(
             "exportRoot: /srv/exports\ntimezone: UTC\nservers:\n  primary:\n    \
              url: https://vb365.example.test:4443\n    username: CONTOSO\\svc-restore\n    \
@@ -420,8 +485,51 @@ mod tests {
         );
         let errors: Vec<String> = report.all_errors().map(ToString::to_string).collect();
         assert!(errors.is_empty(), "{errors:?}");
-        let now = Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap();
-        max_success_age(report.jobs().next().unwrap(), now)
+        report.jobs().next().unwrap().clone()
+    }
+
+    /// A Wednesday noon, so a weekday schedule's next fires span a weekend.
+    fn wednesday() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap()
+    }
+
+    fn age(spec_lines: &str) -> Option<Duration> {
+        max_success_age(&job(spec_lines), wednesday())
+    }
+
+    /// The ages are reused for an hour while a job's schedule and timeout stay, recomputed when
+    /// either changes or the hour is over, and removed jobs are forgotten.
+    #[test]
+    fn success_ages_are_reused_until_the_job_changes_or_an_hour_passes() {
+        const HOUR: u64 = 3600;
+        let daily = job("  schedule: { cron: \"0 2 * * *\" }\n  runTimeout: 2h\n");
+        let weekdays = job("  schedule: { cron: \"0 2 * * 1-5\" }\n  runTimeout: 2h\n");
+        let mut ages = SuccessAges::default();
+        let now = wednesday();
+        assert_eq!(
+            ages.of([&daily].into_iter(), now),
+            [("j".to_string(), Duration::from_secs(26 * HOUR))]
+        );
+        // Same job, 59 minutes later: the remembered entry.
+        let later = now + chrono::Duration::minutes(59);
+        assert_eq!(
+            ages.of([&daily].into_iter(), later)[0].1,
+            Duration::from_secs(26 * HOUR)
+        );
+        // Another schedule under the same name: recomputed at once.
+        assert_eq!(
+            ages.of([&weekdays].into_iter(), later)[0].1,
+            Duration::from_secs(74 * HOUR)
+        );
+        // After the hour the value is computed again from the job.
+        let next_day = now + chrono::Duration::hours(25);
+        assert_eq!(
+            ages.of([&weekdays].into_iter(), next_day)[0].1,
+            max_success_age(&weekdays, next_day).unwrap()
+        );
+        assert_eq!(ages.len(), 1);
+        assert!(ages.of(std::iter::empty(), next_day).is_empty());
+        assert!(ages.is_empty());
     }
 
     #[test]

@@ -734,6 +734,7 @@ async fn refresh_loop(
 ) {
     let mut since = app.clock.now();
     let mut publisher = metrics::Publisher::default();
+    let mut success_ages = metrics::SuccessAges::default();
     let mut last_status = String::new();
     // The run and job counts of the last refresh, and when the per-job series were last read.
     let mut last_shape = None;
@@ -767,12 +768,7 @@ async fn refresh_loop(
                 let ages = if per_job {
                     let now = app.clock.now();
                     let table = Arc::clone(&table.borrow());
-                    table
-                        .iter()
-                        .filter_map(|(name, active)| {
-                            metrics::max_success_age(&active.job, now).map(|a| (name.clone(), a))
-                        })
-                        .collect()
+                    success_ages.of(table.values().map(|active| active.job.as_ref()), now)
                 } else {
                     Vec::new()
                 };
