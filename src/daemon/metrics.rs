@@ -253,6 +253,7 @@ type AgeKey = (String, Duration, Option<chrono_tz::Tz>, bool);
 #[derive(Debug, Default)]
 pub struct SuccessAges {
     known: HashMap<String, (AgeKey, DateTime<Utc>, Option<Duration>)>,
+    computed: u64,
 }
 
 impl SuccessAges {
@@ -281,6 +282,7 @@ impl SuccessAges {
                 Some(entry) if fresh(entry) => entry.2,
                 _ => {
                     let age = max_success_age(job, now);
+                    self.computed += 1;
                     self.known.insert(job.name().to_string(), (key, now, age));
                     age
                 }
@@ -292,6 +294,11 @@ impl SuccessAges {
         }
         self.known.retain(|name, _| seen.contains(name.as_str()));
         out
+    }
+
+    /// How many ages were computed rather than reused.
+    pub fn computed(&self) -> u64 {
+        self.computed
     }
 
     /// Jobs remembered.
@@ -510,12 +517,14 @@ mod tests {
             ages.of([&daily].into_iter(), now),
             [("j".to_string(), Duration::from_secs(26 * HOUR))]
         );
-        // Same job, 59 minutes later: the remembered entry.
+        assert_eq!(ages.computed(), 1);
+        // Same job, 59 minutes later: the remembered entry, not computed again.
         let later = now + chrono::Duration::minutes(59);
         assert_eq!(
             ages.of([&daily].into_iter(), later)[0].1,
             Duration::from_secs(26 * HOUR)
         );
+        assert_eq!(ages.computed(), 1);
         // Another schedule under the same name: recomputed at once.
         assert_eq!(
             ages.of([&weekdays].into_iter(), later)[0].1,
@@ -527,6 +536,7 @@ mod tests {
             ages.of([&weekdays].into_iter(), next_day)[0].1,
             max_success_age(&weekdays, next_day).unwrap()
         );
+        assert_eq!(ages.computed(), 3);
         assert_eq!(ages.len(), 1);
         assert!(ages.of(std::iter::empty(), next_day).is_empty());
         assert!(ages.is_empty());

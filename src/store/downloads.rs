@@ -176,28 +176,12 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<super::Step> {
         const OP: &str = "finish_export_step";
-        let path = path_text(export.path)?;
         let mut tx = self.begin_write(OP).await?;
-        sqlx::query(
-            "INSERT INTO exports (job_name, run_id, step_id, mailbox_id, mailbox_email, path,
-                                  manifest_path, format, bytes, sha256, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (path) DO NOTHING",
-        )
-        .bind(export.job_name)
-        .bind(export.run_id)
-        .bind(step_id)
-        .bind(export.mailbox_id)
-        .bind(export.mailbox_email)
-        .bind(path)
-        .bind(export.manifest_path.map(path_text).transpose()?)
-        .bind(export.format)
-        .bind(int(export.bytes))
-        .bind(export.sha256)
-        .bind(to_millis(now))
-        .execute(&mut *tx)
-        .await
-        .op(OP)?;
+        let export = NewExport {
+            step_id: Some(step_id),
+            ..*export
+        };
+        insert_export_in(&mut tx, &export, now).await?;
         let file = super::StepFile {
             path: export.path,
             bytes: export.bytes,
@@ -453,29 +437,13 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Export> {
         const OP: &str = "record_export";
-        let path = path_text(export.path)?;
-        let manifest = export.manifest_path.map(path_text).transpose()?;
         let mut tx = self.begin_write(OP).await?;
-        let row = sqlx::query_as::<_, Export>(
-            "INSERT INTO exports (job_name, run_id, step_id, mailbox_id, mailbox_email, path,
-                                  manifest_path, format, bytes, sha256, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             RETURNING *",
-        )
-        .bind(export.job_name)
-        .bind(export.run_id)
-        .bind(export.step_id)
-        .bind(export.mailbox_id)
-        .bind(export.mailbox_email)
-        .bind(path)
-        .bind(manifest)
-        .bind(export.format)
-        .bind(int(export.bytes))
-        .bind(export.sha256)
-        .bind(to_millis(now))
-        .fetch_one(&mut *tx)
-        .await
-        .unique(OP, "export", path)?;
+        let row = insert_export_in(&mut tx, export, now)
+            .await?
+            .ok_or_else(|| StoreError::Conflict {
+                what: "export",
+                id: export.path.display().to_string(),
+            })?;
         tx.commit().await.op(OP)?;
         Ok(row)
     }
@@ -563,6 +531,36 @@ impl Store {
                 .op("largest_export_bytes")?;
         Ok(max.and_then(|b| u64::try_from(b).ok()))
     }
+}
+
+/// Records a published file in `exports`; `None` when its path is recorded already (the row
+/// stays as it is).
+async fn insert_export_in(
+    conn: &mut AnyConnection,
+    export: &NewExport<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<Export>> {
+    sqlx::query_as::<_, Export>(
+        "INSERT INTO exports (job_name, run_id, step_id, mailbox_id, mailbox_email, path,
+                              manifest_path, format, bytes, sha256, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (path) DO NOTHING
+         RETURNING *",
+    )
+    .bind(export.job_name)
+    .bind(export.run_id)
+    .bind(export.step_id)
+    .bind(export.mailbox_id)
+    .bind(export.mailbox_email)
+    .bind(path_text(export.path)?)
+    .bind(export.manifest_path.map(path_text).transpose()?)
+    .bind(export.format)
+    .bind(int(export.bytes))
+    .bind(export.sha256)
+    .bind(to_millis(now))
+    .fetch_optional(conn)
+    .await
+    .op("record_export")
 }
 
 async fn create_download_in(

@@ -268,8 +268,6 @@ pub(crate) trait SqlxResultExt<T> {
     fn op(self, op: &'static str) -> Result<T>;
     /// Like [`SqlxResultExt::op`], but `RowNotFound` becomes `NotFound { what, id }`.
     fn found(self, op: &'static str, what: &'static str, id: impl fmt::Display) -> Result<T>;
-    /// Like [`SqlxResultExt::op`], but a unique violation becomes `Conflict { what, id }`.
-    fn unique(self, op: &'static str, what: &'static str, id: impl fmt::Display) -> Result<T>;
 }
 
 impl<T> SqlxResultExt<T> for std::result::Result<T, sqlx::Error> {
@@ -284,16 +282,6 @@ impl<T> SqlxResultExt<T> for std::result::Result<T, sqlx::Error> {
                 id: id.to_string(),
             },
             source => StoreError::Database { op, source },
-        })
-    }
-
-    fn unique(self, op: &'static str, what: &'static str, id: impl fmt::Display) -> Result<T> {
-        self.map_err(|source| match &source {
-            sqlx::Error::Database(e) if e.is_unique_violation() => StoreError::Conflict {
-                what,
-                id: id.to_string(),
-            },
-            _ => StoreError::Database { op, source },
         })
     }
 }
